@@ -1,0 +1,392 @@
+"""Datasets on the host: finding, reading and splitting images into uint8 arrays.
+
+`load(config.data)` is the one entry point. It returns a `Dataset` of uint8
+images [N, H, W, C] with int32 labels for train, validation and test, plus an
+`info` dict naming the source actually used (files or TFDS version) and the
+data protocol. Device placement, binarization and batching live in
+`vae/input_pipeline.py`.
+
+Sources (`data.source`):
+  idx        MNIST-format IDX files (gzipped or raw) in a directory: the
+             config's `data.path`, then $VAE_DATA_DIR (and $VAE_DATA_DIR/<name>),
+             then ./data/<name>, ~/.cache/vae/<name> and the Debian dataset
+             packages' /usr/share/datasets/<name with dashes>.
+  tfds       TensorFlow Datasets by name, read through `tfds.data_source`
+             (array_record, no TensorFlow needed); downloads when online.
+  npz        a NumPy .npz file at `data.path` with x_train, y_train, x_test,
+             y_test (Keras' layout; x_valid / y_valid optional).
+  synthetic  class-structured random images generated from `data.seed`.
+  auto       idx files if found, else TFDS.
+
+Run `python -m vae.data NAME` to see what a name resolves to.
+"""
+
+import dataclasses
+import gzip
+import logging
+import os
+import pathlib
+import sys
+from typing import Optional
+
+import numpy as np
+
+IDX_FILES = {
+    'train_images': 'train-images-idx3-ubyte',
+    'train_labels': 'train-labels-idx1-ubyte',
+    'test_images': 't10k-images-idx3-ubyte',
+    'test_labels': 't10k-labels-idx1-ubyte',
+}
+IDX_NAMES = ('mnist', 'fashion_mnist', 'kmnist')  # datasets distributed as IDX files
+SOURCES = ('auto', 'idx', 'tfds', 'npz', 'synthetic')
+BINARIZE = ('none', 'dynamic', 'static')
+
+
+class DataError(ValueError):
+  """A dataset that cannot be found or read; the message says how to fix it."""
+
+
+@dataclasses.dataclass
+class Split:
+  images: np.ndarray  # [N, H, W, C] uint8
+  labels: np.ndarray  # [N] int32
+
+  def __len__(self):
+    return len(self.images)
+
+
+@dataclasses.dataclass
+class Dataset:
+  train: Split
+  validation: Split
+  test: Split
+  info: dict
+
+  @property
+  def image_shape(self):
+    return tuple(self.train.images.shape[1:])
+
+
+# ----------------------------------------------------------------------------- IDX
+
+
+def read_idx(path) -> np.ndarray:
+  """Reads one IDX file (MNIST's format), gzipped if the name ends in .gz.
+
+  Raises:
+    DataError: bad magic number, unsupported type, or a size that does not
+      match the header (truncated or padded file).
+  """
+  path = pathlib.Path(path)
+  opener = gzip.open if path.suffix == '.gz' else open
+  try:
+    with opener(path, 'rb') as f:
+      raw = f.read()
+  except (OSError, EOFError) as e:
+    raise DataError(f'cannot read IDX file {path}: {e}; re-download or reinstall it') from e
+  if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+    raise DataError(f'{path} is not an IDX file (bad magic number '
+                    f'{raw[:4].hex() or "<empty>"}); expected 0x0000 08 NN')
+  if raw[2] != 0x08:
+    raise DataError(f'{path}: IDX type code 0x{raw[2]:02x} unsupported; only unsigned '
+                    'bytes (0x08) are image data')
+  ndim = raw[3]
+  header = 4 + 4 * ndim
+  if len(raw) < header:
+    raise DataError(f'{path} is truncated inside its header')
+  dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], 'big') for i in range(ndim))
+  expected = int(np.prod(dims)) if dims else 0
+  got = len(raw) - header
+  if got != expected:
+    raise DataError(f'{path} holds {got} data bytes but its header {dims} says {expected}: '
+                    'the file is truncated or corrupt; re-download it')
+  return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _find_idx_file(directory: pathlib.Path, stem: str) -> Optional[pathlib.Path]:
+  for name in (stem + '.gz', stem, stem.replace('-idx', '.idx')):
+    if (directory / name).is_file():
+      return directory / name
+  return None
+
+
+def idx_search_dirs(name, path=''):
+  """The directories searched for IDX files, in order."""
+  dirs = []
+  if path:
+    dirs.append(pathlib.Path(path).expanduser())
+  env = os.environ.get('VAE_DATA_DIR')
+  if env:
+    dirs += [pathlib.Path(env) / name, pathlib.Path(env)]
+  dirs += [pathlib.Path('data') / name,
+           pathlib.Path.home() / '.cache' / 'vae' / name,
+           pathlib.Path('/usr/share/datasets') / name.replace('_', '-'),
+           pathlib.Path('/usr/share/datasets') / name]
+  return dirs
+
+
+def find_idx_dir(name, path=''):
+  """The first directory holding all four IDX files, or None."""
+  for d in idx_search_dirs(name, path):
+    if all(_find_idx_file(d, stem) for stem in IDX_FILES.values()):
+      return d
+  return None
+
+
+def _check_pair(images, labels, what):
+  if images.ndim != 3:
+    raise DataError(f'{what} images have shape {images.shape}; expected [N, H, W]')
+  if labels.ndim != 1:
+    raise DataError(f'{what} labels have shape {labels.shape}; expected [N]')
+  if len(images) != len(labels):
+    raise DataError(f'{what}: {len(images)} images but {len(labels)} labels; the files '
+                    'do not belong together')
+
+
+def load_idx_dir(directory):
+  """Reads the four IDX files of `directory`; returns (train, test, files)."""
+  directory = pathlib.Path(directory)
+  files, arrays = {}, {}
+  for key, stem in IDX_FILES.items():
+    f = _find_idx_file(directory, stem)
+    if f is None:
+      raise DataError(f'{directory} lacks {stem}[.gz]; it needs all of '
+                      f'{sorted(IDX_FILES.values())}')
+    files[key] = str(f)
+    arrays[key] = read_idx(f)
+  _check_pair(arrays['train_images'], arrays['train_labels'], 'train')
+  _check_pair(arrays['test_images'], arrays['test_labels'], 'test')
+  train = Split(arrays['train_images'][..., None], arrays['train_labels'].astype(np.int32))
+  test = Split(arrays['test_images'][..., None], arrays['test_labels'].astype(np.int32))
+  return train, test, files
+
+
+# ----------------------------------------------------------------------------- NPZ
+
+
+def load_npz(path):
+  """Reads x_train/y_train/x_test/y_test (+ optional x_valid/y_valid) from an .npz."""
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise DataError(f'npz file {path} not found; set data.path to an existing .npz')
+  with np.load(path) as z:
+    missing = [k for k in ('x_train', 'y_train', 'x_test', 'y_test') if k not in z]
+    if missing:
+      raise DataError(f'{path} lacks arrays {missing}; it needs x_train, y_train, x_test, '
+                      f'y_test (has {sorted(z.keys())})')
+    out = {k: np.asarray(z[k]) for k in z.keys()}
+  splits = {}
+  for split in ('train', 'test', 'valid'):
+    if f'x_{split}' not in out:
+      continue
+    images, labels = out[f'x_{split}'], out[f'y_{split}']
+    if images.ndim == 3:
+      images = images[..., None]
+    if images.ndim != 4:
+      raise DataError(f'{path}: x_{split} has shape {images.shape}; expected [N, H, W] '
+                      'or [N, H, W, C]')
+    if images.dtype != np.uint8:
+      if images.min() < 0 or images.max() > 255:
+        raise DataError(f'{path}: x_{split} values span [{images.min()}, {images.max()}]; '
+                        'expected uint8 pixel values 0..255')
+      if images.max() <= 1.0:
+        images = images * 255.0
+      images = np.round(images).astype(np.uint8)
+    _check_pair(images[..., 0], labels.reshape(-1), split)
+    splits[split] = Split(images, labels.reshape(-1).astype(np.int32))
+  return splits
+
+
+# ----------------------------------------------------------------------------- TFDS
+
+
+def _read_data_source(source):
+  n = len(source)
+  images, labels = [], []
+  step = 4096
+  for start in range(0, n, step):
+    keys = list(range(start, min(n, start + step)))
+    try:
+      records = source.__getitems__(keys)
+    except TypeError:  # mocked sources only support single indexing
+      records = [source[k] for k in keys]
+    for r in records:
+      images.append(np.asarray(r['image']))
+      labels.append(np.asarray(r.get('label', -1)))
+  return np.stack(images), np.asarray(labels, np.int32)
+
+
+def load_tfds(name, data_dir='', download=True):
+  """Reads a TFDS image dataset through array_record data sources, without TensorFlow.
+
+  Returns:
+    (splits dict of Split, version string).
+  """
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise DataError('tensorflow-datasets is not installed; pip install -r requirements.txt') from e
+  kwargs = {'data_dir': data_dir or None, 'download': download}
+  splits = {}
+  try:
+    builder = tfds.builder(name, data_dir=data_dir or None)
+    available = list(builder.info.splits.keys()) or ['train', 'test']
+    version = str(builder.info.version)
+    for split in ('train', 'validation', 'test'):
+      if split == 'validation' and split not in available:
+        continue
+      images, labels = _read_data_source(tfds.data_source(name, split=split, **kwargs))
+      if images.ndim == 3:
+        images = images[..., None]
+      if images.dtype != np.uint8:
+        images = images.astype(np.uint8)
+      if images.max() <= 1:  # binarized_mnist stores 0/1
+        images = images * np.uint8(255)
+      splits[split] = Split(images, labels)
+  except DataError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    raise DataError(_not_found_message(name, f'TFDS failed ({type(e).__name__}: '
+                                             f'{str(e).splitlines()[0][:200]})')) from e
+  return splits, version
+
+
+# ----------------------------------------------------------------------------- synthetic
+
+
+def make_synthetic(seed, num_train, num_test, shape=(28, 28, 1), num_classes=10):
+  """Class-structured images: each class is a smooth random blob pattern, each
+  example a randomly shifted, scaled and noised copy. Learnable in seconds."""
+  rng = np.random.default_rng(seed)
+  h, w, c = shape
+  yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+  protos = []
+  for _ in range(num_classes):
+    img = np.zeros((h, w, c))
+    for _ in range(3):
+      cy, cx = rng.uniform(0.2, 0.8, 2)
+      s = rng.uniform(0.05, 0.15)
+      colour = rng.uniform(0.5, 1.0, c)
+      img += np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * s * s))[..., None] * colour
+    protos.append(np.clip(img, 0, 1))
+  protos = np.stack(protos)
+
+  def draw(n):
+    labels = rng.integers(0, num_classes, n).astype(np.int32)
+    imgs = protos[labels]
+    shifts = rng.integers(-2, 3, (n, 2))
+    imgs = np.stack([np.roll(im, tuple(s), axis=(0, 1)) for im, s in zip(imgs, shifts)])
+    imgs = imgs * rng.uniform(0.7, 1.0, (n, 1, 1, 1)) + rng.normal(0, 0.05, imgs.shape)
+    return Split(np.round(np.clip(imgs, 0, 1) * 255).astype(np.uint8), labels)
+
+  return draw(num_train), draw(num_test)
+
+
+# ----------------------------------------------------------------------------- entry
+
+
+def _not_found_message(name, detail=''):
+  looked = ', '.join(str(d) for d in idx_search_dirs(name))
+  how = [f'set VAE_DATA_DIR or data.path to a directory with its IDX files '
+         f'(looked in {looked})']
+  if name == 'fashion_mnist':
+    how.insert(0, 'apt-get install dataset-fashion-mnist')
+  how.append(f'let TFDS download {name!r} on a machine with internet (data.source=tfds)')
+  how.append('or use data.name=synthetic')
+  return (f'dataset {name!r} not found offline{": " + detail if detail else ""}; to get '
+          f'it: {"; ".join(how)}')
+
+
+def carve_validation(train: Split, val_size: int, seed: int):
+  """Splits `val_size` examples off `train` with a fixed permutation."""
+  if val_size <= 0:
+    return train, Split(train.images[:0], train.labels[:0])
+  if val_size >= len(train):
+    raise DataError(f'data.val_size={val_size} leaves no training data out of {len(train)} '
+                    'examples; lower data.val_size')
+  perm = np.random.default_rng(seed).permutation(len(train))
+  val, rest = perm[:val_size], np.sort(perm[val_size:])
+  val = np.sort(val)
+  return (Split(train.images[rest], train.labels[rest]),
+          Split(train.images[val], train.labels[val]))
+
+
+def load(data_config) -> Dataset:
+  """Loads train / validation / test images as the data config describes.
+
+  Args:
+    data_config: `config.data` (name, source, path, tfds_data_dir, download,
+      val_size, split_seed, binarize, synthetic_* fields).
+
+  Returns:
+    A `Dataset`; `info` records name, source, files or TFDS version, shapes and
+    the binarization protocol.
+
+  Raises:
+    DataError: the dataset cannot be found or read (one line naming the fix).
+  """
+  dc = data_config
+  name, source = dc.name, dc.source
+  if source not in SOURCES:
+    raise DataError(f'unknown data.source {source!r}; choose one of {SOURCES}')
+  if name == 'synthetic' and source == 'auto':
+    source = 'synthetic'
+  info = {'name': name, 'binarize': dc.binarize, 'dequantize': bool(dc.dequantize)}
+  validation = None
+  if source == 'synthetic':
+    train, test = make_synthetic(dc.seed, dc.synthetic_train_size, dc.synthetic_test_size,
+                                 tuple(dc.synthetic_shape))
+    info.update(source='synthetic', seed=dc.seed)
+  elif source == 'npz':
+    splits = load_npz(dc.path)
+    train, test, validation = splits['train'], splits['test'], splits.get('valid')
+    info.update(source='npz', files=[str(pathlib.Path(dc.path).resolve())])
+  else:
+    directory = find_idx_dir(name, dc.path) if source in ('auto', 'idx') else None
+    if directory is not None:
+      train, test, files = load_idx_dir(directory)
+      info.update(source='idx', files=sorted(files.values()))
+    elif source == 'idx':
+      raise DataError(_not_found_message(name, 'no IDX files'))
+    else:
+      splits, version = load_tfds(name, dc.tfds_data_dir, dc.download)
+      train, test, validation = splits['train'], splits['test'], splits.get('validation')
+      info.update(source='tfds', tfds_version=version)
+  if validation is None:
+    train, validation = carve_validation(train, dc.val_size, dc.split_seed)
+    info['validation'] = f'{dc.val_size} examples carved from train with seed {dc.split_seed}'
+  else:
+    info['validation'] = 'the source\'s own validation split'
+  info.update(shape=list(train.images.shape[1:]), num_train=len(train),
+              num_validation=len(validation), num_test=len(test))
+  logging.info('data: %s', info)
+  return Dataset(train, validation, test, info)
+
+
+def main(argv):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from configs import default  # pylint: disable=g-import-not-at-top
+  if len(argv) < 2:
+    print('usage: python -m vae.data NAME [source]  e.g. python -m vae.data fashion_mnist')
+    return 2
+  dc = default.get_config().data
+  with dc.unlocked():
+    dc.name = argv[1]
+    dc.source = argv[2] if len(argv) > 2 else 'auto'
+  try:
+    ds = load(ml_collections.ConfigDict(dc))
+  except DataError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 1
+  for k, v in ds.info.items():
+    print(f'{k:>15}: {v}')
+  for split in ('train', 'validation', 'test'):
+    s = getattr(ds, split)
+    x = s.images.astype(np.float64) / 255.0
+    print(f'{split:>15}: {len(s):6d} images {s.images.shape[1:]} uint8, mean intensity '
+          f'{x.mean():.4f}, std {x.std():.4f}, labels {np.bincount(s.labels, minlength=1).tolist()}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main(sys.argv))

@@ -1,0 +1,95 @@
+"""Device-side data: binarization protocols, epoch permutations, batch gathering, eval padding.
+
+The training set is put on the device once as uint8 [N, H, W, C]; each step
+gathers its batch on the device from a permutation of `fold_in(data_key,
+epoch)` and converts it to floats there (`to_float`), so no per-step
+host-to-device copy happens. Evaluation sets are binarized once, with a fixed
+seed, and padded to whole batches with a validity mask so every example counts
+exactly once.
+
+Protocols (`config.data.binarize`):
+  dynamic  a fresh Bernoulli draw of the pixel intensities at every step, from
+           the step's key (training); evaluation uses one fixed draw.
+  static   one fixed draw (seed `data.binarize_seed`) for training, another
+           fixed draw for each evaluation split.
+  none     intensities k / 255; with `data.dequantize`, (k + u) / 256 with
+           u ~ U[0, 1) drawn per step (evaluation: from a fixed key).
+"""
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+# How the device converts stored uint8 pixels to floats.
+BERNOULLI, SCALE, DEQUANTIZE = 'bernoulli', 'scale', 'dequantize'
+
+
+def binarize_fixed(images, seed):
+  """One fixed Bernoulli draw of uint8 intensities, returned as uint8 in {0, 255}."""
+  rng = np.random.default_rng(seed)
+  u = rng.random(images.shape, dtype=np.float32)
+  return np.where(u < images.astype(np.float32) / 255.0, 255, 0).astype(np.uint8)
+
+
+def conversion_modes(data_config):
+  """(train mode, eval mode) for `to_float`, given the protocol."""
+  if data_config.binarize == 'dynamic':
+    return BERNOULLI, SCALE
+  if data_config.binarize == 'static':
+    return SCALE, SCALE
+  return (DEQUANTIZE, DEQUANTIZE) if data_config.dequantize else (SCALE, SCALE)
+
+
+def prepare_host_splits(dataset, data_config):
+  """Applies the fixed draws on the host: returns (train, validation, test) uint8 images.
+
+  Evaluation splits are binarized once with seeds derived from
+  `binarize_seed`, so test numbers are deterministic; a static protocol also
+  fixes the training draw.
+  """
+  seed = data_config.binarize_seed
+  train = dataset.train.images
+  val, test = dataset.validation.images, dataset.test.images
+  if data_config.binarize in ('dynamic', 'static'):
+    val = binarize_fixed(val, [seed, 1])
+    test = binarize_fixed(test, [seed, 2])
+  if data_config.binarize == 'static':
+    train = binarize_fixed(train, [seed, 0])
+  return train, val, test
+
+
+def to_float(images_uint8, mode, key):
+  """uint8 [..., H, W, C] -> float32 in [0, 1] under the conversion `mode`."""
+  x = images_uint8.astype(jnp.float32)
+  if mode == BERNOULLI:
+    return jax.random.bernoulli(key, x / 255.0).astype(jnp.float32)
+  if mode == DEQUANTIZE:
+    return (x + jax.random.uniform(key, x.shape)) / 256.0
+  return x / 255.0
+
+
+def epoch_permutation(data_key, epoch, num_examples):
+  """The order of epoch `epoch`: a permutation from fold_in(data_key, epoch)."""
+  return jax.random.permutation(jax.random.fold_in(data_key, epoch), num_examples)
+
+
+def gather_batch(images, perm, index_in_epoch, batch_size):
+  """Batch `index_in_epoch` of the epoch ordered by `perm`: [B, H, W, C] uint8."""
+  idx = jax.lax.dynamic_slice_in_dim(perm, index_in_epoch * batch_size, batch_size)
+  return jnp.take(images, idx, axis=0)
+
+
+def pad_to_batches(images, batch_size):
+  """Pads [N, ...] to whole batches: returns ([nb, B, ...], mask [nb, B]) on the host."""
+  n = len(images)
+  nb = max(1, -(-n // batch_size))
+  pad = nb * batch_size - n
+  padded = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
+  mask = np.concatenate([np.ones(n, bool), np.zeros(pad, bool)])
+  return (padded.reshape((nb, batch_size) + images.shape[1:]),
+          mask.reshape(nb, batch_size))
+
+
+def host_epoch_permutation(seed, epoch, num_examples):
+  """Host-side order for datasets streamed from host memory (too large for the device)."""
+  return np.random.default_rng([seed, epoch]).permutation(num_examples)

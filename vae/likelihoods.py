@@ -1,0 +1,179 @@
+"""Observation models p(x | z): per-pixel log densities and the `Likelihood` wrapper.
+
+Every `*_log_prob` function here returns per-pixel log probabilities in nats with
+the shape of `x`; `Likelihood.log_prob` sums them over the image axes
+[H, W, C], giving log p(x | z) in nats per example. `Likelihood.mean` gives the
+picture to look at (a mean in [0, 1]), never logits.
+
+Pixel conventions: `x` is float in [0, 1]. For the Bernoulli and continuous
+Bernoulli it is binary or a grey level; for the discretized logistic it is
+k / 255 for an 8-bit value k.
+"""
+
+import dataclasses
+import math
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+IMAGE_AXES = (-3, -2, -1)
+LIKELIHOODS = ('bernoulli', 'gaussian', 'continuous_bernoulli', 'discretized_logistic')
+GAUSSIAN_SCALES = ('fixed', 'global', 'pixel')
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def bernoulli_log_prob(logits, x):
+  """log Bern(x; sigmoid(logits)) = x * l - softplus(l); finite for any logit."""
+  return x * logits - jax.nn.softplus(logits)
+
+
+def gaussian_log_prob(loc, log_scale, x):
+  """log N(x; loc, exp(log_scale)^2)."""
+  z = (x - loc) * jnp.exp(-log_scale)
+  return -0.5 * z * z - log_scale - _HALF_LOG_2PI
+
+
+def continuous_bernoulli_log_norm(logits):
+  """log C(lambda) of the continuous Bernoulli (Loaiza-Ganem & Cunningham 2019).
+
+  With lambda = sigmoid(l): C = 2 artanh(1 - 2 lambda) / (1 - 2 lambda)
+  = l / tanh(l / 2). Near l = 0 (lambda = 0.5) the ratio is 0/0, so a Taylor
+  expansion of log(u / tanh u), u = l / 2, is used: u^2/3 - 7 u^4 / 90.
+  """
+  u = 0.5 * logits
+  small = jnp.abs(u) < 1e-2
+  u_safe = jnp.where(small, 1.0, u)
+  exact = jnp.log(jnp.abs(u_safe)) - jnp.log(jnp.abs(jnp.tanh(u_safe)))
+  u2 = u * u
+  taylor = u2 / 3.0 - 7.0 * u2 * u2 / 90.0
+  return math.log(2.0) + jnp.where(small, taylor, exact)
+
+
+def continuous_bernoulli_log_prob(logits, x):
+  """log CB(x; lambda) = x log lambda + (1 - x) log(1 - lambda) + log C(lambda)."""
+  return bernoulli_log_prob(logits, x) + continuous_bernoulli_log_norm(logits)
+
+
+def continuous_bernoulli_mean(logits):
+  """E[x] = lambda / (2 lambda - 1) + 1 / (2 artanh(1 - 2 lambda)) = sigmoid(l)/tanh(l/2) - 1/l."""
+  small = jnp.abs(logits) < 1e-2
+  l_safe = jnp.where(small, 1.0, logits)
+  exact = jax.nn.sigmoid(l_safe) / jnp.tanh(0.5 * l_safe) - 1.0 / l_safe
+  return jnp.where(small, 0.5 + logits / 12.0, exact)
+
+
+def discretized_logistic_log_prob(loc, log_scale, x, num_bins=256):
+  """Log mass of the bin holding x under a logistic discretized to `num_bins` levels.
+
+  As in PixelCNN++ (Salimans et al. 2017) with one mixture component: x and
+  loc live on [-1, 1] after the map x -> 2x - 1, bins have width 2 / (num_bins
+  - 1), and the two edge bins take the tails to -inf and +inf, so the masses
+  over all levels sum to 1.
+  """
+  x = 2.0 * x - 1.0
+  half_bin = 1.0 / (num_bins - 1)
+  inv_s = jnp.exp(-log_scale)
+  plus = inv_s * (x - loc + half_bin)
+  minus = inv_s * (x - loc - half_bin)
+  log_cdf_plus = -jax.nn.softplus(-plus)        # log sigmoid(plus), used at x = -1
+  log_one_minus_cdf_minus = -jax.nn.softplus(minus)  # log(1 - sigmoid(minus)), x = 1
+  # log(sigmoid(plus) - sigmoid(minus)), computed stably as
+  # log sigmoid(plus) + log(1 - exp(log sigmoid(minus) - log sigmoid(plus))).
+  log_cdf_minus = -jax.nn.softplus(-minus)
+  diff = jnp.minimum(log_cdf_minus - log_cdf_plus, -1e-12)
+  log_mid = log_cdf_plus + jnp.log(-jnp.expm1(diff))
+  # Where the bin is so far in a tail that the difference underflows, use the
+  # density at the bin centre times the bin width.
+  centre = inv_s * (x - loc)
+  log_pdf_mid = centre - log_scale - 2.0 * jax.nn.softplus(centre)
+  log_mid = jnp.where(diff > -1e-5, log_pdf_mid + math.log(2.0 * half_bin), log_mid)
+  eps = 1e-3
+  return jnp.where(x < -1.0 + eps, log_cdf_plus,
+                   jnp.where(x > 1.0 - eps, log_one_minus_cdf_minus, log_mid))
+
+
+def bits_per_dim(nats_per_example, num_dims):
+  """Converts nats per example to bits per dimension: nats / (D ln 2)."""
+  return nats_per_example / (num_dims * math.log(2.0))
+
+
+@dataclasses.dataclass(frozen=True)
+class Likelihood:
+  """Maps decoder output to distribution parameters and scores images.
+
+  Attributes:
+    name: one of LIKELIHOODS.
+    gaussian_scale: for 'gaussian', how the standard deviation is set: 'fixed'
+      (to `fixed_scale`), 'global' (one learned scalar) or 'pixel' (one learned
+      value per pixel and channel).
+    fixed_scale: the standard deviation of a fixed-scale Gaussian.
+    min_log_scale: lower clamp for learned log standard deviations, which keeps
+      a Gaussian or logistic from collapsing onto a pixel value.
+  """
+  name: str = 'bernoulli'
+  gaussian_scale: str = 'fixed'
+  fixed_scale: float = 1.0
+  min_log_scale: float = -7.0
+
+  def __post_init__(self):
+    if self.name not in LIKELIHOODS:
+      raise ValueError(f'unknown likelihood {self.name!r}; choose one of {LIKELIHOODS}')
+    if self.gaussian_scale not in GAUSSIAN_SCALES:
+      raise ValueError(f'unknown gaussian_scale {self.gaussian_scale!r}; '
+                       f'choose one of {GAUSSIAN_SCALES}')
+
+  @property
+  def params_per_channel(self) -> int:
+    """How many decoder output channels each image channel needs."""
+    return 2 if self.name == 'discretized_logistic' else 1
+
+  def learned_scale_shape(self, image_shape) -> Optional[tuple]:
+    """Shape of a free (not z-dependent) learned log-scale parameter, or None."""
+    if self.name != 'gaussian' or self.gaussian_scale == 'fixed':
+      return None
+    return () if self.gaussian_scale == 'global' else tuple(image_shape)
+
+  def params(self, raw, learned_log_scale=None):
+    """Splits raw decoder output [..., H, W, C * params_per_channel] into a dict."""
+    if self.name in ('bernoulli', 'continuous_bernoulli'):
+      return {'logits': raw}
+    if self.name == 'gaussian':
+      if learned_log_scale is None:
+        log_scale = jnp.full_like(raw, math.log(self.fixed_scale))
+      else:
+        log_scale = jnp.broadcast_to(
+            jnp.maximum(learned_log_scale, self.min_log_scale), raw.shape)
+      return {'loc': raw, 'log_scale': log_scale}
+    loc, log_scale = jnp.split(raw, 2, axis=-1)
+    return {'loc': jnp.tanh(loc), 'log_scale': jnp.maximum(log_scale, self.min_log_scale)}
+
+  def log_prob_per_pixel(self, params, x):
+    if self.name == 'bernoulli':
+      return bernoulli_log_prob(params['logits'], x)
+    if self.name == 'continuous_bernoulli':
+      return continuous_bernoulli_log_prob(params['logits'], x)
+    if self.name == 'gaussian':
+      return gaussian_log_prob(params['loc'], params['log_scale'], x)
+    return discretized_logistic_log_prob(params['loc'], params['log_scale'], x)
+
+  def log_prob(self, params, x):
+    """log p(x | z) in nats per example: [..., H, W, C] -> [...]."""
+    return jnp.sum(self.log_prob_per_pixel(params, x), axis=IMAGE_AXES)
+
+  def mean(self, params):
+    """The image to show, clipped to [0, 1]: [..., H, W, C]."""
+    if self.name == 'bernoulli':
+      m = jax.nn.sigmoid(params['logits'])
+    elif self.name == 'continuous_bernoulli':
+      m = continuous_bernoulli_mean(params['logits'])
+    elif self.name == 'gaussian':
+      m = params['loc']
+    else:
+      m = 0.5 * (params['loc'] + 1.0)
+    return jnp.clip(m, 0.0, 1.0)
+
+  @property
+  def is_discrete_8bit(self) -> bool:
+    """Whether log_prob is a mass over 8-bit values, so bits/dim is a code length."""
+    return self.name == 'discretized_logistic'

@@ -1,0 +1,538 @@
+"""Training: the train state, the compiled multi-step chunk, and `train_and_evaluate`.
+
+Randomness: one root key from config.seed is split once by purpose into
+init, data (epoch orders), loop (per-step draws), sampling (fixed prior draws
+for pictures) and eval keys. Inside the step the key is fold_in(loop, step),
+so a resumed run draws exactly the noise an uninterrupted run would.
+
+Time: durations in the config are in epochs; they are converted to steps once
+(`Schedule`). The host calls one compiled chunk (a while loop over steps,
+batches gathered on the device) up to the next boundary: a log, eval or
+checkpoint step or the end. A chunk never recompiles: its length is a traced
+argument. Train metrics are averaged over the chunk, and resume always starts
+at a boundary, so a resumed run logs the same numbers as an uninterrupted one.
+"""
+
+import dataclasses
+import fcntl
+import functools
+import json
+import logging
+import os
+import pathlib
+import signal
+import sys
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from vae import checkpointing, config_lib, data as data_lib, evaluation, input_pipeline
+from vae import metrics_io, models, objectives, optim, plots, sharding
+
+log = logging.getLogger('vae')
+# Config fields that may differ between a run and its resumption.
+RESUMABLE_CHANGES = ('train.num_epochs',)
+
+
+class NonFiniteError(FloatingPointError):
+  """The loss or gradient became NaN or Inf; the message names the step."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array        # int32 []
+  params: Any
+  opt_state: Any
+  ema_params: Any        # {} when EMA is off
+  rng: jax.Array         # uint32 [2], the loop key; step keys are fold_in(rng, step)
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """All durations in steps, converted once from the config's epochs."""
+  steps_per_epoch: int
+  total_steps: int
+  log_every: int
+  eval_every: int
+  checkpoint_every: int
+  warmup_steps: int
+
+  @classmethod
+  def from_config(cls, config, num_train):
+    t = config.train
+    spe = num_train // t.batch_size
+    to_steps = lambda epochs: max(1, int(round(epochs * spe)))
+    total = to_steps(t.num_epochs)
+    if config.optim.schedule == 'iwae_staircase':
+      total = to_steps(optim.total_iwae_epochs(config.optim.iwae_stages))
+    return cls(spe, total, t.log_every_steps, to_steps(t.eval_every_epochs),
+               to_steps(t.checkpoint_every_epochs),
+               int(round(config.objective.warmup_epochs * spe)))
+
+  def next_boundary(self, step):
+    nxt = lambda every: (step // every + 1) * every
+    return min(nxt(self.log_every), nxt(self.eval_every), nxt(self.checkpoint_every),
+               self.total_steps)
+
+  @property
+  def max_chunk(self):
+    return min(self.log_every, self.eval_every, self.checkpoint_every, self.total_steps)
+
+  def is_eval(self, step):
+    return step % self.eval_every == 0 or step == self.total_steps
+
+  def is_checkpoint(self, step):
+    return step % self.checkpoint_every == 0 or step == self.total_steps
+
+
+def root_keys(seed):
+  """The purpose keys: dict of init, data, loop, sample, eval (raw uint32 [2] keys)."""
+  names = ('init', 'data', 'loop', 'sample', 'eval')
+  return dict(zip(names, jax.random.split(jax.random.PRNGKey(seed), len(names))))
+
+
+def compute_dtype(config):
+  return jnp.bfloat16 if config.model.compute_dtype == 'bfloat16' else None
+
+
+def init_state(model, tx, image_shape, keys, ema):
+  """A fresh TrainState (pure; use under jax.eval_shape / jit)."""
+  k_params, k_z = jax.random.split(keys['init'])
+  x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
+  params = model.init(k_params, x, k_z)['params']
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    ema_params=params if ema else {}, rng=keys['loop'])
+
+
+def make_train_step(model, tx, schedule_fn, config, warmup_steps, mode, batch_sharding):
+  """train_step(state, x_uint8) -> (state, metrics, finite): one optimizer update."""
+  oc = config.objective
+  ema_decay = config.optim.ema_decay
+
+  def train_step(state, x_uint8):
+    k_data, k_z = jax.random.split(jax.random.fold_in(state.rng, state.step))
+    x = input_pipeline.to_float(x_uint8, mode, k_data)
+    if batch_sharding is not None:
+      x = jax.lax.with_sharding_constraint(x, batch_sharding)
+    beta = objectives.kl_weight(state.step, oc.beta, warmup_steps)
+
+    def loss_fn(params):
+      loss, terms = objectives.per_example_objective(
+          model, {'params': params}, x, k_z, beta=beta, free_bits=oc.free_bits,
+          num_samples=oc.num_samples)
+      return jnp.mean(loss), terms
+
+    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = (optim.ema_update(state.ema_params, params, ema_decay) if ema_decay
+           else state.ema_params)
+    grad_norm = optax.global_norm(grads)
+    metrics = {'loss': loss, 'elbo': jnp.mean(terms['elbo']), 'recon': jnp.mean(terms['recon']),
+               'kl': jnp.mean(terms['kl']), 'beta': beta, 'lr': schedule_fn(state.step),
+               'grad_norm': grad_norm, 'param_norm': optax.global_norm(params)}
+    if 'iwae' in terms:
+      metrics['iwae'] = jnp.mean(terms['iwae'])
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                              ema_params=ema)
+    return new_state, metrics, finite
+
+  return train_step
+
+
+def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed):
+  """chunk(state, data, data_key, num_steps) -> (state, mean metrics, first bad step).
+
+  `data` is the device-resident uint8 training set [N, H, W, C] (batches are
+  gathered from an epoch permutation inside the loop), or, when streamed from
+  the host, the chunk's batches [T, B, H, W, C]. `num_steps` is traced, so one
+  compilation serves every chunk length. The loop stops at the first step
+  whose loss or gradient is not finite and returns that step (else -1).
+  """
+  def chunk(state, data, data_key, num_steps):
+    num_train = data.shape[0]
+    perm0 = (jnp.zeros((1,), jnp.int32) if streamed else
+             input_pipeline.epoch_permutation(data_key, state.step // steps_per_epoch,
+                                              num_train))
+
+    def batch_at(i, step, perm):
+      if streamed:
+        return data[i], perm
+      j = step % steps_per_epoch
+      perm = jax.lax.cond(
+          j == 0,
+          lambda: input_pipeline.epoch_permutation(data_key, step // steps_per_epoch,
+                                                   num_train),
+          lambda: perm)
+      return input_pipeline.gather_batch(data, perm, j, batch_size), perm
+
+    def cond(carry):
+      i, _, _, _, bad = carry
+      return (i < num_steps) & (bad < 0)
+
+    def body(carry):
+      i, st, perm, sums, bad = carry
+      xb, perm = batch_at(i, st.step, perm)
+      new_st, metrics, finite = train_step(st, xb)
+      bad = jnp.where(finite, bad, st.step)
+      sums = jax.tree.map(jnp.add, sums, metrics)
+      return i + 1, new_st, perm, sums, bad
+
+    metric_shapes = jax.eval_shape(train_step, state, jnp.zeros(
+        (batch_size,) + data.shape[-3:], data.dtype))[1]
+    sums0 = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), metric_shapes)
+    carry = (jnp.zeros((), jnp.int32), state, perm0, sums0, jnp.full((), -1, jnp.int32))
+    n, state, _, sums, bad = jax.lax.while_loop(cond, body, carry)
+    means = jax.tree.map(lambda s: s / jnp.maximum(n, 1).astype(jnp.float32), sums)
+    return state, means, bad
+
+  return chunk
+
+
+# ----------------------------------------------------------------------------- workdir
+
+
+class WorkdirLock:
+  """An exclusive flock on WORKDIR/.lock: a second trainer on the same workdir fails."""
+
+  def __init__(self, workdir):
+    self.path = pathlib.Path(workdir) / '.lock'
+    self._f = open(self.path, 'a+')
+    try:
+      fcntl.flock(self._f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      self._f.seek(0)
+      owner = self._f.read().strip() or 'unknown'
+      self._f.close()
+      raise config_lib.ConfigError(
+          f'workdir {workdir} is in use by another trainer (pid {owner}); wait for it to '
+          'finish or use another --workdir') from None
+    self._f.seek(0)
+    self._f.truncate()
+    self._f.write(str(os.getpid()))
+    self._f.flush()
+
+  def release(self):
+    fcntl.flock(self._f, fcntl.LOCK_UN)
+    self._f.close()
+
+
+def _flatten(d, prefix=''):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = list(v) if isinstance(v, tuple) else v
+  return out
+
+
+def config_json(config):
+  return json.loads(config.to_json_best_effort())
+
+
+def check_resume_config(saved, current, workdir):
+  """Raises ConfigError if the workdir's config.json differs in a structural field."""
+  a, b = _flatten(saved), _flatten(current)
+  diffs = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)
+           and k not in RESUMABLE_CHANGES]
+  if diffs:
+    shown = ', '.join(f'{k}: {a.get(k)!r} -> {b.get(k)!r}' for k in diffs[:3])
+    more = f' (+{len(diffs) - 3} more)' if len(diffs) > 3 else ''
+    raise config_lib.ConfigError(
+        f'workdir {workdir} holds a run with another config ({shown}{more}); only '
+        f'{", ".join(RESUMABLE_CHANGES)} may change on resume: use a new --workdir')
+
+
+def prepare_workdir(workdir):
+  """Creates the workdir, or fails with one line if it cannot be written."""
+  workdir = pathlib.Path(workdir)
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    probe = workdir / '.write_test'
+    probe.write_text('ok')
+    probe.unlink()
+  except OSError as e:
+    raise config_lib.ConfigError(f'cannot write to workdir {workdir} ({e.strerror}); choose a '
+                                 'writable --workdir') from None
+  return workdir
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+class _Preemption:
+  """Turns SIGTERM / SIGINT into a flag checked at chunk boundaries."""
+
+  def __init__(self):
+    self.requested = None
+    self._old = {}
+
+  def install(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._old[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread: leave signals alone
+        pass
+
+  def _handle(self, signum, frame):  # pylint: disable=unused-argument
+    self.requested = signal.Signals(signum).name
+
+  def restore(self):
+    for sig, handler in self._old.items():
+      signal.signal(sig, handler)
+
+
+class _Progress:
+  """A one-line progress bar on a terminal; plain log lines otherwise."""
+
+  def __init__(self, total_steps, batch_size, start_step):
+    self.total, self.batch = total_steps, batch_size
+    self.t0, self.s0 = time.time(), start_step
+    self.tty = sys.stderr.isatty()
+
+  def update(self, step, metrics):
+    dt = max(time.time() - self.t0, 1e-9)
+    rate = (step - self.s0) / dt
+    eta = (self.total - step) / rate if rate > 0 else float('nan')
+    line = (f'step {step}/{self.total} | {rate:.1f} steps/s {rate * self.batch:.0f} ex/s | '
+            f'ETA {eta:.0f}s | loss {metrics.get("train/loss", float("nan")):.2f} '
+            f'elbo {metrics.get("train/elbo", float("nan")):.2f}')
+    if self.tty:
+      sys.stderr.write('\r' + line + ' ' * 4)
+      sys.stderr.flush()
+    else:
+      log.info(line)
+
+  def close(self):
+    if self.tty:
+      sys.stderr.write('\n')
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
+  """Trains and evaluates the model that `config` describes, writing into `workdir`.
+
+  Running it again on the same workdir resumes from the newest good checkpoint.
+
+  Args:
+    config: a config from configs/ (see vae/config_lib.py for every field).
+    workdir: output directory (created if needed).
+
+  Returns:
+    dict with the last logged metrics, 'step' and 'status' ('finished' or the
+    name of the signal that preempted the run).
+
+  Raises:
+    ConfigError, DataError, CheckpointError: bad input, before any compilation.
+    NonFiniteError: the loss or gradient became NaN/Inf (no checkpoint written).
+  """
+  t_start = time.time()
+  config_lib.validate(config)
+  chief = jax.process_index() == 0
+  workdir = prepare_workdir(workdir)
+  lock = WorkdirLock(workdir) if chief else None
+  try:
+    return _train(config, workdir, chief, t_start)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _train(config, workdir, chief, t_start):
+  cfg_json = config_json(config)
+  config_path = workdir / 'config.json'
+  if config_path.exists():
+    check_resume_config(json.loads(config_path.read_text()), cfg_json, workdir)
+
+  dataset = data_lib.load(config.data)
+  num_train = len(dataset.train)
+  image_shape = dataset.image_shape
+  config_lib.validate_for_data(config, image_shape, num_train)
+  mesh = sharding.make_mesh()
+  n_data = sharding.data_axis_size(mesh)
+  for name in ('batch_size', 'eval_batch_size'):
+    size = config.train[name]
+    if size % n_data:
+      raise config_lib.ConfigError(
+          f'train.{name}={size} does not divide over the {n_data} devices of the data axis; '
+          f'use a multiple of {n_data}')
+  if chief:
+    metrics_io.write_json(config_path, cfg_json)
+    metrics_io.write_json(workdir / 'data.json', dataset.info)
+
+  model = models.build_model(config.model, image_shape, compute_dtype(config))
+  sched = Schedule.from_config(config, num_train)
+  tx, lr_fn = optim.make_optimizer(config.optim, sched.steps_per_epoch, sched.total_steps)
+  keys = root_keys(config.seed)
+  train_mode, eval_mode = input_pipeline.conversion_modes(config.data)
+  repl = sharding.replicated(mesh)
+  num_dims = int(np.prod(image_shape))
+
+  init_fn = functools.partial(init_state, model, tx, image_shape, keys,
+                              config.optim.ema_decay > 0)
+  abstract = jax.eval_shape(init_fn)
+  abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=repl),
+                          abstract)
+  ckpt = checkpointing.Checkpointer(workdir / 'checkpoints', config.train.keep_checkpoints)
+  meta = {'config': cfg_json, 'data': {k: dataset.info[k] for k in ('name', 'shape', 'source')}}
+  restored = ckpt.restore_latest(abstract, meta)
+  if restored is None:
+    state = jax.jit(init_fn, out_shardings=repl)()
+    resume_step = None
+    log.info('starting from scratch: %d steps (%d per epoch)', sched.total_steps,
+             sched.steps_per_epoch)
+  else:
+    state, _, resume_step = restored
+    log.info('resumed from checkpoint step %d of %d', resume_step, sched.total_steps)
+  writer = metrics_io.MetricsWriter(workdir, resume_step, enabled=chief)
+
+  # Data onto the device, once.
+  train_images, val_images, test_images = input_pipeline.prepare_host_splits(
+      dataset, config.data)
+  streamed = (config.data.residency == 'host' or (
+      config.data.residency == 'auto' and train_images.nbytes > config.data.max_device_bytes))
+  eval_sharding = sharding.batch_sharded(mesh, 1)
+  eval_sets = {}
+  for split, images in (('val', val_images), ('test', test_images)):
+    if len(images):
+      batches, mask = input_pipeline.pad_to_batches(images, config.train.eval_batch_size)
+      eval_sets[split] = (sharding.put(batches, eval_sharding), sharding.put(mask, eval_sharding))
+  train_data = None if streamed else sharding.put(train_images, repl)
+
+  train_step = make_train_step(model, tx, lr_fn, config, sched.warmup_steps, train_mode,
+                               sharding.batch_sharded(mesh))
+  chunk_fn = jax.jit(make_train_chunk(train_step, sched.steps_per_epoch,
+                                      config.train.batch_size, streamed), donate_argnums=0)
+  eval_fn = jax.jit(evaluation.make_eval_fn(model, eval_mode, config.train.eval_iw_samples))
+  recon_fn = jax.jit(lambda p, x: model.apply({'params': p}, x, method=model.encode)[0])
+  decode_fn = jax.jit(lambda p, z: model.apply({'params': p}, z, method=model.decode_mean))
+  prior_z = jax.random.normal(keys['sample'], (config.train.num_image_samples,
+                                               config.model.latent_dim))
+  recon_inputs = input_pipeline.to_float(
+      jnp.asarray(test_images[:32]), eval_mode, keys['eval'])
+  feeder = _HostFeeder(train_images, config, sched) if streamed else None
+
+  preempt = _Preemption()
+  preempt.install()
+  progress = _Progress(sched.total_steps, config.train.batch_size, int(state.step))
+  step = int(state.step)
+  last = {}
+  status = 'finished'
+  first_step_logged = False
+  try:
+    while step < sched.total_steps:
+      end = sched.next_boundary(step)
+      if streamed:
+        batches = sharding.put(feeder.batches(step, end), sharding.batch_sharded(mesh, 1))
+        state, means, bad = chunk_fn(state, batches, keys['data'], end - step)
+      else:
+        state, means, bad = chunk_fn(state, train_data, keys['data'], end - step)
+      bad = int(bad)
+      if bad >= 0:
+        good = ckpt.latest_step()
+        raise NonFiniteError(
+            f'loss or gradient became NaN/Inf at step {bad}; no checkpoint written after it '
+            f'(last good checkpoint: step {good}); lower optim.lr or set optim.grad_clip')
+      step = end
+      if not first_step_logged:
+        log.info('first chunk finished %.1f s after start', time.time() - t_start)
+        first_step_logged = True
+      epoch = step / sched.steps_per_epoch
+      examples = step * config.train.batch_size
+      train_metrics = {f'train/{k}': float(v) for k, v in jax.device_get(means).items()}
+      writer.write('train', step, epoch, examples, train_metrics)
+      last.update(train_metrics)
+      progress.update(step, last)
+      val_elbo = None
+      if sched.is_eval(step):
+        params = state.ema_params if config.optim.ema_decay else state.params
+        eval_metrics = {}
+        for split, (batches, mask) in eval_sets.items():
+          sums = eval_fn(params, batches, mask, keys['eval'])
+          eval_metrics.update(evaluation.summarize_sums(
+              sums, num_dims, split, config.train.active_unit_threshold))
+        writer.write('eval', step, epoch, examples, eval_metrics)
+        last.update(eval_metrics)
+        val_elbo = eval_metrics.get('val/elbo', eval_metrics.get('test/elbo'))
+        _warn_collapse(eval_metrics, config)
+        if chief:
+          _write_images(workdir, step, params, recon_fn, decode_fn, recon_inputs, prior_z)
+      if sched.is_checkpoint(step) or preempt.requested:
+        ckpt.save(step, state, meta, val_elbo)
+      if preempt.requested:
+        status = preempt.requested
+        log.warning('%s received: checkpoint saved at step %d; rerun the same command to '
+                    'resume', status, step)
+        break
+  finally:
+    progress.close()
+    preempt.restore()
+    writer.close()
+    ckpt.close()
+  last.update(step=step, status=status)
+  return last
+
+
+def _warn_collapse(metrics, config):
+  active = metrics.get('val/active_units', metrics.get('test/active_units'))
+  if active is None or config.model.type == 'ae':
+    return
+  if active < config.train.collapse_warn_fraction * config.model.latent_dim:
+    log.warning('posterior collapse: only %d of %d latent units are active (variance of the '
+                'posterior mean > %g); consider KL warm-up or free bits', active,
+                config.model.latent_dim, config.train.active_unit_threshold)
+
+
+def _write_images(workdir, step, params, recon_fn, decode_fn, inputs, prior_z):
+  """Reconstructions (means, not logits) of fixed test images and fixed prior samples."""
+  recon = decode_fn(params, recon_fn(params, inputs))
+  plots.save_grid(plots.interleave(jax.device_get(inputs), jax.device_get(recon)),
+                  workdir / 'images' / f'reconstructions_{step:08d}.png')
+  plots.save_grid(jax.device_get(decode_fn(params, prior_z)),
+                  workdir / 'images' / f'samples_{step:08d}.png')
+
+
+class _HostFeeder:
+  """Streams batches of a dataset too large for the device, one chunk ahead.
+
+  Batch order is a per-epoch permutation seeded by (config.seed, epoch), so a
+  resumed run sees the same batches. The next chunk's array is assembled in a
+  background thread while the device trains on the current one.
+  """
+
+  def __init__(self, images, config, sched):
+    from concurrent import futures  # pylint: disable=g-import-not-at-top
+    self.images, self.sched = images, sched
+    self.batch, self.seed = config.train.batch_size, config.seed
+    self.pool = futures.ThreadPoolExecutor(1)
+    self.pending = None
+
+  def _assemble(self, start, end):
+    spe, out, perms = self.sched.steps_per_epoch, [], {}
+    for step in range(start, end):
+      epoch = step // spe
+      if epoch not in perms:
+        perms[epoch] = input_pipeline.host_epoch_permutation(self.seed, epoch, len(self.images))
+      j = step % spe
+      out.append(self.images[np.sort(perms[epoch][j * self.batch:(j + 1) * self.batch])])
+    # Pad to the longest chunk so every chunk has one shape (one compilation).
+    out += [np.zeros_like(out[0])] * (self.sched.max_chunk - len(out))
+    return np.stack(out)
+
+  def batches(self, start, end):
+    if self.pending is not None and self.pending[0] == (start, end):
+      result = self.pending[1].result()
+    else:
+      result = self._assemble(start, end)
+    nxt = self.sched.next_boundary(end)
+    if end < self.sched.total_steps:
+      self.pending = ((end, nxt), self.pool.submit(self._assemble, end, nxt))
+    return result
+
