@@ -8,7 +8,7 @@ at every step, evaluation images binarized once with a fixed seed.
 Command:
   python train.py --config configs/default.py --workdir runs/default
 
-Result it should reach (measured, see docs/results.md): test ELBO about -241
+Result it should reach (measured, see docs/results.md): test ELBO about -237
 nats per example after 30 epochs (about 3 minutes on a 2-core CPU).
 
 Arguments after the colon pick structure, e.g.

@@ -78,13 +78,17 @@ def discretized_logistic_log_prob(loc, log_scale, x, num_bins=256):
   minus = inv_s * (x - loc - half_bin)
   log_cdf_plus = -jax.nn.softplus(-plus)        # log sigmoid(plus), used at x = -1
   log_one_minus_cdf_minus = -jax.nn.softplus(minus)  # log(1 - sigmoid(minus)), x = 1
-  # log(sigmoid(plus) - sigmoid(minus)), computed stably as
-  # log sigmoid(plus) + log(1 - exp(log sigmoid(minus) - log sigmoid(plus))).
-  log_cdf_minus = -jax.nn.softplus(-minus)
-  diff = jnp.minimum(log_cdf_minus - log_cdf_plus, -1e-12)
-  log_mid = log_cdf_plus + jnp.log(-jnp.expm1(diff))
-  # Where the bin is so far in a tail that the difference underflows, use the
-  # density at the bin centre times the bin width.
+  # Interior bins: sigmoid(hi) - sigmoid(lo) = sigmoid(hi) (1 - exp(log sig(lo) - log sig(hi))).
+  # Above the mode the mirrored form sigmoid(-minus) - sigmoid(-plus) is used, so
+  # both tails are computed from small numbers rather than differences near 1.
+  upper = x > loc
+  hi = jnp.where(upper, -minus, plus)
+  lo = jnp.where(upper, -plus, minus)
+  log_sig_hi = -jax.nn.softplus(-hi)
+  diff = jnp.minimum(-jax.nn.softplus(-lo) - log_sig_hi, -1e-12)
+  log_mid = log_sig_hi + jnp.log(-jnp.expm1(diff))
+  # Where the bin is narrow next to the scale, so that the difference of the
+  # two log CDFs underflows, use the density at the bin centre times the width.
   centre = inv_s * (x - loc)
   log_pdf_mid = centre - log_scale - 2.0 * jax.nn.softplus(centre)
   log_mid = jnp.where(diff > -1e-5, log_pdf_mid + math.log(2.0 * half_bin), log_mid)

@@ -1,0 +1,1 @@
+"""Pytest setup: tests import the repository as packages (vae, configs, tests)."""

@@ -1,0 +1,118 @@
+"""Tests of vae/likelihoods.py against independent float64 formulas."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vae import likelihoods
+from vae.likelihoods import Likelihood
+
+RNG = np.random.default_rng(0)
+
+
+def _sigmoid(a):
+  return 1.0 / (1.0 + np.exp(-a))
+
+
+def test_bernoulli_matches_reference_and_is_finite_for_huge_logits():
+  logits = RNG.normal(0, 3, 1000)
+  x = RNG.integers(0, 2, 1000).astype(np.float64)
+  p = _sigmoid(logits)
+  ref = x * np.log(p) + (1 - x) * np.log1p(-p)
+  np.testing.assert_allclose(likelihoods.bernoulli_log_prob(jnp.asarray(logits, jnp.float32),
+                                                            jnp.asarray(x, jnp.float32)),
+                             ref, rtol=1e-4, atol=1e-5)
+  big = jnp.array([1e4, -1e4, 1e4, -1e4])
+  out = likelihoods.bernoulli_log_prob(big, jnp.array([1.0, 0.0, 0.0, 1.0]))
+  np.testing.assert_allclose(out, [0.0, 0.0, -1e4, -1e4])
+  g = jax.grad(lambda l: jnp.sum(likelihoods.bernoulli_log_prob(l, jnp.array([0.0, 1.0]))))(
+      jnp.array([1e4, -1e4]))
+  assert np.all(np.isfinite(g))
+
+
+def test_gaussian_matches_reference_and_integrates_to_one():
+  loc, log_scale, x = RNG.normal(size=50), RNG.normal(0, 0.5, 50), RNG.normal(size=50)
+  s = np.exp(log_scale)
+  ref = -0.5 * ((x - loc) / s) ** 2 - np.log(s) - 0.5 * np.log(2 * np.pi)
+  np.testing.assert_allclose(likelihoods.gaussian_log_prob(loc, log_scale, x), ref, rtol=1e-5)
+  grid = jnp.linspace(-12, 12, 20001)
+  dens = jnp.exp(likelihoods.gaussian_log_prob(0.3, jnp.log(1.7), grid))
+  assert float(jnp.trapezoid(dens, grid)) == pytest.approx(1.0, abs=1e-4)
+
+
+@pytest.mark.parametrize('logit', [-8.0, -2.0, -0.3, -1e-3, 0.0, 1e-6, 1e-3, 0.02, 0.5, 4.0, 15.0])
+def test_continuous_bernoulli_normalizer_and_integral(logit):
+  lam = _sigmoid(np.float64(logit))
+  if abs(lam - 0.5) < 1e-9:
+    ref = math.log(2.0)
+  else:
+    ref = math.log(2 * math.atanh(1 - 2 * lam) / (1 - 2 * lam))
+  got = float(likelihoods.continuous_bernoulli_log_norm(jnp.float32(logit)))
+  assert got == pytest.approx(ref, abs=2e-5)
+  grid = jnp.linspace(0.0, 1.0, 200001)
+  dens = jnp.exp(likelihoods.continuous_bernoulli_log_prob(jnp.float32(logit), grid))
+  assert float(jnp.trapezoid(dens, grid)) == pytest.approx(1.0, abs=2e-4)
+  # The mean formula against numerical integration of x p(x).
+  mean = float(jnp.trapezoid(grid * dens, grid))
+  assert float(likelihoods.continuous_bernoulli_mean(jnp.float32(logit))) == pytest.approx(
+      mean, abs=2e-4)
+
+
+def test_continuous_bernoulli_is_smooth_across_one_half():
+  logits = jnp.linspace(-0.05, 0.05, 1001)
+  v = likelihoods.continuous_bernoulli_log_norm(logits)
+  assert np.all(np.isfinite(v))
+  assert float(jnp.max(jnp.abs(jnp.diff(v)))) < 1e-5
+  g = jax.vmap(jax.grad(likelihoods.continuous_bernoulli_log_norm))(logits)
+  np.testing.assert_allclose(g, logits / 6.0, atol=1e-4)  # d/dl (l^2/12) = l/6
+
+
+def _logistic_bin_mass_ref(loc, scale, k):
+  """Reference mass of 8-bit value k under a logistic on [-1, 1], edges to +-inf."""
+  c = 2 * k / 255 - 1
+  upper = 1.0 if k == 255 else _sigmoid((c + 1 / 255 - loc) / scale)
+  lower = 0.0 if k == 0 else _sigmoid((c - 1 / 255 - loc) / scale)
+  return upper - lower
+
+
+@pytest.mark.parametrize('loc,log_scale', [(0.0, -3.0), (0.7, -5.0), (-0.95, -2.0), (0.2, 0.5)])
+def test_discretized_logistic_matches_reference_and_sums_to_one(loc, log_scale):
+  k = np.arange(256)
+  x = jnp.asarray(k / 255.0, jnp.float32)
+  logp = likelihoods.discretized_logistic_log_prob(jnp.float32(loc), jnp.float32(log_scale), x)
+  ref = np.array([_logistic_bin_mass_ref(loc, np.exp(log_scale), i) for i in k])
+  big = ref > 1e-6
+  np.testing.assert_allclose(np.exp(np.asarray(logp, np.float64))[big], ref[big], rtol=2e-3)
+  assert float(jnp.sum(jnp.exp(logp))) == pytest.approx(1.0, abs=2e-3)
+  assert np.all(np.isfinite(logp))
+
+
+def test_likelihood_sums_over_pixels_and_means_in_unit_interval():
+  raw = jnp.asarray(RNG.normal(size=(3, 4, 4, 2)), jnp.float32)
+  x = jnp.asarray(RNG.integers(0, 256, (3, 4, 4, 1)) / 255.0, jnp.float32)
+  lik = Likelihood('discretized_logistic')
+  params = lik.params(raw)
+  assert params['loc'].shape == (3, 4, 4, 1)
+  lp = lik.log_prob(params, x)
+  assert lp.shape == (3,)
+  np.testing.assert_allclose(lp, jnp.sum(lik.log_prob_per_pixel(params, x), axis=(1, 2, 3)))
+  for name in likelihoods.LIKELIHOODS:
+    lik = Likelihood(name)
+    r = raw[..., :lik.params_per_channel]
+    m = lik.mean(lik.params(r))
+    assert m.shape == (3, 4, 4, 1) and float(m.min()) >= 0 and float(m.max()) <= 1
+
+
+def test_gaussian_learned_scale_shapes_and_unknown_names():
+  assert Likelihood('gaussian', 'global').learned_scale_shape((28, 28, 1)) == ()
+  assert Likelihood('gaussian', 'pixel').learned_scale_shape((28, 28, 1)) == (28, 28, 1)
+  assert Likelihood('gaussian', 'fixed').learned_scale_shape((28, 28, 1)) is None
+  with pytest.raises(ValueError, match='unknown likelihood'):
+    Likelihood('poisson')
+
+
+def test_bits_per_dim():
+  assert likelihoods.bits_per_dim(784 * math.log(2.0), 784) == pytest.approx(1.0)

@@ -1,0 +1,102 @@
+"""Tests of vae/models.py: shapes, the autoencoder twin, learned scales, single tracing."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import default
+from vae import models, objectives
+
+
+def _model_config(**overrides):
+  c = default.get_config()
+  mc = c.model
+  with mc.unlocked():
+    for k, v in overrides.items():
+      mc[k] = v
+  return mc
+
+
+@pytest.mark.parametrize('arch', ['mlp', 'conv'])
+@pytest.mark.parametrize('shape,likelihood', [((28, 28, 1), 'bernoulli'),
+                                              ((32, 32, 3), 'discretized_logistic')])
+def test_output_shapes(arch, shape, likelihood):
+  mc = _model_config(arch=arch, latent_dim=7, likelihood=likelihood, hidden=(32,),
+                     conv_channels=(8, 16), conv_dense=32)
+  model = models.build_model(mc, shape)
+  x = jnp.zeros((5,) + shape)
+  variables = model.init(jax.random.key(0), x, jax.random.key(1))
+  out = model.apply(variables, x, jax.random.key(2))
+  assert out['mean'].shape == out['logvar'].shape == out['z'].shape == (5, 7)
+  for v in out['params'].values():
+    assert v.shape == (5,) + shape
+  mean, logvar = model.apply(variables, x, method=model.encode)
+  assert mean.shape == (5, 7)
+  z = jnp.zeros((3, 5, 7))  # extra leading sample axis
+  assert model.apply(variables, z, method=model.decode_mean).shape == (3, 5) + shape
+  gen = model.apply(variables, jax.random.key(3), 4, method=model.generate)
+  assert gen.shape == (4,) + shape and float(gen.min()) >= 0 and float(gen.max()) <= 1
+
+
+def test_gated_mlp_and_logvar_clamp():
+  mc = _model_config(gated=True, hidden=(16, 8), clamp_logvar=True, logvar_min=-6.0,
+                     logvar_max=2.0)
+  model = models.build_model(mc, (28, 28, 1))
+  x = jnp.ones((2, 28, 28, 1))
+  variables = model.init(jax.random.key(0), x, jax.random.key(1))
+  assert 'gated_0' in variables['params']['encoder']['mlp']
+  big = jax.tree.map(lambda p: p * 100.0, variables)
+  _, logvar = model.apply(big, x, method=model.encode)
+  assert float(logvar.min()) >= -6.0 and float(logvar.max()) <= 2.0
+
+
+def test_autoencoder_is_deterministic_and_has_no_kl():
+  mc = _model_config(type='ae', hidden=(16,))
+  model = models.build_model(mc, (28, 28, 1))
+  assert model.deterministic
+  x = jax.random.uniform(jax.random.key(0), (4, 28, 28, 1))
+  variables = model.init(jax.random.key(0), x, jax.random.key(1))
+  a = model.apply(variables, x, jax.random.key(1))
+  b = model.apply(variables, x, jax.random.key(2))
+  np.testing.assert_array_equal(a['z'], b['z'])
+  np.testing.assert_array_equal(a['z'], a['mean'])
+  loss, terms = objectives.per_example_objective(model, variables, x, jax.random.key(3))
+  np.testing.assert_array_equal(terms['kl'], 0.0)
+  np.testing.assert_allclose(loss, -terms['recon'])
+
+
+def test_learned_gaussian_scale_is_a_parameter():
+  mc = _model_config(likelihood='gaussian', gaussian_scale='pixel', hidden=(8,))
+  model = models.build_model(mc, (28, 28, 1))
+  x = jnp.zeros((2, 28, 28, 1))
+  variables = model.init(jax.random.key(0), x, jax.random.key(1))
+  assert variables['params']['log_scale'].shape == (28, 28, 1)
+  loss_fn = lambda p: jnp.mean(objectives.per_example_objective(
+      model, {'params': p}, x, jax.random.key(2))[0])
+  g = jax.grad(loss_fn)(variables['params'])
+  assert float(jnp.abs(g['log_scale']).sum()) > 0
+
+
+def test_conv_rejects_indivisible_shapes():
+  mc = _model_config(arch='conv', conv_channels=(8, 16, 32))
+  with pytest.raises(ValueError, match='divisible by 8'):
+    models.build_model(mc, (28, 28, 1))
+
+
+def test_loss_and_gradient_trace_once():
+  mc = _model_config(hidden=(16,), latent_dim=4)
+  model = models.build_model(mc, (28, 28, 1))
+  x = jnp.zeros((8, 28, 28, 1))
+  params = model.init(jax.random.key(0), x, jax.random.key(1))['params']
+
+  @jax.jit
+  @chex.assert_max_traces(n=1)
+  def grad_fn(p, x, key, beta):
+    loss = lambda q: jnp.mean(objectives.per_example_objective(
+        model, {'params': q}, x, key, beta=beta)[0])
+    return jax.value_and_grad(loss)(p)
+
+  for i in range(3):  # new keys, data and beta values must not retrace
+    grad_fn(params, x + i, jax.random.key(i), jnp.float32(0.5 * i))
