@@ -1,0 +1,208 @@
+"""Tests of vae/data.py (host-side loading) and vae/input_pipeline.py (device-side batches)."""
+
+import gzip
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import default
+from vae import data, input_pipeline
+
+FASHION_DIR = pathlib.Path('/usr/share/datasets/fashion-mnist')
+
+
+def _idx_bytes(array):
+  array = np.asarray(array, np.uint8)
+  header = bytes([0, 0, 0x08, array.ndim]) + b''.join(
+      int(d).to_bytes(4, 'big') for d in array.shape)
+  return header + array.tobytes()
+
+
+def _write_idx_dir(directory, n_train=30, n_test=12, gz=True, shape=(5, 4)):
+  rng = np.random.default_rng(0)
+  directory.mkdir(parents=True, exist_ok=True)
+  arrays = {
+      'train-images-idx3-ubyte': rng.integers(0, 256, (n_train,) + shape),
+      'train-labels-idx1-ubyte': rng.integers(0, 10, n_train),
+      't10k-images-idx3-ubyte': rng.integers(0, 256, (n_test,) + shape),
+      't10k-labels-idx1-ubyte': rng.integers(0, 10, n_test),
+  }
+  for name, arr in arrays.items():
+    raw = _idx_bytes(arr)
+    if gz:
+      with gzip.open(directory / (name + '.gz'), 'wb') as f:
+        f.write(raw)
+    else:
+      (directory / name).write_bytes(raw)
+  return arrays
+
+
+def _data_config(**overrides):
+  dc = default.get_config().data
+  dc = ml_collections.ConfigDict(dc.to_dict())
+  for k, v in overrides.items():
+    dc[k] = v
+  return dc
+
+
+@pytest.mark.parametrize('gz', [True, False])
+def test_idx_directory_roundtrip(tmp_path, gz):
+  arrays = _write_idx_dir(tmp_path / 'mnist', gz=gz)
+  ds = data.load(_data_config(name='mnist', source='idx', path=str(tmp_path / 'mnist'),
+                              val_size=10))
+  assert ds.info['source'] == 'idx'
+  assert len(ds.info['files']) == 4
+  assert ds.image_shape == (5, 4, 1)
+  assert (len(ds.train), len(ds.validation), len(ds.test)) == (20, 10, 12)
+  np.testing.assert_array_equal(ds.test.images[..., 0], arrays['t10k-images-idx3-ubyte'])
+  # Train and validation partition the original training set.
+  together = np.concatenate([ds.train.images, ds.validation.images])[..., 0]
+  original = arrays['train-images-idx3-ubyte']
+  assert sorted(map(bytes, together)) == sorted(map(bytes, original.astype(np.uint8)))
+
+
+def test_vae_data_dir_environment_variable(tmp_path, monkeypatch):
+  _write_idx_dir(tmp_path / 'kmnist')
+  monkeypatch.setenv('VAE_DATA_DIR', str(tmp_path))
+  ds = data.load(_data_config(name='kmnist', val_size=5))
+  assert ds.info['source'] == 'idx' and str(tmp_path) in ds.info['files'][0]
+
+
+def test_bad_magic_truncation_and_mismatch(tmp_path):
+  bad = tmp_path / 'bad'
+  bad.write_bytes(b'\x01\x02\x08\x03' + b'\x00' * 20)
+  with pytest.raises(data.DataError, match='bad magic number'):
+    data.read_idx(bad)
+  good = _idx_bytes(np.zeros((4, 3, 3)))
+  trunc = tmp_path / 'trunc'
+  trunc.write_bytes(good[:-5])
+  with pytest.raises(data.DataError, match='truncated or corrupt'):
+    data.read_idx(trunc)
+  broken_gz = tmp_path / 'broken.gz'
+  broken_gz.write_bytes(gzip.compress(good)[:-10])
+  with pytest.raises(data.DataError, match='cannot read IDX file'):
+    data.read_idx(broken_gz)
+  d = tmp_path / 'mnist'
+  _write_idx_dir(d, gz=False)
+  (d / 'train-labels-idx1-ubyte').write_bytes(_idx_bytes(np.zeros(7)))
+  with pytest.raises(data.DataError, match='30 images but 7 labels'):
+    data.load(_data_config(name='mnist', source='idx', path=str(d), val_size=2))
+
+
+def test_missing_dataset_names_the_ways_to_get_it(tmp_path, monkeypatch):
+  monkeypatch.setenv('VAE_DATA_DIR', str(tmp_path))
+  with pytest.raises(data.DataError) as e:
+    data.load(_data_config(name='kmnist', source='idx', path=str(tmp_path / 'none')))
+  msg = str(e.value)
+  assert '\n' not in msg
+  for hint in ('VAE_DATA_DIR', 'TFDS', str(tmp_path), 'synthetic'):
+    assert hint in msg
+  assert 'apt-get install dataset-fashion-mnist' in data._not_found_message('fashion_mnist')
+
+
+def test_npz_source(tmp_path):
+  rng = np.random.default_rng(1)
+  path = tmp_path / 'd.npz'
+  np.savez(path, x_train=rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8),
+           y_train=rng.integers(0, 10, 40), x_test=rng.random((9, 8, 8, 3)),
+           y_test=rng.integers(0, 10, 9))
+  ds = data.load(_data_config(name='mine', source='npz', path=str(path), val_size=8))
+  assert ds.image_shape == (8, 8, 3)
+  assert (len(ds.train), len(ds.validation), len(ds.test)) == (32, 8, 9)
+  assert ds.test.images.dtype == np.uint8 and ds.test.images.max() > 200  # [0,1] rescaled
+  np.savez(tmp_path / 'bad.npz', x_train=np.zeros((3, 4, 4)), y_train=np.zeros(3))
+  with pytest.raises(data.DataError, match="lacks arrays"):
+    data.load(_data_config(name='mine', source='npz', path=str(tmp_path / 'bad.npz')))
+
+
+def test_tfds_path_with_mock_data():
+  tfds = pytest.importorskip('tensorflow_datasets')
+  with tfds.testing.mock_data(num_examples=24):
+    ds = data.load(_data_config(name='mnist', source='tfds', val_size=4))
+  assert ds.info['source'] == 'tfds' and ds.info['tfds_version']
+  assert ds.image_shape == (28, 28, 1)
+  assert ds.train.images.dtype == np.uint8
+  assert (len(ds.train), len(ds.validation), len(ds.test)) == (20, 4, 24)
+
+
+def test_synthetic_is_reproducible():
+  a = data.load(_data_config(name='synthetic', synthetic_train_size=50, val_size=10))
+  b = data.load(_data_config(name='synthetic', synthetic_train_size=50, val_size=10))
+  np.testing.assert_array_equal(a.train.images, b.train.images)
+  assert a.info['source'] == 'synthetic' and a.train.images.std() > 20
+
+
+@pytest.mark.skipif(not FASHION_DIR.exists(),
+                    reason='Debian package dataset-fashion-mnist not installed '
+                           '(apt-get install dataset-fashion-mnist)')
+def test_real_fashion_mnist():
+  ds = data.load(_data_config(name='fashion_mnist', source='idx', val_size=0))
+  assert ds.info['source'] == 'idx'
+  assert ds.train.images.shape == (60000, 28, 28, 1)
+  assert ds.test.images.shape == (10000, 28, 28, 1)
+  assert set(np.unique(ds.train.labels)) == set(range(10))
+  assert np.all(np.bincount(ds.train.labels) == 6000)
+  # Known mean pixel intensity of Fashion-MNIST's training set: 72.94 / 255 = 0.2860.
+  assert ds.train.images.mean() / 255.0 == pytest.approx(0.2860, abs=5e-4)
+  full = data.load(_data_config(name='fashion_mnist', source='idx'))
+  assert (len(full.train), len(full.validation)) == (50000, 10000)
+
+
+# ----------------------------------------------------------------------------- device side
+
+
+def test_dynamic_binarization_mean_and_keys():
+  images = jnp.asarray(np.linspace(0, 255, 64).astype(np.uint8).reshape(1, 8, 8, 1))
+  draws = jax.vmap(lambda k: input_pipeline.to_float(images, input_pipeline.BERNOULLI, k))(
+      jax.random.split(jax.random.key(0), 4000))
+  assert set(np.unique(draws)) <= {0.0, 1.0}
+  np.testing.assert_allclose(draws.mean(0), images / 255.0, atol=0.03)
+  a = input_pipeline.to_float(images, input_pipeline.BERNOULLI, jax.random.key(1))
+  b = input_pipeline.to_float(images, input_pipeline.BERNOULLI, jax.random.key(2))
+  assert not np.array_equal(a, b)
+
+
+def test_static_and_eval_binarization_are_fixed():
+  images = np.random.default_rng(0).integers(0, 256, (50, 6, 6, 1)).astype(np.uint8)
+  a = input_pipeline.binarize_fixed(images, [0, 1])
+  np.testing.assert_array_equal(a, input_pipeline.binarize_fixed(images, [0, 1]))
+  assert set(np.unique(a)) <= {0, 255}
+  assert not np.array_equal(a, input_pipeline.binarize_fixed(images, [0, 2]))
+  ds = data.Dataset(data.Split(images, np.zeros(50, np.int32)),
+                    data.Split(images[:10], np.zeros(10, np.int32)),
+                    data.Split(images[10:20], np.zeros(10, np.int32)), {})
+  for protocol in ('dynamic', 'static'):
+    tr, va, te = input_pipeline.prepare_host_splits(ds, _data_config(binarize=protocol))
+    assert set(np.unique(va)) <= {0, 255} and set(np.unique(te)) <= {0, 255}
+    assert (set(np.unique(tr)) <= {0, 255}) == (protocol == 'static')
+  tr, va, _ = input_pipeline.prepare_host_splits(ds, _data_config(binarize='none'))
+  np.testing.assert_array_equal(va, images[:10])
+
+
+def test_eval_padding_counts_every_example_once():
+  images = np.arange(23, dtype=np.uint8).reshape(23, 1, 1, 1)
+  batches, mask = input_pipeline.pad_to_batches(images, 5)
+  assert batches.shape == (5, 5, 1, 1, 1) and mask.sum() == 23
+  np.testing.assert_array_equal(np.sort(batches[mask].ravel()), np.arange(23))
+
+
+def test_epoch_permutations_differ_by_epoch_and_reproduce():
+  key = jax.random.PRNGKey(7)
+  p0 = input_pipeline.epoch_permutation(key, 0, 100)
+  p1 = input_pipeline.epoch_permutation(key, 1, 100)
+  np.testing.assert_array_equal(p0, input_pipeline.epoch_permutation(key, 0, 100))
+  assert not np.array_equal(p0, p1)
+  assert sorted(np.asarray(p1).tolist()) == list(range(100))
+  images = jnp.arange(100, dtype=jnp.uint8)[:, None, None, None]
+  batch = input_pipeline.gather_batch(images, p0, 3, 10)
+  np.testing.assert_array_equal(batch.ravel(), np.asarray(p0[30:40]))
+
+
+def test_dequantization_stays_in_bin():
+  images = jnp.full((4, 3, 3, 1), 17, jnp.uint8)
+  x = input_pipeline.to_float(images, input_pipeline.DEQUANTIZE, jax.random.key(0))
+  assert float(x.min()) >= 17 / 256 and float(x.max()) < 18 / 256
