@@ -133,10 +133,10 @@ def make_train_step(model, tx, schedule_fn, config, warmup_steps, mode, batch_sh
     params = optax.apply_updates(state.params, updates)
     ema = (optim.ema_update(state.ema_params, params, ema_decay) if ema_decay
            else state.ema_params)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     metrics = {'loss': loss, 'elbo': jnp.mean(terms['elbo']), 'recon': jnp.mean(terms['recon']),
                'kl': jnp.mean(terms['kl']), 'beta': beta, 'lr': schedule_fn(state.step),
-               'grad_norm': grad_norm, 'param_norm': optax.global_norm(params)}
+               'grad_norm': grad_norm, 'param_norm': optax.tree.norm(params)}
     if 'iwae' in terms:
       metrics['iwae'] = jnp.mean(terms['iwae'])
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)

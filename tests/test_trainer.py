@@ -1,0 +1,223 @@
+"""End-to-end tests of vae/trainer.py and train.py: outputs, exact resume, kills, bad input."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import default
+from vae import checkpointing, config_lib, metrics_io, models, optim, trainer
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+VOLATILE = ('wall_time', 'elapsed_s')
+
+
+def smoke_config(**overrides):
+  c = default.get_config('smoke')
+  with c.unlocked():
+    for key, value in overrides.items():
+      node = c
+      *path, last = key.split('.')
+      for p in path:
+        node = node[p]
+      node[last] = value
+  return c
+
+
+def _events(workdir):
+  return [{k: v for k, v in e.items() if k not in VOLATILE}
+          for e in metrics_io.read_metrics(pathlib.Path(workdir) / 'metrics.jsonl')]
+
+
+def _final_params(workdir):
+  ckpt = checkpointing.Checkpointer(pathlib.Path(workdir) / 'checkpoints')
+  step = ckpt.latest_step()
+  out = ckpt.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  ckpt.close()
+  return step, out['state']['params']
+
+
+def test_smoke_run_writes_everything(tmp_path):
+  result = trainer.train_and_evaluate(smoke_config(), str(tmp_path))
+  assert result['status'] == 'finished' and result['step'] == 24
+  events = _events(tmp_path)
+  train = [e for e in events if e['event'] == 'train']
+  evals = [e for e in events if e['event'] == 'eval']
+  assert [e['step'] for e in train] == list(range(4, 25, 4))
+  assert [e['step'] for e in evals] == [12, 24]
+  for key in ('train/loss', 'train/elbo', 'train/recon', 'train/kl', 'train/beta', 'train/lr',
+              'train/grad_norm', 'train/param_norm'):
+    assert np.isfinite(train[-1][key]), key
+  assert train[-1]['examples_seen'] == 24 * 64 and train[-1]['epoch'] == 2.0
+  for split in ('val', 'test'):
+    e = evals[-1]
+    assert e[f'{split}/elbo'] == pytest.approx(e[f'{split}/recon'] - e[f'{split}/kl'], abs=1e-3)
+    assert e[f'{split}/kl'] > 0 and e[f'{split}/elbo'] < 0
+    assert e[f'{split}/bpd'] == pytest.approx(-e[f'{split}/elbo'] / (784 * np.log(2)), rel=1e-5)
+    assert e[f'{split}/count'] == 256
+  assert train[-1]['train/loss'] < train[0]['train/loss']  # it learns
+  assert json.loads((tmp_path / 'config.json').read_text())['model']['latent_dim'] == 20
+  for kind in ('samples', 'reconstructions'):
+    png = tmp_path / 'images' / f'{kind}_00000024.png'
+    assert png.stat().st_size > 500
+  assert list((tmp_path / 'tensorboard').glob('events.out.tfevents.*'))
+  assert sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir()
+                if p.name.isdigit()) == [12, 24]
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+  straight, split = tmp_path / 'straight', tmp_path / 'split'
+  trainer.train_and_evaluate(smoke_config(), str(straight))
+  first = trainer.train_and_evaluate(smoke_config(**{'train.num_epochs': 1.0}), str(split))
+  assert first['step'] == 12
+  second = trainer.train_and_evaluate(smoke_config(), str(split))
+  assert second['step'] == 24
+  assert _events(straight) == _events(split)
+  step_a, params_a = _final_params(straight)
+  step_b, params_b = _final_params(split)
+  assert step_a == step_b == 24
+  chex.assert_trees_all_equal(params_a, params_b)
+
+
+def _run(workdir, *flags, wait=True):
+  cmd = [sys.executable, str(REPO / 'train.py'), '--config', 'configs/default.py:smoke',
+         '--workdir', str(workdir), *flags]
+  env = dict(os.environ, PYTHONUNBUFFERED='1')
+  if wait:
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+  return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, env=env)
+
+
+SLOW_FLAGS = ('--config.train.num_epochs=6', '--config.train.checkpoint_every_epochs=0.5',
+              '--config.train.eval_every_epochs=3')
+
+
+def test_kill_and_restart_matches_uninterrupted(tmp_path):
+  ref = tmp_path / 'ref'
+  assert _run(ref, *SLOW_FLAGS).returncode == 0
+  work = tmp_path / 'killed'
+  proc = _run(work, *SLOW_FLAGS, wait=False)
+  deadline = time.time() + 120
+  while time.time() < deadline:  # kill -9 once a few checkpoints exist, mid-run
+    ckpts = list((work / 'checkpoints').glob('[0-9]*')) if (work / 'checkpoints').exists() else []
+    if len(ckpts) >= 2:
+      break
+    time.sleep(0.05)
+  proc.kill()
+  proc.wait()
+  assert _run(work, *SLOW_FLAGS).returncode == 0
+  assert _events(work) == _events(ref)
+  steps = [(e['event'], e['step']) for e in _events(work)]
+  assert len(steps) == len(set(steps))
+  chex.assert_trees_all_equal(_final_params(work)[1], _final_params(ref)[1])
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+  proc = _run(tmp_path, *SLOW_FLAGS, '--config.train.num_epochs=200', wait=False)
+  lines = []
+  for line in proc.stdout:
+    lines.append(line)
+    if 'step ' in line and '/' in line:  # training has started
+      proc.send_signal(signal.SIGTERM)
+      break
+  out = proc.communicate(timeout=120)[0]
+  assert proc.returncode == 0, out
+  assert 'SIGTERM received: checkpoint saved at step' in ''.join(lines) + out
+  ckpt = checkpointing.Checkpointer(tmp_path / 'checkpoints')
+  last = ckpt.latest_step()
+  ckpt.close()
+  assert 0 < last < 200 * 12
+  assert max(e['step'] for e in _events(tmp_path)) == last
+
+
+@pytest.mark.parametrize('flag,message', [
+    ('--config.model.latent_dim=0', 'model.latent_dim=0 must be >= 1'),
+    ('--config.objective.beta=-1.0', 'objective.beta=-1.0 must be >= 0'),
+    ('--config.model.likelihood=poisson', "model.likelihood='poisson' is unknown"),
+    ('--config.data.source=auto --config.data.name=nosuchset',
+     "dataset 'nosuchset' not found offline"),
+    ('--config.train.batch_size=100000', 'exceeds the 768 training examples'),
+    ('--config.model.nosuchkey=1', 'nosuchkey'),
+    ('--config.train.batch_size=abc', 'batch_size'),
+])
+def test_bad_config_fails_fast_with_one_line(tmp_path, flag, message):
+  workdir = tmp_path / 'w'
+  result = _run(workdir, *flag.split())
+  assert result.returncode != 0
+  assert message in result.stderr, result.stderr[-2000:]
+  assert not (workdir / 'checkpoints').exists()
+
+
+def test_bad_config_does_not_touch_an_existing_run(tmp_path):
+  assert _run(tmp_path, '--config.train.num_epochs=1').returncode == 0
+  before = (tmp_path / 'metrics.jsonl').read_text()
+  result = _run(tmp_path, '--config.model.latent_dim=3')
+  assert result.returncode == 2
+  assert 'holds a run with another config (model.latent_dim: 20 -> 3)' in result.stderr
+  assert result.stderr.strip().splitlines()[-1].startswith('error: ')
+  assert (tmp_path / 'metrics.jsonl').read_text() == before
+
+
+def test_unwritable_workdir(tmp_path):
+  blocker = tmp_path / 'file'
+  blocker.write_text('x')
+  with pytest.raises(config_lib.ConfigError, match='cannot write to workdir'):
+    trainer.train_and_evaluate(smoke_config(), str(blocker / 'sub'))
+
+
+def test_nan_stops_naming_the_step_and_writes_no_checkpoint(tmp_path):
+  with pytest.raises(trainer.NonFiniteError, match=r'NaN/Inf at step \d+; no checkpoint'):
+    trainer.train_and_evaluate(smoke_config(**{'optim.lr': 1e30}), str(tmp_path))
+  ckpt = checkpointing.Checkpointer(tmp_path / 'checkpoints')
+  assert ckpt.steps() == []
+  ckpt.close()
+
+
+def test_second_trainer_on_same_workdir_is_refused(tmp_path):
+  lock = trainer.WorkdirLock(tmp_path)
+  try:
+    with pytest.raises(config_lib.ConfigError, match='in use by another trainer'):
+      trainer.train_and_evaluate(smoke_config(), str(tmp_path))
+  finally:
+    lock.release()
+
+
+def test_checkpoint_from_another_architecture_is_refused(tmp_path):
+  trainer.train_and_evaluate(smoke_config(**{'train.num_epochs': 1.0}), str(tmp_path))
+  (tmp_path / 'config.json').unlink()  # get past the workdir config check
+  with pytest.raises(checkpointing.CheckpointError, match='model.latent_dim=20 but this '
+                     'config has 5'):
+    trainer.train_and_evaluate(smoke_config(**{'model.latent_dim': 5}), str(tmp_path))
+
+
+def test_train_chunk_compiles_once_for_any_length():
+  c = smoke_config()
+  model = models.build_model(c.model, (28, 28, 1))
+  tx, lr_fn = optim.make_optimizer(c.optim, 10, 100)
+  keys = trainer.root_keys(0)
+  state = trainer.init_state(model, tx, (28, 28, 1), keys, False)
+  step_fn = trainer.make_train_step(model, tx, lr_fn, c, 0, 'bernoulli', None)
+  chunk = trainer.make_train_chunk(step_fn, 10, 8, streamed=False)
+  chunk = jax.jit(chex.assert_max_traces(chunk, n=1))
+  images = jnp.zeros((80, 28, 28, 1), jnp.uint8)
+  for n in (3, 7, 1, 10):
+    state, means, bad = chunk(state, images, keys['data'], n)
+  assert int(state.step) == 21 and int(bad) == -1
+  assert np.isfinite(float(means['loss']))
+
+
+def test_host_streamed_data_trains_like_resident(tmp_path):
+  result = trainer.train_and_evaluate(smoke_config(**{'data.residency': 'host'}), str(tmp_path))
+  assert result['status'] == 'finished' and result['step'] == 24
+  assert np.isfinite(result['test/elbo']) and result['test/elbo'] < -100
