@@ -19,12 +19,13 @@ def _model_config(**overrides):
   return mc
 
 
-@pytest.mark.parametrize('arch', ['mlp', 'conv'])
+@pytest.mark.parametrize('arch,upsample', [('mlp', 'subpixel'), ('conv', 'subpixel'),
+                                           ('conv', 'transpose')])
 @pytest.mark.parametrize('shape,likelihood', [((28, 28, 1), 'bernoulli'),
                                               ((32, 32, 3), 'discretized_logistic')])
-def test_output_shapes(arch, shape, likelihood):
+def test_output_shapes(arch, upsample, shape, likelihood):
   mc = _model_config(arch=arch, latent_dim=7, likelihood=likelihood, hidden=(32,),
-                     conv_channels=(8, 16), conv_dense=32)
+                     conv_channels=(8, 16), conv_dense=32, conv_upsample=upsample)
   model = models.build_model(mc, shape)
   x = jnp.zeros((5,) + shape)
   variables = model.init(jax.random.key(0), x, jax.random.key(1))
@@ -77,6 +78,14 @@ def test_learned_gaussian_scale_is_a_parameter():
       model, {'params': p}, x, jax.random.key(2))[0])
   g = jax.grad(loss_fn)(variables['params'])
   assert float(jnp.abs(g['log_scale']).sum()) > 0
+
+
+def test_depth_to_space_places_channels_in_2x2_blocks():
+  h = jnp.arange(2 * 1 * 1 * 8).reshape(2, 1, 1, 8)
+  out = models.depth_to_space(h)
+  assert out.shape == (2, 2, 2, 2)
+  np.testing.assert_array_equal(out[0, :, :, 0], [[0, 2], [4, 6]])
+  np.testing.assert_array_equal(out[0, :, :, 1], [[1, 3], [5, 7]])
 
 
 def test_conv_rejects_indivisible_shapes():

@@ -23,7 +23,8 @@ from orbax.checkpoint import checkpoint_managers as ocp_policies
 BEST_METRIC = 'val_elbo'
 # Config fields that must equal the checkpoint's for its parameters to fit.
 _STRUCTURAL_MODEL_KEYS = ('type', 'arch', 'latent_dim', 'hidden', 'activation', 'gated',
-                          'conv_channels', 'conv_dense', 'likelihood', 'gaussian_scale')
+                          'conv_channels', 'conv_dense', 'conv_upsample', 'likelihood',
+                          'gaussian_scale')
 
 
 class CheckpointError(RuntimeError):

@@ -76,6 +76,7 @@ def base_config():
   m.gated = False
   m.conv_channels = (32, 64)
   m.conv_dense = 256
+  m.conv_upsample = 'subpixel'  # subpixel | transpose (decoder's stride-2 layers)
   m.likelihood = 'bernoulli'  # bernoulli | gaussian | continuous_bernoulli | discretized_logistic
   m.gaussian_scale = 'fixed'  # fixed | global | pixel
   m.gaussian_fixed_scale = 1.0
@@ -111,6 +112,7 @@ def base_config():
   t.eval_every_epochs = 5.0
   t.checkpoint_every_epochs = 5.0
   t.keep_checkpoints = 3
+  t.early_stopping_epochs = 0.0  # stop when val ELBO has not improved for this long; 0 = off
   t.eval_batch_size = 1000
   t.num_image_samples = 64
   t.eval_iw_samples = 0      # >0: also estimate validation NLL with k samples at eval
@@ -170,6 +172,8 @@ def validate(c):
   _check(all(h >= 1 for h in c.model.hidden), f'model.hidden={c.model.hidden} needs widths >= 1')
   _check(len(c.model.conv_channels) >= 1 and all(ch >= 1 for ch in c.model.conv_channels),
          f'model.conv_channels={c.model.conv_channels} needs at least one width >= 1')
+  _check(c.model.conv_upsample in models.UPSAMPLE,
+         f'model.conv_upsample={c.model.conv_upsample!r}; choose one of {models.UPSAMPLE}')
   _check(c.model.likelihood in likelihoods.LIKELIHOODS,
          f'model.likelihood={c.model.likelihood!r} is unknown; choose one of '
          f'{likelihoods.LIKELIHOODS}')
@@ -202,6 +206,7 @@ def validate(c):
   _check(c.train.eval_every_epochs > 0, 'train.eval_every_epochs must be > 0')
   _check(c.train.checkpoint_every_epochs > 0, 'train.checkpoint_every_epochs must be > 0')
   _check(c.train.keep_checkpoints >= 1, 'train.keep_checkpoints must be >= 1')
+  _check(c.train.early_stopping_epochs >= 0, 'train.early_stopping_epochs must be >= 0')
   _check(c.train.num_image_samples >= 1, 'train.num_image_samples must be >= 1')
   if c.model.arch == 'conv':
     shape = (tuple(c.data.synthetic_shape) if c.data.source == 'synthetic'

@@ -18,6 +18,7 @@ import fcntl
 import functools
 import json
 import logging
+import math
 import os
 import pathlib
 import signal
@@ -392,6 +393,11 @@ def _train(config, workdir, chief, t_start):
     state, _, resume_step = restored
     log.info('resumed from checkpoint step %d of %d', resume_step, sched.total_steps)
   writer = metrics_io.MetricsWriter(workdir, resume_step, enabled=chief)
+  # Early stopping state is recomputed from the events kept for the resumed run.
+  best_val = max(((e['val/elbo'], e['step']) for e in metrics_io.read_metrics(
+      workdir / 'metrics.jsonl') if 'val/elbo' in e and resume_step is not None
+                  and e['step'] <= resume_step), default=(-math.inf, 0))
+  patience_steps = int(round(config.train.early_stopping_epochs * sched.steps_per_epoch))
 
   # Data onto the device, once.
   train_images, val_images, test_images = input_pipeline.prepare_host_splits(
@@ -461,11 +467,19 @@ def _train(config, workdir, chief, t_start):
         writer.write('eval', step, epoch, examples, eval_metrics)
         last.update(eval_metrics)
         val_elbo = eval_metrics.get('val/elbo', eval_metrics.get('test/elbo'))
+        if val_elbo is not None and val_elbo > best_val[0]:
+          best_val = (val_elbo, step)
+        if patience_steps and step - best_val[1] >= patience_steps:
+          status = 'early_stopped'
         _warn_collapse(eval_metrics, config)
         if chief:
           _write_images(workdir, step, params, recon_fn, decode_fn, recon_inputs, prior_z)
-      if sched.is_checkpoint(step) or preempt.requested:
+      if sched.is_checkpoint(step) or preempt.requested or status == 'early_stopped':
         ckpt.save(step, state, meta, val_elbo)
+      if status == 'early_stopped':
+        log.info('early stopping at step %d: val ELBO last improved at step %d (%.3f)', step,
+                 best_val[1], best_val[0])
+        break
       if preempt.requested:
         status = preempt.requested
         log.warning('%s received: checkpoint saved at step %d; rerun the same command to '

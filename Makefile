@@ -1,0 +1,36 @@
+# Two commands for a fresh clone: `make train` (default model, data included) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+WORKDIR ?= runs/default
+CONFIG ?= configs/default.py
+
+.PHONY: venv data train test test-all benchmark clean
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Fashion-MNIST: local files if present, else Debian's package where apt works, else TFDS.
+data: venv
+	bash scripts/get_data.sh $(PY)
+
+train: venv data
+	$(PY) train.py --config $(CONFIG) --workdir $(WORKDIR)
+
+test: venv
+	$(PY) -m pytest -q tests
+
+# Adds the long statistical tests (marked `slow`).
+test-all: venv
+	$(PY) -m pytest -q tests --run-slow
+
+benchmark: venv data
+	$(PY) scripts/benchmark.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

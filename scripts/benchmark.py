@@ -1,0 +1,239 @@
+"""Speed against the machine's limit: python scripts/benchmark.py [--quick] [--out FILE].
+
+Measures, in one process (so all ratios share the machine's current load):
+  - the fp32 matmul peak (2048^3 product, and the 128x784 @ 784x500 shape);
+  - training examples/s and achieved FLOP/s of the default MLP and a conv
+    config, as a share of that peak, with analytic FLOP counts (forward
+    matmul/conv FLOPs x 3 for a training step) and XLA's own count beside them;
+  - the same MLP step without dynamic binarization (what the RNG costs);
+  - seconds from launching `train.py` to its first finished step;
+  - evaluation and importance-sampling throughput;
+  - peak host memory.
+Writes benchmarks.json (default) and prints a table. Timings are medians of
+repeated runs after a warm-up; the figures belong in docs/benchmarks.md.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import jax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp
+import numpy as np
+
+from configs import default  # pylint: disable=g-import-not-at-top
+from vae import evaluation, input_pipeline, models, optim, trainer
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def timed(fn, repeats):
+  """Median seconds of fn() (which must block) over `repeats` runs after one warm-up."""
+  fn()
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  return float(np.median(times))
+
+
+def matmul_peak(repeats):
+  out = {}
+  for name, (m, k, n) in {'2048x2048x2048': (2048, 2048, 2048),
+                          '128x784x500': (128, 784, 500)}.items():
+    a = jax.random.normal(jax.random.key(0), (m, k))
+    b = jax.random.normal(jax.random.key(1), (k, n))
+    inner = max(1, int(2e10 // (2 * m * k * n)))  # ~20 GFLOP per timed call
+
+    @jax.jit
+    def f(a, b):
+      def body(i, acc):
+        return acc + jnp.dot(a + i.astype(a.dtype) * 1e-9, b)
+      return jax.lax.fori_loop(0, inner, body, jnp.zeros((m, n)))
+
+    sec = timed(lambda: f(a, b).block_until_ready(), repeats)
+    out[name] = 2 * m * k * n * inner / sec / 1e9
+  return out
+
+
+def dense_flops(model_config, image_shape):
+  """Analytic forward FLOPs per example (2 per multiply-add) of the MLP VAE."""
+  d_in = int(np.prod(image_shape))
+  mc = model_config
+  gate = 2 if mc.gated else 1
+  enc = [d_in] + list(mc.hidden)
+  dec = [mc.latent_dim] + list(reversed(mc.hidden))
+  flops = sum(2 * gate * a * b for a, b in zip(enc[:-1], enc[1:]))
+  flops += 2 * enc[-1] * 2 * mc.latent_dim
+  flops += sum(2 * gate * a * b for a, b in zip(dec[:-1], dec[1:]))
+  flops += 2 * dec[-1] * d_in
+  return flops
+
+
+def conv_flops(model_config, image_shape):
+  """Analytic forward FLOPs per example of the conv VAE (4x4 stride-2 convs)."""
+  mc = model_config
+  h, w, c = image_shape
+  flops, ch_in, hh, ww = 0, c, h, w
+  for ch in mc.conv_channels:  # encoder
+    hh, ww = hh // 2, ww // 2
+    flops += 2 * hh * ww * ch * ch_in * 16
+    ch_in = ch
+  flat = hh * ww * ch_in
+  flops += 2 * flat * mc.conv_dense + 2 * mc.conv_dense * 2 * mc.latent_dim
+  flops += 2 * mc.latent_dim * mc.conv_dense + 2 * mc.conv_dense * flat  # decoder dense
+  chans = list(reversed(mc.conv_channels))
+  ch_in = chans[0]
+  for ch in chans:
+    if mc.conv_upsample == 'transpose':  # 4x4 stride 2: 16/4 taps per output pixel
+      flops += 2 * (hh * 2) * (ww * 2) * ch * ch_in * 4
+    else:  # 3x3 conv to 4 ch at the low resolution, then a pixel shuffle
+      flops += 2 * hh * ww * 4 * ch * ch_in * 9
+    hh, ww = hh * 2, ww * 2
+    ch_in = ch
+  flops += 2 * h * w * ch_in * c * 9
+  return flops
+
+
+def train_throughput(config, image_shape, steps, repeats, mode='bernoulli'):
+  """Examples/s of the compiled chunk on device-resident random uint8 data."""
+  model = models.build_model(config.model, image_shape, trainer.compute_dtype(config))
+  tx, lr_fn = optim.make_optimizer(config.optim, 100, 10_000)
+  keys = trainer.root_keys(0)
+  state = trainer.init_state(model, tx, image_shape, keys, False)
+  bs = config.train.batch_size
+  step_fn = trainer.make_train_step(model, tx, lr_fn, config, 0, mode, None)
+  chunk = jax.jit(trainer.make_train_chunk(step_fn, 100, bs, streamed=False))
+  images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (100 * bs,) + image_shape),
+                       jnp.uint8)
+  holder = {'state': state}
+
+  def run():
+    s, m, _ = chunk(holder['state'], images, keys['data'], steps)
+    jax.block_until_ready(m)
+    holder['state'] = s
+
+  sec = timed(run, repeats)
+  compiled = chunk.lower(state, images, keys['data'], steps).compile()
+  xla_flops = None
+  try:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    xla_flops = cost.get('flops')
+  except Exception:  # pylint: disable=broad-except
+    pass
+  return steps * bs / sec, xla_flops
+
+
+def first_step_seconds():
+  """Wall seconds from launching train.py (default config) to its first metrics event."""
+  with tempfile.TemporaryDirectory() as tmp:
+    cmd = [sys.executable, str(REPO / 'train.py'), '--config', 'configs/default.py',
+           '--workdir', tmp, '--config.train.log_every_steps=1']
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = pathlib.Path(tmp) / 'metrics.jsonl'
+    try:
+      while time.time() - t0 < 300:
+        if metrics.exists() and metrics.stat().st_size > 0:
+          return time.time() - t0
+        if proc.poll() is not None:
+          return None
+        time.sleep(0.02)
+    finally:
+      proc.kill()
+      proc.wait()
+  return None
+
+
+def eval_throughput(config, image_shape, n, repeats, iw_samples=0, chunk=100):
+  model = models.build_model(config.model, image_shape)
+  params = model.init(jax.random.key(0), jnp.zeros((1,) + image_shape),
+                      jax.random.key(1))['params']
+  images = np.random.default_rng(0).integers(0, 2, (n,) + image_shape).astype(np.uint8) * 255
+  batches, mask = input_pipeline.pad_to_batches(images, min(n, 500))
+  batches, mask = jnp.asarray(batches), jnp.asarray(mask)
+  fn = jax.jit(evaluation.make_eval_fn(model, input_pipeline.SCALE, iw_samples, chunk))
+  sec = timed(lambda: jax.block_until_ready(fn(params, batches, mask, jax.random.key(0))),
+              repeats)
+  return n / sec
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--quick', action='store_true', help='fewer steps and repeats')
+  parser.add_argument('--out', default='benchmarks.json')
+  args = parser.parse_args()
+  repeats = 2 if args.quick else 5
+  steps = 50 if args.quick else 300
+  results = {'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
+             'machine': f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores',
+             'backend': jax.default_backend(), 'devices': len(jax.devices()),
+             'jax': jax.__version__}
+  peak = matmul_peak(repeats)
+  results['matmul_gflops'] = peak
+  ref_peak = peak['2048x2048x2048']
+
+  shape = (28, 28, 1)
+  mlp = default.get_config()
+  ex_s, xla = train_throughput(mlp, shape, steps, repeats)
+  fwd = dense_flops(mlp.model, shape)
+  results['train_mlp'] = {
+      'examples_per_s': ex_s, 'forward_mflop_per_example': fwd / 1e6,
+      'xla_flops_per_chunk': xla,
+      'achieved_gflops': 3 * fwd * ex_s / 1e9,
+      'share_of_2048_peak': 3 * fwd * ex_s / 1e9 / ref_peak,
+      'share_of_128x784x500_peak': 3 * fwd * ex_s / 1e9 / peak['128x784x500']}
+  ex_s_nobin, _ = train_throughput(mlp, shape, steps, repeats, mode=input_pipeline.SCALE)
+  results['train_mlp_without_binarization'] = {'examples_per_s': ex_s_nobin}
+  big = default.get_config()
+  with big.unlocked():
+    big.train.batch_size = 1024
+  ex_s_big, _ = train_throughput(big, shape, max(10, steps // 8), repeats)
+  results['train_mlp_batch1024'] = {'examples_per_s': ex_s_big,
+                                    'share_of_2048_peak': 3 * fwd * ex_s_big / 1e9 / ref_peak}
+
+  conv = default.get_config('arch=conv')
+  ex_s_conv, _ = train_throughput(conv, shape, max(10, steps // 5), repeats)
+  cfw = conv_flops(conv.model, shape)
+  results['train_conv'] = {'examples_per_s': ex_s_conv, 'forward_mflop_per_example': cfw / 1e6,
+                           'achieved_gflops': 3 * cfw * ex_s_conv / 1e9,
+                           'share_of_2048_peak': 3 * cfw * ex_s_conv / 1e9 / ref_peak}
+
+  results['eval_examples_per_s'] = eval_throughput(mlp, shape, 5000, repeats)
+  k = 100 if args.quick else 1000
+  n_iw = 200 if args.quick else 500
+  iw_rate = eval_throughput(mlp, shape, n_iw, max(1, repeats // 2), iw_samples=k)
+  # Each importance sample costs one decoder pass (the encoder runs once per example).
+  dec_flops = dense_flops(mlp.model, shape) / 2
+  results['importance_sampling'] = {
+      'k': k, 'examples_per_s': iw_rate, 'samples_per_s': iw_rate * k,
+      'achieved_gflops': iw_rate * k * dec_flops / 1e9,
+      'share_of_2048_peak': iw_rate * k * dec_flops / 1e9 / ref_peak,
+      'seconds_for_k5000_on_10000': 10000 * 5000 / (iw_rate * k)}
+  results['seconds_to_first_step'] = first_step_seconds()
+  results['peak_host_memory_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+  pathlib.Path(args.out).write_text(json.dumps(results, indent=2) + '\n')
+  print(f'{"measure":<44} value')
+  for key, value in results.items():
+    if isinstance(value, dict):
+      for k2, v2 in value.items():
+        print(f'{key + "." + k2:<44} {v2:.4g}' if isinstance(v2, float) else
+              f'{key + "." + k2:<44} {v2}')
+    else:
+      print(f'{key:<44} {value:.4g}' if isinstance(value, float) else f'{key:<44} {value}')
+
+
+if __name__ == '__main__':
+  main()
