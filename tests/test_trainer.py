@@ -221,3 +221,14 @@ def test_host_streamed_data_trains_like_resident(tmp_path):
   result = trainer.train_and_evaluate(smoke_config(**{'data.residency': 'host'}), str(tmp_path))
   assert result['status'] == 'finished' and result['step'] == 24
   assert np.isfinite(result['test/elbo']) and result['test/elbo'] < -100
+
+
+def test_periodic_iw_nll_and_posterior_collapse_warning(tmp_path, caplog):
+  caplog.set_level('WARNING', logger='vae')
+  cfg = smoke_config(**{'train.num_epochs': 1.0, 'train.eval_iw_samples': 8,
+                        'objective.beta': 200.0})
+  result = trainer.train_and_evaluate(cfg, str(tmp_path))
+  assert result['val/iw_nll'] == pytest.approx(-result['val/iw_ll'])
+  assert result['val/iw_ll'] >= result['val/elbo'] - 0.5
+  assert result['val/active_units'] <= 2
+  assert any('posterior collapse' in r.message for r in caplog.records)

@@ -136,3 +136,103 @@ def summarize_sums(sums, num_dims, prefix, active_threshold=0.01):
     out[f'{prefix}/iw_nll'] = -out[f'{prefix}/iw_ll']
   return out
 
+
+
+# ----------------------------------------------------------------------------- the latent space
+
+
+def log_aggregate_posterior(z, mean, logvar, chunk=256):
+  """log q(z) for the empirical aggregate posterior q(z) = (1/N) sum_n q(z | x_n).
+
+  Args:
+    z: [M, D] points.
+    mean, logvar: [N, D] posterior parameters of N data points.
+    chunk: points per block (memory is chunk x N x D).
+
+  Returns:
+    [M] log densities.
+  """
+  n = mean.shape[0]
+  m = z.shape[0]
+  pad = (-m) % chunk
+  zp = jnp.concatenate([z, jnp.zeros((pad, z.shape[1]), z.dtype)]).reshape(-1, chunk, z.shape[1])
+
+  def block(zc):  # [C, D] -> [C]
+    lp = objectives.log_normal_diag(zc[:, None, :], mean[None], logvar[None])  # [C, N]
+    return jax.nn.logsumexp(lp, axis=1) - jnp.log(n)
+
+  return jax.lax.map(block, zp).reshape(-1)[:m]
+
+
+def nearest_distances(a, b, exclude_self=False, chunk=256):
+  """Euclidean distance from each row of a [M, D] to its nearest row of b [N, D]."""
+  m = a.shape[0]
+  pad = (-m) % chunk
+  ap = jnp.concatenate([a, jnp.zeros((pad, a.shape[1]), a.dtype)]).reshape(-1, chunk, a.shape[1])
+  offsets = jnp.arange(ap.shape[0]) * chunk
+
+  def block(inp):
+    ac, off = inp
+    d2 = jnp.sum(jnp.square(ac[:, None, :] - b[None]), axis=-1)  # [C, N]
+    if exclude_self:
+      rows = off + jnp.arange(chunk)
+      d2 = jnp.where(rows[:, None] == jnp.arange(b.shape[0])[None], jnp.inf, d2)
+    return jnp.sqrt(jnp.min(d2, axis=1))
+
+  return jax.lax.map(block, (ap, offsets)).reshape(-1)[:m]
+
+
+def latent_diagnostics(mean, logvar, key, deterministic=False, num_prior=2000,
+                       hole_ratio=0.01):
+  """What the encoder does with the data set, in nats, and where the prior's mass falls.
+
+  For a VAE, with q(z) the empirical aggregate posterior and z_n ~ q(z | x_n):
+    avg_kl       mean_n KL(q(z | x_n) || p(z)), analytic;
+    mutual_info  I_q(x; z) = mean_n [log q(z_n | x_n) - log q(z_n)];
+    marginal_kl  KL(q(z) || p(z)) = mean_n [log q(z_n) - log p(z_n)];
+    so mutual_info + marginal_kl is a Monte Carlo estimate of avg_kl
+    (Hoffman & Johnson 2016), reported as mc_avg_kl.
+  Holes: for z ~ p(z), prior_hole_fraction is the share of prior samples where
+  q(z) < hole_ratio * p(z) (prior mass where no encoded data lies) and
+  reverse_kl is KL(p(z) || q(z)). For both VAE and autoencoder, from the
+  posterior means alone: prior_nn_distance is the median distance from a prior
+  sample to the nearest encoded point, data_nn_distance the median distance
+  between neighbouring encoded points; their ratio is >> 1 when prior samples
+  land in empty regions of the latent space.
+
+  Args:
+    mean, logvar: [N, D] posterior parameters of a data set.
+    key: PRNG key.
+    deterministic: True for an autoencoder (no posterior spread: only the
+      distance-based measures apply).
+    num_prior: prior samples for the hole measures.
+    hole_ratio: density ratio below which a prior sample is in a hole.
+
+  Returns:
+    dict of floats.
+  """
+  k_post, k_prior = jax.random.split(key)
+  z_prior = jax.random.normal(k_prior, (num_prior, mean.shape[1]))
+  prior_nn = nearest_distances(z_prior, mean)
+  data_nn = nearest_distances(mean, mean, exclude_self=True)
+  out = {'prior_nn_distance': float(jnp.median(prior_nn)),
+         'data_nn_distance': float(jnp.median(data_nn))}
+  out['nn_distance_ratio'] = out['prior_nn_distance'] / max(out['data_nn_distance'], 1e-12)
+  out['latent_mean_norm'] = float(jnp.mean(jnp.linalg.norm(mean, axis=1)))
+  if deterministic:
+    return out
+  z = objectives.reparameterize(k_post, mean, logvar)
+  log_q_cond = objectives.log_normal_diag(z, mean, logvar)
+  log_qz = log_aggregate_posterior(z, mean, logvar)
+  log_pz = objectives.log_standard_normal(z)
+  log_q_prior = log_aggregate_posterior(z_prior, mean, logvar)
+  log_p_prior = objectives.log_standard_normal(z_prior)
+  out.update(
+      avg_kl=float(jnp.mean(objectives.gaussian_kl(mean, logvar))),
+      mutual_info=float(jnp.mean(log_q_cond - log_qz)),
+      marginal_kl=float(jnp.mean(log_qz - log_pz)),
+      reverse_kl=float(jnp.mean(log_p_prior - log_q_prior)),
+      prior_hole_fraction=float(jnp.mean(log_q_prior - log_p_prior < jnp.log(hole_ratio))))
+  out['mc_avg_kl'] = out['mutual_info'] + out['marginal_kl']
+  out['mutual_info_upper_bound'] = float(jnp.log(mean.shape[0]))  # I <= log N for N points
+  return out

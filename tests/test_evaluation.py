@@ -1,0 +1,154 @@
+"""Tests of vae/evaluation.py, scripts/evaluate.py and scripts/compare_ae_vae.py."""
+
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import ae_vs_vae
+from scripts import compare_ae_vae, evaluate as evaluate_script
+from tests import linear_gaussian
+from vae import evaluation, input_pipeline, objectives, trainer
+
+
+@pytest.fixture(scope='module')
+def lg():
+  return linear_gaussian.make_problem()
+
+
+def test_iw_estimate_converges_to_log_px_with_honest_error_bars(lg):
+  model, exact, log_px, sample_x = lg
+  worse = linear_gaussian.perturbed(exact, scale=0.5, logvar_shift=1.2)
+  x = sample_x(400)
+  truth = log_px(x)
+  est = jax.jit(lambda k: evaluation.iw_log_likelihood(
+      model, {'params': worse}, x, k, 2000, 250, report_at=(1, 10, 100)))(jax.random.key(0))
+  est = np.asarray(est, np.float64)                      # [4, N]: k = 1, 10, 100, 2000
+  errors = [np.mean(np.abs(e - truth)) for e in est]
+  assert errors[0] > errors[1] > errors[2] > errors[3], errors
+  assert errors[3] < 0.05
+  # The standard error over examples of (estimate - truth) covers zero.
+  diff = est[-1] - truth
+  assert abs(diff.mean()) < 3 * diff.std(ddof=1) / math.sqrt(len(diff)) + 1e-3
+  # k = 1 is the single-sample ELBO: equal in expectation to the analytic-KL ELBO.
+  elbo = jax.vmap(lambda k: objectives.per_example_objective(
+      model, {'params': worse}, x, k)[1]['elbo'])(jax.random.split(jax.random.key(1), 50))
+  gap = est[0] - np.asarray(elbo).mean(0)
+  assert abs(gap.mean()) < 4 * gap.std(ddof=1) / math.sqrt(len(gap))
+  assert est[0].mean() < est[1].mean() < est[2].mean() < est[3].mean() < truth.mean() + 0.01
+
+
+def test_iw_chunking_does_not_change_the_estimate(lg):
+  model, exact, _, sample_x = lg
+  x = sample_x(16)
+  worse = linear_gaussian.perturbed(exact)
+  a = evaluation.iw_log_likelihood(model, {'params': worse}, x, jax.random.key(3), 64, 64)
+  b = evaluation.iw_log_likelihood(model, {'params': worse}, x, jax.random.key(3), 64, 64)
+  np.testing.assert_array_equal(a, b)  # deterministic given the key
+  c = evaluation.iw_log_likelihood(model, {'params': worse}, x, jax.random.key(3), 60, 16)
+  assert c.shape == (1, 16) and np.all(np.isfinite(c))
+
+
+def test_active_units_on_a_model_with_dead_dimensions(lg):
+  model, exact, _, sample_x = lg
+  dead = jax.tree.map(lambda a: a, exact)
+  kernel = dead['encoder']['mean']['kernel']
+  dead['encoder']['mean']['kernel'] = kernel.at[:, 1:].set(0.0)   # dims 1, 2 ignore x
+  dead['encoder']['logvar'] = jnp.zeros(3)
+  x = sample_x(300)
+  mean, logvar = model.apply({'params': dead}, x, method=model.encode)
+  count, var = evaluation.active_units(mean.sum(0), (mean ** 2).sum(0), 300)
+  assert count == 1 and var[0] > 0.01 and np.all(np.abs(var[1:]) < 1e-5)
+
+
+def test_kl_decomposes_into_mutual_information_and_marginal_kl():
+  rng = np.random.default_rng(0)
+  mean = jnp.asarray(rng.normal(0, 1.0, (400, 2)), jnp.float32)
+  logvar = jnp.asarray(rng.uniform(-1.5, 0.0, (400, 2)), jnp.float32)
+  d = evaluation.latent_diagnostics(mean, logvar, jax.random.key(0))
+  assert d['mc_avg_kl'] == pytest.approx(d['avg_kl'], rel=0.06)
+  assert d['mutual_info'] > 0 and d['marginal_kl'] > 0
+  assert d['mutual_info'] <= d['mutual_info_upper_bound'] + 1e-6
+
+
+def test_collapsed_posterior_has_no_information_and_no_holes():
+  mean, logvar = jnp.zeros((300, 3)), jnp.zeros((300, 3))  # q(z | x) = p(z) for every x
+  d = evaluation.latent_diagnostics(mean, logvar, jax.random.key(1))
+  assert d['avg_kl'] == 0.0
+  assert abs(d['mutual_info']) < 1e-4 and abs(d['marginal_kl']) < 1e-4
+  assert d['prior_hole_fraction'] == 0.0 and abs(d['reverse_kl']) < 1e-4
+
+
+def test_narrow_far_posteriors_leave_holes():
+  rng = np.random.default_rng(1)
+  mean = jnp.asarray(rng.normal(5.0, 0.3, (200, 2)), jnp.float32)   # data far from the prior
+  logvar = jnp.full((200, 2), -6.0)
+  d = evaluation.latent_diagnostics(mean, logvar, jax.random.key(2))
+  assert d['prior_hole_fraction'] > 0.99 and d['nn_distance_ratio'] > 10
+  ae = evaluation.latent_diagnostics(mean, logvar, jax.random.key(2), deterministic=True)
+  assert 'mutual_info' not in ae and ae['nn_distance_ratio'] == d['nn_distance_ratio']
+
+
+def test_aggregate_posterior_density_matches_direct_mixture():
+  rng = np.random.default_rng(2)
+  mean = rng.normal(size=(7, 3))
+  logvar = rng.normal(0, 0.3, (7, 3))
+  z = rng.normal(size=(5, 3))
+  got = evaluation.log_aggregate_posterior(jnp.asarray(z, jnp.float32),
+                                           jnp.asarray(mean, jnp.float32),
+                                           jnp.asarray(logvar, jnp.float32), chunk=2)
+  var = np.exp(logvar)
+  dens = np.exp(-0.5 * (((z[:, None] - mean[None]) ** 2) / var[None]).sum(-1)) / np.sqrt(
+      (2 * np.pi) ** 3 * var.prod(-1))[None]
+  np.testing.assert_allclose(got, np.log(dens.mean(1)), rtol=1e-4)
+
+
+def test_eval_fn_counts_every_example_once(lg):
+  model, exact, _, sample_x = lg
+  x = np.asarray(sample_x(23))
+  batches, mask = input_pipeline.pad_to_batches(x, 5)
+  fn = evaluation.make_eval_fn(model, input_pipeline.SCALE)  # divides by 255
+  sums = jax.jit(fn)(exact, jnp.asarray(batches), jnp.asarray(mask), jax.random.key(0))
+  assert float(sums['count']) == 23
+  _, terms = objectives.per_example_objective(model, {'params': exact},
+                                              jnp.asarray(x) / 255.0, jax.random.key(0))
+  assert float(sums['kl']) == pytest.approx(float(jnp.sum(terms['kl'])), rel=1e-5)
+
+
+@pytest.fixture(scope='module')
+def trained_pair(tmp_path_factory):
+  root = tmp_path_factory.mktemp('pair')
+  for kind in ('vae', 'ae'):
+    c = ae_vs_vae.get_config(f'model={kind},smoke')
+    trainer.train_and_evaluate(c, str(root / kind))
+  return root
+
+
+def test_evaluate_script_writes_eval_json(trained_pair, capsys):
+  workdir = trained_pair / 'vae'
+  rc = evaluate_script.main(['--workdir', str(workdir), '--num_samples', '20',
+                             '--max_examples', '100', '--checkpoint', 'latest'])
+  assert rc == 0
+  result = json.loads((workdir / 'eval.json').read_text())
+  assert result['num_examples'] == 100 and result['checkpoint_step'] == 24
+  assert set(result['convergence']) == {'1', '10', '20'}
+  assert result['log_likelihood'] >= result['elbo'] - 1.0
+  assert result['log_likelihood'] == pytest.approx(-result['nll'])
+  assert len(result['kl_per_dim']) == 2 and 'mutual_info' in result['latent']
+  assert 'log p(x), k=20' in capsys.readouterr().out
+  assert evaluate_script.main(['--workdir', str(trained_pair / 'nope')]) == 2
+
+
+def test_compare_ae_vae_writes_figure_and_table(trained_pair, tmp_path):
+  out = tmp_path / 'cmp.png'
+  rc = compare_ae_vae.main(['--vae', str(trained_pair / 'vae'), '--ae', str(trained_pair / 'ae'),
+                            '--out', str(out), '--max_examples', '200'])
+  assert rc == 0 and out.stat().st_size > 10_000
+  table = json.loads(out.with_suffix('.json').read_text())
+  assert 'mutual_info' in table['VAE'] and 'mutual_info' not in table['AE']
+  assert table['AE']['nn_distance_ratio'] > 0
+  assert compare_ae_vae.main(['--vae', str(trained_pair / 'ae'), '--ae',
+                              str(trained_pair / 'ae'), '--out', str(out)]) == 2
