@@ -12,8 +12,9 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
+
+import vae
 
 from configs import default
 from vae import checkpointing, config_lib, metrics_io, models, optim, trainer
@@ -40,11 +41,8 @@ def _events(workdir):
 
 
 def _final_params(workdir):
-  ckpt = checkpointing.Checkpointer(pathlib.Path(workdir) / 'checkpoints')
-  step = ckpt.latest_step()
-  out = ckpt.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  ckpt.close()
-  return step, out['state']['params']
+  model = vae.load(workdir, 'latest')
+  return model.step, model.params
 
 
 def test_smoke_run_writes_everything(tmp_path):

@@ -257,7 +257,7 @@ def prepare_workdir(workdir):
   workdir = pathlib.Path(workdir)
   try:
     workdir.mkdir(parents=True, exist_ok=True)
-    probe = workdir / '.write_test'
+    probe = workdir / f'.write_test.{jax.process_index()}'
     probe.write_text('ok')
     probe.unlink()
   except OSError as e:
