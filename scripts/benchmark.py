@@ -112,19 +112,20 @@ def train_throughput(config, image_shape, steps, repeats, mode='bernoulli'):
   keys = trainer.root_keys(0)
   state = trainer.init_state(model, tx, image_shape, keys, False)
   bs = config.train.batch_size
-  step_fn = trainer.make_train_step(model, tx, lr_fn, config, 0, mode, None)
+  step_fn = trainer.make_train_step(model, tx, lr_fn, config, mode, None)
   chunk = jax.jit(trainer.make_train_chunk(step_fn, 100, bs, streamed=False))
+  hp = trainer.hyperparameters(config, 100)
   images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (100 * bs,) + image_shape),
                        jnp.uint8)
   holder = {'state': state}
 
   def run():
-    s, m, _ = chunk(holder['state'], images, keys['data'], steps)
+    s, m, _ = chunk(holder['state'], images, keys['data'], hp, steps)
     jax.block_until_ready(m)
     holder['state'] = s
 
   sec = timed(run, repeats)
-  compiled = chunk.lower(state, images, keys['data'], steps).compile()
+  compiled = chunk.lower(state, images, keys['data'], hp, steps).compile()
   xla_flops = None
   try:
     cost = compiled.cost_analysis()

@@ -37,7 +37,7 @@ def test_reparameterize_pathwise_gradient_is_analytic():
   key = jax.random.key(1)
   mean = jnp.array([0.3, -1.0])
   logvar = jnp.array([0.2, -0.5])
-  eps = jax.random.normal(key, mean.shape)
+  eps = objectives.reparameterize(key, jnp.zeros(2), jnp.zeros(2))  # the draw itself
 
   def f(m, lv):  # f(z) = sum z^2
     return jnp.sum(objectives.reparameterize(key, m, lv) ** 2)
@@ -66,6 +66,45 @@ def test_sampling_without_reparameterization_cuts_the_encoder_off():
   g_reparam = jax.grad(recon)(0.7, True)
   assert g_sample == 0.0
   assert abs(g_reparam) > 0.1
+
+
+def test_noise_is_prefix_stable_across_latent_sizes():
+  """Dimension d's noise comes from fold_in(key, d): a padded model sees the same eps."""
+  key = jax.random.key(9)
+  small = objectives.reparameterize(key, jnp.zeros((4, 3)), jnp.zeros((4, 3)), 5)
+  big = objectives.reparameterize(key, jnp.zeros((4, 8)), jnp.zeros((4, 8)), 5)
+  np.testing.assert_array_equal(big[..., :3], small)
+
+
+def test_latent_mask_reproduces_the_smaller_model(lg):
+  """A 3-latent model padded to 5 with a mask: same loss and gradients as the 3-latent one."""
+  model, exact, _, sample_x = lg
+  big_model = linear_gaussian.make_problem(d=5)[0]
+  worse = linear_gaussian.perturbed(exact)
+  pad = lambda a, axis: jnp.concatenate(
+      [a, jnp.zeros(a.shape[:axis] + (2,) + a.shape[axis + 1:], a.dtype)], axis=axis)
+  padded = {
+      'encoder': {'mean': {'kernel': pad(worse['encoder']['mean']['kernel'], 1),
+                           'bias': pad(worse['encoder']['mean']['bias'], 0)},
+                  'logvar': pad(worse['encoder']['logvar'], 0)},
+      'decoder': {'out': {'kernel': pad(worse['decoder']['out']['kernel'], 0),
+                          'bias': worse['decoder']['out']['bias']}},
+  }
+  mask = jnp.array([1.0, 1.0, 1.0, 0.0, 0.0])
+  x = sample_x(16)
+  for k, fb in ((1, 0.0), (1, 0.3), (4, 0.0)):
+    def loss(p, m, lm):
+      return jnp.mean(objectives.per_example_objective(
+          m, {'params': p}, x, jax.random.key(5), free_bits=fb, num_samples=k,
+          latent_mask=lm)[0])
+    l_small, g_small = jax.value_and_grad(loss)(worse, model, None)
+    l_big, g_big = jax.value_and_grad(loss)(padded, big_model, mask)
+    np.testing.assert_allclose(l_big, l_small, rtol=1e-5)
+    np.testing.assert_allclose(g_big['encoder']['mean']['kernel'][:, :3],
+                               g_small['encoder']['mean']['kernel'], rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(g_big['encoder']['mean']['kernel'][:, 3:], 0.0)
+    np.testing.assert_allclose(g_big['decoder']['out']['kernel'][:3],
+                               g_small['decoder']['out']['kernel'], rtol=1e-4, atol=1e-6)
 
 
 def test_kl_matches_monte_carlo_and_is_zero_at_prior():

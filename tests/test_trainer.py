@@ -205,12 +205,13 @@ def test_train_chunk_compiles_once_for_any_length():
   tx, lr_fn = optim.make_optimizer(c.optim, 10, 100)
   keys = trainer.root_keys(0)
   state = trainer.init_state(model, tx, (28, 28, 1), keys, False)
-  step_fn = trainer.make_train_step(model, tx, lr_fn, c, 0, 'bernoulli', None)
+  step_fn = trainer.make_train_step(model, tx, lr_fn, c, 'bernoulli', None)
   chunk = trainer.make_train_chunk(step_fn, 10, 8, streamed=False)
   chunk = jax.jit(chex.assert_max_traces(chunk, n=1))
   images = jnp.zeros((80, 28, 28, 1), jnp.uint8)
+  hp = trainer.hyperparameters(c, 10)
   for n in (3, 7, 1, 10):
-    state, means, bad = chunk(state, images, keys['data'], n)
+    state, means, bad = chunk(state, images, keys['data'], hp, n)
   assert int(state.step) == 21 and int(bad) == -1
   assert np.isfinite(float(means['loss']))
 

@@ -17,7 +17,7 @@ from vae.likelihoods import bits_per_dim
 
 
 def iw_log_likelihood(model, variables, x, key, num_samples, chunk_size,
-                      report_at: Sequence[int] = ()):
+                      report_at: Sequence[int] = (), latent_mask=None):
   """log p(x) estimated with `num_samples` importance samples from q(z | x), per example.
 
   log p(x) ~= log (1/S) sum_s p(x, z_s) / q(z_s | x). The samples are drawn
@@ -32,6 +32,7 @@ def iw_log_likelihood(model, variables, x, key, num_samples, chunk_size,
     num_samples: S.
     chunk_size: samples per chunk.
     report_at: extra sample counts k <= S to report.
+    latent_mask: optional [D] mask of a padded model (objectives.per_example_objective).
 
   Returns:
     [len(report_at) + 1, B]: the estimates at each k in report_at, then at S.
@@ -39,10 +40,13 @@ def iw_log_likelihood(model, variables, x, key, num_samples, chunk_size,
   ks = jnp.asarray(list(report_at) + [num_samples], jnp.int32)
   num_chunks = -(-num_samples // chunk_size)
   mean, logvar = model.apply(variables, x, method=model.encode)
+  if latent_mask is not None:
+    mean, logvar = mean * latent_mask, logvar * latent_mask
 
   def body(acc, c):
     z = objectives.reparameterize(jax.random.fold_in(key, c), mean, logvar, chunk_size)
-    params = model.apply(variables, z, method=model.decode)
+    params = model.apply(variables, z if latent_mask is None else z * latent_mask,
+                         method=model.decode)
     log_w = (model.likelihood.log_prob(params, x) + objectives.log_standard_normal(z)
              - objectives.log_normal_diag(z, mean, logvar))          # [C, B]
     index = c * chunk_size + jnp.arange(chunk_size)                 # global sample ids
@@ -66,11 +70,11 @@ def make_eval_fn(model, mode, iw_samples=0, iw_chunk=100):
     iw_chunk: samples per chunk for that estimate.
 
   Returns:
-    A function (jit it) of params, batches [nb, B, H, W, C] uint8, mask [nb, B]
-    and a key, returning sums: count, elbo, recon, kl, kl_dim [D],
-    z_mean_sum [D], z_mean_sq_sum [D] and, with iw_samples, iw_ll.
+    A function (jit it) of params, batches [nb, B, H, W, C] uint8, mask [nb, B],
+    a key and an optional latent mask [D], returning sums: count, elbo, recon,
+    kl, kl_dim [D], z_mean_sum [D], z_mean_sq_sum [D] and, with iw_samples, iw_ll.
   """
-  def eval_fn(params, batches, mask, key):
+  def eval_fn(params, batches, mask, key, latent_mask=None):
     variables = {'params': params}
 
     def body(sums, inp):
@@ -78,8 +82,11 @@ def make_eval_fn(model, mode, iw_samples=0, iw_chunk=100):
       k_data, k_z, k_iw = jax.random.split(jax.random.fold_in(key, i), 3)
       x = input_pipeline.to_float(xb, mode, k_data)
       w = mb.astype(jnp.float32)
-      _, terms = objectives.per_example_objective(model, variables, x, k_z)
+      _, terms = objectives.per_example_objective(model, variables, x, k_z,
+                                                  latent_mask=latent_mask)
       mean, logvar = model.apply(variables, x, method=model.encode)
+      if latent_mask is not None:
+        mean, logvar = mean * latent_mask, logvar * latent_mask
       kl_dim = (jnp.zeros_like(mean) if model.deterministic
                 else objectives.gaussian_kl_per_dim(mean, logvar))
       new = {
@@ -93,7 +100,7 @@ def make_eval_fn(model, mode, iw_samples=0, iw_chunk=100):
       }
       if iw_samples:
         ll = iw_log_likelihood(model, variables, x, k_iw, iw_samples,
-                               min(iw_chunk, iw_samples))[-1]
+                               min(iw_chunk, iw_samples), latent_mask=latent_mask)[-1]
         new['iw_ll'] = jnp.sum(w * ll)
       return jax.tree.map(jnp.add, sums, new), None
 

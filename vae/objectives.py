@@ -29,9 +29,14 @@ def reparameterize(key, mean, logvar, num_samples=None):
 
   Returns:
     z with shape [..., D] or [S, ..., D].
+
+  Each latent dimension d draws its noise from fold_in(key, d), so the first D
+  columns of eps are the same whatever the total latent size: a model padded
+  to a larger latent size sees exactly the noise the smaller model would.
   """
   shape = mean.shape if num_samples is None else (num_samples,) + mean.shape
-  eps = jax.random.normal(key, shape, dtype=mean.dtype)
+  draw = lambda d: jax.random.normal(jax.random.fold_in(key, d), shape[:-1], dtype=mean.dtype)
+  eps = jax.vmap(draw, out_axes=-1)(jnp.arange(shape[-1]))
   return mean + jnp.exp(0.5 * logvar) * eps
 
 
@@ -61,11 +66,13 @@ def log_mean_exp(x, axis=0):
 
 
 def kl_weight(step, beta, warmup_steps):
-  """The KL weight at `step`: ramps linearly from 0 to `beta` over `warmup_steps`."""
-  if warmup_steps <= 0:
-    return jnp.asarray(beta, jnp.float32)
-  frac = jnp.minimum(jnp.asarray(step, jnp.float32) / warmup_steps, 1.0)
-  return beta * frac
+  """The KL weight at `step`: ramps linearly from 0 to `beta` over `warmup_steps`.
+
+  All arguments may be traced (a sweep passes one value per model).
+  """
+  warmup = jnp.asarray(warmup_steps, jnp.float32)
+  frac = jnp.minimum(jnp.asarray(step, jnp.float32) / jnp.maximum(warmup, 1.0), 1.0)
+  return jnp.asarray(beta, jnp.float32) * jnp.where(warmup > 0, frac, 1.0)
 
 
 def free_bits_kl(kl_per_dim, free_bits, mask=None):
@@ -74,9 +81,10 @@ def free_bits_kl(kl_per_dim, free_bits, mask=None):
   A latent dimension whose KL averaged over the (masked) batch is below
   `free_bits` nats contributes the constant `free_bits` instead, so it gets
   no gradient pushing it to the prior. The batch mean of the result equals
-  sum_d max(mean_b KL[b, d], free_bits).
+  sum_d max(mean_b KL[b, d], free_bits). `free_bits` may be a traced scalar
+  or a per-dimension [D] array (0 leaves a dimension unfloored).
   """
-  if free_bits <= 0:
+  if isinstance(free_bits, (int, float)) and free_bits <= 0:
     return jnp.sum(kl_per_dim, axis=-1)
   if mask is None:
     batch_mean = jnp.mean(kl_per_dim, axis=0)
@@ -87,7 +95,20 @@ def free_bits_kl(kl_per_dim, free_bits, mask=None):
   return jnp.sum(floored, axis=-1)
 
 
-def importance_log_weights(model, variables, x, key, num_samples):
+def _encode(model, variables, x, latent_mask):
+  mean, logvar = model.apply(variables, x, method=model.encode)
+  if latent_mask is not None:  # masked dimensions: q(z_d | x) = N(0, 1) = p(z_d), KL 0
+    mean, logvar = mean * latent_mask, logvar * latent_mask
+  return mean, logvar
+
+
+def _decode(model, variables, z, latent_mask):
+  if latent_mask is not None:  # the decoder never sees masked dimensions
+    z = z * latent_mask
+  return model.apply(variables, z, method=model.decode)
+
+
+def importance_log_weights(model, variables, x, key, num_samples, latent_mask=None):
   """The two parts of log w_s = log p(x | z_s) + log p(z_s) - log q(z_s | x), z_s ~ q(z | x).
 
   Args:
@@ -96,21 +117,22 @@ def importance_log_weights(model, variables, x, key, num_samples):
     x: images [B, H, W, C].
     key: PRNG key for the S posterior draws.
     num_samples: S.
+    latent_mask: optional [D] 0/1 mask (see `per_example_objective`).
 
   Returns:
     (log_px [S, B], log_ratio [S, B] = log p(z) - log q(z | x), mean [B, D],
     logvar [B, D]).
   """
-  mean, logvar = model.apply(variables, x, method=model.encode)
+  mean, logvar = _encode(model, variables, x, latent_mask)
   z = reparameterize(key, mean, logvar, num_samples)                  # [S, B, D]
-  params = model.apply(variables, z, method=model.decode)             # [S, B, H, W, C]
+  params = _decode(model, variables, z, latent_mask)                  # [S, B, H, W, C]
   log_px = model.likelihood.log_prob(params, x)                      # [S, B]
   log_ratio = log_standard_normal(z) - log_normal_diag(z, mean, logvar)
   return log_px, log_ratio, mean, logvar
 
 
 def per_example_objective(model, variables, x, key, *, beta=1.0, free_bits=0.0,
-                          num_samples=1, mask=None):
+                          num_samples=1, mask=None, latent_mask=None):
   """The training loss and the reported terms, all per example in nats.
 
   With num_samples == 1 this is the single-sample ELBO with the analytic KL:
@@ -128,25 +150,38 @@ def per_example_objective(model, variables, x, key, *, beta=1.0, free_bits=0.0,
     free_bits: per-dimension KL floor in nats (single-sample objective only).
     num_samples: k, importance samples per example.
     mask: optional [B] validity mask used by free bits' batch average.
+    latent_mask: optional [D] 0/1 mask for a model padded to a larger latent
+      size: masked dimensions have q = p (zero KL) and are zeroed before the
+      decoder, so with the padding weights at zero the loss, its gradient and
+      the noise (see `reparameterize`) equal those of the smaller model.
 
   Returns:
     (loss [B], terms) with terms a dict of [B] arrays: 'recon' (E_q log p(x|z)),
     'kl', 'elbo' (= recon - kl, beta = 1) and, with k > 1, 'iwae'.
   """
   if model.deterministic:
-    out = model.apply(variables, x, key)
-    recon = model.likelihood.log_prob(out['params'], x)
+    mean, _ = _encode(model, variables, x, latent_mask)
+    recon = model.likelihood.log_prob(_decode(model, variables, mean, latent_mask), x)
     zeros = jnp.zeros_like(recon)
     return -recon, {'recon': recon, 'kl': zeros, 'elbo': recon}
   if num_samples == 1:
-    out = model.apply(variables, x, key)
-    recon = model.likelihood.log_prob(out['params'], x)
-    kl_dim = gaussian_kl_per_dim(out['mean'], out['logvar'])
+    mean, logvar = _encode(model, variables, x, latent_mask)
+    z = reparameterize(key, mean, logvar)
+    recon = model.likelihood.log_prob(_decode(model, variables, z, latent_mask), x)
+    kl_dim = gaussian_kl_per_dim(mean, logvar)
+    if free_bits is not None and not (isinstance(free_bits, (int, float)) and free_bits <= 0):
+      if latent_mask is not None:  # padded dimensions are not floored: they have no KL
+        fb = jnp.where(latent_mask > 0, free_bits, 0.0)
+      else:
+        fb = free_bits
+      kl_reg = free_bits_kl(kl_dim, fb, mask)
+    else:
+      kl_reg = jnp.sum(kl_dim, axis=-1)
+    loss = -(recon - beta * kl_reg)
     kl = jnp.sum(kl_dim, axis=-1)
-    loss = -(recon - beta * free_bits_kl(kl_dim, free_bits, mask))
     return loss, {'recon': recon, 'kl': kl, 'elbo': recon - kl}
   log_px, log_ratio, mean, logvar = importance_log_weights(model, variables, x, key,
-                                                           num_samples)
+                                                           num_samples, latent_mask)
   loss = -log_mean_exp(log_px + beta * log_ratio, axis=0)
   recon = jnp.mean(log_px, axis=0)
   kl = gaussian_kl(mean, logvar)

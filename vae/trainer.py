@@ -62,7 +62,6 @@ class Schedule:
   log_every: int
   eval_every: int
   checkpoint_every: int
-  warmup_steps: int
 
   @classmethod
   def from_config(cls, config, num_train):
@@ -73,8 +72,7 @@ class Schedule:
     if config.optim.schedule == 'iwae_staircase':
       total = to_steps(optim.total_iwae_epochs(config.optim.iwae_stages))
     return cls(spe, total, t.log_every_steps, to_steps(t.eval_every_epochs),
-               to_steps(t.checkpoint_every_epochs),
-               int(round(config.objective.warmup_epochs * spe)))
+               to_steps(t.checkpoint_every_epochs))
 
   def next_boundary(self, step):
     nxt = lambda every: (step // every + 1) * every
@@ -111,32 +109,55 @@ def init_state(model, tx, image_shape, keys, ema):
                     ema_params=params if ema else {}, rng=keys['loop'])
 
 
-def make_train_step(model, tx, schedule_fn, config, warmup_steps, mode, batch_sharding):
-  """train_step(state, x_uint8) -> (state, metrics, finite): one optimizer update."""
-  oc = config.objective
+def hyperparameters(config, steps_per_epoch, latent_mask=None):
+  """The per-model scalars of the train step, as arrays (a sweep stacks them).
+
+  Returns:
+    dict: beta, free_bits (nats/dim), warmup_steps, lr_scale (multiplies the
+    optimizer's schedule) and, for a padded model, latent_mask [D].
+  """
+  hp = {'beta': jnp.float32(config.objective.beta),
+        'free_bits': jnp.float32(config.objective.free_bits),
+        'warmup_steps': jnp.float32(round(config.objective.warmup_epochs * steps_per_epoch)),
+        'lr_scale': jnp.float32(1.0)}
+  if latent_mask is not None:
+    hp['latent_mask'] = jnp.asarray(latent_mask, jnp.float32)
+  return hp
+
+
+def make_train_step(model, tx, schedule_fn, config, mode, batch_sharding):
+  """train_step(state, x_uint8, hp) -> (state, metrics, finite): one optimizer update.
+
+  `hp` holds the per-model scalars (`hyperparameters`), traced, so that many
+  models with different values can share one compiled step under vmap.
+  """
+  num_samples = config.objective.num_samples
   ema_decay = config.optim.ema_decay
 
-  def train_step(state, x_uint8):
+  def train_step(state, x_uint8, hp):
     k_data, k_z = jax.random.split(jax.random.fold_in(state.rng, state.step))
     x = input_pipeline.to_float(x_uint8, mode, k_data)
     if batch_sharding is not None:
       x = jax.lax.with_sharding_constraint(x, batch_sharding)
-    beta = objectives.kl_weight(state.step, oc.beta, warmup_steps)
+    beta = objectives.kl_weight(state.step, hp['beta'], hp['warmup_steps'])
+    latent_mask = hp.get('latent_mask')
 
     def loss_fn(params):
       loss, terms = objectives.per_example_objective(
-          model, {'params': params}, x, k_z, beta=beta, free_bits=oc.free_bits,
-          num_samples=oc.num_samples)
+          model, {'params': params}, x, k_z, beta=beta, free_bits=hp['free_bits'],
+          num_samples=num_samples, latent_mask=latent_mask)
       return jnp.mean(loss), terms
 
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    updates = jax.tree.map(lambda u: u * hp['lr_scale'], updates)
     params = optax.apply_updates(state.params, updates)
     ema = (optim.ema_update(state.ema_params, params, ema_decay) if ema_decay
            else state.ema_params)
     grad_norm = optax.tree.norm(grads)
     metrics = {'loss': loss, 'elbo': jnp.mean(terms['elbo']), 'recon': jnp.mean(terms['recon']),
-               'kl': jnp.mean(terms['kl']), 'beta': beta, 'lr': schedule_fn(state.step),
+               'kl': jnp.mean(terms['kl']), 'beta': beta,
+               'lr': schedule_fn(state.step) * hp['lr_scale'],
                'grad_norm': grad_norm, 'param_norm': optax.tree.norm(params)}
     if 'iwae' in terms:
       metrics['iwae'] = jnp.mean(terms['iwae'])
@@ -148,31 +169,41 @@ def make_train_step(model, tx, schedule_fn, config, warmup_steps, mode, batch_sh
   return train_step
 
 
-def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed):
-  """chunk(state, data, data_key, num_steps) -> (state, mean metrics, first bad step).
+def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_models=None):
+  """chunk(state, data, data_key, hp, num_steps) -> (state, mean metrics, first bad step).
 
   `data` is the device-resident uint8 training set [N, H, W, C] (batches are
   gathered from an epoch permutation inside the loop), or, when streamed from
   the host, the chunk's batches [T, B, H, W, C]. `num_steps` is traced, so one
   compilation serves every chunk length. The loop stops at the first step
   whose loss or gradient is not finite and returns that step (else -1).
+
+  With `num_models` = M, `state`, `data_key` and `hp` carry a leading model
+  axis: M models, each with its own keys, data order and hyperparameters,
+  train in one program (the step is vmapped); metrics come back as [M].
   """
-  def chunk(state, data, data_key, num_steps):
+  multi = num_models is not None
+  step_fn = jax.vmap(train_step) if multi else train_step
+
+  def chunk(state, data, data_key, hp, num_steps):
     num_train = data.shape[0]
+    perm_fn = lambda key, epoch: input_pipeline.epoch_permutation(key, epoch, num_train)
+    gather = lambda perm, j: input_pipeline.gather_batch(data, perm, j, batch_size)
+    if multi:
+      perm_fn = jax.vmap(perm_fn, in_axes=(0, None))
+      gather = jax.vmap(gather, in_axes=(0, None))
+    step_of = (lambda st: st.step[0]) if multi else (lambda st: st.step)
     perm0 = (jnp.zeros((1,), jnp.int32) if streamed else
-             input_pipeline.epoch_permutation(data_key, state.step // steps_per_epoch,
-                                              num_train))
+             perm_fn(data_key, step_of(state) // steps_per_epoch))
 
     def batch_at(i, step, perm):
       if streamed:
-        return data[i], perm
+        xb = data[i]
+        return (jnp.broadcast_to(xb, (num_models,) + xb.shape) if multi else xb), perm
       j = step % steps_per_epoch
-      perm = jax.lax.cond(
-          j == 0,
-          lambda: input_pipeline.epoch_permutation(data_key, step // steps_per_epoch,
-                                                   num_train),
-          lambda: perm)
-      return input_pipeline.gather_batch(data, perm, j, batch_size), perm
+      perm = jax.lax.cond(j == 0, lambda: perm_fn(data_key, step // steps_per_epoch),
+                          lambda: perm)
+      return gather(perm, j), perm
 
     def cond(carry):
       i, _, _, _, bad = carry
@@ -180,14 +211,16 @@ def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed):
 
     def body(carry):
       i, st, perm, sums, bad = carry
-      xb, perm = batch_at(i, st.step, perm)
-      new_st, metrics, finite = train_step(st, xb)
-      bad = jnp.where(finite, bad, st.step)
+      step = step_of(st)
+      xb, perm = batch_at(i, step, perm)
+      new_st, metrics, finite = step_fn(st, xb, hp)
+      bad = jnp.where(jnp.all(finite), bad, step)
       sums = jax.tree.map(jnp.add, sums, metrics)
       return i + 1, new_st, perm, sums, bad
 
-    metric_shapes = jax.eval_shape(train_step, state, jnp.zeros(
-        (batch_size,) + data.shape[-3:], data.dtype))[1]
+    x0 = jnp.zeros(((num_models,) if multi else ()) + (batch_size,) + data.shape[-3:],
+                   data.dtype)
+    metric_shapes = jax.eval_shape(step_fn, state, x0, hp)[1]
     sums0 = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), metric_shapes)
     carry = (jnp.zeros((), jnp.int32), state, perm0, sums0, jnp.full((), -1, jnp.int32))
     n, state, _, sums, bad = jax.lax.while_loop(cond, body, carry)
@@ -285,6 +318,17 @@ class _Preemption:
 
   def _handle(self, signum, frame):  # pylint: disable=unused-argument
     self.requested = signal.Signals(signum).name
+
+  def agreed(self):
+    """Whether any process was signalled; all processes agree, so they stop at the same
+    boundary (a process that stopped alone would leave the others in a collective)."""
+    if jax.process_count() == 1:
+      return self.requested
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    flags = multihost_utils.process_allgather(np.array(self.requested is not None))
+    if np.any(flags) and self.requested is None:
+      self.requested = 'SIGTERM'
+    return self.requested
 
   def restore(self):
     for sig, handler in self._old.items():
@@ -412,8 +456,9 @@ def _train(config, workdir, chief, t_start):
       eval_sets[split] = (sharding.put(batches, eval_sharding), sharding.put(mask, eval_sharding))
   train_data = None if streamed else sharding.put(train_images, repl)
 
-  train_step = make_train_step(model, tx, lr_fn, config, sched.warmup_steps, train_mode,
+  train_step = make_train_step(model, tx, lr_fn, config, train_mode,
                                sharding.batch_sharded(mesh))
+  hp = hyperparameters(config, sched.steps_per_epoch)
   chunk_fn = jax.jit(make_train_chunk(train_step, sched.steps_per_epoch,
                                       config.train.batch_size, streamed), donate_argnums=0)
   eval_fn = jax.jit(evaluation.make_eval_fn(model, eval_mode, config.train.eval_iw_samples))
@@ -437,9 +482,9 @@ def _train(config, workdir, chief, t_start):
       end = sched.next_boundary(step)
       if streamed:
         batches = sharding.put(feeder.batches(step, end), sharding.batch_sharded(mesh, 1))
-        state, means, bad = chunk_fn(state, batches, keys['data'], end - step)
+        state, means, bad = chunk_fn(state, batches, keys['data'], hp, end - step)
       else:
-        state, means, bad = chunk_fn(state, train_data, keys['data'], end - step)
+        state, means, bad = chunk_fn(state, train_data, keys['data'], hp, end - step)
       bad = int(bad)
       if bad >= 0:
         good = ckpt.latest_step()
@@ -474,14 +519,15 @@ def _train(config, workdir, chief, t_start):
         _warn_collapse(eval_metrics, config)
         if chief:
           _write_images(workdir, step, params, recon_fn, decode_fn, recon_inputs, prior_z)
-      if sched.is_checkpoint(step) or preempt.requested or status == 'early_stopped':
+      preempted = preempt.agreed()
+      if sched.is_checkpoint(step) or preempted or status == 'early_stopped':
         ckpt.save(step, state, meta, val_elbo)
       if status == 'early_stopped':
         log.info('early stopping at step %d: val ELBO last improved at step %d (%.3f)', step,
                  best_val[1], best_val[0])
         break
-      if preempt.requested:
-        status = preempt.requested
+      if preempted:
+        status = preempted
         log.warning('%s received: checkpoint saved at step %d; rerun the same command to '
                     'resume', status, step)
         break
@@ -491,6 +537,9 @@ def _train(config, workdir, chief, t_start):
     writer.close()
     ckpt.close()
   last.update(step=step, status=status)
+  if chief and status in ('finished', 'early_stopped'):
+    metrics_io.write_json(workdir / 'done.json', {'step': step, 'status': status,
+                                                  'num_epochs': config.train.num_epochs})
   return last
 
 
