@@ -41,3 +41,52 @@ def interleave(inputs, reconstructions):
   for start in range(0, len(inputs), 8):
     rows += [inputs[start:start + 8], reconstructions[start:start + 8]]
   return np.concatenate(rows)
+
+
+# ----------------------------------------------------------------------------- latent-space pictures
+
+
+def prior_quantile_grid(n, low=0.05, high=0.95):
+  """n values z_i = Phi^-1(p_i), p evenly spaced in [low, high] (Kingma & Welling, Fig. 4)."""
+  from jax.scipy.special import ndtri  # pylint: disable=g-import-not-at-top
+  return np.asarray(ndtri(np.linspace(low, high, n)), np.float32)
+
+
+def manifold_latents(latent_dim, n, basis=None):
+  """Latent points of an n x n grid over prior quantiles: [n * n, D], row-major (z2 down).
+
+  For D = 2 the grid is the latent space itself; for D > 2 it lies in the plane
+  spanned by the two orthonormal columns of `basis` [D, 2] (default: the
+  first two axes), through the origin.
+  """
+  q = prior_quantile_grid(n)
+  z1, z2 = np.meshgrid(q, q[::-1])
+  plane = np.stack([z1.ravel(), z2.ravel()], axis=1)               # [n*n, 2]
+  if basis is None:
+    basis = np.eye(latent_dim, 2, dtype=np.float32)
+  return (plane @ np.asarray(basis, np.float32).T).astype(np.float32)
+
+
+def slerp(a, b, t):
+  """Spherical interpolation between latent vectors a and b at fractions t: [T, D]."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  t = np.asarray(t, np.float64)[:, None]
+  cos = np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12)
+  omega = np.arccos(np.clip(cos, -1.0, 1.0))
+  if omega < 1e-6:
+    return ((1 - t) * a + t * b).astype(np.float32)
+  return ((np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)).astype(
+      np.float32)
+
+
+def lerp(a, b, t):
+  t = np.asarray(t, np.float32)[:, None]
+  return ((1 - t) * np.asarray(a) + t * np.asarray(b)).astype(np.float32)
+
+
+def show_grid(ax, images, ncols, title):
+  grid = tile(images, ncols)
+  ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else np.clip(grid, 0, 1), cmap='gray',
+            vmin=0, vmax=1)
+  ax.set_title(title, fontsize=9)
+  ax.axis('off')

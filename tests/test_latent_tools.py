@@ -1,0 +1,120 @@
+"""Tests of vae.load (vae/trained.py), scripts/visualize.py and the gradient-estimator study."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import vae
+from configs import ae_vs_vae
+from scripts import gradient_variance, visualize
+from tests import linear_gaussian
+from vae import checkpointing, gradient_estimators as ge, plots, trainer
+
+
+@pytest.fixture(scope='module')
+def workdir(tmp_path_factory):
+  w = tmp_path_factory.mktemp('tiny')
+  trainer.train_and_evaluate(ae_vs_vae.get_config('model=vae,smoke'), str(w))
+  return w
+
+
+def test_api_round_trip(workdir):
+  m = vae.load(workdir)  # best by validation ELBO
+  assert m.step in (12, 24) and m.latent_dim == 2 and m.image_shape == (28, 28, 1)
+  images, labels = m.load_split('test')
+  x = m.to_float(images[:40])
+  mean, logvar = m.encode(x)
+  assert mean.shape == logvar.shape == (40, 2)
+  assert m.decode(mean).shape == (40, 28, 28, 1)
+  assert m.reconstruct(x).shape == (40, 28, 28, 1)
+  a = m.sample(jax.random.key(1), 5, temperature=0.5)
+  np.testing.assert_array_equal(a, m.sample(jax.random.key(1), 5, temperature=0.5))
+  assert not np.array_equal(a, m.sample(jax.random.key(2), 5, temperature=0.5))
+  assert float(a.min()) >= 0 and float(a.max()) <= 1
+  elbo = m.elbo(x, jax.random.key(0))
+  ll = m.log_likelihood(x, num_samples=200, key=jax.random.key(0))
+  np.testing.assert_array_equal(ll, m.log_likelihood(x, num_samples=200, key=jax.random.key(0)))
+  assert elbo.shape == ll.shape == (40,)
+  assert float(jnp.mean(ll)) >= float(jnp.mean(elbo))
+  assert vae.load(workdir, 'latest').step == 24
+  with pytest.raises(checkpointing.CheckpointError, match='no checkpoint at step 7'):
+    vae.load(workdir, 7)
+
+
+def test_manifold_grid_is_prior_quantiles():
+  z = plots.manifold_latents(2, 5)
+  q = plots.prior_quantile_grid(5)
+  np.testing.assert_allclose(q[[0, 2, 4]], [-1.6448536, 0.0, 1.6448536], atol=1e-5)
+  np.testing.assert_allclose(z[:5, 0], q)           # first row: z1 sweeps left to right
+  np.testing.assert_allclose(z[::5, 1], q[::-1])    # z2 decreases down the rows
+  basis = np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 0.0]])
+  z3 = plots.manifold_latents(3, 5, basis)
+  np.testing.assert_allclose(z3[:, 1], z[:, 0])
+  np.testing.assert_array_equal(z3[:, 2], 0.0)
+  t = np.linspace(0, 1, 5)
+  a, b = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+  np.testing.assert_allclose(np.linalg.norm(plots.slerp(a, b, t), axis=1), 1.0, rtol=1e-6)
+  np.testing.assert_allclose(plots.lerp(a, b, t)[2], [0.5, 0.5])
+
+
+@pytest.mark.parametrize('what', visualize.WHAT)
+def test_every_figure_is_written(workdir, tmp_path, what):
+  m = vae.load(workdir)
+  images, labels = m.load_split('test')
+  out = tmp_path / f'{what}.png'
+  decoded = visualize.draw(what, m, images[:200], labels[:200], out, n=6)
+  assert out.stat().st_size > 5_000
+  if what == 'manifold':  # the picture decodes exactly the intended grid
+    np.testing.assert_allclose(decoded, m.decode(plots.manifold_latents(2, 6)), atol=1e-6)
+
+
+def test_visualize_cli_all(workdir, tmp_path):
+  assert visualize.main(['--workdir', str(workdir), '--what', 'all', '--out',
+                         str(tmp_path / 'v.png'), '--num_examples', '100']) == 0
+  assert len(list(tmp_path.glob('v_*.png'))) == len(visualize.WHAT)
+
+
+@pytest.fixture(scope='module')
+def simple_model():
+  model, exact, _, sample_x = linear_gaussian.make_problem(n=4, d=2, sigma=0.8)
+  return model, linear_gaussian.perturbed(exact), sample_x(8)
+
+
+def test_sampling_without_reparameterization_gives_zero_encoder_gradient(simple_model):
+  model, params, x = simple_model
+  g = ge.flatten(ge.encoder_gradient(model, params, x, jax.random.key(0), 10, 'sampled'))
+  assert float(jnp.max(jnp.abs(g))) == 0.0
+  p = ge.flatten(ge.encoder_gradient(model, params, x, jax.random.key(0), 10, 'pathwise'))
+  assert float(jnp.linalg.norm(p)) > 0.1
+
+
+def test_estimators_agree_in_expectation_and_pathwise_has_lower_variance(simple_model):
+  model, params, x = simple_model
+  reference = ge.flatten(ge.encoder_gradient(model, params, x, jax.random.key(99), 200_000,
+                                             'pathwise'))
+  reps = 4000
+  for est, samples in (('pathwise', 1), ('score', 1), ('score_loo', 4)):
+    fn = jax.jit(jax.vmap(lambda k, e=est, s=samples: ge.flatten(
+        ge.encoder_gradient(model, params, x, k, s, e))))
+    grads = np.asarray(fn(jax.random.split(jax.random.key(hash(est) % 1000), reps)))
+    mean, se = grads.mean(0), grads.std(0, ddof=1) / np.sqrt(reps)
+    z = (mean - np.asarray(reference)) / (se + 1e-6)
+    assert np.all(np.abs(z) < 5.0), (est, z)            # unbiased
+  stats = {est: ge.estimator_statistics(model, params, x, jax.random.key(3), 1, est, 2000,
+                                        reference) for est in ('pathwise', 'score')}
+  assert stats['pathwise']['total_variance'] * 10 < stats['score']['total_variance']
+  assert stats['pathwise']['cosine'] > stats['score']['cosine']
+
+
+def test_gradient_variance_script(workdir, tmp_path):
+  out = tmp_path / 'gv.png'
+  assert gradient_variance.main(['--out', str(out), '--workdir', str(workdir), '--samples',
+                                 '1,10', '--repeats', '8', '--reference_samples', '200',
+                                 '--batch', '8']) == 0
+  result = json.loads(out.with_suffix('.json').read_text())
+  assert result['sampled_without_reparameterization_grad_norm'] == 0.0
+  assert {r['samples'] for r in result['estimators']['pathwise']} == {1, 10}
+  assert out.stat().st_size > 10_000
