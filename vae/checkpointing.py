@@ -7,14 +7,18 @@ the latest `keep` checkpoints and the best one by validation ELBO.
 
 Resume order (the one place it is written down):
   1. the newest checkpoint whose meta matches this run and whose state
-     restores; a newer one that fails to restore is skipped with a warning;
+     restores; a newer one that fails to restore (truncated, corrupted) is
+     moved aside to <step>.corrupt-<time> (kept for inspection, never deleted)
+     with a warning, and the previous one is tried;
   2. else a fresh state from config.seed.
 Orbax writes each checkpoint into a temporary directory and renames it when
 complete, so a kill during a write leaves the previous checkpoints intact.
 """
 
 import logging
+import os
 import pathlib
+import time
 
 import jax
 import orbax.checkpoint as ocp
@@ -53,6 +57,12 @@ class Checkpointer:
 
   def save(self, step, state, meta, val_elbo=None):
     """Saves synchronously; `val_elbo` (nats per example) ranks the best checkpoint."""
+    kill_at = os.environ.get('VAE_INJECT_KILL_DURING_SAVE')  # fault injection (tests only)
+    if kill_at is not None and int(kill_at) == int(step):
+      import signal  # pylint: disable=g-import-not-at-top
+      import threading  # pylint: disable=g-import-not-at-top
+      threading.Timer(float(os.environ.get('VAE_INJECT_KILL_DELAY_S', '0.02')),
+                      lambda: os.kill(os.getpid(), signal.SIGKILL)).start()
     metrics = None if val_elbo is None else {BEST_METRIC: float(val_elbo)}
     self.manager.save(int(step), args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
@@ -91,18 +101,27 @@ class Checkpointer:
       try:
         meta = self.restore_meta(step)
       except Exception as e:  # pylint: disable=broad-except
-        logging.warning('checkpoint %s/%d is unreadable (%s: %s); trying the previous one',
-                        self.directory, step, type(e).__name__, str(e).splitlines()[0][:200])
+        self._set_aside(step, e)
         continue
       check_compatible(meta, expected_meta, self.directory / str(step))
       try:
         state, meta = self.restore(step, abstract_state)
       except Exception as e:  # pylint: disable=broad-except
-        logging.warning('checkpoint %s/%d failed to restore (%s: %s); trying the previous one',
-                        self.directory, step, type(e).__name__, str(e).splitlines()[0][:200])
+        self._set_aside(step, e)
         continue
       return state, meta, step
     return None
+
+  def _set_aside(self, step, error):
+    """Moves an unrestorable checkpoint out of the manager's sight, keeping its files."""
+    src = self.directory / str(step)
+    dst = self.directory / f'{step}.corrupt-{int(time.time())}'
+    logging.warning('checkpoint %s cannot be restored (%s: %s); moved to %s, falling back to '
+                    'the previous checkpoint', src, type(error).__name__,
+                    str(error).splitlines()[0][:200] if str(error) else '', dst.name)
+    if jax.process_index() == 0 and src.exists():
+      os.rename(src, dst)
+    self.manager.reload()
 
   def close(self):
     self.manager.wait_until_finished()

@@ -133,10 +133,15 @@ def make_train_step(model, tx, schedule_fn, config, mode, batch_sharding):
   """
   num_samples = config.objective.num_samples
   ema_decay = config.optim.ema_decay
+  # Fault injection for the reliability tests (docs/reliability.md): makes the
+  # batch NaN at one step. Unset in normal runs, and then not even compiled in.
+  nan_step = int(os.environ.get('VAE_INJECT_NAN_AT_STEP', '-1'))
 
   def train_step(state, x_uint8, hp):
     k_data, k_z = jax.random.split(jax.random.fold_in(state.rng, state.step))
     x = input_pipeline.to_float(x_uint8, mode, k_data)
+    if nan_step >= 0:
+      x = jnp.where(state.step == nan_step, jnp.nan, x)
     if batch_sharding is not None:
       x = jax.lax.with_sharding_constraint(x, batch_sharding)
     beta = objectives.kl_weight(state.step, hp['beta'], hp['warmup_steps'])
