@@ -38,9 +38,6 @@ def load_config_module(spec):
   mod_spec = importlib.util.spec_from_file_location(f'sweep_config_{path.stem}', path)
   module = importlib.util.module_from_spec(mod_spec)
   mod_spec.loader.exec_module(module)
-  if not hasattr(module, 'get_sweep'):
-    raise config_lib.ConfigError(f'{path} defines no get_sweep(arg); add one returning a list '
-                                 'of override dicts (vae/sweeps.py)')
   return module, arg or None
 
 
@@ -53,6 +50,9 @@ def _flag(key, value):
 def run_sweep(config_spec, root, mode='sequential', parallel=2, dry_run=False):
   """Runs (or lists) the sweep; returns the SweepRecord."""
   module, arg = load_config_module(config_spec)
+  if not hasattr(module, 'get_sweep'):
+    raise config_lib.ConfigError(f'{config_spec} defines no get_sweep(arg); add one returning a '
+                                 'list of override dicts (vae/sweeps.py)')
   base = module.get_config(arg)
   overrides = module.get_sweep(arg)
   configs = [sweeps.apply_overrides(base, o) for o in overrides]

@@ -84,12 +84,14 @@ def base_config():
   m.logvar_min = -6.0
   m.logvar_max = 2.0
   m.compute_dtype = 'float32'  # float32 | bfloat16 (parameters stay float32)
+  m.init_std = 0.0           # > 0: MLP weights drawn from N(0, init_std^2); 0: LeCun normal
 
   c.objective = o = ml_collections.ConfigDict()
   o.beta = 1.0
   o.warmup_epochs = 0.0      # KL weight ramps 0 -> beta over this many epochs
   o.free_bits = 0.0          # nats per latent dimension
-  o.num_samples = 1          # k > 1: IWAE objective with k samples
+  o.num_samples = 1          # k > 1: k importance samples per example
+  o.estimator = 'iwae'       # iwae (log-mean-exp of k weights) | elbo (k-sample average ELBO)
 
   c.optim = p = ml_collections.ConfigDict()
   p.name = 'adam'            # adam | adamw | adagrad | sgd
@@ -188,6 +190,9 @@ def validate(c):
   _check(c.objective.warmup_epochs >= 0, 'objective.warmup_epochs must be >= 0')
   _check(c.objective.free_bits >= 0, 'objective.free_bits must be >= 0')
   _check(c.objective.num_samples >= 1, 'objective.num_samples must be >= 1')
+  _check(c.objective.estimator in ('iwae', 'elbo'),
+         f'objective.estimator={c.objective.estimator!r}; choose iwae or elbo')
+  _check(c.model.init_std >= 0, 'model.init_std must be >= 0')
   _check(not (c.objective.num_samples > 1 and c.objective.free_bits > 0),
          'objective.free_bits applies to the single-sample ELBO only; set '
          'objective.num_samples=1 or objective.free_bits=0')

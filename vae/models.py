@@ -29,15 +29,22 @@ ARCHS = ('mlp', 'conv')
 UPSAMPLE = ('subpixel', 'transpose')
 
 
+def kernel_init(init_std):
+  """N(0, init_std^2) weights when init_std > 0, else Flax's default (LeCun normal)."""
+  return nn.initializers.normal(init_std) if init_std else nn.linear.default_kernel_init
+
+
 class GatedDense(nn.Module):
   """h = (W x + b) * sigmoid(V x + c), the gated layer of Tomczak & Welling's VampPrior code."""
   features: int
   dtype: Optional[jnp.dtype] = None
+  init_std: float = 0.0
 
   @nn.compact
   def __call__(self, x):
-    h = nn.Dense(self.features, dtype=self.dtype, name='value')(x)
-    g = nn.Dense(self.features, dtype=self.dtype, name='gate')(x)
+    init = kernel_init(self.init_std)
+    h = nn.Dense(self.features, dtype=self.dtype, kernel_init=init, name='value')(x)
+    g = nn.Dense(self.features, dtype=self.dtype, kernel_init=init, name='gate')(x)
     return h * nn.sigmoid(g)
 
 
@@ -47,20 +54,23 @@ class MLP(nn.Module):
   activation: str = 'relu'
   gated: bool = False
   dtype: Optional[jnp.dtype] = None
+  init_std: float = 0.0
 
   @nn.compact
   def __call__(self, x):
     act = ACTIVATIONS[self.activation]
     for i, width in enumerate(self.hidden):
       if self.gated:
-        x = GatedDense(width, dtype=self.dtype, name=f'gated_{i}')(x)
+        x = GatedDense(width, dtype=self.dtype, init_std=self.init_std, name=f'gated_{i}')(x)
       else:
-        x = act(nn.Dense(width, dtype=self.dtype, name=f'dense_{i}')(x))
+        x = act(nn.Dense(width, dtype=self.dtype, kernel_init=kernel_init(self.init_std),
+                         name=f'dense_{i}')(x))
     return x
 
 
-def _gaussian_head(h, latent_dim, logvar_min, logvar_max, dtype):
-  out = nn.Dense(2 * latent_dim, dtype=dtype, name='gaussian_head')(h)
+def _gaussian_head(h, latent_dim, logvar_min, logvar_max, dtype, init_std=0.0):
+  out = nn.Dense(2 * latent_dim, dtype=dtype, kernel_init=kernel_init(init_std),
+                 name='gaussian_head')(h)
   mean, logvar = jnp.split(out.astype(jnp.float32), 2, axis=-1)
   if logvar_min is not None or logvar_max is not None:
     logvar = jnp.clip(logvar, logvar_min, logvar_max)
@@ -76,12 +86,14 @@ class MLPEncoder(nn.Module):
   logvar_min: Optional[float] = None
   logvar_max: Optional[float] = None
   dtype: Optional[jnp.dtype] = None
+  init_std: float = 0.0
 
   @nn.compact
   def __call__(self, x):
     h = x.reshape(x.shape[:-3] + (-1,)).astype(self.dtype or jnp.float32)
-    h = MLP(self.hidden, self.activation, self.gated, self.dtype, name='mlp')(h)
-    return _gaussian_head(h, self.latent_dim, self.logvar_min, self.logvar_max, self.dtype)
+    h = MLP(self.hidden, self.activation, self.gated, self.dtype, self.init_std, name='mlp')(h)
+    return _gaussian_head(h, self.latent_dim, self.logvar_min, self.logvar_max, self.dtype,
+                          self.init_std)
 
 
 class MLPDecoder(nn.Module):
@@ -91,15 +103,17 @@ class MLPDecoder(nn.Module):
   activation: str = 'relu'
   gated: bool = False
   dtype: Optional[jnp.dtype] = None
+  init_std: float = 0.0
 
   @nn.compact
   def __call__(self, z):
-    h = MLP(self.hidden, self.activation, self.gated, self.dtype, name='mlp')(
+    h = MLP(self.hidden, self.activation, self.gated, self.dtype, self.init_std, name='mlp')(
         z.astype(self.dtype or jnp.float32))
     size = 1
     for s in self.out_shape:
       size *= s
-    out = nn.Dense(size, dtype=self.dtype, name='output')(h)
+    out = nn.Dense(size, dtype=self.dtype, kernel_init=kernel_init(self.init_std),
+                   name='output')(h)
     return out.astype(jnp.float32).reshape(z.shape[:-1] + tuple(self.out_shape))
 
 
@@ -243,9 +257,9 @@ def build_model(model_config, image_shape, dtype=None) -> VAE:
   logvar_max = mc.logvar_max if mc.clamp_logvar else None
   if mc.arch == 'mlp':
     encoder = MLPEncoder(mc.latent_dim, tuple(mc.hidden), mc.activation, mc.gated,
-                         logvar_min, logvar_max, dtype)
+                         logvar_min, logvar_max, dtype, mc.init_std)
     decoder = MLPDecoder(out_shape, tuple(reversed(mc.hidden)), mc.activation, mc.gated,
-                         dtype)
+                         dtype, mc.init_std)
   else:
     factor = 2 ** len(mc.conv_channels)
     if height % factor or width % factor:

@@ -132,13 +132,15 @@ def importance_log_weights(model, variables, x, key, num_samples, latent_mask=No
 
 
 def per_example_objective(model, variables, x, key, *, beta=1.0, free_bits=0.0,
-                          num_samples=1, mask=None, latent_mask=None):
+                          num_samples=1, mask=None, latent_mask=None, estimator='iwae'):
   """The training loss and the reported terms, all per example in nats.
 
   With num_samples == 1 this is the single-sample ELBO with the analytic KL:
   loss = -(recon - beta * KL), KL floored by free bits. With num_samples = k > 1
   it is the IWAE bound with k samples (Burda et al. 2015): loss =
-  -log mean_s w_s, with beta weighting log p(z) - log q(z | x). For the plain
+  -log mean_s w_s, with beta weighting log p(z) - log q(z | x); with
+  estimator='elbo' it is the k-sample average ELBO, -mean_s log w_s (the
+  "VAE trained with k samples" of the IWAE paper). For the plain
   autoencoder (`model.deterministic`) the loss is -recon and KL is reported as 0.
 
   Args:
@@ -149,6 +151,7 @@ def per_example_objective(model, variables, x, key, *, beta=1.0, free_bits=0.0,
     beta: KL weight (a traced scalar is fine).
     free_bits: per-dimension KL floor in nats (single-sample objective only).
     num_samples: k, importance samples per example.
+    estimator: 'iwae' or 'elbo', how k > 1 samples are combined in the loss.
     mask: optional [B] validity mask used by free bits' batch average.
     latent_mask: optional [D] 0/1 mask for a model padded to a larger latent
       size: masked dimensions have q = p (zero KL) and are zeroed before the
@@ -182,7 +185,8 @@ def per_example_objective(model, variables, x, key, *, beta=1.0, free_bits=0.0,
     return loss, {'recon': recon, 'kl': kl, 'elbo': recon - kl}
   log_px, log_ratio, mean, logvar = importance_log_weights(model, variables, x, key,
                                                            num_samples, latent_mask)
-  loss = -log_mean_exp(log_px + beta * log_ratio, axis=0)
+  log_w = log_px + beta * log_ratio
+  loss = -(jnp.mean(log_w, axis=0) if estimator == 'elbo' else log_mean_exp(log_w, axis=0))
   recon = jnp.mean(log_px, axis=0)
   kl = gaussian_kl(mean, logvar)
   iwae = log_mean_exp(log_px + log_ratio, axis=0)

@@ -150,7 +150,8 @@ def make_train_step(model, tx, schedule_fn, config, mode, batch_sharding):
     def loss_fn(params):
       loss, terms = objectives.per_example_objective(
           model, {'params': params}, x, k_z, beta=beta, free_bits=hp['free_bits'],
-          num_samples=num_samples, latent_mask=latent_mask)
+          num_samples=num_samples, latent_mask=latent_mask,
+          estimator=config.objective.estimator)
       return jnp.mean(loss), terms
 
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
