@@ -136,6 +136,31 @@ def train_throughput(config, image_shape, steps, repeats, mode='bernoulli'):
   return steps * bs / sec, xla_flops
 
 
+def sweep_throughput(config, image_shape, members, steps, repeats):
+  """Examples/s summed over `members` models trained in one vmapped program."""
+  from vae import multi_model  # pylint: disable=g-import-not-at-top
+  model = models.build_model(config.model, image_shape)
+  tx, lr_fn = optim.make_optimizer(config.optim, 100, 10_000)
+  bs = config.train.batch_size
+  keys = [trainer.root_keys(i) for i in range(members)]
+  state = multi_model.stack([trainer.init_state(model, tx, image_shape, k, False) for k in keys])
+  hp = multi_model.stack([dict(trainer.hyperparameters(config, 100), beta=jnp.float32(b))
+                          for b in np.linspace(0.25, 8.0, members)])
+  step_fn = trainer.make_train_step(model, tx, lr_fn, config, 'bernoulli', None)
+  chunk = jax.jit(trainer.make_train_chunk(step_fn, 100, bs, False, members))
+  images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (100 * bs,) + image_shape),
+                       jnp.uint8)
+  data_keys = jnp.stack([k['data'] for k in keys])
+  holder = {'state': state}
+
+  def run():
+    s, m, _ = chunk(holder['state'], images, data_keys, hp, steps)
+    jax.block_until_ready(m)
+    holder['state'] = s
+
+  return members * steps * bs / timed(run, repeats)
+
+
 def first_step_seconds():
   """Wall seconds from launching train.py (default config) to its first metrics event."""
   with tempfile.TemporaryDirectory() as tmp:
@@ -203,6 +228,11 @@ def main():
   ex_s_big, _ = train_throughput(big, shape, max(10, steps // 8), repeats)
   results['train_mlp_batch1024'] = {'examples_per_s': ex_s_big,
                                     'share_of_2048_peak': 3 * fwd * ex_s_big / 1e9 / ref_peak}
+
+  results['sweep_vmap_8_members'] = {
+      'examples_per_s_all_members': sweep_throughput(mlp, shape, 8, max(10, steps // 4), repeats)}
+  results['sweep_vmap_8_members']['speedup_vs_one_model'] = (
+      results['sweep_vmap_8_members']['examples_per_s_all_members'] / ex_s)
 
   conv = default.get_config('arch=conv')
   ex_s_conv, _ = train_throughput(conv, shape, max(10, steps // 5), repeats)
