@@ -8,10 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import ae_vs_vae
 from scripts import compare_ae_vae, evaluate as evaluate_script
 from tests import linear_gaussian
-from vae import evaluation, input_pipeline, objectives, trainer
+from vae import evaluation, input_pipeline, objectives
 
 
 @pytest.fixture(scope='module')
@@ -118,13 +117,9 @@ def test_eval_fn_counts_every_example_once(lg):
   assert float(sums['kl']) == pytest.approx(float(jnp.sum(terms['kl'])), rel=1e-5)
 
 
-@pytest.fixture(scope='module')
-def trained_pair(tmp_path_factory):
-  root = tmp_path_factory.mktemp('pair')
-  for kind in ('vae', 'ae'):
-    c = ae_vs_vae.get_config(f'model={kind},smoke')
-    trainer.train_and_evaluate(c, str(root / kind))
-  return root
+@pytest.fixture
+def trained_pair(smoke_pair):
+  return smoke_pair
 
 
 def test_evaluate_script_writes_eval_json(trained_pair, capsys):

@@ -8,17 +8,14 @@ import numpy as np
 import pytest
 
 import vae
-from configs import ae_vs_vae
 from scripts import gradient_variance, visualize
 from tests import linear_gaussian
-from vae import checkpointing, gradient_estimators as ge, plots, trainer
+from vae import checkpointing, gradient_estimators as ge, plots
 
 
-@pytest.fixture(scope='module')
-def workdir(tmp_path_factory):
-  w = tmp_path_factory.mktemp('tiny')
-  trainer.train_and_evaluate(ae_vs_vae.get_config('model=vae,smoke'), str(w))
-  return w
+@pytest.fixture
+def workdir(smoke_pair):
+  return smoke_pair / 'vae'
 
 
 def test_api_round_trip(workdir):

@@ -28,16 +28,23 @@ def test_output_shapes(arch, upsample, shape, likelihood):
                      conv_channels=(8, 16), conv_dense=32, conv_upsample=upsample)
   model = models.build_model(mc, shape)
   x = jnp.zeros((5,) + shape)
-  variables = model.init(jax.random.key(0), x, jax.random.key(1))
-  out = model.apply(variables, x, jax.random.key(2))
+  z = jnp.zeros((3, 5, 7))  # extra leading sample axis
+
+  @jax.jit  # one compilation for every method
+  def run(key):
+    variables = model.init(key, x, key)
+    out = model.apply(variables, x, key)
+    mean, _ = model.apply(variables, x, method=model.encode)
+    decoded = model.apply(variables, z, method=model.decode_mean)
+    gen = model.apply(variables, key, 4, method=model.generate)
+    return out, mean, decoded, gen
+
+  out, mean, decoded, gen = run(jax.random.key(0))
   assert out['mean'].shape == out['logvar'].shape == out['z'].shape == (5, 7)
   for v in out['params'].values():
     assert v.shape == (5,) + shape
-  mean, logvar = model.apply(variables, x, method=model.encode)
   assert mean.shape == (5, 7)
-  z = jnp.zeros((3, 5, 7))  # extra leading sample axis
-  assert model.apply(variables, z, method=model.decode_mean).shape == (3, 5) + shape
-  gen = model.apply(variables, jax.random.key(3), 4, method=model.generate)
+  assert decoded.shape == (3, 5) + shape
   assert gen.shape == (4,) + shape and float(gen.min()) >= 0 and float(gen.max()) <= 1
 
 

@@ -15,11 +15,9 @@ from tests.test_trainer import REPO, SLOW_FLAGS, _events, _final_params, _run, s
 from vae import checkpointing, trainer
 
 
-@pytest.fixture(scope='module')
-def reference(tmp_path_factory):
-  ref = tmp_path_factory.mktemp('ref')
-  assert _run(ref, *SLOW_FLAGS).returncode == 0
-  return ref
+@pytest.fixture
+def reference(slow_reference):
+  return slow_reference
 
 
 def _env(**extra):

@@ -27,15 +27,19 @@ def _train_cmd(workdir, *extra):
           '--workdir', str(workdir), *FLAGS, *extra]
 
 
-def _losses(workdir):
-  return np.array([e['train/loss'] for e in _events(workdir) if e['event'] == 'train'])
+def _losses(workdir, last_step=12):
+  return np.array([e['train/loss'] for e in _events(workdir)
+                   if e['event'] == 'train' and e['step'] <= last_step])
 
 
-@pytest.fixture(scope='module')
-def single(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp('single')
-  trainer.train_and_evaluate(smoke_config(**{'train.num_epochs': 1.0}), str(workdir))
-  return workdir
+def _eval_at(workdir, step=12):
+  return [e for e in _events(workdir) if e['event'] == 'eval' and e['step'] == step][0]
+
+
+@pytest.fixture
+def single(smoke_run):
+  """The single-process, single-device reference: its first epoch (steps 1..12)."""
+  return smoke_run[0]
 
 
 def test_eight_fake_devices_match_one_device(single, tmp_path):
@@ -44,8 +48,7 @@ def test_eight_fake_devices_match_one_device(single, tmp_path):
                        text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
   np.testing.assert_allclose(_losses(tmp_path), _losses(single), rtol=1e-4)
-  ev8 = [e for e in _events(tmp_path) if e['event'] == 'eval'][-1]
-  ev1 = [e for e in _events(single) if e['event'] == 'eval'][-1]
+  ev8, ev1 = _eval_at(tmp_path), _eval_at(single)
   assert ev8['test/count'] == ev1['test/count'] == 256
   assert ev8['test/elbo'] == pytest.approx(ev1['test/elbo'], rel=1e-4)
 
@@ -67,14 +70,13 @@ def test_two_processes_match_single_process_and_restore_in_one(single, tmp_path)
   outs = [p.communicate(timeout=300)[0] for p in procs]
   assert all(p.returncode == 0 for p in procs), outs[0][-3000:] + outs[1][-3000:]
   np.testing.assert_allclose(_losses(tmp_path), _losses(single), rtol=1e-4)
-  ev2 = [e for e in _events(tmp_path) if e['event'] == 'eval'][-1]
-  ev1 = [e for e in _events(single) if e['event'] == 'eval'][-1]
+  ev2, ev1 = _eval_at(tmp_path), _eval_at(single)
   assert ev2['test/count'] == 256  # every example once across both hosts
   assert ev2['test/elbo'] == pytest.approx(ev1['test/elbo'], rel=1e-4)
   steps = [(e['event'], e['step']) for e in _events(tmp_path)]
   assert len(steps) == len(set(steps))  # only process 0 wrote
   _, params2 = _final_params(tmp_path)
-  _, params1 = _final_params(single)
+  params1 = vae.load(single, 12).params
   np.testing.assert_allclose(_flat(params2), _flat(params1), rtol=1e-3, atol=1e-5)
   # The two-process checkpoint restores in this single process, and training resumes.
   model = vae.load(tmp_path, 'latest')
@@ -98,7 +100,6 @@ def test_bfloat16_compute_stays_close_to_float32(single, tmp_path):
       str(tmp_path))
   bf16, fp32 = _losses(tmp_path), _losses(single)
   np.testing.assert_allclose(bf16, fp32, rtol=0.02)
-  ev1 = [e for e in _events(single) if e['event'] == 'eval'][-1]
-  assert result['test/elbo'] == pytest.approx(ev1['test/elbo'], rel=0.02)
+  assert result['test/elbo'] == pytest.approx(_eval_at(single)['test/elbo'], rel=0.02)
   _, params = _final_params(tmp_path)
   assert all(np.asarray(v).dtype == np.float32 for v in _leaves(params))

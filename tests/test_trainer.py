@@ -45,8 +45,8 @@ def _final_params(workdir):
   return model.step, model.params
 
 
-def test_smoke_run_writes_everything(tmp_path):
-  result = trainer.train_and_evaluate(smoke_config(), str(tmp_path))
+def test_smoke_run_writes_everything(smoke_run):
+  tmp_path, result = smoke_run
   assert result['status'] == 'finished' and result['step'] == 24
   events = _events(tmp_path)
   train = [e for e in events if e['event'] == 'train']
@@ -73,9 +73,8 @@ def test_smoke_run_writes_everything(tmp_path):
                 if p.name.isdigit()) == [12, 24]
 
 
-def test_resume_equals_uninterrupted(tmp_path):
-  straight, split = tmp_path / 'straight', tmp_path / 'split'
-  trainer.train_and_evaluate(smoke_config(), str(straight))
+def test_resume_equals_uninterrupted(smoke_run, tmp_path):
+  straight, split = smoke_run[0], tmp_path / 'split'
   first = trainer.train_and_evaluate(smoke_config(**{'train.num_epochs': 1.0}), str(split))
   assert first['step'] == 12
   second = trainer.train_and_evaluate(smoke_config(), str(split))
@@ -101,9 +100,8 @@ SLOW_FLAGS = ('--config.train.num_epochs=6', '--config.train.checkpoint_every_ep
               '--config.train.eval_every_epochs=3')
 
 
-def test_kill_and_restart_matches_uninterrupted(tmp_path):
-  ref = tmp_path / 'ref'
-  assert _run(ref, *SLOW_FLAGS).returncode == 0
+def test_kill_and_restart_matches_uninterrupted(slow_reference, tmp_path):
+  ref = slow_reference
   work = tmp_path / 'killed'
   proc = _run(work, *SLOW_FLAGS, wait=False)
   deadline = time.time() + 120
