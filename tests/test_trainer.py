@@ -214,10 +214,16 @@ def test_train_chunk_compiles_once_for_any_length():
   assert np.isfinite(float(means['loss']))
 
 
-def test_host_streamed_data_trains_like_resident(tmp_path):
-  result = trainer.train_and_evaluate(smoke_config(**{'data.residency': 'host'}), str(tmp_path))
+def test_host_streamed_data_with_parameter_ema(tmp_path):
+  result = trainer.train_and_evaluate(
+      smoke_config(**{'data.residency': 'host', 'optim.ema_decay': 0.5}), str(tmp_path))
   assert result['status'] == 'finished' and result['step'] == 24
   assert np.isfinite(result['test/elbo']) and result['test/elbo'] < -100
+  # Evaluation used the EMA parameters, which vae.load also returns.
+  m = vae.load(tmp_path, 'latest')
+  images, _ = m.load_split('test')
+  assert float(np.mean(m.elbo(m.to_float(images)))) == pytest.approx(result['test/elbo'],
+                                                                      abs=15.0)
 
 
 def test_periodic_iw_nll_and_posterior_collapse_warning(tmp_path, caplog):
