@@ -235,3 +235,25 @@ def test_periodic_iw_nll_and_posterior_collapse_warning(tmp_path, caplog):
   assert result['val/iw_ll'] >= result['val/elbo'] - 0.5
   assert result['val/active_units'] <= 2
   assert any('posterior collapse' in r.message for r in caplog.records)
+
+
+def test_host_dispatched_loop_equals_device_loop():
+  c = smoke_config()
+  model = models.build_model(c.model, (28, 28, 1))
+  tx, lr_fn = optim.make_optimizer(c.optim, 10, 100)
+  keys = trainer.root_keys(0)
+  step_fn = trainer.make_train_step(model, tx, lr_fn, c, 'bernoulli', None)
+  images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (80, 28, 28, 1)), jnp.uint8)
+  hp = trainer.hyperparameters(c, 10)
+  out = {}
+  for loop in ('device', 'host'):
+    chunk = trainer.make_train_chunk(step_fn, 10, 8, False, loop=loop)
+    chunk = jax.jit(chunk) if loop == 'device' else chunk
+    state = trainer.init_state(model, tx, (28, 28, 1), keys, False)
+    for n in (7, 6):  # crosses an epoch boundary
+      state, means, bad = chunk(state, images, keys['data'], hp, n)
+    out[loop] = (state, means, int(bad))
+  assert int(out['host'][0].step) == 13 and out['host'][2] == -1
+  chex.assert_trees_all_close(out['host'][0].params, out['device'][0].params, rtol=1e-5,
+                              atol=1e-6)
+  chex.assert_trees_all_close(out['host'][1], out['device'][1], rtol=1e-5)

@@ -111,6 +111,7 @@ def base_config():
   t.batch_size = 128
   t.num_epochs = 30.0
   t.log_every_steps = 100
+  t.loop = 'auto'            # device (one compiled while loop per chunk) | host | auto (host for conv)
   t.eval_every_epochs = 5.0
   t.checkpoint_every_epochs = 5.0
   t.keep_checkpoints = 3
@@ -208,6 +209,8 @@ def validate(c):
   _check(c.train.eval_batch_size >= 1, 'train.eval_batch_size must be >= 1')
   _check(c.train.num_epochs > 0, f'train.num_epochs={c.train.num_epochs} must be > 0')
   _check(c.train.log_every_steps >= 1, 'train.log_every_steps must be >= 1')
+  _check(c.train.loop in ('auto', 'device', 'host'),
+         f'train.loop={c.train.loop!r}; choose auto, device or host')
   _check(c.train.eval_every_epochs > 0, 'train.eval_every_epochs must be > 0')
   _check(c.train.checkpoint_every_epochs > 0, 'train.checkpoint_every_epochs must be > 0')
   _check(c.train.keep_checkpoints >= 1, 'train.keep_checkpoints must be >= 1')

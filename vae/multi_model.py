@@ -202,9 +202,11 @@ def _train_members(configs, workdirs, group_dir, chief, t_start):
       batches, mask = input_pipeline.pad_to_batches(images, base.train.eval_batch_size)
       eval_sets[split] = (sharding.put(batches, repl), sharding.put(mask, repl))
   step_fn = trainer.make_train_step(big, tx, lr_fn, base, train_mode, None)
-  chunk_fn = jax.jit(trainer.make_train_chunk(step_fn, sched.steps_per_epoch,
-                                              base.train.batch_size, False, len(members)),
-                     donate_argnums=0)
+  loop = trainer.chunk_loop(base)
+  chunk_fn = trainer.make_train_chunk(step_fn, sched.steps_per_epoch, base.train.batch_size,
+                                      False, len(members), loop=loop)
+  if loop == 'device':
+    chunk_fn = jax.jit(chunk_fn, donate_argnums=0)
   eval_fn = jax.jit(jax.vmap(evaluation.make_eval_fn(big, eval_mode, base.train.eval_iw_samples),
                              in_axes=(0, None, None, 0, 0)))
   data_keys = jnp.stack([k['data'] for k in members.keys])

@@ -175,14 +175,21 @@ def make_train_step(model, tx, schedule_fn, config, mode, batch_sharding):
   return train_step
 
 
-def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_models=None):
+def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_models=None,
+                     loop='device'):
   """chunk(state, data, data_key, hp, num_steps) -> (state, mean metrics, first bad step).
 
   `data` is the device-resident uint8 training set [N, H, W, C] (batches are
-  gathered from an epoch permutation inside the loop), or, when streamed from
-  the host, the chunk's batches [T, B, H, W, C]. `num_steps` is traced, so one
-  compilation serves every chunk length. The loop stops at the first step
-  whose loss or gradient is not finite and returns that step (else -1).
+  gathered from an epoch permutation on the device), or, when streamed from
+  the host, the chunk's batches [T, B, H, W, C]. The loop stops at the first
+  step whose loss or gradient is not finite and returns that step (else -1).
+
+  loop='device' (return value to be jitted): one compiled while loop;
+  `num_steps` is traced, so one compilation serves every chunk length.
+  loop='host' (returned already jitted): the host dispatches one compiled step
+  per iteration without waiting for it (no host sync until the chunk ends),
+  for models whose convolutions XLA's CPU backend runs >10x slower inside a
+  while loop (docs/benchmarks.md). Both give the same numbers.
 
   With `num_models` = M, `state`, `data_key` and `hp` carry a leading model
   axis: M models, each with its own keys, data order and hyperparameters,
@@ -190,50 +197,82 @@ def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_mode
   """
   multi = num_models is not None
   step_fn = jax.vmap(train_step) if multi else train_step
+  step_of = (lambda st: st.step[0]) if multi else (lambda st: st.step)
+
+  def perm_for(data, data_key, epoch):
+    fn = lambda key: input_pipeline.epoch_permutation(key, epoch, data.shape[0])
+    return jax.vmap(fn)(data_key) if multi else fn(data_key)
+
+  def initial_perm(state, data, data_key):
+    if streamed:
+      return jnp.zeros((1,), jnp.int32)
+    return perm_for(data, data_key, step_of(state) // steps_per_epoch)
+
+  def one_step(i, st, perm, sums, bad, data, data_key, hp):
+    step = step_of(st)
+    if streamed:
+      xb = data[i]
+      if multi:
+        xb = jnp.broadcast_to(xb, (num_models,) + xb.shape)
+    else:
+      j = step % steps_per_epoch
+      perm = jax.lax.cond(j == 0, lambda: perm_for(data, data_key, step // steps_per_epoch),
+                          lambda: perm)
+      gather = lambda p: input_pipeline.gather_batch(data, p, j, batch_size)
+      xb = jax.vmap(gather)(perm) if multi else gather(perm)
+    new_st, metrics, finite = step_fn(st, xb, hp)
+    bad = jnp.where(jnp.all(finite) | (bad >= 0), bad, step)
+    sums = jax.tree.map(jnp.add, sums, metrics)
+    return new_st, perm, sums, bad
+
+  def zero_sums(state, data, hp):
+    x0 = jnp.zeros(((num_models,) if multi else ()) + (batch_size,) + data.shape[-3:],
+                   data.dtype)
+    shapes = jax.eval_shape(step_fn, state, x0, hp)[1]
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), shapes)
+
+  def means_of(sums, n):
+    return jax.tree.map(lambda s: s / jnp.maximum(n, 1).astype(jnp.float32), sums)
 
   def chunk(state, data, data_key, hp, num_steps):
-    num_train = data.shape[0]
-    perm_fn = lambda key, epoch: input_pipeline.epoch_permutation(key, epoch, num_train)
-    gather = lambda perm, j: input_pipeline.gather_batch(data, perm, j, batch_size)
-    if multi:
-      perm_fn = jax.vmap(perm_fn, in_axes=(0, None))
-      gather = jax.vmap(gather, in_axes=(0, None))
-    step_of = (lambda st: st.step[0]) if multi else (lambda st: st.step)
-    perm0 = (jnp.zeros((1,), jnp.int32) if streamed else
-             perm_fn(data_key, step_of(state) // steps_per_epoch))
-
-    def batch_at(i, step, perm):
-      if streamed:
-        xb = data[i]
-        return (jnp.broadcast_to(xb, (num_models,) + xb.shape) if multi else xb), perm
-      j = step % steps_per_epoch
-      perm = jax.lax.cond(j == 0, lambda: perm_fn(data_key, step // steps_per_epoch),
-                          lambda: perm)
-      return gather(perm, j), perm
-
     def cond(carry):
       i, _, _, _, bad = carry
       return (i < num_steps) & (bad < 0)
 
     def body(carry):
       i, st, perm, sums, bad = carry
-      step = step_of(st)
-      xb, perm = batch_at(i, step, perm)
-      new_st, metrics, finite = step_fn(st, xb, hp)
-      bad = jnp.where(jnp.all(finite), bad, step)
-      sums = jax.tree.map(jnp.add, sums, metrics)
-      return i + 1, new_st, perm, sums, bad
+      st, perm, sums, bad = one_step(i, st, perm, sums, bad, data, data_key, hp)
+      return i + 1, st, perm, sums, bad
 
-    x0 = jnp.zeros(((num_models,) if multi else ()) + (batch_size,) + data.shape[-3:],
-                   data.dtype)
-    metric_shapes = jax.eval_shape(step_fn, state, x0, hp)[1]
-    sums0 = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), metric_shapes)
-    carry = (jnp.zeros((), jnp.int32), state, perm0, sums0, jnp.full((), -1, jnp.int32))
+    carry = (jnp.zeros((), jnp.int32), state, initial_perm(state, data, data_key),
+             zero_sums(state, data, hp), jnp.full((), -1, jnp.int32))
     n, state, _, sums, bad = jax.lax.while_loop(cond, body, carry)
-    means = jax.tree.map(lambda s: s / jnp.maximum(n, 1).astype(jnp.float32), sums)
-    return state, means, bad
+    return state, means_of(sums, n), bad
 
-  return chunk
+  if loop == 'device':
+    return chunk
+
+  start = jax.jit(lambda state, data, data_key, hp: (
+      initial_perm(state, data, data_key), zero_sums(state, data, hp),
+      jnp.full((), -1, jnp.int32)))
+  step_jit = jax.jit(one_step, donate_argnums=(1,))
+  finish = jax.jit(means_of)
+
+  def host_chunk(state, data, data_key, hp, num_steps):
+    perm, sums, bad = start(state, data, data_key, hp)
+    num_steps = int(num_steps)
+    for i in range(num_steps):
+      state, perm, sums, bad = step_jit(jnp.int32(i), state, perm, sums, bad, data, data_key, hp)
+    return state, finish(sums, jnp.int32(num_steps)), bad
+
+  return host_chunk
+
+
+def chunk_loop(config):
+  """'device' or 'host' for `make_train_chunk`, from train.loop ('auto': host for conv)."""
+  if config.train.loop != 'auto':
+    return config.train.loop
+  return 'host' if config.model.arch == 'conv' else 'device'
 
 
 # ----------------------------------------------------------------------------- workdir
@@ -465,8 +504,11 @@ def _train(config, workdir, chief, t_start):
   train_step = make_train_step(model, tx, lr_fn, config, train_mode,
                                sharding.batch_sharded(mesh))
   hp = hyperparameters(config, sched.steps_per_epoch)
-  chunk_fn = jax.jit(make_train_chunk(train_step, sched.steps_per_epoch,
-                                      config.train.batch_size, streamed), donate_argnums=0)
+  loop = chunk_loop(config)
+  chunk_fn = make_train_chunk(train_step, sched.steps_per_epoch, config.train.batch_size,
+                              streamed, loop=loop)
+  if loop == 'device':
+    chunk_fn = jax.jit(chunk_fn, donate_argnums=0)
   eval_fn = jax.jit(evaluation.make_eval_fn(model, eval_mode, config.train.eval_iw_samples))
   recon_fn = jax.jit(lambda p, x: model.apply({'params': p}, x, method=model.encode)[0])
   decode_fn = jax.jit(lambda p, z: model.apply({'params': p}, z, method=model.decode_mean))
