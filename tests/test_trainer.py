@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -257,3 +258,15 @@ def test_host_dispatched_loop_equals_device_loop():
   chex.assert_trees_all_close(out['host'][0].params, out['device'][0].params, rtol=1e-5,
                               atol=1e-6)
   chex.assert_trees_all_close(out['host'][1], out['device'][1], rtol=1e-5)
+
+
+def test_workdir_from_an_older_schema_loads_and_resumes(smoke_run, tmp_path):
+  """A config.json saved before a field existed (here model.init_std) still loads."""
+  work = tmp_path / 'old'
+  shutil.copytree(smoke_run[0], work)
+  saved = json.loads((work / 'config.json').read_text())
+  del saved['model']['init_std']
+  (work / 'config.json').write_text(json.dumps(saved))
+  assert vae.load(work).latent_dim == 20
+  result = trainer.train_and_evaluate(smoke_config(**{'train.num_epochs': 3.0}), str(work))
+  assert result['step'] == 36

@@ -124,6 +124,25 @@ def base_config():
   return c
 
 
+def with_saved_values(saved):
+  """The current schema with a saved config.json's values: fields added since the run was
+  saved keep their defaults (which reproduce the older behaviour); unknown saved fields
+  are dropped."""
+  c = base_config()
+
+  def merge(node, values):
+    for key, value in values.items():
+      if key not in node:
+        continue
+      if isinstance(node[key], ml_collections.ConfigDict) and isinstance(value, dict):
+        merge(node[key], value)
+      else:
+        node[key] = tuple(value) if isinstance(value, list) else value
+
+  merge(c, saved)
+  return c
+
+
 def smoke(c):
   """Shrinks any config to a seconds-long run on synthetic data."""
   c.data.name = 'synthetic'

@@ -16,10 +16,9 @@ import pathlib
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
-from vae import checkpointing, data as data_lib, evaluation, input_pipeline, models, objectives
-from vae import optim, trainer
+from vae import checkpointing, config_lib, data as data_lib, evaluation, input_pipeline, models
+from vae import objectives, optim, trainer
 
 
 def _resolve_step(ckpt, checkpoint):
@@ -126,7 +125,7 @@ def load(workdir, checkpoint='best') -> TrainedModel:
   workdir = pathlib.Path(workdir)
   if not (workdir / 'config.json').exists():
     raise checkpointing.CheckpointError(f'{workdir} has no config.json: not a training workdir')
-  config = ml_collections.ConfigDict(json.loads((workdir / 'config.json').read_text()))
+  config = config_lib.with_saved_values(json.loads((workdir / 'config.json').read_text()))
   data_info = json.loads((workdir / 'data.json').read_text())
   image_shape = tuple(data_info['shape'])
   model = models.build_model(config.model, image_shape)
