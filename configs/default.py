@@ -50,7 +50,9 @@ def get_sweep(arg=None):
   if a.sweep == 'ablation':
     return sweeps.product(**{'model.latent_dim': [2, 5, 10, 20],
                              'objective.beta': [0.5, 1.0, 2.0, 4.0], 'seed': [0, 1, 2]})
+  if a.sweep == 'tiny4':  # for tests: 2 latent sizes x 2 betas
+    return sweeps.product(**{'model.latent_dim': [3, 5], 'objective.beta': [0.5, 2.0]})
   if a.sweep == 'tiny':  # for tests: 2 latent sizes x 2 betas, plus a seed
     return sweeps.product(**{'model.latent_dim': [3, 5], 'objective.beta': [0.5, 2.0]}) + [
         {'model.latent_dim': 5, 'objective.beta': 2.0, 'seed': 1}]
-  raise config_lib.ConfigError(f'unknown sweep {a.sweep!r}; choose beta8, ablation or tiny')
+  raise config_lib.ConfigError(f'unknown sweep {a.sweep!r}; choose beta8, ablation, tiny or tiny4')

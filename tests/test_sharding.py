@@ -103,3 +103,23 @@ def test_bfloat16_compute_stays_close_to_float32(single, tmp_path):
   assert result['test/elbo'] == pytest.approx(_eval_at(single)['test/elbo'], rel=0.02)
   _, params = _final_params(tmp_path)
   assert all(np.asarray(v).dtype == np.float32 for v in _leaves(params))
+
+
+def test_dataset_is_split_over_the_data_axis_with_padding():
+  code = ('import numpy as np, jax\n'
+          'from vae import sharding\n'
+          'mesh = sharding.make_mesh()\n'
+          'x = sharding.put_examples(np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1), mesh)\n'
+          'assert x.shape == (16, 1, 1, 1), x.shape\n'
+          'assert len(x.addressable_shards) == 8\n'
+          'assert x.addressable_shards[0].data.shape == (2, 1, 1, 1)\n'
+          'assert np.array_equal(np.asarray(x)[:10, 0, 0, 0], np.arange(10))\n'
+          'assert np.all(np.asarray(x)[10:] == 0)\n'
+          'm = sharding.make_model_mesh(4)\n'
+          'assert dict(m.shape) == {"model": 4, "data": 2}, m.shape\n'
+          'assert dict(sharding.make_model_mesh(5).shape) == {"model": 1, "data": 8}\n'
+          'print("ok")\n')
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8')
+  out = subprocess.run([sys.executable, '-c', code], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=120)
+  assert out.returncode == 0 and 'ok' in out.stdout, out.stderr[-2000:]

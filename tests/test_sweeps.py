@@ -2,13 +2,16 @@
 
 import csv
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 import vae
 from scripts import plot_curves, summarize, sweep
-from tests.test_trainer import _events, smoke_config
+from tests.test_trainer import REPO, _events, smoke_config
 from vae import config_lib, multi_model, sweeps, trainer
 
 SPEC = 'configs/default.py:smoke,sweep=tiny'
@@ -70,6 +73,24 @@ def test_vmapped_member_matches_member_trained_alone(vmapped, tmp_path, name, ov
 def _leaves(tree):
   import jax  # pylint: disable=g-import-not-at-top
   return [np.asarray(v) for v in jax.tree.leaves(tree)]
+
+
+def test_members_spread_over_a_model_mesh_axis_match(vmapped, tmp_path):
+  """4 members on 8 fake devices: a ('model': 4, 'data': 2) mesh, same results."""
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8')
+  out = subprocess.run([sys.executable, str(REPO / 'scripts' / 'sweep.py'), '--config',
+                        'configs/default.py:smoke,sweep=tiny4', '--workdir', str(tmp_path),
+                        '--mode', 'vmap'], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert json.loads((tmp_path / '_vmap_group_0' / 'mesh.json').read_text()) == {
+      'model': 4, 'data': 2}
+  for name in ('latent_dim=3,beta=0.5', 'latent_dim=5,beta=2.0'):
+    for a, b in zip(_events(tmp_path / name), _events(vmapped / name)):
+      assert (a['event'], a['step']) == (b['event'], b['step'])
+      for key, value in b.items():
+        if key.startswith(('train/', 'test/')):
+          assert a[key] == pytest.approx(value, rel=1e-3, abs=1e-3), (name, key)
 
 
 def test_finished_members_are_skipped(vmapped, capsys):

@@ -1,9 +1,10 @@
 """Device-side data: binarization protocols, epoch permutations, batch gathering, eval padding.
 
-The training set is put on the device once as uint8 [N, H, W, C]; each step
-gathers its batch on the device from a permutation of `fold_in(data_key,
-epoch)` and converts it to floats there (`to_float`), so no per-step
-host-to-device copy happens. Evaluation sets are binarized once, with a fixed
+The training set is put on the devices once as uint8 [N, H, W, C], split
+over the mesh's data axis (`sharding.put_examples`); each step gathers its
+batch on the device from a permutation of `fold_in(data_key, epoch)` and
+converts it to floats there (`to_float`), so no per-step host-to-device copy
+happens. Evaluation sets are binarized once, with a fixed
 seed, and padded to whole batches with a validity mask so every example counts
 exactly once.
 

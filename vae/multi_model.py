@@ -177,17 +177,21 @@ def _train_members(configs, workdirs, group_dir, chief, t_start):
           ema_params=params if ema else {}, rng=small.rng))
     return stack(states)
 
-  mesh = sharding.make_mesh()
+  # Members are spread over the mesh's 'model' axis; each member's batch over 'data'.
+  mesh = sharding.make_model_mesh(len(members))
   repl = sharding.replicated(mesh)
-  abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=repl),
+  by_model = sharding.model_sharded(mesh)
+  abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=by_model),
                           jax.eval_shape(init_all))
+  if chief:
+    metrics_io.write_json(group_dir / 'mesh.json', dict(mesh.shape))
   ckpt = checkpointing.Checkpointer(group_dir / 'checkpoints', base.train.keep_checkpoints)
   meta = {'config': members_json[0], 'members': members_json,
           'data': {k: dataset.info[k] for k in ('name', 'shape', 'source')}}
   big_meta = dict(meta, config=trainer.config_json(big_cfg))
   restored = ckpt.restore_latest(abstract, big_meta)
   if restored is None:
-    state, resume_step = jax.jit(init_all, out_shardings=repl)(), None
+    state, resume_step = jax.jit(init_all, out_shardings=by_model)(), None
   else:
     state, _, resume_step = restored
     log.info('group %s resumed from step %d', group_dir, resume_step)
@@ -209,8 +213,9 @@ def _train_members(configs, workdirs, group_dir, chief, t_start):
     chunk_fn = jax.jit(chunk_fn, donate_argnums=0)
   eval_fn = jax.jit(jax.vmap(evaluation.make_eval_fn(big, eval_mode, base.train.eval_iw_samples),
                              in_axes=(0, None, None, 0, 0)))
-  data_keys = jnp.stack([k['data'] for k in members.keys])
-  eval_keys = jnp.stack([k['eval'] for k in members.keys])
+  data_keys = jax.device_put(jnp.stack([k['data'] for k in members.keys]), by_model)
+  eval_keys = jax.device_put(jnp.stack([k['eval'] for k in members.keys]), by_model)
+  members.hp = jax.device_put(members.hp, by_model)
   num_dims = int(np.prod(image_shape))
   step = int(state.step[0])
   results = [{} for _ in members.configs]

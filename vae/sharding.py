@@ -6,6 +6,8 @@ built with `jax.make_array_from_callback` from host data that every process
 holds in full, so the same call works in one process and in many.
 """
 
+import math
+
 import numpy as np
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -15,6 +17,23 @@ def make_mesh(devices=None) -> Mesh:
   """A 1-D mesh with axis 'data' over `devices` (default: all global devices)."""
   devices = jax.devices() if devices is None else devices
   return Mesh(np.asarray(devices), ('data',))
+
+
+def make_model_mesh(num_models, devices=None) -> Mesh:
+  """A 2-D ('model', 'data') mesh for a multi-model program.
+
+  The 'model' axis takes the largest share of the devices that divides both
+  the device count and `num_models`, so each device group trains its own
+  members; the rest of the devices split each member's batch over 'data'.
+  """
+  devices = jax.devices() if devices is None else devices
+  n_model = math.gcd(num_models, len(devices))
+  return Mesh(np.asarray(devices).reshape(n_model, len(devices) // n_model), ('model', 'data'))
+
+
+def model_sharded(mesh):
+  """Leading (model) axis over 'model', the rest replicated."""
+  return NamedSharding(mesh, P('model'))
 
 
 def replicated(mesh):
@@ -34,3 +53,17 @@ def put(host_array, sharding):
 
 def data_axis_size(mesh):
   return mesh.shape['data']
+
+
+def put_examples(host_array, mesh):
+  """Places a dataset [N, ...] with its examples split over the 'data' axis.
+
+  N is padded with zeros to a multiple of the axis size; callers index only
+  the first N examples (the padding is never drawn).
+  """
+  n_data = data_axis_size(mesh)
+  pad = (-len(host_array)) % n_data
+  if pad:
+    host_array = np.concatenate(
+        [host_array, np.zeros((pad,) + host_array.shape[1:], host_array.dtype)])
+  return put(host_array, batch_sharded(mesh))

@@ -176,7 +176,7 @@ def make_train_step(model, tx, schedule_fn, config, mode, batch_sharding):
 
 
 def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_models=None,
-                     loop='device'):
+                     loop='device', num_examples=None):
   """chunk(state, data, data_key, hp, num_steps) -> (state, mean metrics, first bad step).
 
   `data` is the device-resident uint8 training set [N, H, W, C] (batches are
@@ -194,13 +194,16 @@ def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_mode
   With `num_models` = M, `state`, `data_key` and `hp` carry a leading model
   axis: M models, each with its own keys, data order and hyperparameters,
   train in one program (the step is vmapped); metrics come back as [M].
+  `num_examples` is the number of real examples in `data` (default: all of
+  it; a dataset padded to split evenly over devices has more rows).
   """
   multi = num_models is not None
   step_fn = jax.vmap(train_step) if multi else train_step
   step_of = (lambda st: st.step[0]) if multi else (lambda st: st.step)
 
   def perm_for(data, data_key, epoch):
-    fn = lambda key: input_pipeline.epoch_permutation(key, epoch, data.shape[0])
+    n = data.shape[0] if num_examples is None else num_examples
+    fn = lambda key: input_pipeline.epoch_permutation(key, epoch, n)
     return jax.vmap(fn)(data_key) if multi else fn(data_key)
 
   def initial_perm(state, data, data_key):
@@ -500,14 +503,15 @@ def _train(config, workdir, chief, t_start):
     if len(images):
       batches, mask = input_pipeline.pad_to_batches(images, config.train.eval_batch_size)
       eval_sets[split] = (sharding.put(batches, eval_sharding), sharding.put(mask, eval_sharding))
-  train_data = None if streamed else sharding.put(train_images, repl)
+  # The resident training set is split over the data axis (padded to divide).
+  train_data = None if streamed else sharding.put_examples(train_images, mesh)
 
   train_step = make_train_step(model, tx, lr_fn, config, train_mode,
                                sharding.batch_sharded(mesh))
   hp = hyperparameters(config, sched.steps_per_epoch)
   loop = chunk_loop(config)
   chunk_fn = make_train_chunk(train_step, sched.steps_per_epoch, config.train.batch_size,
-                              streamed, loop=loop)
+                              streamed, loop=loop, num_examples=num_train)
   if loop == 'device':
     chunk_fn = jax.jit(chunk_fn, donate_argnums=0)
   eval_fn = jax.jit(evaluation.make_eval_fn(model, eval_mode, config.train.eval_iw_samples))
