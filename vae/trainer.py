@@ -570,8 +570,7 @@ def _train(config, workdir, chief, t_start):
         if patience_steps and step - best_val[1] >= patience_steps:
           status = 'early_stopped'
         _warn_collapse(eval_metrics, config)
-        if chief:
-          _write_images(workdir, step, params, recon_fn, decode_fn, recon_inputs, prior_z)
+        _write_images(workdir, step, params, recon_fn, decode_fn, recon_inputs, prior_z, chief)
       preempted = preempt.agreed()
       if sched.is_checkpoint(step) or preempted or status == 'early_stopped':
         ckpt.save(step, state, meta, val_elbo)
@@ -606,13 +605,18 @@ def _warn_collapse(metrics, config):
                 config.model.latent_dim, config.train.active_unit_threshold)
 
 
-def _write_images(workdir, step, params, recon_fn, decode_fn, inputs, prior_z):
-  """Reconstructions (means, not logits) of fixed test images and fixed prior samples."""
+def _write_images(workdir, step, params, recon_fn, decode_fn, inputs, prior_z, write):
+  """Reconstructions (means, not logits) of fixed test images and fixed prior samples.
+
+  Every process runs the (collective) decoding; only the chief (`write`) saves files.
+  """
   recon = decode_fn(params, recon_fn(params, inputs))
+  samples = decode_fn(params, prior_z)
+  if not write:
+    return
   plots.save_grid(plots.interleave(jax.device_get(inputs), jax.device_get(recon)),
                   workdir / 'images' / f'reconstructions_{step:08d}.png')
-  plots.save_grid(jax.device_get(decode_fn(params, prior_z)),
-                  workdir / 'images' / f'samples_{step:08d}.png')
+  plots.save_grid(jax.device_get(samples), workdir / 'images' / f'samples_{step:08d}.png')
 
 
 class _HostFeeder:
