@@ -1,6 +1,6 @@
 """Trains a VAE: python train.py --config configs/default.py --workdir runs/default.
 
-A thin entry point: flags in, `vae.trainer.train_and_evaluate(config, workdir)`
+A thin entry point: flags in, `vae.loop.train_and_evaluate(config, workdir)`
 out. Bad input (config, data, checkpoint) ends with one line on stderr and
 exit code 2; NaN/Inf in training with exit code 3.
 """
@@ -11,7 +11,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from vae import checkpointing, config_lib, data, trainer
+from vae import checkpointing, config_lib, data, loop, step
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/*.py[:arg]).',
@@ -34,11 +34,11 @@ def main(argv):
     jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
                                num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
   try:
-    result = trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    result = loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except (config_lib.ConfigError, data.DataError, checkpointing.CheckpointError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
-  except trainer.NonFiniteError as e:
+  except step.NonFiniteError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(3)
   summary = {k: v for k, v in result.items() if k.startswith(('test/', 'val/'))}

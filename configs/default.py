@@ -55,4 +55,8 @@ def get_sweep(arg=None):
   if a.sweep == 'tiny':  # for tests: 2 latent sizes x 2 betas, plus a seed
     return sweeps.product(**{'model.latent_dim': [3, 5], 'objective.beta': [0.5, 2.0]}) + [
         {'model.latent_dim': 5, 'objective.beta': 2.0, 'seed': 1}]
-  raise config_lib.ConfigError(f'unknown sweep {a.sweep!r}; choose beta8, ablation, tiny or tiny4')
+  if a.sweep == 'tiny_groups':  # for tests: 2 vmap groups (activation) x 2 betas, 6 epochs
+    return sweeps.product(**{'model.activation': ['relu', 'tanh'], 'objective.beta': [0.5, 2.0],
+                             'train.num_epochs': [6.0]})
+  raise config_lib.ConfigError(f'unknown sweep {a.sweep!r}; choose beta8, ablation, tiny, tiny4 '
+                               'or tiny_groups')

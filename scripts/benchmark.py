@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import default  # pylint: disable=g-import-not-at-top
-from vae import evaluation, input_pipeline, models, optim, trainer
+from vae import evaluation, input_pipeline, loop, members, models, sharding, sweeps
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -105,62 +105,44 @@ def conv_flops(model_config, image_shape):
   return flops
 
 
-def train_throughput(config, image_shape, steps, repeats, mode='bernoulli'):
-  """Examples/s of the compiled chunk on device-resident random uint8 data."""
-  model = models.build_model(config.model, image_shape, trainer.compute_dtype(config))
-  tx, lr_fn = optim.make_optimizer(config.optim, 100, 10_000)
-  keys = trainer.root_keys(0)
-  state = trainer.init_state(model, tx, image_shape, keys, False)
-  bs = config.train.batch_size
-  step_fn = trainer.make_train_step(model, tx, lr_fn, config, mode, None)
-  loop = trainer.chunk_loop(config)
-  chunk = trainer.make_train_chunk(step_fn, 100, bs, streamed=False, loop=loop)
-  chunk = jax.jit(chunk) if loop == 'device' else chunk
-  hp = trainer.hyperparameters(config, 100)
-  images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (100 * bs,) + image_shape),
-                       jnp.uint8)
-  holder = {'state': state}
-
-  def run():
-    s, m, _ = chunk(holder['state'], images, keys['data'], hp, steps)
-    jax.block_until_ready(m)
-    holder['state'] = s
-
-  sec = timed(run, repeats)
+def _group_throughput(configs, image_shape, steps, repeats, mode='bernoulli', batched=False):
+  """(examples/s summed over the members, XLA's FLOPs of one chunk) of the loop's program
+  (`members.Group`, the same one train.py runs) on device-resident random uint8 data."""
+  schedule = loop.Schedule(100, 10_000, 100, 100, 100)
+  bs = configs[0].train.batch_size
+  mesh = sharding.make_model_mesh(len(configs) if batched else 1)
+  group = members.Group(configs, image_shape, schedule, mode, mesh, False, 100 * bs, batched)
+  images = sharding.put_examples(
+      np.random.default_rng(0).integers(0, 256, (100 * bs,) + image_shape).astype(np.uint8), mesh)
+  state = group.init()
   xla_flops = None
   try:
-    compiled = chunk.lower(state, images, keys['data'], hp, steps).compile()
+    compiled = group.chunk_fn.lower(state, images, group.data_keys, group.hp, steps).compile()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     xla_flops = cost.get('flops')
-  except Exception:  # pylint: disable=broad-except
+  except Exception:  # pylint: disable=broad-except  (the host loop has no single program)
     pass
-  return steps * bs / sec, xla_flops
-
-
-def sweep_throughput(config, image_shape, members, steps, repeats):
-  """Examples/s summed over `members` models trained in one vmapped program."""
-  from vae import multi_model  # pylint: disable=g-import-not-at-top
-  model = models.build_model(config.model, image_shape)
-  tx, lr_fn = optim.make_optimizer(config.optim, 100, 10_000)
-  bs = config.train.batch_size
-  keys = [trainer.root_keys(i) for i in range(members)]
-  state = multi_model.stack([trainer.init_state(model, tx, image_shape, k, False) for k in keys])
-  hp = multi_model.stack([dict(trainer.hyperparameters(config, 100), beta=jnp.float32(b))
-                          for b in np.linspace(0.25, 8.0, members)])
-  step_fn = trainer.make_train_step(model, tx, lr_fn, config, 'bernoulli', None)
-  chunk = jax.jit(trainer.make_train_chunk(step_fn, 100, bs, False, members))
-  images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (100 * bs,) + image_shape),
-                       jnp.uint8)
-  data_keys = jnp.stack([k['data'] for k in keys])
   holder = {'state': state}
 
   def run():
-    s, m, _ = chunk(holder['state'], images, data_keys, hp, steps)
+    s, m, _ = group.chunk_fn(holder['state'], images, group.data_keys, group.hp, steps)
     jax.block_until_ready(m)
     holder['state'] = s
 
-  return members * steps * bs / timed(run, repeats)
+  return len(configs) * steps * bs / timed(run, repeats), xla_flops
+
+
+def train_throughput(config, image_shape, steps, repeats, mode='bernoulli'):
+  """Examples/s (and XLA FLOPs per chunk) of one model's compiled chunk."""
+  return _group_throughput([config], image_shape, steps, repeats, mode)
+
+
+def sweep_throughput(config, image_shape, num_members, steps, repeats):
+  """Examples/s summed over `num_members` models (betas 0.25..8) in one vmapped program."""
+  configs = [sweeps.apply_overrides(config, {'objective.beta': float(b), 'seed': i})
+             for i, b in enumerate(np.linspace(0.25, 8.0, num_members))]
+  return _group_throughput(configs, image_shape, steps, repeats, batched=True)[0]
 
 
 def first_step_seconds():

@@ -1,6 +1,11 @@
-"""Shared pytest options: `--run-slow` enables the long statistical tests."""
+"""Pytest setup: `--run-slow` for the long statistical tests, and the fixtures several test
+modules share (trained runs, the linear-Gaussian model)."""
 
 import pytest
+
+from configs import ae_vs_vae
+from tests import helpers, linear_gaussian
+from vae import loop
 
 
 def pytest_addoption(parser):
@@ -26,28 +31,29 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope='session')
 def smoke_run(tmp_path_factory):
   """The default smoke config trained for 2 epochs (24 steps; checkpoints at 12 and 24)."""
-  from tests.test_trainer import smoke_config  # pylint: disable=g-import-not-at-top
-  from vae import trainer  # pylint: disable=g-import-not-at-top
   workdir = tmp_path_factory.mktemp('smoke_run')
-  result = trainer.train_and_evaluate(smoke_config(), str(workdir))
+  result = loop.train_and_evaluate(helpers.smoke_config(), str(workdir))
   return workdir, result
 
 
 @pytest.fixture(scope='session')
 def slow_reference(tmp_path_factory):
   """An uninterrupted train.py run with SLOW_FLAGS, the reference for kill tests."""
-  from tests.test_trainer import SLOW_FLAGS, _run  # pylint: disable=g-import-not-at-top
   ref = tmp_path_factory.mktemp('slow_reference')
-  assert _run(ref, *SLOW_FLAGS).returncode == 0
+  assert helpers.run_train(ref, *helpers.SLOW_FLAGS).returncode == 0
   return ref
 
 
 @pytest.fixture(scope='session')
 def smoke_pair(tmp_path_factory):
   """The matched VAE / autoencoder pair of configs/ae_vs_vae.py (2 latents), smoke-sized."""
-  from configs import ae_vs_vae  # pylint: disable=g-import-not-at-top
-  from vae import trainer  # pylint: disable=g-import-not-at-top
   root = tmp_path_factory.mktemp('pair')
   for kind in ('vae', 'ae'):
-    trainer.train_and_evaluate(ae_vs_vae.get_config(f'model={kind},smoke'), str(root / kind))
+    loop.train_and_evaluate(ae_vs_vae.get_config(f'model={kind},smoke'), str(root / kind))
   return root
+
+
+@pytest.fixture(scope='module')
+def lg():
+  """The linear-Gaussian VAE with a closed-form log p(x) (tests/linear_gaussian.py)."""
+  return linear_gaussian.make_problem()

@@ -4,8 +4,7 @@ import pathlib
 
 import pytest
 
-from scripts import sweep
-from vae import config_lib, trainer
+from vae import config_lib, loop, sweeps, validation
 
 CONFIGS = sorted(p.name for p in (pathlib.Path(__file__).parents[1] / 'configs').glob('*.py')
                  if p.name != '__init__.py')
@@ -13,10 +12,10 @@ CONFIGS = sorted(p.name for p in (pathlib.Path(__file__).parents[1] / 'configs')
 
 @pytest.mark.parametrize('name', CONFIGS)
 def test_config_loads_and_validates(name):
-  module, _ = sweep.load_config_module(f'configs/{name}')
+  module, _ = sweeps.load_config_module(f'configs/{name}')
   for arg in (None, 'smoke'):
     c = module.get_config(arg)
-    config_lib.validate(c)
+    validation.validate(c)
     with pytest.raises(AttributeError):
       c.not_a_field = 1  # locked: unknown keys are errors
   if hasattr(module, 'get_sweep'):
@@ -28,8 +27,8 @@ def test_config_loads_and_validates(name):
 @pytest.mark.parametrize('spec', ['configs/iwae.py:smoke,k=5,stages=1',
                                   'configs/cifar10_conv.py:smoke'])
 def test_preset_smoke_runs(spec, tmp_path):
-  module, arg = sweep.load_config_module(spec)
-  result = trainer.train_and_evaluate(module.get_config(arg), str(tmp_path))
+  module, arg = sweeps.load_config_module(spec)
+  result = loop.train_and_evaluate(module.get_config(arg), str(tmp_path))
   assert result['status'] == 'finished'
   assert result['test/elbo'] < 0 and result['test/bpd'] > 0
 

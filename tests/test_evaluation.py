@@ -8,14 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from scripts import compare_ae_vae, evaluate as evaluate_script
 from tests import linear_gaussian
+from tests.helpers import run_script
 from vae import evaluation, input_pipeline, objectives
-
-
-@pytest.fixture(scope='module')
-def lg():
-  return linear_gaussian.make_problem()
 
 
 def test_iw_estimate_converges_to_log_px_with_honest_error_bars(lg):
@@ -122,28 +117,29 @@ def trained_pair(smoke_pair):
   return smoke_pair
 
 
-def test_evaluate_script_writes_eval_json(trained_pair, capsys):
+def test_evaluate_script_writes_eval_json(trained_pair):
   workdir = trained_pair / 'vae'
-  rc = evaluate_script.main(['--workdir', str(workdir), '--num_samples', '20',
-                             '--max_examples', '100', '--checkpoint', 'latest'])
-  assert rc == 0
+  rc, out, err = run_script('evaluate', '--workdir', workdir, '--num_samples', '20',
+                            '--max_examples', '100', '--checkpoint', 'latest')
+  assert rc == 0, err
   result = json.loads((workdir / 'eval.json').read_text())
   assert result['num_examples'] == 100 and result['checkpoint_step'] == 24
   assert set(result['convergence']) == {'1', '10', '20'}
   assert result['log_likelihood'] >= result['elbo'] - 1.0
   assert result['log_likelihood'] == pytest.approx(-result['nll'])
   assert len(result['kl_per_dim']) == 2 and 'mutual_info' in result['latent']
-  assert 'log p(x), k=20' in capsys.readouterr().out
-  assert evaluate_script.main(['--workdir', str(trained_pair / 'nope')]) == 2
+  assert 'log p(x), k=20' in out
+  assert run_script('evaluate', '--workdir', trained_pair / 'nope')[0] == 2
 
 
 def test_compare_ae_vae_writes_figure_and_table(trained_pair, tmp_path):
   out = tmp_path / 'cmp.png'
-  rc = compare_ae_vae.main(['--vae', str(trained_pair / 'vae'), '--ae', str(trained_pair / 'ae'),
-                            '--out', str(out), '--max_examples', '200'])
-  assert rc == 0 and out.stat().st_size > 10_000
+  rc, _, err = run_script('compare_ae_vae', '--vae', trained_pair / 'vae', '--ae',
+                          trained_pair / 'ae', '--out', out, '--max_examples', '200')
+  assert rc == 0, err
+  assert out.stat().st_size > 10_000
   table = json.loads(out.with_suffix('.json').read_text())
   assert 'mutual_info' in table['VAE'] and 'mutual_info' not in table['AE']
   assert table['AE']['nn_distance_ratio'] > 0
-  assert compare_ae_vae.main(['--vae', str(trained_pair / 'ae'), '--ae',
-                              str(trained_pair / 'ae'), '--out', str(out)]) == 2
+  assert run_script('compare_ae_vae', '--vae', trained_pair / 'ae', '--ae', trained_pair / 'ae',
+                    '--out', out)[0] == 2

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import vae
-from scripts import gradient_variance, visualize
 from tests import linear_gaussian
-from vae import checkpointing, gradient_estimators as ge, plots
+from tests.helpers import run_script
+from vae import checkpointing, figures, gradient_estimators as ge, plots
 
 
 @pytest.fixture
@@ -57,21 +57,22 @@ def test_manifold_grid_is_prior_quantiles():
   np.testing.assert_allclose(plots.lerp(a, b, t)[2], [0.5, 0.5])
 
 
-@pytest.mark.parametrize('what', visualize.WHAT)
+@pytest.mark.parametrize('what', figures.WHAT)
 def test_every_figure_is_written(workdir, tmp_path, what):
   m = vae.load(workdir)
   images, labels = m.load_split('test')
   out = tmp_path / f'{what}.png'
-  decoded = visualize.draw(what, m, images[:200], labels[:200], out, n=6)
+  decoded = figures.draw(what, m, images[:200], labels[:200], out, n=6)
   assert out.stat().st_size > 5_000
   if what == 'manifold':  # the picture decodes exactly the intended grid
     np.testing.assert_allclose(decoded, m.decode(plots.manifold_latents(2, 6)), atol=1e-6)
 
 
 def test_visualize_cli_all(workdir, tmp_path):
-  assert visualize.main(['--workdir', str(workdir), '--what', 'all', '--out',
-                         str(tmp_path / 'v.png'), '--num_examples', '100']) == 0
-  assert len(list(tmp_path.glob('v_*.png'))) == len(visualize.WHAT)
+  code, _, err = run_script('visualize', '--workdir', workdir, '--what', 'all', '--out',
+                            tmp_path / 'v.png', '--num_examples', '100')
+  assert code == 0, err
+  assert len(list(tmp_path.glob('v_*.png'))) == len(figures.WHAT)
 
 
 @pytest.fixture(scope='module')
@@ -108,9 +109,10 @@ def test_estimators_agree_in_expectation_and_pathwise_has_lower_variance(simple_
 
 def test_gradient_variance_script(workdir, tmp_path):
   out = tmp_path / 'gv.png'
-  assert gradient_variance.main(['--out', str(out), '--workdir', str(workdir), '--samples',
-                                 '1,10', '--repeats', '8', '--reference_samples', '200',
-                                 '--batch', '8']) == 0
+  code, _, err = run_script('gradient_variance', '--out', out, '--workdir', workdir, '--samples',
+                            '1,10', '--repeats', '8', '--reference_samples', '200',
+                            '--batch', '8')
+  assert code == 0, err
   result = json.loads(out.with_suffix('.json').read_text())
   assert result['sampled_without_reparameterization_grad_norm'] == 0.0
   assert {r['samples'] for r in result['estimators']['pathwise']} == {1, 10}

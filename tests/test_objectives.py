@@ -144,11 +144,6 @@ def test_free_bits_floors_batch_mean_per_dimension():
   np.testing.assert_allclose(masked, [0.25 + 2.0, 0.25 + 4.0])  # masked mean of dim 0 = 0.1
 
 
-@pytest.fixture(scope='module')
-def lg():
-  return linear_gaussian.make_problem()
-
-
 def test_elbo_below_log_px_and_tight_at_exact_posterior(lg):
   model, exact, log_px, sample_x = lg
   x = sample_x(64)

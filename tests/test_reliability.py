@@ -10,9 +10,8 @@ import sys
 import chex
 import pytest
 
-from scripts import fault_injection
-from tests.test_trainer import REPO, SLOW_FLAGS, _events, _final_params, _run, smoke_config
-from vae import checkpointing, trainer
+from tests.helpers import REPO, SLOW_FLAGS, read_events, final_params, run_train, smoke_config
+from vae import checkpointing, loop, step
 
 
 @pytest.fixture
@@ -33,29 +32,29 @@ def test_kill_during_checkpoint_write_then_resume(reference, tmp_path):
   ckpt = checkpointing.Checkpointer(tmp_path / 'checkpoints')
   assert ckpt.steps() == [6, 12]  # the half-written step 18 is not a checkpoint
   ckpt.close()
-  assert _run(tmp_path, *SLOW_FLAGS).returncode == 0
-  assert _events(tmp_path) == _events(reference)
-  chex.assert_trees_all_equal(_final_params(tmp_path)[1], _final_params(reference)[1])
+  assert run_train(tmp_path, *SLOW_FLAGS).returncode == 0
+  assert read_events(tmp_path) == read_events(reference)
+  chex.assert_trees_all_equal(final_params(tmp_path)[1], final_params(reference)[1])
 
 
 def test_corrupt_latest_checkpoint_falls_back_to_previous(reference, tmp_path, caplog):
   work = tmp_path / 'w'
-  trainer.train_and_evaluate(smoke_config(**{'train.num_epochs': 1.0,
+  loop.train_and_evaluate(smoke_config(**{'train.num_epochs': 1.0,
                                              'train.checkpoint_every_epochs': 0.5}), str(work))
   # Truncate every data file of the latest checkpoint (step 12).
   for f in (work / 'checkpoints' / '12' / 'state').rglob('*'):
     if f.is_file() and f.stat().st_size > 0 and 'ocdbt' in str(f):
       f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])
   caplog.set_level('WARNING')
-  result = trainer.train_and_evaluate(smoke_config(**{'train.checkpoint_every_epochs': 0.5}),
+  result = loop.train_and_evaluate(smoke_config(**{'train.checkpoint_every_epochs': 0.5}),
                                       str(work))
   assert result['step'] == 24
   assert any('cannot be restored' in r.message for r in caplog.records)
   assert list((work / 'checkpoints').glob('12.corrupt-*'))  # kept, not deleted
   straight = tmp_path / 'straight'
-  trainer.train_and_evaluate(smoke_config(**{'train.checkpoint_every_epochs': 0.5}),
+  loop.train_and_evaluate(smoke_config(**{'train.checkpoint_every_epochs': 0.5}),
                              str(straight))
-  assert _events(work) == _events(straight)
+  assert read_events(work) == read_events(straight)
 
 
 def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -71,7 +70,7 @@ def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
   # The good checkpoint resumes (here without the injected fault) to the end.
   again = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env=_env())
   assert again.returncode == 0, again.stderr[-2000:]
-  assert max(e['step'] for e in _events(tmp_path)) == 24
+  assert max(e['step'] for e in read_events(tmp_path)) == 24
 
 
 @pytest.mark.parametrize('flags,message', [
@@ -82,24 +81,28 @@ def test_divergence_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     (('--config.optim.name=rmsprop',), "optim.name='rmsprop' is unknown"),
 ])
 def test_more_bad_inputs_fail_before_compiling(tmp_path, flags, message):
-  out = _run(tmp_path / 'w', *flags)
+  out = run_train(tmp_path / 'w', *flags)
   assert out.returncode == 2 and message in out.stderr, out.stderr[-2000:]
   assert len(out.stderr.strip().splitlines()[-1]) < 600
   assert not (tmp_path / 'w' / 'checkpoints').exists()
 
 
 def test_checkpoint_from_another_dataset_is_refused(tmp_path):
-  trainer.train_and_evaluate(smoke_config(**{'train.num_epochs': 1.0}), str(tmp_path))
+  loop.train_and_evaluate(smoke_config(**{'train.num_epochs': 1.0}), str(tmp_path))
   (tmp_path / 'config.json').unlink()
   with pytest.raises(checkpointing.CheckpointError, match='trained on data shape'):
-    trainer.train_and_evaluate(smoke_config(**{'data.synthetic_shape': (32, 32, 1)}),
+    loop.train_and_evaluate(smoke_config(**{'data.synthetic_shape': (32, 32, 1)}),
                                str(tmp_path))
 
 
 @pytest.mark.slow
 def test_random_kills_at_scale(tmp_path):
   """Several kill -9 at random moments (scripts/fault_injection.py), then equality."""
-  report = fault_injection.run(tmp_path, kills=4, seed=1)
+  out = subprocess.run([sys.executable, str(REPO / 'scripts' / 'fault_injection.py'), '--workdir',
+                        str(tmp_path), '--kills', '4', '--seed', '1'], capture_output=True, text=True,
+                       cwd=REPO, timeout=1200)
+  assert out.returncode == 0, out.stdout + out.stderr[-2000:]
+  report = json.loads(out.stdout)
   assert report['equal_events'] and report['equal_params'] and report['no_duplicates']
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import vae
-from tests.test_trainer import REPO, _events, _final_params, smoke_config
-from vae import trainer
+from tests.helpers import REPO, read_events, final_params, leaves, smoke_config
+from vae import loop
 
 FLAGS = ('--config.train.num_epochs=1',)
 
@@ -28,12 +28,12 @@ def _train_cmd(workdir, *extra):
 
 
 def _losses(workdir, last_step=12):
-  return np.array([e['train/loss'] for e in _events(workdir)
+  return np.array([e['train/loss'] for e in read_events(workdir)
                    if e['event'] == 'train' and e['step'] <= last_step])
 
 
 def _eval_at(workdir, step=12):
-  return [e for e in _events(workdir) if e['event'] == 'eval' and e['step'] == step][0]
+  return [e for e in read_events(workdir) if e['event'] == 'eval' and e['step'] == step][0]
 
 
 @pytest.fixture
@@ -73,15 +73,15 @@ def test_two_processes_match_single_process_and_restore_in_one(single, tmp_path)
   ev2, ev1 = _eval_at(tmp_path), _eval_at(single)
   assert ev2['test/count'] == 256  # every example once across both hosts
   assert ev2['test/elbo'] == pytest.approx(ev1['test/elbo'], rel=1e-4)
-  steps = [(e['event'], e['step']) for e in _events(tmp_path)]
+  steps = [(e['event'], e['step']) for e in read_events(tmp_path)]
   assert len(steps) == len(set(steps))  # only process 0 wrote
-  _, params2 = _final_params(tmp_path)
+  _, params2 = final_params(tmp_path)
   params1 = vae.load(single, 12).params
   np.testing.assert_allclose(_flat(params2), _flat(params1), rtol=1e-3, atol=1e-5)
   # The two-process checkpoint restores in this single process, and training resumes.
   model = vae.load(tmp_path, 'latest')
   assert model.step == 12
-  result = trainer.train_and_evaluate(smoke_config(**{'train.num_epochs': 2.0}), str(tmp_path))
+  result = loop.train_and_evaluate(smoke_config(**{'train.num_epochs': 2.0}), str(tmp_path))
   assert result['step'] == 24
 
 
@@ -95,13 +95,13 @@ def _flat(tree):
 
 
 def test_bfloat16_compute_stays_close_to_float32(single, tmp_path):
-  result = trainer.train_and_evaluate(
+  result = loop.train_and_evaluate(
       smoke_config(**{'train.num_epochs': 1.0, 'model.compute_dtype': 'bfloat16'}),
       str(tmp_path))
   bf16, fp32 = _losses(tmp_path), _losses(single)
   np.testing.assert_allclose(bf16, fp32, rtol=0.02)
   assert result['test/elbo'] == pytest.approx(_eval_at(single)['test/elbo'], rel=0.02)
-  _, params = _final_params(tmp_path)
+  _, params = final_params(tmp_path)
   assert all(np.asarray(v).dtype == np.float32 for v in _leaves(params))
 
 

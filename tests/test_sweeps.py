@@ -3,16 +3,17 @@
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 import vae
-from scripts import plot_curves, summarize, sweep
-from tests.test_trainer import REPO, _events, smoke_config
-from vae import config_lib, multi_model, sweeps, trainer
+from tests.helpers import REPO, read_events, leaves, run_script, smoke_config
+from vae import config_lib, figures, loop, members, summaries, sweeps
 
 SPEC = 'configs/default.py:smoke,sweep=tiny'
 
@@ -29,23 +30,23 @@ def test_expansion_helpers():
   with pytest.raises(config_lib.ConfigError, match='not a config field'):
     sweeps.apply_overrides(smoke_config(), {'objective.nope': 1})
   with pytest.raises(config_lib.ConfigError, match='vmap mode cannot stack'):
-    multi_model.check_vmappable([smoke_config(), smoke_config(**{'train.batch_size': 32})])
+    config_lib.check_vmappable([smoke_config(), smoke_config(**{'train.batch_size': 32})])
 
 
 def test_resize_latent_pads_mean_and_logvar_halves():
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   head = {'gaussian_head': {'kernel': jnp.arange(8.0).reshape(2, 4), 'bias': jnp.arange(4.0)}}
   target = {'gaussian_head': {'kernel': jnp.zeros((2, 6)), 'bias': jnp.zeros(6)}}
-  out = multi_model.resize_latent(head, target)
+  out = members.resize_latent(head, target)
   np.testing.assert_array_equal(out['gaussian_head']['bias'], [0, 1, 0, 2, 3, 0])
-  back = multi_model.resize_latent(out, head)
+  back = members.resize_latent(out, head)
   np.testing.assert_array_equal(back['gaussian_head']['kernel'], head['gaussian_head']['kernel'])
 
 
 @pytest.fixture(scope='module')
 def vmapped(tmp_path_factory):
   root = tmp_path_factory.mktemp('sweep')
-  record = sweep.run_sweep(SPEC, root, mode='vmap')
+  record = sweeps.run_sweep(SPEC, root, mode='vmap')
   assert all(m['status'] == 'finished' for m in record.data['members'])
   return root
 
@@ -57,13 +58,21 @@ def vmapped(tmp_path_factory):
 ])
 def test_vmapped_member_matches_member_trained_alone(vmapped, tmp_path, name, overrides):
   alone = tmp_path / 'alone'
-  trainer.train_and_evaluate(sweeps.apply_overrides(smoke_config(), overrides), str(alone))
-  ev_v, ev_a = _events(vmapped / name), _events(alone)
+  loop.train_and_evaluate(sweeps.apply_overrides(smoke_config(), overrides), str(alone))
+  ev_v, ev_a = read_events(vmapped / name), read_events(alone)
   assert [(e['event'], e['step']) for e in ev_v] == [(e['event'], e['step']) for e in ev_a]
   for a, b in zip(ev_v, ev_a):
     for key, value in b.items():
       if key.startswith(('train/', 'val/', 'test/')):
         assert a[key] == pytest.approx(value, rel=2e-4, abs=2e-4), (key, a[key], value)
+  # The same files: images and checkpoints at the same steps, the same best checkpoint.
+  for sub_dir in ('images', 'checkpoints'):
+    assert sorted(p.name for p in (vmapped / name / sub_dir).iterdir()) == sorted(
+        p.name for p in (alone / sub_dir).iterdir()), sub_dir
+  assert sorted(p.name for p in (vmapped / name).iterdir() if p.is_file()) == sorted(
+      p.name for p in alone.iterdir() if p.is_file())
+  best_step = max((e['val/elbo'], e['step']) for e in ev_v if 'val/elbo' in e)[1]
+  assert vae.load(vmapped / name, 'best').step == vae.load(alone, 'best').step == best_step
   pv, pa = vae.load(vmapped / name, 'latest'), vae.load(alone, 'latest')
   assert pv.latent_dim == overrides['model.latent_dim']  # exported unpadded
   for x, y in zip(_leaves(pv.params), _leaves(pa.params)):
@@ -77,7 +86,8 @@ def _leaves(tree):
 
 def test_members_spread_over_a_model_mesh_axis_match(vmapped, tmp_path):
   """4 members on 8 fake devices: a ('model': 4, 'data': 2) mesh, same results."""
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8')
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8',
+             VAE_LOG_BATCH_SHARDING='1')
   out = subprocess.run([sys.executable, str(REPO / 'scripts' / 'sweep.py'), '--config',
                         'configs/default.py:smoke,sweep=tiny4', '--workdir', str(tmp_path),
                         '--mode', 'vmap'], cwd=REPO, env=env, capture_output=True, text=True,
@@ -85,8 +95,11 @@ def test_members_spread_over_a_model_mesh_axis_match(vmapped, tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   assert json.loads((tmp_path / '_vmap_group_0' / 'mesh.json').read_text()) == {
       'model': 4, 'data': 2}
+  # Inside the compiled step each member's batch is split over 'data', members over 'model'.
+  shown = [line for line in out.stderr.splitlines() if 'batch sharding inside the train step' in line]
+  assert shown and all("'model', 'data'" in line for line in shown), out.stderr[-3000:]
   for name in ('latent_dim=3,beta=0.5', 'latent_dim=5,beta=2.0'):
-    for a, b in zip(_events(tmp_path / name), _events(vmapped / name)):
+    for a, b in zip(read_events(tmp_path / name), read_events(vmapped / name)):
       assert (a['event'], a['step']) == (b['event'], b['step'])
       for key, value in b.items():
         if key.startswith(('train/', 'test/')):
@@ -96,9 +109,9 @@ def test_members_spread_over_a_model_mesh_axis_match(vmapped, tmp_path):
 def test_finished_members_are_skipped(vmapped, capsys):
   before = {d.name: (d / 'metrics.jsonl').read_text() for d in vmapped.iterdir()
             if (d / 'metrics.jsonl').exists()}
-  sweep.run_sweep(SPEC, vmapped, mode='sequential', dry_run=True)
+  sweeps.run_sweep(SPEC, vmapped, mode='sequential', dry_run=True)
   assert '0 to run' in capsys.readouterr().out
-  sweep.run_sweep(SPEC, vmapped, mode='sequential')
+  sweeps.run_sweep(SPEC, vmapped, mode='sequential')
   after = {d.name: (d / 'metrics.jsonl').read_text() for d in vmapped.iterdir()
            if (d / 'metrics.jsonl').exists()}
   assert before == after
@@ -110,35 +123,97 @@ def test_interrupted_member_resumes(tmp_path):
   overrides = {'model.latent_dim': 3, 'objective.beta': 0.5}
   # An interrupted member: trained to step 12 of 24 (a checkpoint, no done.json).
   first = sweeps.apply_overrides(smoke_config(**{'train.num_epochs': 1.0}), overrides)
-  trainer.train_and_evaluate(first, str(root / name))
+  loop.train_and_evaluate(first, str(root / name))
   (root / name / 'done.json').unlink()
-  (root / name / 'config.json').write_text(json.dumps(trainer.config_json(
+  (root / name / 'config.json').write_text(json.dumps(config_lib.config_json(
       sweeps.apply_overrides(smoke_config(), overrides))))
   for other in ('latent_dim=3,beta=2.0', 'latent_dim=5,beta=0.5', 'latent_dim=5,beta=2.0',
                 'latent_dim=5,beta=2.0,seed=1'):  # finished members are skipped
     (root / other).mkdir()
     (root / other / 'done.json').write_text(json.dumps({'num_epochs': 2.0}))
-  record = sweep.run_sweep(SPEC, root, mode='sequential')
+  record = sweeps.run_sweep(SPEC, root, mode='sequential')
   assert all(m['status'] == 'finished' for m in record.data['members'])
   assert not (root / 'latent_dim=5,beta=0.5' / 'metrics.jsonl').exists()
-  events = _events(root / name)
+  events = read_events(root / name)
   assert [e['step'] for e in events if e['event'] == 'eval'] == [12, 24]
   straight = tmp_path / 'straight'
-  trainer.train_and_evaluate(sweeps.apply_overrides(smoke_config(), overrides), str(straight))
-  assert events == _events(straight)
+  loop.train_and_evaluate(sweeps.apply_overrides(smoke_config(), overrides), str(straight))
+  assert events == read_events(straight)
 
 
 def test_summary_numbers_equal_the_members_metrics(vmapped, tmp_path):
-  rows = summarize.summarize(vmapped)
+  rows = summaries.summarize(vmapped)
   assert len(rows) == 5
   with open(vmapped / 'summary.csv') as f:
     table = {r['name']: r for r in csv.DictReader(f)}
   for name, row in table.items():
-    evals = [e for e in _events(vmapped / name) if e['event'] == 'eval']
+    evals = [e for e in read_events(vmapped / name) if e['event'] == 'eval']
     assert float(row['final_test_elbo']) == pytest.approx(evals[-1]['test/elbo'])
     assert float(row['best_test_elbo']) == pytest.approx(max(e['test/elbo'] for e in evals))
     assert float(row['final_test_kl']) == pytest.approx(evals[-1]['test/kl'])
   md = (vmapped / 'summary.md').read_text()
   assert 'Mean +- std over seeds' in md and '| 2 |' in md  # latent 5, beta 2: two seeds
-  out, rd = plot_curves.plot(vmapped, tmp_path / 'curves.png')
+  out, rd = figures.sweep_curves(vmapped, tmp_path / 'curves.png')
   assert out.stat().st_size > 20_000 and rd.stat().st_size > 10_000
+
+
+def test_sweep_resumes_after_its_first_group_and_an_interrupted_member(tmp_path):
+  """Two vmap groups; SIGINT while the second trains; the rerun finishes every member."""
+  spec = 'configs/default.py:smoke,sweep=tiny_groups'
+  cmd = [sys.executable, str(REPO / 'scripts' / 'sweep.py'), '--config', spec, '--workdir',
+         str(tmp_path), '--mode', 'vmap']
+  proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+  deadline = time.time() + 300
+  marker = tmp_path / '_vmap_group_1' / 'members.json'
+  while not marker.exists() and time.time() < deadline and proc.poll() is None:
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGINT)
+  out = proc.communicate(timeout=300)[0]
+  assert proc.returncode == 0 and 'Traceback' not in out, out[-3000:]
+  status = {m['name']: m for m in json.loads((tmp_path / 'sweep.json').read_text())['members']}
+  groups = {g: sorted(n for n, m in status.items() if m['group'] == g) for g in (0, 1)}
+  assert groups[0] == ['activation=relu,beta=0.5,num_epochs=6.0',
+                       'activation=relu,beta=2.0,num_epochs=6.0']
+  assert all(status[n]['status'] == 'finished' for n in groups[0])
+  assert all(status[n]['status'] == 'interrupted' for n in groups[1])
+  done_before = {n: (tmp_path / n / 'metrics.jsonl').read_text() for n in groups[0]}
+  rerun = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  status = json.loads((tmp_path / 'sweep.json').read_text())['members']
+  assert [m['status'] for m in status] == ['finished'] * 4
+  for n in groups[0]:  # the finished group was not touched
+    assert (tmp_path / n / 'metrics.jsonl').read_text() == done_before[n]
+  for n in groups[1]:
+    steps = [e['step'] for e in read_events(tmp_path / n) if e['event'] == 'eval']
+    assert steps == [12, 24, 36, 48, 60, 72]
+    assert vae.load(tmp_path / n, 'latest').step == 72
+
+
+def test_members_stop_early_independently(tmp_path):
+  """A member whose learning rate is ~0 plateaus at once and stops; the other trains on.
+  Each matches the same member trained alone (same stop step, same files)."""
+  base = {'train.num_epochs': 4.0, 'train.eval_every_epochs': 0.5,
+          'train.checkpoint_every_epochs': 1.0, 'train.early_stopping_epochs': 1.0}
+  configs = [sweeps.apply_overrides(smoke_config(**base), {'optim.lr': lr})
+             for lr in (1e-3, 1e-30)]
+  work = [tmp_path / 'fast', tmp_path / 'still']
+  results = loop.train_members(configs, work, tmp_path / 'group')
+  assert [r['status'] for r in results] == ['finished', 'early_stopped']
+  assert results[0]['step'] == 48 and results[1]['step'] == 18
+  assert json.loads((work[1] / 'done.json').read_text())['status'] == 'early_stopped'
+  assert max(e['step'] for e in read_events(work[1])) == 18
+  assert vae.load(work[1], 'latest').step == 18
+  assert max(e['step'] for e in read_events(work[0])) == 48
+  alone = tmp_path / 'alone'
+  single = loop.train_and_evaluate(configs[1], str(alone))
+  assert single['status'] == 'early_stopped' and single['step'] == 18
+  assert [(e['event'], e['step']) for e in read_events(alone)] == [
+      (e['event'], e['step']) for e in read_events(work[1])]
+  assert sorted(p.name for p in (alone / 'checkpoints').iterdir()) == sorted(
+      p.name for p in (work[1] / 'checkpoints').iterdir())
+  # Rerunning the group changes nothing: both runs have ended.
+  before = [(w / 'metrics.jsonl').read_text() for w in work]
+  again = loop.train_members(configs, work, tmp_path / 'group')
+  assert [r['status'] for r in again] == ['finished', 'early_stopped']
+  assert [(w / 'metrics.jsonl').read_text() for w in work] == before

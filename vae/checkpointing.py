@@ -1,18 +1,27 @@
 """Orbax checkpoints of the train state, and the resume order.
 
-Layout: WORKDIR/checkpoints/<step>/{state,meta}. `state` is the TrainState
-pytree; `meta` is JSON with the config and the data description, used to
-refuse a checkpoint from another architecture or dataset. The manager keeps
-the latest `keep` checkpoints and the best one by validation ELBO.
+Layout: WORKDIR/checkpoints/<step>/{params,state,meta}. `params` holds the
+parameters evaluation uses (the EMA parameters when the run keeps an EMA), on
+their own so that `vae.load` restores nothing else; `state` holds the rest of
+the TrainState (step, optimizer state, loop key, and the raw parameters when
+`params` holds the EMA), so no array is stored twice. `meta` is JSON with the
+config and the data description, used to refuse a checkpoint from another
+architecture or dataset. Checkpoints written before this layout hold the whole
+TrainState in `state` and still restore. The manager keeps the latest `keep`
+checkpoints and the best one by validation ELBO.
 
 Resume order (the one place it is written down):
-  1. the newest checkpoint whose meta matches this run and whose state
-     restores; a newer one that fails to restore (truncated, corrupted) is
-     moved aside to <step>.corrupt-<time> (kept for inspection, never deleted)
-     with a warning, and the previous one is tried;
+  1. the newest step at which every training member (one, for a single run)
+     has a checkpoint whose meta matches and whose arrays restore; a member's
+     checkpoint that fails to restore (truncated, corrupted) is moved aside to
+     <step>.corrupt-<time> (kept for inspection, never deleted) with a
+     warning, and the previous common step is tried; a member that stopped
+     early restores its own newest checkpoint;
   2. else a fresh state from config.seed.
 Orbax writes each checkpoint into a temporary directory and renames it when
-complete, so a kill during a write leaves the previous checkpoints intact.
+complete, so a kill during a write leaves the previous checkpoints intact; a
+group saves its members one after another and keeps at least two checkpoints
+each, so a kill between two members' saves leaves a common step behind.
 """
 
 import logging
@@ -24,11 +33,11 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocp_policies
 
+from vae import config_lib
+from vae.step import TrainState
+
 BEST_METRIC = 'val_elbo'
-# Config fields that must equal the checkpoint's for its parameters to fit.
-_STRUCTURAL_MODEL_KEYS = ('type', 'arch', 'latent_dim', 'hidden', 'activation', 'gated',
-                          'conv_channels', 'conv_dense', 'conv_upsample', 'likelihood',
-                          'gaussian_scale')
+ITEMS = ('params', 'state', 'meta')
 
 
 class CheckpointError(RuntimeError):
@@ -53,7 +62,7 @@ class Checkpointer:
         best_fn=_best_metric, best_mode='max', preservation_policy=policy,
         enable_async_checkpointing=False, create=True)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                         item_names=('state', 'meta'))
+                                         item_names=ITEMS)
 
   def save(self, step, state, meta, val_elbo=None):
     """Saves synchronously; `val_elbo` (nats per example) ranks the best checkpoint."""
@@ -64,9 +73,10 @@ class Checkpointer:
       threading.Timer(float(os.environ.get('VAE_INJECT_KILL_DELAY_S', '0.02')),
                       lambda: os.kill(os.getpid(), signal.SIGKILL)).start()
     metrics = None if val_elbo is None else {BEST_METRIC: float(val_elbo)}
+    params, rest = split_state(state)
     self.manager.save(int(step), args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-                      metrics=metrics, force=True)
+        params=ocp.args.StandardSave(params), state=ocp.args.StandardSave(rest),
+        meta=ocp.args.JsonSave(meta)), metrics=metrics, force=True)
     self.manager.wait_until_finished()
 
   def steps(self):
@@ -84,35 +94,71 @@ class Checkpointer:
   def restore_meta(self, step):
     return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
 
+  def is_legacy(self, step):
+    """Whether the checkpoint at `step` predates the params item (whole state in `state`)."""
+    return not (self.directory / str(step) / 'params').exists()
+
   def restore(self, step, abstract_state):
-    """Restores the state at `step` onto the shardings of `abstract_state`."""
+    """Restores the TrainState at `step` onto the shardings of `abstract_state`."""
+    if self.is_legacy(step):
+      out = self.manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+      return out['state'], out['meta']
+    params, rest = split_state(abstract_state)
     out = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-    return out['state'], out['meta']
+        params=ocp.args.StandardRestore(params), state=ocp.args.StandardRestore(rest),
+        meta=ocp.args.JsonRestore()))
+    return join_state(out['params'], out['state']), out['meta']
+
+  def restore_params(self, step, sharding):
+    """Only the parameters evaluation uses (EMA when kept), placed with `sharding`.
+
+    Shapes come from the checkpoint itself, so nothing is built to restore them.
+    """
+    item = 'state' if self.is_legacy(step) else 'params'
+    tree = ocp.StandardCheckpointHandler().metadata(self.directory / str(step) / item)
+    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+                            tree)
+    out = self.manager.restore(step, args=ocp.args.Composite(
+        **{item: ocp.args.StandardRestore(abstract)}))[item]
+    if item == 'state':  # a legacy whole state
+      return out['ema_params'] or out['params']
+    return out
+
+  def restore_at(self, step, abstract_state, expected_meta):
+    """The state at `step` after checking its meta; a damaged step is moved aside.
+
+    Returns:
+      (state, meta), or None when the step could not be read (it was set aside).
+    Raises:
+      CheckpointError: the checkpoint belongs to another model or dataset.
+    """
+    try:
+      meta = self.restore_meta(step)
+    except Exception as e:  # pylint: disable=broad-except
+      self.set_aside(step, e)
+      return None
+    check_compatible(meta, expected_meta, self.directory / str(step))
+    try:
+      return self.restore(step, abstract_state)
+    except Exception as e:  # pylint: disable=broad-except
+      self.set_aside(step, e)
+      return None
 
   def restore_latest(self, abstract_state, expected_meta):
-    """Step 1 of the resume order. Returns (state, meta, step) or None.
+    """Step 1 of the resume order for one run. Returns (state, meta, step) or None.
 
     Raises:
       CheckpointError: a checkpoint exists but belongs to another model or
         dataset (never silently skipped: that would start over and lose work).
     """
     for step in reversed(self.steps()):
-      try:
-        meta = self.restore_meta(step)
-      except Exception as e:  # pylint: disable=broad-except
-        self._set_aside(step, e)
-        continue
-      check_compatible(meta, expected_meta, self.directory / str(step))
-      try:
-        state, meta = self.restore(step, abstract_state)
-      except Exception as e:  # pylint: disable=broad-except
-        self._set_aside(step, e)
-        continue
-      return state, meta, step
+      out = self.restore_at(step, abstract_state, expected_meta)
+      if out is not None:
+        return out[0], out[1], step
     return None
 
-  def _set_aside(self, step, error):
+  def set_aside(self, step, error):
     """Moves an unrestorable checkpoint out of the manager's sight, keeping its files."""
     src = self.directory / str(step)
     dst = self.directory / f'{step}.corrupt-{int(time.time())}'
@@ -130,15 +176,13 @@ class Checkpointer:
 
 def check_compatible(meta, expected, where):
   """Raises CheckpointError if the checkpoint's model or data differ from this run's."""
-  got_model = meta.get('config', {}).get('model', {})
-  want_model = expected['config']['model']
-  for key in _STRUCTURAL_MODEL_KEYS:
-    a, b = got_model.get(key), want_model.get(key)
-    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
-      a, b = list(a or []), list(b or [])
+  got = config_lib.flatten(meta.get('config', {}))
+  want = config_lib.flatten(expected['config'])
+  for key in config_lib.STRUCTURAL:
+    a, b = got.get(key), want.get(key)
     if a != b:
       raise CheckpointError(
-          f'checkpoint {where} has model.{key}={a!r} but this config has {b!r}; use the '
+          f'checkpoint {where} has {key}={a!r} but this config has {b!r}; use the '
           'config it was trained with or a new --workdir')
   got_data, want_data = meta.get('data', {}), expected['data']
   for key in ('name', 'shape'):
@@ -146,6 +190,59 @@ def check_compatible(meta, expected, where):
       raise CheckpointError(
           f'checkpoint {where} was trained on data {key}={got_data.get(key)!r} but this run '
           f'has {want_data.get(key)!r}; use the matching data config or a new --workdir')
+
+
+def split_state(state):
+  """TrainState -> (params item, rest item): the evaluation parameters and everything else."""
+  rest = {'step': state.step, 'opt_state': state.opt_state, 'rng': state.rng}
+  if state.ema_params:
+    rest['params'] = state.params
+    return state.ema_params, rest
+  return state.params, rest
+
+
+def join_state(params, rest):
+  """The inverse of `split_state`."""
+  if 'params' in rest:
+    return TrainState(step=rest['step'], params=rest['params'], opt_state=rest['opt_state'],
+                      ema_params=params, rng=rest['rng'])
+  return TrainState(step=rest['step'], params=params, opt_state=rest['opt_state'],
+                    ema_params={}, rng=rest['rng'])
+
+
+def restore_group(ckpts, abstracts, metas, frozen=()):
+  """Step 1 of the resume order for members trained together (one member: a single run).
+
+  Args:
+    ckpts: one Checkpointer per member.
+    abstracts: each member's abstract TrainState (shapes and shardings).
+    metas: each member's expected meta.
+    frozen: indices of members that stopped early (each restores its own newest).
+
+  Returns:
+    (list of member states, step) or None for a fresh start.
+  """
+  training = [i for i in range(len(ckpts)) if i not in frozen]
+  while training:
+    common = set.intersection(*(set(ckpts[i].steps()) for i in training))
+    if not common:
+      return None
+    step = max(common)
+    states = {}
+    for i in training:
+      out = ckpts[i].restore_at(step, abstracts[i], metas[i])
+      if out is None:
+        break
+      states[i] = out[0]
+    else:
+      for i in frozen:
+        out = ckpts[i].restore_latest(abstracts[i], metas[i])
+        if out is None:
+          raise CheckpointError(f'{ckpts[i].directory} has no readable checkpoint of its '
+                                'finished run; remove its done.json to train it again')
+        states[i] = out[0]
+      return [states[i] for i in range(len(ckpts))], step
+  return None
 
 
 def abstract_like(tree):

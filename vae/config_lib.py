@@ -1,12 +1,29 @@
-"""Config helpers: the shared base config, `parse_arg`, `smoke`, and validation.
+"""The config schema: `base_config`, `parse_arg`, `smoke`, and the roles of fields.
 
-Every experiment file in configs/ starts from `base_config()` and changes what
-it needs, so all configs share one schema: an unknown key is an error
-(configs are locked), and `validate` rejects impossible values with one line
-naming the field, before any data is read or anything compiles.
+A leaf module: it imports nothing of ours. Every experiment file in configs/
+starts from `base_config()` and changes what it needs, so all configs share one
+schema: an unknown key is an error (configs are locked). Each module checks the
+fields it owns (`check_config` in data, models, likelihoods, objectives, optim;
+`check_train` here) and `vae.validation.validate` composes those checks, so an
+impossible value stops a run with one line naming the field before any data is
+read or anything compiles.
+
+Field roles, declared once (dotted names):
+  RESUMABLE   may differ between a run and its resumption.
+  STRUCTURAL  must equal a checkpoint's for its parameters to fit.
+  VMAPPABLE   may differ between members trained together in one vmapped group.
 """
 
+import json
+
 import ml_collections
+
+RESUMABLE = ('train.num_epochs',)
+STRUCTURAL = tuple('model.' + k for k in (
+    'type', 'arch', 'latent_dim', 'hidden', 'activation', 'gated', 'conv_channels',
+    'conv_dense', 'conv_upsample', 'likelihood', 'gaussian_scale'))
+VMAPPABLE = ('objective.beta', 'objective.free_bits', 'objective.warmup_epochs', 'optim.lr',
+             'seed', 'model.latent_dim')
 
 
 class ConfigError(ValueError):
@@ -168,95 +185,58 @@ def smoke(c):
   return c
 
 
-def _check(cond, msg):
+def check(cond, msg):
+  """Raises ConfigError(msg) unless `cond`: the one way modules reject a config value."""
   if not cond:
     raise ConfigError(msg)
 
 
-def validate(c):
-  """Raises ConfigError naming the field for any impossible value."""
-  from vae import data as data_lib  # pylint: disable=g-import-not-at-top
-  from vae import likelihoods, models  # pylint: disable=g-import-not-at-top
-  _check(c.data.source in data_lib.SOURCES,
-         f'data.source={c.data.source!r} is unknown; choose one of {data_lib.SOURCES}')
-  _check(c.data.binarize in data_lib.BINARIZE,
-         f'data.binarize={c.data.binarize!r} is unknown; choose one of {data_lib.BINARIZE}')
-  _check(c.data.residency in ('auto', 'device', 'host'),
-         f'data.residency={c.data.residency!r} is unknown; choose auto, device or host')
-  _check(c.data.val_size >= 0, f'data.val_size={c.data.val_size} must be >= 0')
-  _check(c.model.type in ('vae', 'ae'), f'model.type={c.model.type!r}; choose vae or ae')
-  _check(c.model.arch in models.ARCHS, f'model.arch={c.model.arch!r} is unknown; choose one '
-         f'of {models.ARCHS}')
-  _check(c.model.latent_dim >= 1, f'model.latent_dim={c.model.latent_dim} must be >= 1')
-  _check(c.model.activation in models.ACTIVATIONS,
-         f'model.activation={c.model.activation!r} is unknown; choose one of '
-         f'{tuple(models.ACTIVATIONS)}')
-  _check(all(h >= 1 for h in c.model.hidden), f'model.hidden={c.model.hidden} needs widths >= 1')
-  _check(len(c.model.conv_channels) >= 1 and all(ch >= 1 for ch in c.model.conv_channels),
-         f'model.conv_channels={c.model.conv_channels} needs at least one width >= 1')
-  _check(c.model.conv_upsample in models.UPSAMPLE,
-         f'model.conv_upsample={c.model.conv_upsample!r}; choose one of {models.UPSAMPLE}')
-  _check(c.model.likelihood in likelihoods.LIKELIHOODS,
-         f'model.likelihood={c.model.likelihood!r} is unknown; choose one of '
-         f'{likelihoods.LIKELIHOODS}')
-  _check(c.model.gaussian_scale in likelihoods.GAUSSIAN_SCALES,
-         f'model.gaussian_scale={c.model.gaussian_scale!r}; choose one of '
-         f'{likelihoods.GAUSSIAN_SCALES}')
-  _check(c.model.gaussian_fixed_scale > 0, 'model.gaussian_fixed_scale must be > 0')
-  _check(c.model.logvar_min < c.model.logvar_max, 'model.logvar_min must be < model.logvar_max')
-  _check(c.model.compute_dtype in ('float32', 'bfloat16'),
-         f'model.compute_dtype={c.model.compute_dtype!r}; choose float32 or bfloat16')
-  _check(c.objective.beta >= 0, f'objective.beta={c.objective.beta} must be >= 0')
-  _check(c.objective.warmup_epochs >= 0, 'objective.warmup_epochs must be >= 0')
-  _check(c.objective.free_bits >= 0, 'objective.free_bits must be >= 0')
-  _check(c.objective.num_samples >= 1, 'objective.num_samples must be >= 1')
-  _check(c.objective.estimator in ('iwae', 'elbo'),
-         f'objective.estimator={c.objective.estimator!r}; choose iwae or elbo')
-  _check(c.model.init_std >= 0, 'model.init_std must be >= 0')
-  _check(not (c.objective.num_samples > 1 and c.objective.free_bits > 0),
-         'objective.free_bits applies to the single-sample ELBO only; set '
-         'objective.num_samples=1 or objective.free_bits=0')
-  _check(c.optim.name in ('adam', 'adamw', 'adagrad', 'sgd'),
-         f'optim.name={c.optim.name!r} is unknown; choose adam, adamw, adagrad or sgd')
-  _check(c.optim.schedule in ('constant', 'cosine', 'warmup_cosine', 'iwae_staircase'),
-         f'optim.schedule={c.optim.schedule!r} is unknown; choose constant, cosine, '
-         'warmup_cosine or iwae_staircase')
-  _check(c.optim.lr > 0, f'optim.lr={c.optim.lr} must be > 0')
-  _check(0 <= c.optim.ema_decay < 1, 'optim.ema_decay must be in [0, 1)')
-  _check(c.optim.grad_clip >= 0, 'optim.grad_clip must be >= 0')
-  _check(c.train.batch_size >= 1, f'train.batch_size={c.train.batch_size} must be >= 1')
-  _check(c.train.eval_batch_size >= 1, 'train.eval_batch_size must be >= 1')
-  _check(c.train.num_epochs > 0, f'train.num_epochs={c.train.num_epochs} must be > 0')
-  _check(c.train.log_every_steps >= 1, 'train.log_every_steps must be >= 1')
-  _check(c.train.loop in ('auto', 'device', 'host'),
-         f'train.loop={c.train.loop!r}; choose auto, device or host')
-  _check(c.train.eval_every_epochs > 0, 'train.eval_every_epochs must be > 0')
-  _check(c.train.checkpoint_every_epochs > 0, 'train.checkpoint_every_epochs must be > 0')
-  _check(c.train.keep_checkpoints >= 1, 'train.keep_checkpoints must be >= 1')
-  _check(c.train.early_stopping_epochs >= 0, 'train.early_stopping_epochs must be >= 0')
-  _check(c.train.num_image_samples >= 1, 'train.num_image_samples must be >= 1')
-  if c.model.arch == 'conv':
-    shape = (tuple(c.data.synthetic_shape) if c.data.source == 'synthetic'
-             or c.data.name == 'synthetic' else None)
-    if shape is not None:
-      factor = 2 ** len(c.model.conv_channels)
-      _check(shape[0] % factor == 0 and shape[1] % factor == 0,
-             f'model.arch=conv with {len(c.model.conv_channels)} stride-2 layers needs H and W '
-             f'divisible by {factor}, got {shape[0]}x{shape[1]}; change model.conv_channels')
+def flatten(d, prefix=''):
+  """{'a': {'b': 1}} -> {'a.b': 1}; tuples become lists (as in config.json)."""
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(flatten(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = list(v) if isinstance(v, tuple) else v
+  return out
 
 
-def validate_for_data(c, image_shape, num_train):
-  """Checks that need the data's shape and size (still before any compilation)."""
-  _check(c.train.batch_size <= num_train,
-         f'train.batch_size={c.train.batch_size} exceeds the {num_train} training examples; '
-         'lower train.batch_size')
-  if c.model.arch == 'conv':
-    factor = 2 ** len(c.model.conv_channels)
-    _check(image_shape[0] % factor == 0 and image_shape[1] % factor == 0,
-           f'model.arch=conv with {len(c.model.conv_channels)} stride-2 layers needs H and W '
-           f'divisible by {factor}, got {image_shape[0]}x{image_shape[1]}; change '
-           'model.conv_channels')
-  if c.model.likelihood == 'discretized_logistic':
-    _check(c.data.binarize == 'none' and not c.data.dequantize,
-           'model.likelihood=discretized_logistic scores 8-bit pixel values; set '
-           'data.binarize=none and data.dequantize=False')
+def config_json(config):
+  """The config as the JSON-ready dict that config.json holds."""
+  return json.loads(config.to_json_best_effort())
+
+
+def check_train(c):
+  """Checks the fields this module owns outright: `seed` and `train.*`."""
+  t = c.train
+  check(t.batch_size >= 1, f'train.batch_size={t.batch_size} must be >= 1')
+  check(t.eval_batch_size >= 1, 'train.eval_batch_size must be >= 1')
+  check(t.num_epochs > 0, f'train.num_epochs={t.num_epochs} must be > 0')
+  check(t.log_every_steps >= 1, 'train.log_every_steps must be >= 1')
+  check(t.loop in ('auto', 'device', 'host'), f'train.loop={t.loop!r}; choose auto, device or host')
+  check(t.eval_every_epochs > 0, 'train.eval_every_epochs must be > 0')
+  check(t.checkpoint_every_epochs > 0, 'train.checkpoint_every_epochs must be > 0')
+  check(t.keep_checkpoints >= 1, 'train.keep_checkpoints must be >= 1')
+  check(t.early_stopping_epochs >= 0, 'train.early_stopping_epochs must be >= 0')
+  check(t.num_image_samples >= 1, 'train.num_image_samples must be >= 1')
+
+
+def check_vmappable(configs):
+  """Raises ConfigError unless the configs differ only in VMAPPABLE fields."""
+  flat = [flatten(config_json(c)) for c in configs]
+  for other in flat[1:]:
+    diff = [k for k in flat[0] if flat[0][k] != other.get(k) and k not in VMAPPABLE]
+    check(not diff, f'members differ in {diff[:3]}, which one vmapped group cannot stack '
+          f'(only {VMAPPABLE}); use --mode sequential or processes')
+
+
+def resume_differences(saved, current):
+  """Fields (dotted) whose saved value differs from the current one, RESUMABLE ones aside.
+
+  A field added to the schema after the run was saved is absent from `saved`;
+  its default reproduces the older behaviour, so it is not a difference.
+  """
+  a, b = flatten(saved), flatten(current)
+  return [(k, a.get(k), b.get(k)) for k in sorted(a)
+          if a.get(k) != b.get(k) and k not in RESUMABLE]

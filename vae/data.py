@@ -26,10 +26,11 @@ import gzip
 import logging
 import os
 import pathlib
-import sys
 from typing import Optional
 
 import numpy as np
+
+from vae.config_lib import check
 
 IDX_FILES = {
     'train_images': 'train-images-idx3-ubyte',
@@ -40,6 +41,19 @@ IDX_FILES = {
 IDX_NAMES = ('mnist', 'fashion_mnist', 'kmnist')  # datasets distributed as IDX files
 SOURCES = ('auto', 'idx', 'tfds', 'npz', 'synthetic')
 BINARIZE = ('none', 'dynamic', 'static')
+
+
+RESIDENCY = ('auto', 'device', 'host')
+
+
+def check_config(dc):
+  """Checks the fields of `config.data` (ConfigError naming the field)."""
+  check(dc.source in SOURCES, f'data.source={dc.source!r} is unknown; choose one of {SOURCES}')
+  check(dc.binarize in BINARIZE,
+        f'data.binarize={dc.binarize!r} is unknown; choose one of {BINARIZE}')
+  check(dc.residency in RESIDENCY,
+        f'data.residency={dc.residency!r} is unknown; choose one of {RESIDENCY}')
+  check(dc.val_size >= 0, f'data.val_size={dc.val_size} must be >= 0')
 
 
 class DataError(ValueError):
@@ -363,30 +377,13 @@ def load(data_config) -> Dataset:
   return Dataset(train, validation, test, info)
 
 
-def main(argv):
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from configs import default  # pylint: disable=g-import-not-at-top
-  if len(argv) < 2:
-    print('usage: python -m vae.data NAME [source]  e.g. python -m vae.data fashion_mnist')
-    return 2
-  dc = default.get_config().data
-  with dc.unlocked():
-    dc.name = argv[1]
-    dc.source = argv[2] if len(argv) > 2 else 'auto'
-  try:
-    ds = load(ml_collections.ConfigDict(dc))
-  except DataError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 1
-  for k, v in ds.info.items():
-    print(f'{k:>15}: {v}')
+def describe(dataset):
+  """Lines describing a loaded dataset: its info, then each split's counts and statistics."""
+  lines = [f'{k:>15}: {v}' for k, v in dataset.info.items()]
   for split in ('train', 'validation', 'test'):
-    s = getattr(ds, split)
+    s = getattr(dataset, split)
     x = s.images.astype(np.float64) / 255.0
-    print(f'{split:>15}: {len(s):6d} images {s.images.shape[1:]} uint8, mean intensity '
-          f'{x.mean():.4f}, std {x.std():.4f}, labels {np.bincount(s.labels, minlength=1).tolist()}')
-  return 0
-
-
-if __name__ == '__main__':
-  sys.exit(main(sys.argv))
+    lines.append(f'{split:>15}: {len(s):6d} images {s.images.shape[1:]} uint8, mean intensity '
+                 f'{x.mean():.4f}, std {x.std():.4f}, labels '
+                 f'{np.bincount(s.labels, minlength=1).tolist()}')
+  return lines

@@ -6,6 +6,8 @@ Evaluation data arrives padded to whole batches with a validity mask
 every random draw comes from a fixed key, so numbers are deterministic.
 """
 
+import math
+import time
 from typing import Sequence
 
 import jax
@@ -242,4 +244,75 @@ def latent_diagnostics(mean, logvar, key, deterministic=False, num_prior=2000,
       prior_hole_fraction=float(jnp.mean(log_q_prior - log_p_prior < jnp.log(hole_ratio))))
   out['mc_avg_kl'] = out['mutual_info'] + out['marginal_kl']
   out['mutual_info_upper_bound'] = float(jnp.log(mean.shape[0]))  # I <= log N for N points
+  return out
+
+
+def project_2d(points):
+  """First two principal axes (orthonormal, so N(0, I) stays N(0, I) in the plane)."""
+  if points.shape[1] <= 2:
+    return points, np.eye(points.shape[1])
+  centred = points - points.mean(0)
+  _, _, vt = np.linalg.svd(centred, full_matrices=False)
+  basis = vt[:2].T
+  return points @ basis, basis
+
+
+def latent_summary(model, images, labels, key, num_samples=64):
+  x = model.to_float(images)
+  mean, logvar = model.encode(x)
+  diag = evaluation.latent_diagnostics(mean, logvar, key, deterministic=model.model.deterministic)
+  # For the autoencoder the per-example objective's "elbo" is its reconstruction term.
+  score = float(np.mean(np.asarray(model.elbo(x))))
+  diag['test_recon' if model.model.deterministic else 'test_elbo'] = score
+  samples = np.asarray(model.sample(jax.random.fold_in(key, 1), num_samples))
+  return diag, np.asarray(mean), samples
+
+
+def evaluate_model(model, images, num_samples, batch_size=500, chunk_size=100, seed=0):
+  """Per-example estimates over uint8 `images`; returns the result dict."""
+  ks = [k for k in (1, 10, 100, 1000, 5000, 10000) if k < num_samples]
+  key = jax.random.key(seed)
+  iw_fn = jax.jit(lambda p, x, k: evaluation.iw_log_likelihood(
+      model.model, {'params': p}, x, k, num_samples, min(chunk_size, num_samples), ks))
+  terms_fn = jax.jit(lambda p, x, k: objectives.per_example_objective(
+      model.model, {'params': p}, x, k)[1])
+  ests, elbo, recon, kl, means, logvars = [], [], [], [], [], []
+  t0 = time.time()
+  for b, start in enumerate(range(0, len(images), batch_size)):
+    kb = jax.random.fold_in(key, b)
+    x = model.to_float(images[start:start + batch_size], jax.random.fold_in(kb, 0))
+    if not model.model.deterministic:
+      ests.append(np.asarray(iw_fn(model.params, x, jax.random.fold_in(kb, 1))))
+    t = terms_fn(model.params, x, jax.random.fold_in(kb, 2))
+    elbo.append(np.asarray(t['elbo']))
+    recon.append(np.asarray(t['recon']))
+    kl.append(np.asarray(t['kl']))
+    m, lv = model.encode(x)
+    means.append(np.asarray(m))
+    logvars.append(np.asarray(lv))
+  seconds = time.time() - t0
+  n = len(images)
+  num_dims = int(np.prod(model.image_shape))
+  elbo, recon, kl = map(np.concatenate, (elbo, recon, kl))
+  mean, logvar = np.concatenate(means), np.concatenate(logvars)
+  se = lambda v: float(np.std(v, ddof=1) / math.sqrt(len(v)))
+  out = {'num_examples': n, 'num_samples': num_samples, 'seconds': seconds,
+         'elbo': float(elbo.mean()), 'elbo_se': se(elbo), 'recon': float(recon.mean()),
+         'kl': float(kl.mean()), 'elbo_bpd': float(bits_per_dim(-elbo.mean(), num_dims))}
+  if ests:
+    est = np.concatenate(ests, axis=1)  # [len(ks) + 1, N]
+    ll = est[-1]
+    out.update(log_likelihood=float(ll.mean()), log_likelihood_se=se(ll),
+               nll=float(-ll.mean()), nll_bpd=float(bits_per_dim(-ll.mean(), num_dims)),
+               convergence={str(k): float(est[i].mean()) for i, k in enumerate(ks + [num_samples])})
+  d = model.config.train.active_unit_threshold
+  num_active, var = evaluation.active_units(mean.sum(0), (mean ** 2).sum(0), n, d)
+  out['active_units'] = num_active
+  out['posterior_mean_variance_per_dim'] = var.tolist()
+  if not model.model.deterministic:
+    out['kl_per_dim'] = np.mean(
+        np.asarray(objectives.gaussian_kl_per_dim(mean, logvar)), axis=0).tolist()
+  out['latent'] = evaluation.latent_diagnostics(
+      jnp.asarray(mean), jnp.asarray(logvar), jax.random.fold_in(key, 10 ** 6),
+      deterministic=model.model.deterministic)
   return out

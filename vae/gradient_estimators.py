@@ -105,3 +105,23 @@ def estimator_statistics(model, params, x, key, num_samples, estimator, repeats,
           'cosine': float(jnp.mean(cos)),
           'bias_norm': float(jnp.linalg.norm(mean - reference)),
           'mean_norm': float(jnp.linalg.norm(mean))}
+
+
+def study(model, params, x, sample_counts, repeats, reference_samples, seed=0):
+  key = jax.random.key(seed)
+  reference = flatten(jax.jit(lambda k: encoder_gradient(
+      model, params, x, k, reference_samples, 'pathwise'))(jax.random.fold_in(key, 0)))
+  results = {'reference_norm': float(jnp.linalg.norm(reference)), 'estimators': {}}
+  for est in ('pathwise', 'score', 'score_loo'):
+    rows = []
+    for s in sample_counts:
+      if est == 'score_loo' and s < 2:
+        continue
+      stats = estimator_statistics(model, params, x, jax.random.fold_in(key, s), s, est,
+                                      repeats, reference)
+      rows.append({'samples': s, **stats})
+    results['estimators'][est] = rows
+  sampled = encoder_gradient(model, params, x, jax.random.fold_in(key, 7), 10, 'sampled')
+  results['sampled_without_reparameterization_grad_norm'] = float(
+      jnp.linalg.norm(flatten(sampled)))
+  return results

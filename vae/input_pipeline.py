@@ -17,6 +17,8 @@ Protocols (`config.data.binarize`):
            u ~ U[0, 1) drawn per step (evaluation: from a fixed key).
 """
 
+from concurrent import futures
+
 import numpy as np
 import jax
 import jax.numpy as jnp
@@ -94,3 +96,49 @@ def pad_to_batches(images, batch_size):
 def host_epoch_permutation(seed, epoch, num_examples):
   """Host-side order for datasets streamed from host memory (too large for the device)."""
   return np.random.default_rng([seed, epoch]).permutation(num_examples)
+
+
+class HostFeeder:
+  """Streams batches of a dataset too large for the device, one chunk ahead.
+
+  Batch order is a per-epoch permutation seeded by (seed, epoch)
+  (`host_epoch_permutation`), so a resumed run sees the same batches. The next
+  chunk's array is assembled in a background thread while the device trains
+  on the current one.
+
+  Args:
+    images: uint8 [N, H, W, C] on the host.
+    batch_size: examples per step.
+    seed: the run's seed (its order).
+    schedule: the loop's `Schedule` (steps_per_epoch, next_boundary,
+      total_steps, max_chunk).
+  """
+
+  def __init__(self, images, batch_size, seed, schedule):
+    self.images, self.schedule = images, schedule
+    self.batch, self.seed = batch_size, seed
+    self.pool = futures.ThreadPoolExecutor(1)
+    self.pending = None
+
+  def _assemble(self, start, end):
+    spe, out, perms = self.schedule.steps_per_epoch, [], {}
+    for step in range(start, end):
+      epoch = step // spe
+      if epoch not in perms:
+        perms[epoch] = host_epoch_permutation(self.seed, epoch, len(self.images))
+      j = step % spe
+      out.append(self.images[np.sort(perms[epoch][j * self.batch:(j + 1) * self.batch])])
+    # Pad to the longest chunk so every chunk has one shape (one compilation).
+    out += [np.zeros_like(out[0])] * (self.schedule.max_chunk - len(out))
+    return np.stack(out)
+
+  def batches(self, start, end):
+    """The batches of steps [start, end): uint8 [max_chunk, B, H, W, C] (zero-padded)."""
+    if self.pending is not None and self.pending[0] == (start, end):
+      result = self.pending[1].result()
+    else:
+      result = self._assemble(start, end)
+    nxt = self.schedule.next_boundary(end)
+    if end < self.schedule.total_steps:
+      self.pending = ((end, nxt), self.pool.submit(self._assemble, end, nxt))
+    return result

@@ -17,9 +17,24 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from vae.config_lib import check
+
 IMAGE_AXES = (-3, -2, -1)
 LIKELIHOODS = ('bernoulli', 'gaussian', 'continuous_bernoulli', 'discretized_logistic')
 GAUSSIAN_SCALES = ('fixed', 'global', 'pixel')
+
+
+def check_config(mc, dc):
+  """Checks `config.model`'s likelihood fields, and that the data protocol suits them."""
+  check(mc.likelihood in LIKELIHOODS,
+        f'model.likelihood={mc.likelihood!r} is unknown; choose one of {LIKELIHOODS}')
+  check(mc.gaussian_scale in GAUSSIAN_SCALES,
+        f'model.gaussian_scale={mc.gaussian_scale!r}; choose one of {GAUSSIAN_SCALES}')
+  check(mc.gaussian_fixed_scale > 0, 'model.gaussian_fixed_scale must be > 0')
+  if mc.likelihood == 'discretized_logistic':
+    check(dc.binarize == 'none' and not dc.dequantize,
+          'model.likelihood=discretized_logistic scores 8-bit pixel values; set '
+          'data.binarize=none and data.dequantize=False')
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 

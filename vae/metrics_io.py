@@ -84,10 +84,20 @@ class MetricsWriter:
     self._tb.flush()
 
   def close(self):
+    """Closes the files; a second call does nothing."""
     if self.enabled:
       self._file.close()
       self._tb.close()
+      self.enabled = False
 
 
 def write_json(path, obj):
   _atomic_write(path, json.dumps(obj, indent=2, sort_keys=True) + '\n')
+
+
+def last_metrics(workdir):
+  """The newest value of every metric in WORKDIR/metrics.jsonl (train and eval merged)."""
+  out = {}
+  for e in read_metrics(pathlib.Path(workdir) / 'metrics.jsonl'):
+    out.update({k: v for k, v in e.items() if '/' in k})
+  return out

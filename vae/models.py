@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vae.config_lib import check
 from vae.likelihoods import Likelihood
 from vae.objectives import reparameterize
 
@@ -233,6 +234,38 @@ class VAE(nn.Module):
     return self.decode_mean(z)
 
 
+TYPES = ('vae', 'ae')
+COMPUTE_DTYPES = ('float32', 'bfloat16')
+
+
+def check_config(mc):
+  """Checks the fields of `config.model` that this module reads (ConfigError naming them)."""
+  check(mc.type in TYPES, f'model.type={mc.type!r}; choose one of {TYPES}')
+  check(mc.arch in ARCHS, f'model.arch={mc.arch!r} is unknown; choose one of {ARCHS}')
+  check(mc.latent_dim >= 1, f'model.latent_dim={mc.latent_dim} must be >= 1')
+  check(mc.activation in ACTIVATIONS, f'model.activation={mc.activation!r} is unknown; choose '
+        f'one of {tuple(ACTIVATIONS)}')
+  check(all(h >= 1 for h in mc.hidden), f'model.hidden={mc.hidden} needs widths >= 1')
+  check(len(mc.conv_channels) >= 1 and all(ch >= 1 for ch in mc.conv_channels),
+        f'model.conv_channels={mc.conv_channels} needs at least one width >= 1')
+  check(mc.conv_upsample in UPSAMPLE,
+        f'model.conv_upsample={mc.conv_upsample!r}; choose one of {UPSAMPLE}')
+  check(mc.logvar_min < mc.logvar_max, 'model.logvar_min must be < model.logvar_max')
+  check(mc.compute_dtype in COMPUTE_DTYPES,
+        f'model.compute_dtype={mc.compute_dtype!r}; choose one of {COMPUTE_DTYPES}')
+  check(mc.init_std >= 0, 'model.init_std must be >= 0')
+
+
+def check_image_shape(mc, image_shape):
+  """A conv model halves H and W once per channel width: they must divide."""
+  if mc.arch != 'conv':
+    return
+  factor = 2 ** len(mc.conv_channels)
+  check(image_shape[0] % factor == 0 and image_shape[1] % factor == 0,
+        f'model.arch=conv with {len(mc.conv_channels)} stride-2 layers needs H and W divisible '
+        f'by {factor}, got {image_shape[0]}x{image_shape[1]}; change model.conv_channels')
+
+
 def build_model(model_config, image_shape, dtype=None) -> VAE:
   """Builds the VAE (or autoencoder) that `model_config` describes.
 
@@ -245,11 +278,8 @@ def build_model(model_config, image_shape, dtype=None) -> VAE:
     An unbound `VAE` module.
   """
   mc = model_config
-  if mc.arch not in ARCHS:
-    raise ValueError(f'unknown model.arch {mc.arch!r}; choose one of {ARCHS}')
-  if mc.activation not in ACTIVATIONS:
-    raise ValueError(f'unknown model.activation {mc.activation!r}; choose one of '
-                     f'{tuple(ACTIVATIONS)}')
+  check_config(mc)
+  check_image_shape(mc, image_shape)
   likelihood = Likelihood(mc.likelihood, mc.gaussian_scale, mc.gaussian_fixed_scale)
   height, width, channels = image_shape
   out_shape = (height, width, channels * likelihood.params_per_channel)
@@ -261,11 +291,6 @@ def build_model(model_config, image_shape, dtype=None) -> VAE:
     decoder = MLPDecoder(out_shape, tuple(reversed(mc.hidden)), mc.activation, mc.gated,
                          dtype, mc.init_std)
   else:
-    factor = 2 ** len(mc.conv_channels)
-    if height % factor or width % factor:
-      raise ValueError(f'model.arch=conv with {len(mc.conv_channels)} stride-2 layers needs '
-                       f'H and W divisible by {factor}, got {height}x{width}; change '
-                       'model.conv_channels')
     encoder = ConvEncoder(mc.latent_dim, tuple(mc.conv_channels), mc.conv_dense,
                           mc.activation, logvar_min, logvar_max, dtype)
     decoder = ConvDecoder(out_shape, tuple(mc.conv_channels), mc.conv_dense, mc.activation,

@@ -12,6 +12,23 @@ import math
 import jax
 import jax.numpy as jnp
 
+from vae.config_lib import check
+
+ESTIMATORS = ('iwae', 'elbo')
+
+
+def check_config(oc):
+  """Checks the fields of `config.objective` (ConfigError naming the field)."""
+  check(oc.beta >= 0, f'objective.beta={oc.beta} must be >= 0')
+  check(oc.warmup_epochs >= 0, 'objective.warmup_epochs must be >= 0')
+  check(oc.free_bits >= 0, 'objective.free_bits must be >= 0')
+  check(oc.num_samples >= 1, 'objective.num_samples must be >= 1')
+  check(oc.estimator in ESTIMATORS,
+        f'objective.estimator={oc.estimator!r}; choose one of {ESTIMATORS}')
+  check(not (oc.num_samples > 1 and oc.free_bits > 0),
+        'objective.free_bits applies to the single-sample ELBO only; set '
+        'objective.num_samples=1 or objective.free_bits=0')
+
 _LOG_2PI = math.log(2.0 * math.pi)
 
 

@@ -6,6 +6,21 @@ All durations arrive in epochs and are converted to steps here, once.
 import jax
 import optax
 
+from vae.config_lib import check
+
+OPTIMIZERS = ('adam', 'adamw', 'adagrad', 'sgd')
+SCHEDULES = ('constant', 'cosine', 'warmup_cosine', 'iwae_staircase')
+
+
+def check_config(oc):
+  """Checks the fields of `config.optim` (ConfigError naming the field)."""
+  check(oc.name in OPTIMIZERS, f'optim.name={oc.name!r} is unknown; choose one of {OPTIMIZERS}')
+  check(oc.schedule in SCHEDULES,
+        f'optim.schedule={oc.schedule!r} is unknown; choose one of {SCHEDULES}')
+  check(oc.lr > 0, f'optim.lr={oc.lr} must be > 0')
+  check(0 <= oc.ema_decay < 1, 'optim.ema_decay must be in [0, 1)')
+  check(oc.grad_clip >= 0, 'optim.grad_clip must be >= 0')
+
 
 def iwae_staircase_boundaries(steps_per_epoch, num_stages):
   """Stage i lasts 3^i epochs (Burda et al. 2015); returns the stage end steps."""
@@ -33,7 +48,7 @@ def learning_rate_schedule(oc, steps_per_epoch, total_steps):
     # piecewise_constant_schedule multiplies the value at each boundary.
     factor = 10.0 ** (-1.0 / 7.0)
     return optax.piecewise_constant_schedule(oc.lr, {e: factor for e in ends[:-1]})
-  raise ValueError(f'unknown optim.schedule {oc.schedule!r}')
+  raise ValueError(f'unknown optim.schedule {oc.schedule!r}; choose one of {SCHEDULES}')
 
 
 def make_optimizer(oc, steps_per_epoch, total_steps):
@@ -68,7 +83,7 @@ def make_optimizer(oc, steps_per_epoch, total_steps):
     if oc.momentum > 0:
       parts.append(optax.trace(decay=oc.momentum))
   else:
-    raise ValueError(f'unknown optim.name {oc.name!r}')
+    raise ValueError(f'unknown optim.name {oc.name!r}; choose one of {OPTIMIZERS}')
   parts.append(optax.scale_by_learning_rate(schedule))
   return optax.chain(*parts), schedule
 

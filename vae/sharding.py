@@ -67,3 +67,9 @@ def put_examples(host_array, mesh):
     host_array = np.concatenate(
         [host_array, np.zeros((pad,) + host_array.shape[1:], host_array.dtype)])
   return put(host_array, batch_sharded(mesh))
+
+
+def streamed_sharding(mesh, batched):
+  """A streamed chunk's batches: [T, B, ...] split over 'data' on B, or, for a group,
+  [T, M, B, ...] with M over 'model' and B over 'data'."""
+  return NamedSharding(mesh, P(None, 'model', 'data') if batched else P(None, 'data'))

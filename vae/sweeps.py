@@ -1,4 +1,4 @@
-"""Sweeps: expanding `get_sweep(arg)` override lists, naming members, tracking status.
+"""Sweeps: expanding `get_sweep(arg)` override lists, naming members, running them, their status.
 
 A config file may define `get_sweep(arg)` next to `get_config(arg)`, returning a
 list of override dicts built with `product` and `zip_axes`, e.g.
@@ -8,17 +8,35 @@ list of override dicts built with `product` and `zip_axes`, e.g.
                                'objective.beta': [0.5, 1.0, 2.0, 4.0],
                                'seed': [0, 1, 2]})
 
-scripts/sweep.py turns it into runs under ROOT/<member name>/ and keeps
-ROOT/sweep.json with each member's overrides, directory and status.
+`run_sweep` (scripts/sweep.py's library call) turns it into runs under
+ROOT/<member name>/ and keeps ROOT/sweep.json with each member's overrides,
+directory and status: pending, running, finished, interrupted (a signal
+stopped it; rerunning resumes it) or failed. Finished members are skipped.
+
+Modes: `sequential` (members one after another in this process), `processes`
+(each member a train.py process, `parallel` at a time), `vmap` (members that
+differ only in `config_lib.VMAPPABLE` fields train together in one program,
+`loop.train_members`). Vmap groups are formed from all members of the sweep,
+in the sweep's order, so a group's number and members never change when some
+members are already done.
 """
 
+import importlib.util
 import itertools
 import json
+import logging
 import pathlib
+import subprocess
+import sys
+import time
 
 import ml_collections
 
-from vae import config_lib, metrics_io
+from vae import config_lib, loop, metrics_io, run_dir, validation
+
+log = logging.getLogger('vae')
+TRAIN_PY = pathlib.Path(__file__).resolve().parents[1] / 'train.py'
+ENDED = ('finished', 'early_stopped')
 
 
 def product(**axes):
@@ -62,23 +80,46 @@ def apply_overrides(config, overrides):
   return c
 
 
-def is_finished(workdir, config):
-  """Whether a member's run has finished at its configured length."""
-  done = pathlib.Path(workdir) / 'done.json'
-  if not done.exists():
-    return False
-  return json.loads(done.read_text()).get('num_epochs') == config.train.num_epochs
+def load_config_module(spec):
+  """(module, arg) of a config spec 'configs/x.py[:arg]'."""
+  path, _, arg = spec.partition(':')
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise config_lib.ConfigError(f'config file {path} not found')
+  mod_spec = importlib.util.spec_from_file_location(f'sweep_config_{path.stem}', path)
+  module = importlib.util.module_from_spec(mod_spec)
+  mod_spec.loader.exec_module(module)
+  return module, arg or None
+
+
+def vmap_groups(configs):
+  """Member indices grouped by everything a vmapped program cannot stack, in sweep order."""
+  groups = {}
+  for i, c in enumerate(configs):
+    flat = config_lib.flatten(config_lib.config_json(c))
+    key = tuple(sorted((k, str(v)) for k, v in flat.items() if k not in config_lib.VMAPPABLE))
+    groups.setdefault(key, []).append(i)
+  return list(groups.values())
+
+
+def members(root):
+  """(name, overrides, workdir) of every member: from sweep.json, else subdirectories."""
+  root = pathlib.Path(root)
+  if (root / 'sweep.json').exists():
+    data = json.loads((root / 'sweep.json').read_text())
+    return [(m['name'], m['overrides'], pathlib.Path(m['workdir'])) for m in data['members']]
+  return [(d.name, {}, d) for d in sorted(root.iterdir()) if (d / 'metrics.jsonl').exists()]
 
 
 class SweepRecord:
   """ROOT/sweep.json: the members, their overrides, directories and statuses."""
 
-  def __init__(self, root, config_arg, members):
+  def __init__(self, root, config_arg, overrides):
     self.path = pathlib.Path(root) / 'sweep.json'
     self.data = {'config': config_arg,
                  'members': [{'name': member_name(o), 'overrides': o, 'status': 'pending',
                               'workdir': str(pathlib.Path(root) / member_name(o))}
-                             for o in members]}
+                             for o in overrides]}
     if self.path.exists():
       old = {m['name']: m for m in json.loads(self.path.read_text()).get('members', [])}
       for m in self.data['members']:
@@ -92,6 +133,110 @@ class SweepRecord:
         m.update(extra)
     self.save()
 
+  def status(self, name):
+    return next(m['status'] for m in self.data['members'] if m['name'] == name)
+
   def save(self):
     self.path.parent.mkdir(parents=True, exist_ok=True)
     metrics_io.write_json(self.path, self.data)
+
+
+def _flag(key, value):
+  if isinstance(value, (tuple, list)):
+    value = '(' + ','.join(str(v) for v in value) + (',)' if len(value) == 1 else ')')
+  return f'--config.{key}={value}'
+
+
+def _result_status(status):
+  return 'finished' if status in ENDED else 'interrupted'
+
+
+def run_sweep(config_spec, root, mode='sequential', parallel=2, dry_run=False, out=print):
+  """Runs (or, with `dry_run`, lists) the sweep of `config_spec` under `root`.
+
+  Returns:
+    the SweepRecord.
+  Raises:
+    ConfigError: a bad spec, override or mode (before anything runs).
+  """
+  if mode not in ('sequential', 'processes', 'vmap'):
+    raise config_lib.ConfigError(f'unknown --mode {mode!r}; choose sequential, processes, vmap')
+  module, arg = load_config_module(config_spec)
+  if not hasattr(module, 'get_sweep'):
+    raise config_lib.ConfigError(f'{config_spec} defines no get_sweep(arg); add one returning a '
+                                 'list of override dicts (vae/sweeps.py)')
+  base = module.get_config(arg)
+  overrides = module.get_sweep(arg)
+  configs = [apply_overrides(base, o) for o in overrides]
+  names = [member_name(o) for o in overrides]
+  if len(set(names)) != len(names):
+    raise config_lib.ConfigError('sweep members have duplicate names; vary at least one field')
+  for c in configs:
+    validation.validate(c)
+  root = pathlib.Path(root)
+  record = SweepRecord(root, config_spec, overrides)
+  workdirs = [root / n for n in names]
+  pending = [i for i, (c, w) in enumerate(zip(configs, workdirs))
+             if not run_dir.is_done(w, c.train.num_epochs)]
+  if dry_run:
+    for i, (n, w) in enumerate(zip(names, workdirs)):
+      state = 'pending' if i in pending else 'finished (skipped)'
+      out(f'{n:<48} {w}  {state}')
+    out(f'{len(names)} members, {len(pending)} to run, mode {mode}')
+    return record
+  record.save()
+  for i, name in enumerate(names):
+    if i not in pending:
+      record.set(name, 'finished')
+  if mode == 'sequential':
+    for i in pending:
+      record.set(names[i], 'running')
+      try:
+        result = loop.train_and_evaluate(configs[i], str(workdirs[i]))
+      except Exception as e:
+        record.set(names[i], 'failed', error=str(e).splitlines()[0][:300] if str(e) else '')
+        raise
+      record.set(names[i], _result_status(result['status']))
+      if result['status'] not in ENDED:  # a signal: stop the sweep, as the user asked
+        break
+  elif mode == 'processes':
+    _run_processes(config_spec, configs, overrides, names, workdirs, pending, parallel, record,
+                   root)
+  else:
+    for g, group in enumerate(vmap_groups(configs)):
+      todo = [i for i in group if i in pending]
+      if not todo:
+        continue
+      for i in group:
+        record.set(names[i], 'running' if i in todo else record.status(names[i]), group=g)
+      results = loop.train_members([configs[i] for i in group], [workdirs[i] for i in group],
+                                   root / f'_vmap_group_{g}')
+      for i, r in zip(group, results):
+        record.set(names[i], _result_status(r['status']))
+      if any(r['status'] not in ENDED for r in results):
+        break
+  return record
+
+
+def _run_processes(config_spec, configs, overrides, names, workdirs, pending, parallel, record,
+                   root):
+  queue, running = list(pending), {}
+  while queue or running:
+    while queue and len(running) < parallel:
+      i = queue.pop(0)
+      cmd = [sys.executable, str(TRAIN_PY), '--config', config_spec,
+             '--workdir', str(workdirs[i])] + [_flag(k, v) for k, v in overrides[i].items()]
+      log_file = open(root / f'{names[i]}.log', 'w')
+      running[i] = (subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT), log_file)
+      record.set(names[i], 'running')
+    for i, (proc, log_file) in list(running.items()):
+      if proc.poll() is not None:
+        log_file.close()
+        if proc.returncode:
+          status = 'failed'
+        else:
+          status = ('finished' if run_dir.is_done(workdirs[i], configs[i].train.num_epochs)
+                    else 'interrupted')
+        record.set(names[i], status, returncode=proc.returncode)
+        del running[i]
+    time.sleep(0.2)

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from vae import checkpointing, config_lib, data as data_lib, evaluation, input_pipeline, models
-from vae import objectives, optim, trainer
+from vae import objectives
 
 
 def _resolve_step(ckpt, checkpoint):
@@ -120,7 +120,8 @@ def load(workdir, checkpoint='best') -> TrainedModel:
     checkpoint: 'best' (by validation ELBO), 'latest' or a step number.
 
   Returns:
-    A TrainedModel (EMA parameters when the run kept an EMA).
+    A TrainedModel (EMA parameters when the run kept an EMA). Only the
+    parameters are read from the checkpoint, never the optimizer state.
   """
   workdir = pathlib.Path(workdir)
   if not (workdir / 'config.json').exists():
@@ -129,19 +130,12 @@ def load(workdir, checkpoint='best') -> TrainedModel:
   data_info = json.loads((workdir / 'data.json').read_text())
   image_shape = tuple(data_info['shape'])
   model = models.build_model(config.model, image_shape)
-  tx, _ = optim.make_optimizer(config.optim, 1, 1)
-  keys = trainer.root_keys(config.seed)
-  abstract = jax.eval_shape(functools.partial(trainer.init_state, model, tx, image_shape, keys,
-                                              config.optim.ema_decay > 0))
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
-                          abstract)
   ckpt = checkpointing.Checkpointer(workdir / 'checkpoints')
   try:
     step = _resolve_step(ckpt, checkpoint)
-    state, _ = ckpt.restore(step, abstract)
+    params = ckpt.restore_params(step, device)
   finally:
     ckpt.close()
-  params = state.ema_params if config.optim.ema_decay > 0 else state.params
   return TrainedModel(model, params, config, step, data_info)
 

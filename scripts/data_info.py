@@ -1,0 +1,36 @@
+"""What a dataset name resolves to: python scripts/data_info.py NAME [SOURCE].
+
+Prints the source, files, counts, shapes and pixel statistics that training
+would use for `data.name=NAME` (the default config's other data fields).
+"""
+
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from configs import default  # pylint: disable=g-import-not-at-top
+from vae import data
+
+
+def main(argv=None):
+  argv = sys.argv[1:] if argv is None else argv
+  if not argv:
+    print(__doc__.splitlines()[0], file=sys.stderr)
+    return 2
+  dc = default.get_config().data
+  with dc.unlocked():
+    dc.name = argv[0]
+    dc.source = argv[1] if len(argv) > 1 else 'auto'
+  try:
+    ds = data.load(dc)
+  except data.DataError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  for line in data.describe(ds):
+    print(line)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,49 @@
+"""The rooms stay clear: the library stands on its own, and modules keep their private names."""
+
+import ast
+import pathlib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+LEAVES = ('config_lib',)  # modules that import nothing of ours
+
+
+def _imports(path):
+  tree = ast.parse(path.read_text())
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      yield from (a.name for a in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.module:
+      yield node.module
+      yield from (f'{node.module}.{a.name}' for a in node.names)
+
+
+def test_library_never_imports_configs_or_scripts():
+  for path in sorted((REPO / 'vae').glob('*.py')):
+    bad = [m for m in _imports(path) if m.split('.')[0] in ('configs', 'scripts')]
+    assert not bad, (path.name, bad)
+
+
+def test_config_schema_is_a_leaf():
+  for name in LEAVES:
+    ours = [m for m in _imports(REPO / 'vae' / f'{name}.py') if m.split('.')[0] == 'vae']
+    assert not ours, (name, ours)
+
+
+def test_tests_do_not_import_scripts():
+  for path in sorted((REPO / 'tests').glob('*.py')):
+    bad = [m for m in _imports(path) if m.split('.')[0] == 'scripts']
+    assert not bad, (path.name, bad)
+
+
+def test_no_module_uses_another_modules_private_names():
+  """`module._name` across files: a name another module needs is public where it lives."""
+  modules = {p.stem for p in (REPO / 'vae').glob('*.py')}
+  offenders = []
+  for path in sorted(list((REPO / 'vae').glob('*.py')) + list((REPO / 'scripts').glob('*.py'))
+                     + [REPO / 'train.py']):
+    for node in ast.walk(ast.parse(path.read_text())):
+      if (isinstance(node, ast.Attribute) and node.attr.startswith('_')
+          and not node.attr.startswith('__') and isinstance(node.value, ast.Name)
+          and node.value.id in modules | {'data_lib', 'ge'}):
+        offenders.append(f'{path.name}: {node.value.id}.{node.attr}')
+  assert not offenders, offenders

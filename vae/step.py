@@ -1,0 +1,280 @@
+"""The pure compiled pieces of training: the train state, the step, the multi-step chunk.
+
+Randomness: one root key from config.seed is split once by purpose into
+init, data (epoch orders), loop (per-step draws), sample (fixed prior draws
+for pictures) and eval keys. Inside the step the key is fold_in(loop, step),
+so a resumed run draws exactly the noise an uninterrupted run would.
+
+A chunk is a while loop over steps with batches gathered on the device; its
+length is a traced argument, so one compilation serves every chunk. With a
+leading model axis (`num_models`), M models, each with its own keys, data
+order and hyperparameters, train in one program (the step is vmapped).
+"""
+
+import dataclasses
+import logging
+import os
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from vae import input_pipeline, models, objectives, optim
+
+log = logging.getLogger('vae')
+KEY_PURPOSES = ('init', 'data', 'loop', 'sample', 'eval')
+
+
+class NonFiniteError(FloatingPointError):
+  """The loss or gradient became NaN or Inf; the message names the step."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array        # int32 []
+  params: Any
+  opt_state: Any
+  ema_params: Any        # {} when EMA is off
+  rng: jax.Array         # uint32 [2], the loop key; step keys are fold_in(rng, step)
+
+  def eval_params(self):
+    """The parameters evaluation and checkpoints' `params` item use (EMA when kept)."""
+    return self.ema_params if self.ema_params else self.params
+
+
+def root_keys(seed):
+  """The purpose keys: dict of init, data, loop, sample, eval (raw uint32 [2] keys)."""
+  return dict(zip(KEY_PURPOSES, jax.random.split(jax.random.PRNGKey(seed), len(KEY_PURPOSES))))
+
+
+def compute_dtype(config):
+  return jnp.bfloat16 if config.model.compute_dtype == 'bfloat16' else None
+
+
+def init_state(model, tx, image_shape, keys, ema):
+  """A fresh TrainState (pure; use under jax.eval_shape / jit)."""
+  k_params, k_z = jax.random.split(keys['init'])
+  x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
+  params = model.init(k_params, x, k_z)['params']
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    ema_params=params if ema else {}, rng=keys['loop'])
+
+
+def hyperparameters(config, steps_per_epoch, latent_mask=None, lr_scale=1.0):
+  """The per-model scalars of the train step, as arrays (a vmapped group stacks them).
+
+  Returns:
+    dict: beta, free_bits (nats/dim), warmup_steps, lr_scale (multiplies the
+    optimizer's schedule), active (1: trains; 0: frozen, for a member that
+    stopped early in a group) and, for a padded model, latent_mask [D].
+  """
+  hp = {'beta': jnp.float32(config.objective.beta),
+        'free_bits': jnp.float32(config.objective.free_bits),
+        'warmup_steps': jnp.float32(round(config.objective.warmup_epochs * steps_per_epoch)),
+        'lr_scale': jnp.float32(lr_scale), 'active': jnp.float32(1.0)}
+  if latent_mask is not None:
+    hp['latent_mask'] = jnp.asarray(latent_mask, jnp.float32)
+  return hp
+
+
+def _log_batch_sharding(sharding):
+  log.info('batch sharding inside the train step: %s', sharding)
+
+
+def make_train_step(model, tx, schedule_fn, config, mode, batch_sharding, freezable=False):
+  """train_step(state, x_uint8, hp) -> (state, metrics, finite): one optimizer update.
+
+  `hp` holds the per-model scalars (`hyperparameters`), traced, so that many
+  models with different values can share one compiled step under vmap. With
+  `freezable`, a model whose hp['active'] is 0 keeps its parameters and
+  optimizer state (only its step counter advances).
+  """
+  num_samples = config.objective.num_samples
+  ema_decay = config.optim.ema_decay
+  # Fault injection for the reliability tests (docs/reliability.md): makes the
+  # batch NaN at one step. Unset in normal runs, and then not even compiled in.
+  nan_step = int(os.environ.get('VAE_INJECT_NAN_AT_STEP', '-1'))
+  show_sharding = os.environ.get('VAE_LOG_BATCH_SHARDING') == '1'
+
+  def train_step(state, x_uint8, hp):
+    k_data, k_z = jax.random.split(jax.random.fold_in(state.rng, state.step))
+    x = input_pipeline.to_float(x_uint8, mode, k_data)
+    if nan_step >= 0:
+      x = jnp.where(state.step == nan_step, jnp.nan, x)
+    if batch_sharding is not None:
+      x = jax.lax.with_sharding_constraint(x, batch_sharding)
+      if show_sharding:
+        jax.debug.inspect_array_sharding(x, callback=_log_batch_sharding)
+    beta = objectives.kl_weight(state.step, hp['beta'], hp['warmup_steps'])
+    latent_mask = hp.get('latent_mask')
+
+    def loss_fn(params):
+      loss, terms = objectives.per_example_objective(
+          model, {'params': params}, x, k_z, beta=beta, free_bits=hp['free_bits'],
+          num_samples=num_samples, latent_mask=latent_mask,
+          estimator=config.objective.estimator)
+      return jnp.mean(loss), terms
+
+    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    updates = jax.tree.map(lambda u: u * hp['lr_scale'], updates)
+    params = optax.apply_updates(state.params, updates)
+    ema = (optim.ema_update(state.ema_params, params, ema_decay) if ema_decay
+           else state.ema_params)
+    grad_norm = optax.tree.norm(grads)
+    metrics = {'loss': loss, 'elbo': jnp.mean(terms['elbo']), 'recon': jnp.mean(terms['recon']),
+               'kl': jnp.mean(terms['kl']), 'beta': beta,
+               'lr': schedule_fn(state.step) * hp['lr_scale'],
+               'grad_norm': grad_norm, 'param_norm': optax.tree.norm(params)}
+    if 'iwae' in terms:
+      metrics['iwae'] = jnp.mean(terms['iwae'])
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                              ema_params=ema)
+    if freezable:
+      keep = hp['active'] > 0
+      frozen = state.replace(step=state.step + 1)
+      new_state = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new_state, frozen)
+      finite = finite | ~keep
+    return new_state, metrics, finite
+
+  return train_step
+
+
+def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_models=None,
+                     loop='device', num_examples=None):
+  """chunk(state, data, data_key, hp, num_steps) -> (state, mean metrics, first bad step).
+
+  `data` is the device-resident uint8 training set [N, H, W, C] (batches are
+  gathered from an epoch permutation on the device), or, when streamed from
+  the host, the chunk's batches [T, B, H, W, C] ([T, M, B, H, W, C] with a
+  model axis: each model its own order). The loop stops at the first step
+  whose loss or gradient is not finite and returns that step (else -1).
+
+  loop='device' (return value to be jitted): one compiled while loop;
+  `num_steps` is traced, so one compilation serves every chunk length.
+  loop='host' (returned already jitted): the host dispatches one compiled step
+  per iteration without waiting for it (no host sync until the chunk ends),
+  for models whose convolutions XLA's CPU backend runs >10x slower inside a
+  while loop (docs/benchmarks.md). Both give the same numbers.
+
+  With `num_models` = M, `state`, `data_key` and `hp` carry a leading model
+  axis (spread over the mesh's 'model' axis: `spmd_axis_name`), and metrics
+  come back as [M]. `num_examples` is the number of real examples in `data`
+  (default: all of it; a dataset padded to split evenly over devices has more
+  rows).
+  """
+  multi = num_models is not None
+  step_fn = jax.vmap(train_step, spmd_axis_name='model') if multi else train_step
+  step_of = (lambda st: st.step[0]) if multi else (lambda st: st.step)
+
+  def perm_for(data, data_key, epoch):
+    n = data.shape[0] if num_examples is None else num_examples
+    fn = lambda key: input_pipeline.epoch_permutation(key, epoch, n)
+    return jax.vmap(fn)(data_key) if multi else fn(data_key)
+
+  def initial_perm(state, data, data_key):
+    if streamed:
+      return jnp.zeros((1,), jnp.int32)
+    return perm_for(data, data_key, step_of(state) // steps_per_epoch)
+
+  def one_step(i, st, perm, sums, bad, data, data_key, hp):
+    step = step_of(st)
+    if streamed:
+      xb = data[i]
+    else:
+      j = step % steps_per_epoch
+      perm = jax.lax.cond(j == 0, lambda: perm_for(data, data_key, step // steps_per_epoch),
+                          lambda: perm)
+      gather = lambda p: input_pipeline.gather_batch(data, p, j, batch_size)
+      xb = jax.vmap(gather)(perm) if multi else gather(perm)
+    new_st, metrics, finite = step_fn(st, xb, hp)
+    bad = jnp.where(jnp.all(finite) | (bad >= 0), bad, step)
+    sums = jax.tree.map(jnp.add, sums, metrics)
+    return new_st, perm, sums, bad
+
+  def zero_sums(state, data, hp):
+    x0 = jnp.zeros(((num_models,) if multi else ()) + (batch_size,) + data.shape[-3:],
+                   data.dtype)
+    shapes = jax.eval_shape(step_fn, state, x0, hp)[1]
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), shapes)
+
+  def means_of(sums, n):
+    return jax.tree.map(lambda s: s / jnp.maximum(n, 1).astype(jnp.float32), sums)
+
+  def chunk(state, data, data_key, hp, num_steps):
+    def cond(carry):
+      i, _, _, _, bad = carry
+      return (i < num_steps) & (bad < 0)
+
+    def body(carry):
+      i, st, perm, sums, bad = carry
+      st, perm, sums, bad = one_step(i, st, perm, sums, bad, data, data_key, hp)
+      return i + 1, st, perm, sums, bad
+
+    carry = (jnp.zeros((), jnp.int32), state, initial_perm(state, data, data_key),
+             zero_sums(state, data, hp), jnp.full((), -1, jnp.int32))
+    n, state, _, sums, bad = jax.lax.while_loop(cond, body, carry)
+    return state, means_of(sums, n), bad
+
+  if loop == 'device':
+    return chunk
+
+  start = jax.jit(lambda state, data, data_key, hp: (
+      initial_perm(state, data, data_key), zero_sums(state, data, hp),
+      jnp.full((), -1, jnp.int32)))
+  step_jit = jax.jit(one_step, donate_argnums=(1,))
+  finish = jax.jit(means_of)
+
+  def host_chunk(state, data, data_key, hp, num_steps):
+    perm, sums, bad = start(state, data, data_key, hp)
+    num_steps = int(num_steps)
+    for i in range(num_steps):
+      state, perm, sums, bad = step_jit(jnp.int32(i), state, perm, sums, bad, data, data_key, hp)
+    return state, finish(sums, jnp.int32(num_steps)), bad
+
+  return host_chunk
+
+
+def chunk_loop(config):
+  """'device' or 'host' for `make_train_chunk`, from train.loop ('auto': host for conv)."""
+  if config.train.loop != 'auto':
+    return config.train.loop
+  return 'host' if config.model.arch == 'conv' else 'device'
+
+
+@dataclasses.dataclass
+class Program:
+  """The compiled training program of one model: what the loop and the benchmark share.
+
+  Attributes:
+    model, tx, lr_fn: the module, the optax transformation and its schedule.
+    init_fn: () -> fresh TrainState (pure).
+    chunk_fn: chunk(state, data, data_key, hp, num_steps), jitted where it
+      should be (`make_train_chunk`).
+    hp: the model's hyperparameters (`hyperparameters`).
+  """
+  model: Any
+  tx: Any
+  lr_fn: Callable
+  init_fn: Callable
+  chunk_fn: Callable
+  hp: Any
+
+
+def build_program(config, image_shape, steps_per_epoch, total_steps, mode, batch_sharding,
+                  streamed=False, num_examples=None, keys=None):
+  """The model, optimizer, initializer and compiled chunk that `config` describes."""
+  model = models.build_model(config.model, image_shape, compute_dtype(config))
+  tx, lr_fn = optim.make_optimizer(config.optim, steps_per_epoch, total_steps)
+  keys = root_keys(config.seed) if keys is None else keys
+  init_fn = lambda: init_state(model, tx, image_shape, keys, config.optim.ema_decay > 0)
+  train_step = make_train_step(model, tx, lr_fn, config, mode, batch_sharding)
+  loop = chunk_loop(config)
+  chunk_fn = make_train_chunk(train_step, steps_per_epoch, config.train.batch_size, streamed,
+                              loop=loop, num_examples=num_examples)
+  if loop == 'device':
+    chunk_fn = jax.jit(chunk_fn, donate_argnums=0)
+  return Program(model, tx, lr_fn, init_fn, chunk_fn, hyperparameters(config, steps_per_epoch))
