@@ -32,7 +32,9 @@ def main(argv=None):
   parser.add_argument('--parallel', type=int, default=2, help='processes at a time')
   parser.add_argument('--dry_run', action='store_true')
   args = parser.parse_args(argv)
-  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s')
+  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s',
+                      force=True)
+  logging.getLogger('absl').setLevel(logging.WARNING)
   try:
     record = sweeps.run_sweep(args.config, args.workdir, args.mode, args.parallel, args.dry_run)
   except (config_lib.ConfigError, data.DataError, checkpointing.CheckpointError) as e:

@@ -1,16 +1,7 @@
 """Pictures of a trained model's latent space: python scripts/visualize.py --workdir DIR --what W --out FILE.
 
-  manifold        an n x n grid of decoded latent points over prior quantiles
-                  Phi^-1(0.05 .. 0.95) (Kingma & Welling, Figure 4); for more than
-                  2 latents, the plane of the test posterior means' first two
-                  principal axes
-  scatter         test posterior means coloured by label (first two principal
-                  axes above 2 latents), over the prior's 1-3 sigma circles
-  interpolation   decoded paths between pairs of test images, linear and spherical
-  traversal       one latent dimension at a time (the most informative ones by
-                  KL) from -3 to 3 around a test image's posterior mean
-  samples         prior samples at temperatures 0.5, 0.75, 1.0, 1.25
-  reconstructions test images beside their reconstructions
+  manifold, scatter, interpolation, traversal, samples, reconstructions: see the
+  list in vae/figures.py
   all             every figure above, OUT's stem + '_' + name + suffix
 """
 

@@ -29,7 +29,7 @@ def test_expansion_helpers():
   assert c.objective.beta == 4.0 and isinstance(c.objective.beta, float) and c.seed == 3
   with pytest.raises(config_lib.ConfigError, match='not a config field'):
     sweeps.apply_overrides(smoke_config(), {'objective.nope': 1})
-  with pytest.raises(config_lib.ConfigError, match='vmap mode cannot stack'):
+  with pytest.raises(config_lib.ConfigError, match='one vmapped group cannot stack'):
     config_lib.check_vmappable([smoke_config(), smoke_config(**{'train.batch_size': 32})])
 
 

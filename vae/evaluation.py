@@ -258,9 +258,21 @@ def project_2d(points):
 
 
 def latent_summary(model, images, labels, key, num_samples=64):
+  """A trained model's latent diagnostics on uint8 `images` (the AE-vs-VAE comparison).
+
+  Args:
+    model: a `vae.load` TrainedModel (a VAE or its deterministic autoencoder twin).
+    images, labels: evaluation images (uint8) and their labels.
+    key: PRNG key for the diagnostics and the prior samples.
+    num_samples: prior samples to decode.
+
+  Returns:
+    (diagnostics dict with test_elbo or test_recon in nats per example,
+     posterior means [N, D], decoded prior samples [S, H, W, C]).
+  """
   x = model.to_float(images)
   mean, logvar = model.encode(x)
-  diag = evaluation.latent_diagnostics(mean, logvar, key, deterministic=model.model.deterministic)
+  diag = latent_diagnostics(mean, logvar, key, deterministic=model.model.deterministic)
   # For the autoencoder the per-example objective's "elbo" is its reconstruction term.
   score = float(np.mean(np.asarray(model.elbo(x))))
   diag['test_recon' if model.model.deterministic else 'test_elbo'] = score
@@ -269,10 +281,17 @@ def latent_summary(model, images, labels, key, num_samples=64):
 
 
 def evaluate_model(model, images, num_samples, batch_size=500, chunk_size=100, seed=0):
-  """Per-example estimates over uint8 `images`; returns the result dict."""
+  """scripts/evaluate.py's report of a `vae.load` TrainedModel on uint8 `images`.
+
+  Returns:
+    dict: the importance-weighted log p(x) with S = `num_samples` (nats per
+    example) and its standard error, the nested estimates at k = 1, 10, ...
+    < S, ELBO / recon / KL, bits/dim, active units, KL per dimension and the
+    latent diagnostics; every draw comes from `seed`.
+  """
   ks = [k for k in (1, 10, 100, 1000, 5000, 10000) if k < num_samples]
   key = jax.random.key(seed)
-  iw_fn = jax.jit(lambda p, x, k: evaluation.iw_log_likelihood(
+  iw_fn = jax.jit(lambda p, x, k: iw_log_likelihood(
       model.model, {'params': p}, x, k, num_samples, min(chunk_size, num_samples), ks))
   terms_fn = jax.jit(lambda p, x, k: objectives.per_example_objective(
       model.model, {'params': p}, x, k)[1])
@@ -306,13 +325,13 @@ def evaluate_model(model, images, num_samples, batch_size=500, chunk_size=100, s
                nll=float(-ll.mean()), nll_bpd=float(bits_per_dim(-ll.mean(), num_dims)),
                convergence={str(k): float(est[i].mean()) for i, k in enumerate(ks + [num_samples])})
   d = model.config.train.active_unit_threshold
-  num_active, var = evaluation.active_units(mean.sum(0), (mean ** 2).sum(0), n, d)
+  num_active, var = active_units(mean.sum(0), (mean ** 2).sum(0), n, d)
   out['active_units'] = num_active
   out['posterior_mean_variance_per_dim'] = var.tolist()
   if not model.model.deterministic:
     out['kl_per_dim'] = np.mean(
         np.asarray(objectives.gaussian_kl_per_dim(mean, logvar)), axis=0).tolist()
-  out['latent'] = evaluation.latent_diagnostics(
+  out['latent'] = latent_diagnostics(
       jnp.asarray(mean), jnp.asarray(logvar), jax.random.fold_in(key, 10 ** 6),
       deterministic=model.model.deterministic)
   return out

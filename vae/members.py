@@ -140,13 +140,11 @@ class Group:
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype,
                                                        sharding=self.replicated), shapes)
 
-  def _padded(self, member_state, m):
-    """A member's own state embedded in the program's (padded) shapes."""
-    target = jax.eval_shape(functools.partial(self._member_init, m, self.model))
-    params = resize_latent(member_state.params, target.params)
-    return member_state.replace(
-        params=params, opt_state=resize_latent(member_state.opt_state, target.opt_state),
-        ema_params=resize_latent(member_state.ema_params, target.ema_params))
+  def _fit(self, state, m, model):
+    """Member m's state resized (padded or cut) to the shapes of `model`'s state."""
+    target = jax.eval_shape(functools.partial(self._member_init, m, model))
+    return state.replace(**{k: resize_latent(getattr(state, k), getattr(target, k))
+                            for k in ('params', 'opt_state', 'ema_params')})
 
   def init(self):
     """The program's fresh state (stacked for a batched group)."""
@@ -154,14 +152,7 @@ class Group:
       return jax.jit(self._member_init, static_argnums=0, out_shardings=self.replicated)(0)
 
     def init_all():
-      states = []
-      for m in range(self.size):
-        small = self._member_init(m)
-        params = resize_latent(small.params, jax.eval_shape(
-            functools.partial(self._member_init, m, self.model)).params)
-        states.append(small.replace(params=params, opt_state=self.tx.init(params),
-                                    ema_params=params if self.ema else {}))
-      return stack(states)
+      return stack([self._fit(self._member_init(m), m, self.model) for m in range(self.size)])
 
     return jax.jit(init_all, out_shardings=self.state_sharding)()
 
@@ -169,18 +160,14 @@ class Group:
     """The program's state from each member's own state (a restored checkpoint)."""
     if not self.batched:
       return member_states[0]
-    padded = [self._padded(s, m) for m, s in enumerate(member_states)]
+    padded = [self._fit(s, m, self.model) for m, s in enumerate(member_states)]
     return jax.device_put(stack(padded), self.state_sharding)
 
   def member_state(self, state, m):
     """Member m's own (unpadded) TrainState from the program's state."""
     if not self.batched:
       return state
-    target = jax.eval_shape(functools.partial(self._member_init, m))
-    own = unstack(state, m)
-    return own.replace(params=resize_latent(own.params, target.params),
-                       opt_state=resize_latent(own.opt_state, target.opt_state),
-                       ema_params=resize_latent(own.ema_params, target.ema_params))
+    return self._fit(unstack(state, m), m, self.models[m])
 
   def member_params(self, state, m):
     """Member m's own (unpadded) evaluation parameters (EMA when kept)."""

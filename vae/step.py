@@ -11,17 +11,16 @@ leading model axis (`num_models`), M models, each with its own keys, data
 order and hyperparameters, train in one program (the step is vmapped).
 """
 
-import dataclasses
 import logging
 import os
-from typing import Any, Callable
+from typing import Any
 
 import flax
 import jax
 import jax.numpy as jnp
 import optax
 
-from vae import input_pipeline, models, objectives, optim
+from vae import input_pipeline, objectives, optim
 
 log = logging.getLogger('vae')
 KEY_PURPOSES = ('init', 'data', 'loop', 'sample', 'eval')
@@ -243,38 +242,3 @@ def chunk_loop(config):
   if config.train.loop != 'auto':
     return config.train.loop
   return 'host' if config.model.arch == 'conv' else 'device'
-
-
-@dataclasses.dataclass
-class Program:
-  """The compiled training program of one model: what the loop and the benchmark share.
-
-  Attributes:
-    model, tx, lr_fn: the module, the optax transformation and its schedule.
-    init_fn: () -> fresh TrainState (pure).
-    chunk_fn: chunk(state, data, data_key, hp, num_steps), jitted where it
-      should be (`make_train_chunk`).
-    hp: the model's hyperparameters (`hyperparameters`).
-  """
-  model: Any
-  tx: Any
-  lr_fn: Callable
-  init_fn: Callable
-  chunk_fn: Callable
-  hp: Any
-
-
-def build_program(config, image_shape, steps_per_epoch, total_steps, mode, batch_sharding,
-                  streamed=False, num_examples=None, keys=None):
-  """The model, optimizer, initializer and compiled chunk that `config` describes."""
-  model = models.build_model(config.model, image_shape, compute_dtype(config))
-  tx, lr_fn = optim.make_optimizer(config.optim, steps_per_epoch, total_steps)
-  keys = root_keys(config.seed) if keys is None else keys
-  init_fn = lambda: init_state(model, tx, image_shape, keys, config.optim.ema_decay > 0)
-  train_step = make_train_step(model, tx, lr_fn, config, mode, batch_sharding)
-  loop = chunk_loop(config)
-  chunk_fn = make_train_chunk(train_step, steps_per_epoch, config.train.batch_size, streamed,
-                              loop=loop, num_examples=num_examples)
-  if loop == 'device':
-    chunk_fn = jax.jit(chunk_fn, donate_argnums=0)
-  return Program(model, tx, lr_fn, init_fn, chunk_fn, hyperparameters(config, steps_per_epoch))
