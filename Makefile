@@ -7,10 +7,11 @@ CONFIG ?= configs/default.py
 
 .PHONY: venv data train test test-all benchmark clean
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -e . --no-deps
 	touch $@
 
 venv: $(VENV)/.installed

@@ -1,51 +1,99 @@
 """Trains a VAE: python train.py --config configs/default.py --workdir runs/default.
 
 A thin entry point: flags in, `vae.loop.train_and_evaluate(config, workdir)`
-out. Bad input (config, data, checkpoint) ends with one line on stderr and
-exit code 2; NaN/Inf in training with exit code 3.
+out. Every error is one line on stderr with a documented exit code
+(vae/cli.py): 2 for bad input (config, data, workdir, checkpoint), 3 when
+training diverges, 4 when a write fails (disk full).
 """
 
-import logging
+import os
+import signal
 import sys
 
-from absl import app, flags
-from ml_collections import config_flags
+if __name__ == '__main__':  # Ctrl-C while the libraries load: one line, no traceback.
+  signal.signal(signal.SIGINT, lambda *_: (
+      print('error: interrupted before training started; nothing was changed',
+            file=sys.stderr), os._exit(130)))
 
-from vae import checkpointing, config_lib, data, loop, step
+import difflib  # pylint: disable=g-import-not-at-top,wrong-import-position
+import re  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-FLAGS = flags.FLAGS
+from absl import flags  # pylint: disable=g-import-not-at-top,wrong-import-position
+from ml_collections import config_flags  # pylint: disable=wrong-import-position
+
+from vae import cli, config_lib, loop  # pylint: disable=wrong-import-position
+
+# A FlagValues of our own (not absl's global), so `main(argv)` can run more than once in
+# one process (the tests call it in-process).
+FLAGS = flags.FlagValues()
 config_flags.DEFINE_config_file('config', None, 'Experiment config file (configs/*.py[:arg]).',
-                                lock_config=True)
-flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and images.')
+                                lock_config=True, flag_values=FLAGS)
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and images.',
+                    flag_values=FLAGS)
 flags.DEFINE_string('coordinator_address', None,
-                    'Multi-host: host:port of process 0 (omit on TPU/SLURM: auto-detected).')
-flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.')
-flags.DEFINE_integer('process_id', None, 'Multi-host: this process\'s index.')
-flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() before training.')
-flags.mark_flags_as_required(['config', 'workdir'])
+                    'Multi-host: host:port of process 0 (omit on TPU/SLURM: auto-detected).',
+                    flag_values=FLAGS)
+flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.',
+                     flag_values=FLAGS)
+flags.DEFINE_integer('process_id', None, 'Multi-host: this process\'s index.', flag_values=FLAGS)
+flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() before training.',
+                  flag_values=FLAGS)
+flags.DEFINE_bool('show_config', False, 'Print every config field with its value and meaning '
+                  '(after --config.* overrides) and exit; nothing is trained.', flag_values=FLAGS)
 
 
-def main(argv):
-  del argv
-  logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s')
-  logging.getLogger('absl').setLevel(logging.WARNING)
-  if FLAGS.distributed or FLAGS.coordinator_address:
-    import jax  # pylint: disable=g-import-not-at-top
-    jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
-                               num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+def _flag_error(error, argv):
+  """One line for a flag or config-file error, naming the field and a likely fix."""
+  known = config_lib.flatten(config_lib.config_json(config_lib.base_config()))
+  for arg in argv[1:]:
+    if arg.startswith('--config.'):
+      key = arg[len('--config.'):].split('=', 1)[0]
+      if key not in known:
+        close = difflib.get_close_matches(key, list(known), n=1)
+        hint = f'did you mean {close[0]}?' if close else 'see vae/config_lib.py for the fields'
+        return f'--config.{key} is not a config field; {hint}'
+  text = cli.one_line(error)
+  if isinstance(error, FileNotFoundError) or 'No such file or directory' in str(error):
+    spec = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
+    if spec is None and '--config' in argv[:-1]:
+      spec = argv[argv.index('--config') + 1]
+    return f'config file {spec or "?"} not found; give an existing configs/*.py'
+  # config_flags nests the real reason (an exception line of an embedded traceback).
+  reasons = [m.group(1) for m in re.finditer(r'^[\w.]*(?:Error|Exception): (.+)$', str(error),
+                                            re.MULTILINE)]
+  return reasons[-1] if reasons else text
+
+
+def main(argv=None):
+  argv = list(sys.argv if argv is None else argv)
   try:
-    result = loop.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except (config_lib.ConfigError, data.DataError, checkpointing.CheckpointError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-  except step.NonFiniteError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(3)
-  summary = {k: v for k, v in result.items() if k.startswith(('test/', 'val/'))}
-  print(f'{result["status"]} at step {result["step"]}: ' +
-        ', '.join(f'{k}={v:.3f}' if isinstance(v, float) else f'{k}={v}'
-                  for k, v in sorted(summary.items())))
+    FLAGS(argv)
+    config = FLAGS.config
+    if config is None:
+      raise flags.IllegalFlagValueError('--config is required')
+    config.keys()  # a config file that failed to load raises here
+  except Exception as e:  # pylint: disable=broad-except  (flag parsing or loading the config)
+    return cli.fail(_flag_error(e, argv), cli.EXIT_BAD_INPUT)
+  if FLAGS.show_config:
+    print('\n'.join(config_lib.describe(config)))
+    return cli.EXIT_OK
+  if not FLAGS.workdir:
+    return cli.fail('--workdir is missing or empty; give the directory of the run',
+                    cli.EXIT_BAD_INPUT)
+  def work():
+    if FLAGS.distributed or FLAGS.coordinator_address:
+      import jax  # pylint: disable=g-import-not-at-top
+      jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
+                                 num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+    result = loop.train_and_evaluate(config, FLAGS.workdir)
+    summary = {k: v for k, v in result.items() if k.startswith(('test/', 'val/'))}
+    print(f'{result["status"]} at step {result["step"]}: ' +
+          ', '.join(f'{k}={v:.3f}' if isinstance(v, float) else f'{k}={v}'
+                    for k, v in sorted(summary.items())))
+
+  return cli.run(work, FLAGS.workdir)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.setup_logging()
+  sys.exit(main())

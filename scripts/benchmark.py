@@ -9,7 +9,7 @@ Measures, in one process (so all ratios share the machine's current load):
   - seconds from launching `train.py` to its first finished step;
   - evaluation and importance-sampling throughput;
   - peak host memory.
-Writes benchmarks.json (default) and prints a table. Timings are medians of
+Writes runs/benchmarks.json (default; --out FILE) and prints a table. Timings are medians of
 repeated runs after a warm-up; the figures belong in docs/benchmarks.md.
 """
 
@@ -182,7 +182,8 @@ def eval_throughput(config, image_shape, n, repeats, iw_samples=0, chunk=100):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--quick', action='store_true', help='fewer steps and repeats')
-  parser.add_argument('--out', default='benchmarks.json')
+  parser.add_argument('--out', default='runs/benchmarks.json',
+                      help='the JSON figures (default: runs/benchmarks.json, ignored by git)')
   args = parser.parse_args()
   repeats = 2 if args.quick else 5
   steps = 50 if args.quick else 300
@@ -243,7 +244,9 @@ def main():
   results['seconds_to_first_step'] = first_step_seconds()
   results['peak_host_memory_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-  pathlib.Path(args.out).write_text(json.dumps(results, indent=2) + '\n')
+  out = pathlib.Path(args.out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps(results, indent=2) + '\n')
   print(f'{"measure":<44} value')
   for key, value in results.items():
     if isinstance(value, dict):

@@ -9,7 +9,6 @@ over the prior's 1, 2 and 3 sigma circles, coloured by label. The diagnostics
 are printed as a table.
 """
 
-import argparse
 import json
 import pathlib
 import sys
@@ -19,31 +18,30 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import jax  # pylint: disable=g-import-not-at-top
 
 import vae
-from vae import checkpointing, evaluation, figures
+from vae import cli, evaluation, figures
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--vae', required=True, help='workdir of the VAE')
   parser.add_argument('--ae', required=True, help='workdir of the autoencoder')
   parser.add_argument('--out', required=True, help='figure path (.png)')
   parser.add_argument('--checkpoint', default='best')
-  parser.add_argument('--max_examples', type=int, default=5000)
-  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--max_examples', type=cli.positive_int, default=5000)
+  parser.add_argument('--seed', type=cli.non_negative_int, default=0)
   args = parser.parse_args(argv)
 
   results, panels = {}, []
   for name, workdir in (('VAE', args.vae), ('AE', args.ae)):
     try:
       model = vae.load(workdir, args.checkpoint)
-    except checkpointing.CheckpointError as e:
-      print(f'error: {e}', file=sys.stderr)
-      return 2
+    except cli.BAD_INPUT as e:
+      return cli.fail(e, cli.EXIT_BAD_INPUT)
     expected = name == 'AE'
     if model.model.deterministic != expected:
-      print(f'error: --{name.lower()} {workdir} holds a model.type={model.config.model.type} run',
-            file=sys.stderr)
-      return 2
+      return cli.fail(f'--{name.lower()} {workdir} holds a model.type='
+                      f'{model.config.model.type} run; give a {name} workdir',
+                      cli.EXIT_BAD_INPUT)
     images, labels = model.load_split('test')
     images, labels = images[:args.max_examples], labels[:args.max_examples]
     diag, means, samples = evaluation.latent_summary(model, images, labels,

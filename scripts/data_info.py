@@ -10,7 +10,7 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from configs import default  # pylint: disable=g-import-not-at-top
-from vae import data
+from vae import cli, data
 
 
 def main(argv=None):
@@ -25,8 +25,7 @@ def main(argv=None):
   try:
     ds = data.load(dc)
   except data.DataError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+    return cli.fail(e, cli.EXIT_BAD_INPUT)
   for line in data.describe(ds):
     print(line)
   return 0

@@ -2,6 +2,7 @@
 
   python scripts/evaluate.py --workdir runs/default [--checkpoint best|latest|STEP]
       [--num_samples 5000] [--split test] [--out FILE]
+  python scripts/evaluate.py --sweep runs/ablation [--num_samples 5000]   # every member
 
 Prints a table and writes WORKDIR/eval.json (or --out): the importance-weighted
 estimate of log p(x) with S samples (nats per example) and its standard error
@@ -12,15 +13,12 @@ aggregate-posterior KL and the prior-hole measures (vae/evaluation.py). Every
 random draw comes from --seed, so the result is deterministic.
 """
 
-import argparse
-import json
 import pathlib
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import vae  # pylint: disable=g-import-not-at-top
-from vae import checkpointing, data as data_lib, evaluation
+from vae import cli, summaries
 
 
 def print_table(result, header):
@@ -42,34 +40,40 @@ def print_table(result, header):
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--workdir', required=True)
+  parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
+  where = parser.add_mutually_exclusive_group(required=True)
+  where.add_argument('--workdir', help='a training workdir')
+  where.add_argument('--sweep', help='a sweep root: every finished member (resumable)')
   parser.add_argument('--checkpoint', default='best', help='best, latest or a step')
-  parser.add_argument('--num_samples', type=int, default=5000)
+  parser.add_argument('--num_samples', type=cli.positive_int, default=5000)
   parser.add_argument('--split', default='test', choices=('test', 'val', 'train'))
-  parser.add_argument('--batch_size', type=int, default=500)
-  parser.add_argument('--chunk_size', type=int, default=100, help='samples per chunk')
-  parser.add_argument('--max_examples', type=int, default=0, help='0 = the whole split')
-  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--batch_size', type=cli.positive_int, default=500)
+  parser.add_argument('--chunk_size', type=cli.positive_int, default=100,
+                      help='samples per chunk')
+  parser.add_argument('--max_examples', type=cli.non_negative_int, default=0,
+                      help='0 = the whole split')
+  parser.add_argument('--seed', type=cli.non_negative_int, default=0)
   parser.add_argument('--out', default='', help='default: WORKDIR/eval.json')
   args = parser.parse_args(argv)
-  if args.num_samples < 1:
-    parser.error('--num_samples must be >= 1')
-  try:
-    model = vae.load(args.workdir, args.checkpoint)
-    images, _ = model.load_split(args.split)
-  except (checkpointing.CheckpointError, data_lib.DataError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  if args.max_examples:
-    images = images[:args.max_examples]
-  result = evaluation.evaluate_model(model, images, args.num_samples, args.batch_size, args.chunk_size, args.seed)
-  result.update(workdir=str(args.workdir), checkpoint_step=model.step, split=args.split,
-                data=model.data_info, seed=args.seed)
-  out = pathlib.Path(args.out or pathlib.Path(args.workdir) / 'eval.json')
-  out.write_text(json.dumps(result, indent=2) + '\n')
-  print_table(result, f'{args.workdir} step {model.step}, {args.split} split -> {out}')
-  return 0
+  options = dict(split=args.split, batch_size=args.batch_size, chunk_size=args.chunk_size,
+                 max_examples=args.max_examples, seed=args.seed)
+
+  def work():
+    if args.sweep:
+      results = summaries.evaluate_sweep(args.sweep, args.num_samples, args.checkpoint,
+                                         **options)
+      for name, r in results.items():
+        print(f'{name:<48} log p(x) {r.get("log_likelihood", float("nan")):.3f} +- '
+              f'{r.get("log_likelihood_se", float("nan")):.3f}  ELBO {r["elbo"]:.3f}')
+      print(f'{len(results)} members evaluated; scripts/summarize.py {args.sweep} tabulates them')
+      return
+    result, out = summaries.evaluate_workdir(args.workdir, args.checkpoint,
+                                             num_samples=args.num_samples, out=args.out or None,
+                                             **options)
+    print_table(result, f'{args.workdir} step {result["checkpoint_step"]}, {args.split} split '
+                f'-> {out}')
+
+  return cli.run(work, args.out or args.workdir or args.sweep)
 
 
 if __name__ == '__main__':

@@ -13,7 +13,6 @@ reparameterization gives the encoder: exactly 0. Writes the figure and the
 numbers to OUT with suffix .json.
 """
 
-import argparse
 import json
 import pathlib
 import sys
@@ -25,7 +24,7 @@ import jax.numpy as jnp
 
 import vae  # pylint: disable=g-import-not-at-top
 from configs import default
-from vae import data as data_lib, figures, gradient_estimators, input_pipeline, models
+from vae import cli, data as data_lib, figures, gradient_estimators, input_pipeline, models
 
 
 def setup(workdir, batch, seed):
@@ -49,30 +48,38 @@ def setup(workdir, batch, seed):
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--out', required=True)
   parser.add_argument('--workdir', default='', help='a trained workdir; default: fresh model')
   parser.add_argument('--samples', default='1,10,100,1000')
-  parser.add_argument('--repeats', type=int, default=64)
-  parser.add_argument('--reference_samples', type=int, default=10000)
-  parser.add_argument('--batch', type=int, default=32)
-  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--repeats', type=cli.positive_int, default=64)
+  parser.add_argument('--reference_samples', type=cli.positive_int, default=10000)
+  parser.add_argument('--batch', type=cli.positive_int, default=32)
+  parser.add_argument('--seed', type=cli.non_negative_int, default=0)
   args = parser.parse_args(argv)
-  model, params, x, title = setup(args.workdir, args.batch, args.seed)
-  counts = [int(s) for s in args.samples.split(',')]
-  results = gradient_estimators.study(model, params, x, counts, args.repeats, args.reference_samples, args.seed)
-  results.update(model=title, batch=args.batch, repeats=args.repeats,
-                 reference_samples=args.reference_samples)
-  figures.gradient_variance(results, args.out, title)
-  pathlib.Path(args.out).with_suffix('.json').write_text(json.dumps(results, indent=2) + '\n')
-  print(f'{"estimator":<12} {"S":>6} {"total var":>12} {"cosine":>8}')
-  for est, rows in results['estimators'].items():
-    for r in rows:
-      print(f'{est:<12} {r["samples"]:>6} {r["total_variance"]:>12.4g} {r["cosine"]:>8.3f}')
-  print(f'sampled without reparameterization: encoder gradient norm '
-        f'{results["sampled_without_reparameterization_grad_norm"]}')
-  print(f'figure: {args.out}')
-  return 0
+  try:
+    counts = [cli.positive_int(s) for s in args.samples.split(',')]
+  except Exception as e:  # pylint: disable=broad-except
+    return cli.fail(f'--samples={args.samples!r}: {e}; give sample counts like 1,10,100',
+                    cli.EXIT_BAD_INPUT)
+
+  def work():
+    model, params, x, title = setup(args.workdir, args.batch, args.seed)
+    results = gradient_estimators.study(model, params, x, counts, args.repeats,
+                                        args.reference_samples, args.seed)
+    results.update(model=title, batch=args.batch, repeats=args.repeats,
+                   reference_samples=args.reference_samples)
+    figures.gradient_variance(results, args.out, title)
+    pathlib.Path(args.out).with_suffix('.json').write_text(json.dumps(results, indent=2) + '\n')
+    print(f'{"estimator":<12} {"S":>6} {"total var":>12} {"cosine":>8}')
+    for est, rows in results['estimators'].items():
+      for r in rows:
+        print(f'{est:<12} {r["samples"]:>6} {r["total_variance"]:>12.4g} {r["cosine"]:>8.3f}')
+    print(f'sampled without reparameterization: encoder gradient norm '
+          f'{results["sampled_without_reparameterization_grad_norm"]}')
+    print(f'figure: {args.out}')
+
+  return cli.run(work, args.out)
 
 
 if __name__ == '__main__':

@@ -8,22 +8,21 @@ final test KL (rate) against -reconstruction (distortion), one point per
 member, joined across beta for each latent size.
 """
 
-import argparse
 import pathlib
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 
-from vae import figures  # pylint: disable=g-import-not-at-top
+from vae import cli, figures  # pylint: disable=g-import-not-at-top
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('root')
   parser.add_argument('--out', required=True)
   args = parser.parse_args(argv)
-  for path in figures.sweep_curves(args.root, args.out):
+  for path in figures.sweep_curves(args.root, args.out)[:2]:
     print(path)
   return 0
 

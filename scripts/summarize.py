@@ -7,16 +7,15 @@ scripts/evaluate.py wrote eval.json, steps and wall time; then mean +- std over
 seeds for members that differ only in seed.
 """
 
-import argparse
 import pathlib
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from vae import summaries  # pylint: disable=g-import-not-at-top
+from vae import cli, summaries  # pylint: disable=g-import-not-at-top
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('root')
   args = parser.parse_args(argv)
   rows = summaries.summarize(args.root)

@@ -5,38 +5,36 @@
   all             every figure above, OUT's stem + '_' + name + suffix
 """
 
-import argparse
 import pathlib
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import vae  # pylint: disable=g-import-not-at-top
-from vae import checkpointing, data as data_lib, figures
+from vae import cli, figures
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--workdir', required=True)
   parser.add_argument('--what', required=True, choices=figures.WHAT + ('all',))
   parser.add_argument('--out', required=True)
   parser.add_argument('--checkpoint', default='best')
-  parser.add_argument('--num_examples', type=int, default=5000)
-  parser.add_argument('--grid', type=int, default=15)
+  parser.add_argument('--num_examples', type=cli.positive_int, default=5000)
+  parser.add_argument('--grid', type=cli.positive_int, default=15)
   args = parser.parse_args(argv)
-  try:
+
+  def work():
     model = vae.load(args.workdir, args.checkpoint)
     images, labels = model.load_split('test')
-  except (checkpointing.CheckpointError, data_lib.DataError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  images, labels = images[:args.num_examples], labels[:args.num_examples]
-  out = pathlib.Path(args.out)
-  for what in (figures.WHAT if args.what == 'all' else (args.what,)):
-    path = out if args.what != 'all' else out.with_name(f'{out.stem}_{what}{out.suffix}')
-    figures.draw(what, model, images, labels, path, args.grid)
-    print(path)
-  return 0
+    images, labels = images[:args.num_examples], labels[:args.num_examples]
+    out = pathlib.Path(args.out)
+    for what in (figures.WHAT if args.what == 'all' else (args.what,)):
+      path = out if args.what != 'all' else out.with_name(f'{out.stem}_{what}{out.suffix}')
+      figures.draw(what, model, images, labels, path, args.grid)
+      print(path)
+
+  return cli.run(work, args.out)
 
 
 if __name__ == '__main__':

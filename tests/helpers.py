@@ -5,6 +5,7 @@ import io
 import os
 import pathlib
 import runpy
+import struct
 import subprocess
 import sys
 
@@ -64,16 +65,38 @@ def run_train(workdir, *flags, wait=True, config='configs/default.py:smoke', env
 
 
 def run_script(name, *argv):
-  """Runs scripts/NAME.py in this process as its command line would: (exit code, out, err)."""
+  """Calls the command line's `main(argv)` in this process: (exit code, stdout, stderr).
+
+  `name` is a script of scripts/ ('evaluate') or 'train' (train.py). The file is run as a
+  module (not imported from the scripts package), as `python scripts/NAME.py` would load it.
+  """
+  path = REPO / 'train.py' if name == 'train' else REPO / 'scripts' / f'{name}.py'
+  argv = [str(a) for a in argv]
   out, err = io.StringIO(), io.StringIO()
-  old_argv = sys.argv
-  sys.argv = [str(REPO / 'scripts' / f'{name}.py'), *map(str, argv)]
-  code = 0
+  saved_argv, sys.argv = sys.argv, [str(path), *argv]  # config_flags reads sys.argv
   try:
+    module = runpy.run_path(str(path), run_name=f'cli_{name}')
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-      runpy.run_path(sys.argv[0], run_name='__main__')
-  except SystemExit as e:
-    code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+      try:
+        code = module['main']([str(path), *argv] if name == 'train' else argv)
+      except SystemExit as e:  # argparse
+        code = e.code
   finally:
-    sys.argv = old_argv
-  return code, out.getvalue(), err.getvalue()
+    sys.argv = saved_argv
+  return (0 if code is None else code), out.getvalue(), err.getvalue()
+
+
+def tensorboard_values(logdir):
+  """[(tag, plugin name, has image)] of every summary value in the event files below logdir."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  out = []
+  for path in sorted(pathlib.Path(logdir).rglob('events.out.tfevents.*')):
+    data, i = path.read_bytes(), 0
+    while i + 12 <= len(data):  # TFRecord: length, crc, payload, crc
+      n = struct.unpack('<Q', data[i:i + 8])[0]
+      event = event_pb2.Event()
+      event.ParseFromString(data[i + 12:i + 12 + n])
+      i += 12 + n + 4
+      for v in event.summary.value:
+        out.append((v.tag, v.metadata.plugin_data.plugin_name, v.HasField('image')))
+  return out

@@ -4,6 +4,7 @@ import pathlib
 
 import pytest
 
+from tests.helpers import run_script
 from vae import config_lib, loop, sweeps, validation
 
 CONFIGS = sorted(p.name for p in (pathlib.Path(__file__).parents[1] / 'configs').glob('*.py')
@@ -38,3 +39,16 @@ def test_parse_arg_types_and_errors():
   assert (a.x, a.y, a.flag, a.name) == (3, 0.5, True, 'conv')
   with pytest.raises(config_lib.ConfigError, match='unknown config argument'):
     config_lib.parse_arg('nope=1', x=1)
+
+
+def test_every_field_has_a_meaning_and_show_config_lists_them():
+  flat = config_lib.flatten(config_lib.config_json(config_lib.base_config()))
+  assert set(flat) == set(config_lib.FIELD_DOCS)
+  assert all(config_lib.FIELD_DOCS.values())
+  rc, out, err = run_script('train', '--config', 'configs/fashion_mnist_gated.py',
+                            '--show_config', '--config.model.latent_dim=8')
+  assert rc == 0, err
+  lines = out.strip().splitlines()
+  assert len(lines) == len(flat)
+  latent = next(line for line in lines if line.startswith('model.latent_dim = '))
+  assert latent.startswith('model.latent_dim = 8') and '# latent dimensions D' in latent

@@ -10,7 +10,7 @@ import pytest
 import vae
 from tests import linear_gaussian
 from tests.helpers import run_script
-from vae import checkpointing, figures, gradient_estimators as ge, plots
+from vae import checkpointing, data, figures, gradient_estimators as ge, plots
 
 
 @pytest.fixture
@@ -117,3 +117,20 @@ def test_gradient_variance_script(workdir, tmp_path):
   assert result['sampled_without_reparameterization_grad_norm'] == 0.0
   assert {r['samples'] for r in result['estimators']['pathwise']} == {1, 10}
   assert out.stat().st_size > 10_000
+
+
+def test_figures_carry_axis_values_labels_and_class_names(workdir, tmp_path):
+  m = vae.load(workdir)
+  images, labels = m.load_split('test')
+  _, fig = figures.draw('manifold', m, images[:200], labels[:200], tmp_path / 'm.png', n=6,
+                        keep_figure=True)
+  ax = fig.axes[0]
+  assert ax.get_xlabel() == 'z1' and ax.get_ylabel() == 'z2'
+  ticks = [t.get_text() for t in ax.get_xticklabels()]
+  assert ticks[0] == '-1.64' and ticks[-1] == '1.64'  # prior quantiles 0.05 and 0.95
+  _, fig = figures.draw('scatter', m, images[:200], labels[:200], tmp_path / 's.png',
+                        keep_figure=True)
+  names = [t.get_text() for t in fig.axes[1].get_yticklabels()]  # the colour bar
+  want = data.class_names(m.config.data.name, int(labels[:200].max()) + 1)
+  assert names == list(want) and fig.axes[0].get_xlabel() == 'z1'
+  assert data.class_names('fashion_mnist', 10)[9] == 'Ankle boot'

@@ -18,7 +18,7 @@ import pytest
 import vae
 
 from tests.helpers import FIXTURES, SLOW_FLAGS, final_params, leaves, read_events, run_train
-from tests.helpers import smoke_config
+from tests.helpers import smoke_config, tensorboard_values
 from vae import checkpointing, config_lib, loop, models, optim, run_dir, step
 
 def test_smoke_run_writes_everything(smoke_run):
@@ -265,11 +265,10 @@ def test_smoke_run_matches_the_recorded_fixture(smoke_run):
 
 
 def test_checkpoint_stores_parameters_once_as_their_own_item(smoke_run, tmp_path):
-  ckpt = checkpointing.Checkpointer(smoke_run[0] / 'checkpoints')
   abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), final_params(
       smoke_run[0])[1])
-  params = ckpt.restore_params(24, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
-  ckpt.close()
+  reader = checkpointing.CheckpointReader(smoke_run[0] / 'checkpoints')
+  params = reader.restore_params(24, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
   assert jax.tree.structure(params) == jax.tree.structure(abstract)
   meta = ocp_handler_metadata(smoke_run[0] / 'checkpoints' / '24' / 'state')
   assert set(meta) == {'step', 'opt_state', 'rng'}  # no parameters in the rest of the state
@@ -313,3 +312,33 @@ def test_signal_before_the_first_step_exits_cleanly(tmp_path):
   assert 'Traceback' not in out and 'KeyboardInterrupt' not in out
   if 'before the first step' in out:  # else the signal came after the first chunk: also clean
     assert not list((tmp_path / 'checkpoints').glob('[0-9]*'))
+
+
+def test_run_record_names_the_code_versions_and_sessions(smoke_run):
+  record = json.loads((smoke_run[0] / 'run.json').read_text())
+  session = record['sessions'][-1]
+  assert session['versions']['jax'] == jax.__version__
+  assert session['commit'] is None or len(session['commit']) == 40
+  assert isinstance(session['dirty'], (bool, type(None)))
+  assert session['devices'] and session['host'] and session['cpu']
+  assert session['status'] == 'finished' and session['end_step'] == 24
+  assert session['end'] >= session['start']
+  assert run_dir.training_seconds(smoke_run[0]) == pytest.approx(
+      session['end'] - session['start'])
+
+
+def test_tensorboard_has_hparams_images_and_the_config(smoke_run):
+  values = tensorboard_values(smoke_run[0] / 'tensorboard')
+  tags = {tag for tag, _, _ in values}
+  assert {'train/loss', 'test/elbo', 'val/elbo'} <= tags
+  assert any(tag == 'images/reconstructions' and image for tag, _, image in values)
+  assert any(tag == 'images/samples' and image for tag, _, image in values)
+  assert any(plugin == 'text' and 'config' in tag for tag, plugin, _ in values)
+  assert any(plugin == 'hparams' for _, plugin, _ in values)
+
+
+def test_training_images_are_labelled_and_readable(smoke_run):
+  import matplotlib.image  # pylint: disable=g-import-not-at-top
+  png = matplotlib.image.imread(smoke_run[0] / 'images' / 'samples_00000024.png')
+  assert png.shape[1] >= 8 * 28 * 3  # 3 screen pixels per image pixel
+  assert png.shape[0] > 2 * 28 * 3 + 20  # room for the title above 2 rows of 8

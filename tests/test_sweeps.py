@@ -149,11 +149,22 @@ def test_summary_numbers_equal_the_members_metrics(vmapped, tmp_path):
   for name, row in table.items():
     evals = [e for e in read_events(vmapped / name) if e['event'] == 'eval']
     assert float(row['final_test_elbo']) == pytest.approx(evals[-1]['test/elbo'])
-    assert float(row['best_test_elbo']) == pytest.approx(max(e['test/elbo'] for e in evals))
-    assert float(row['final_test_kl']) == pytest.approx(evals[-1]['test/kl'])
+    best = max(evals, key=lambda e: e['val/elbo'])  # chosen by validation, reported on test
+    assert int(row['best_val_step']) == best['step'] == vae.load(vmapped / name, 'best').step
+    assert float(row['test_elbo']) == pytest.approx(best['test/elbo'])
+    assert float(row['test_kl']) == pytest.approx(best['test/kl'])
   md = (vmapped / 'summary.md').read_text()
   assert 'Mean +- std over seeds' in md and '| 2 |' in md  # latent 5, beta 2: two seeds
-  out, rd = figures.sweep_curves(vmapped, tmp_path / 'curves.png')
+  assert '(n = 2)' in md and '(n = 1)' in md and '+- 0.000' not in md
+  out, rd, styles = figures.sweep_curves(vmapped, tmp_path / 'curves.png')
+  # One colour per latent size, one line style per beta: every setting is told apart.
+  assert len(styles) == 4 and len(set(styles.values())) == 4
+  by_latent = {}
+  for label, (colour, dash, _) in styles.items():
+    by_latent.setdefault(label.split(',')[0], set()).add(colour)
+  assert all(len(c) == 1 for c in by_latent.values()) and len(
+      {next(iter(c)) for c in by_latent.values()}) == 2
+  assert len({(label.split(',')[1], style[1]) for label, style in styles.items()}) == 2
   assert out.stat().st_size > 20_000 and rd.stat().st_size > 10_000
 
 
@@ -217,3 +228,53 @@ def test_members_stop_early_independently(tmp_path):
   again = loop.train_members(configs, work, tmp_path / 'group')
   assert [r['status'] for r in again] == ['finished', 'early_stopped']
   assert [(w / 'metrics.jsonl').read_text() for w in work] == before
+
+
+def test_axis_cuts_a_preset_and_config_overrides_are_recorded(tmp_path):
+  rc, out, err = run_script('sweep', '--config', 'configs/default.py', '--workdir', tmp_path,
+                            '--dry_run', '--axis', 'model.latent_dim=2', '--axis',
+                            'objective.beta=1,4', '--axis', 'seed=0')
+  assert rc == 0, err
+  assert out.strip().splitlines()[-1] == '2 members, 2 to run, mode sequential'
+  assert 'latent_dim=2,beta=1.0,seed=0' in out and 'latent_dim=2,beta=4.0,seed=0' in out
+  for axis, text in (('model.latent_dim=3', 'no member has [3]'),
+                     ('model.nosuch=1', "'model.nosuch' is not a config field"),
+                     ('objective.beta=abc', "objective.beta='abc' is not a float")):
+    rc, _, err = run_script('sweep', '--config', 'configs/default.py', '--workdir', tmp_path,
+                            '--dry_run', '--axis', axis)
+    assert rc == 2 and err.count('\n') == 1 and text in err, err
+  # --config.* overrides every member; recorded; a rerun with other overrides is refused.
+  spec = 'configs/default.py:smoke,sweep=tiny4'
+  rc, _, err = run_script('sweep', '--config', spec, '--workdir', tmp_path / 's', '--axis',
+                          'model.latent_dim=3', '--axis', 'objective.beta=0.5',
+                          '--config.train.num_epochs=1')
+  assert rc == 0, err
+  record = json.loads((tmp_path / 's' / 'sweep.json').read_text())
+  assert record['config_overrides'] == {'train.num_epochs': 1.0}
+  assert [m['name'] for m in record['members']] == ['latent_dim=3,beta=0.5']
+  assert vae.load(tmp_path / 's' / 'latent_dim=3,beta=0.5').step == 12
+  rc, _, err = run_script('sweep', '--config', spec, '--workdir', tmp_path / 's', '--axis',
+                          'model.latent_dim=3', '--axis', 'objective.beta=0.5',
+                          '--config.train.num_epochs=2')
+  assert rc == 2 and 'was run with --config overrides' in err
+  rc, _, err = run_script('sweep', '--config', spec, '--workdir', tmp_path / 't',
+                          '--config.objective.beta=1.0')
+  assert rc == 2 and 'is an axis of this sweep' in err
+
+
+def test_evaluate_a_whole_sweep_resumably_into_the_summary(vmapped):
+  rc, out, err = run_script('evaluate', '--sweep', vmapped, '--num_samples', '5',
+                            '--max_examples', '64')
+  assert rc == 0, err
+  assert '5 members evaluated' in out
+  stamps = {d.name: (d / 'eval.json').stat().st_mtime_ns for d in vmapped.iterdir()
+            if (d / 'eval.json').exists()}
+  assert len(stamps) == 5
+  rc, _, err = run_script('evaluate', '--sweep', vmapped, '--num_samples', '5',
+                          '--max_examples', '64')
+  assert rc == 0, err
+  assert {d: (vmapped / d / 'eval.json').stat().st_mtime_ns for d in stamps} == stamps
+  rows = {r['name']: r for r in summaries.summarize(vmapped)}
+  for name, row in rows.items():
+    result = json.loads((vmapped / name / 'eval.json').read_text())
+    assert row['test_log_likelihood'] == result['log_likelihood'] and row['iw_samples'] == 5

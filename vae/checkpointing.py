@@ -24,12 +24,15 @@ group saves its members one after another and keeps at least two checkpoints
 each, so a kill between two members' saves leaves a common step behind.
 """
 
+import hashlib
+import json
 import logging
 import os
 import pathlib
 import time
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocp_policies
 
@@ -37,7 +40,36 @@ from vae import config_lib
 from vae.step import TrainState
 
 BEST_METRIC = 'val_elbo'
-ITEMS = ('params', 'state', 'meta')
+log = logging.getLogger('vae')
+ITEMS = ('params', 'state', 'meta', 'checksums')
+
+
+class ChecksumError(ValueError):
+  """A restored array differs from what was saved (a damaged file)."""
+
+
+def tree_checksums(tree):
+  """{leaf path: sha256 of dtype, shape and bytes} for every fully addressable array.
+
+  Arrays split across processes (not fully addressable here) are left out: each
+  process can only read its own shards, which change with the device count.
+  """
+  out = {}
+  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+      continue
+    a = np.ascontiguousarray(np.asarray(leaf))
+    h = hashlib.sha256(f'{a.dtype.str}{a.shape}'.encode())
+    h.update(a.tobytes())
+    out[jax.tree_util.keystr(path)] = h.hexdigest()
+  return out
+
+
+def verify_checksums(saved, restored, where):
+  """Raises ChecksumError naming the first array whose restored bytes differ."""
+  for key, digest in tree_checksums(restored).items():
+    if key in saved and saved[key] != digest:
+      raise ChecksumError(f'{where}: array {key} does not match its checksum')
 
 
 class CheckpointError(RuntimeError):
@@ -61,8 +93,20 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         best_fn=_best_metric, best_mode='max', preservation_policy=policy,
         enable_async_checkpointing=False, create=True)
-    self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                         item_names=ITEMS)
+    # Orbax reads every step's metadata while it is constructed; a step whose metadata
+    # is damaged is moved aside (as one that fails to restore) and construction retried.
+    for _ in range(100):
+      try:
+        self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                             item_names=ITEMS)
+        break
+      except Exception as e:  # pylint: disable=broad-except
+        bad = self._unreadable_step()
+        if bad is None:
+          raise CheckpointError(f'cannot open the checkpoints in {self.directory} '
+                                f'({type(e).__name__}: {_first_line(e)}); move that directory '
+                                'aside or use a new --workdir') from None
+        self._move_aside(bad, e)
 
   def save(self, step, state, meta, val_elbo=None):
     """Saves synchronously; `val_elbo` (nats per example) ranks the best checkpoint."""
@@ -74,9 +118,11 @@ class Checkpointer:
                       lambda: os.kill(os.getpid(), signal.SIGKILL)).start()
     metrics = None if val_elbo is None else {BEST_METRIC: float(val_elbo)}
     params, rest = split_state(state)
+    sums = {'params': tree_checksums(params), 'state': tree_checksums(rest)}
     self.manager.save(int(step), args=ocp.args.Composite(
         params=ocp.args.StandardSave(params), state=ocp.args.StandardSave(rest),
-        meta=ocp.args.JsonSave(meta)), metrics=metrics, force=True)
+        meta=ocp.args.JsonSave(meta), checksums=ocp.args.JsonSave(sums)),
+                      metrics=metrics, force=True)
     self.manager.wait_until_finished()
 
   def steps(self):
@@ -103,27 +149,25 @@ class Checkpointer:
     if self.is_legacy(step):
       out = self.manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+      self._verify(step, {'state': out['state']})
       return out['state'], out['meta']
     params, rest = split_state(abstract_state)
     out = self.manager.restore(step, args=ocp.args.Composite(
         params=ocp.args.StandardRestore(params), state=ocp.args.StandardRestore(rest),
         meta=ocp.args.JsonRestore()))
+    self._verify(step, {'params': out['params'], 'state': out['state']})
     return join_state(out['params'], out['state']), out['meta']
 
-  def restore_params(self, step, sharding):
-    """Only the parameters evaluation uses (EMA when kept), placed with `sharding`.
-
-    Shapes come from the checkpoint itself, so nothing is built to restore them.
-    """
-    item = 'state' if self.is_legacy(step) else 'params'
-    tree = ocp.StandardCheckpointHandler().metadata(self.directory / str(step) / item)
-    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
-                            tree)
-    out = self.manager.restore(step, args=ocp.args.Composite(
-        **{item: ocp.args.StandardRestore(abstract)}))[item]
-    if item == 'state':  # a legacy whole state
-      return out['ema_params'] or out['params']
-    return out
+  def _verify(self, step, items):
+    """Checks restored items against the checksums saved with the step (ChecksumError)."""
+    path = self.directory / str(step) / 'checksums'
+    if not path.exists():
+      log.warning('checkpoint %s predates checksums: restored without verification',
+                      self.directory / str(step))
+      return
+    saved = read_json_item(self.directory / str(step), 'checksums')
+    for name, tree in items.items():
+      verify_checksums(saved.get(name, {}), tree, self.directory / str(step) / name)
 
   def restore_at(self, step, abstract_state, expected_meta):
     """The state at `step` after checking its meta; a damaged step is moved aside.
@@ -160,18 +204,90 @@ class Checkpointer:
 
   def set_aside(self, step, error):
     """Moves an unrestorable checkpoint out of the manager's sight, keeping its files."""
+    self._move_aside(step, error)
+    self.manager.reload()
+
+  def _move_aside(self, step, error):
     src = self.directory / str(step)
     dst = self.directory / f'{step}.corrupt-{int(time.time())}'
-    logging.warning('checkpoint %s cannot be restored (%s: %s); moved to %s, falling back to '
-                    'the previous checkpoint', src, type(error).__name__,
-                    str(error).splitlines()[0][:200] if str(error) else '', dst.name)
+    log.warning('checkpoint %s cannot be restored (%s: %s); moved to %s, falling back to '
+                    'the previous checkpoint', src, type(error).__name__, _first_line(error),
+                    dst.name)
     if jax.process_index() == 0 and src.exists():
       os.rename(src, dst)
-    self.manager.reload()
+
+  def _unreadable_step(self):
+    """The newest step whose orbax metadata files do not parse, or None."""
+    steps = sorted((int(p.name) for p in self.directory.iterdir() if p.name.isdigit()),
+                   reverse=True) if self.directory.exists() else []
+    for step in steps:
+      root = self.directory / str(step)
+      for f in [root / '_CHECKPOINT_METADATA'] + list(root.glob('*/metrics')) + list(
+          root.glob('metrics/*')):
+        if f.is_file():
+          try:
+            json.loads(f.read_text())
+          except (ValueError, UnicodeDecodeError, OSError):
+            return step
+    return None
 
   def close(self):
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def read_json_item(step_dir, item):
+  """A JSON item of a saved step (orbax's JsonSave layout: ITEM/metadata), read directly."""
+  return json.loads((pathlib.Path(step_dir) / item / 'metadata').read_text())
+
+
+class CheckpointReader:
+  """Read-only access to a workdir's checkpoints (what `vae.load` uses): never moves,
+  writes or deletes anything, and a step with damaged files is only skipped or refused.
+  """
+
+  def __init__(self, directory):
+    self.directory = pathlib.Path(directory).absolute()
+
+  def steps(self):
+    """Steps whose save completed (orbax's commit marker), oldest first."""
+    if not self.directory.is_dir():
+      return []
+    return sorted(int(p.name) for p in self.directory.iterdir()
+                  if p.name.isdigit() and (p / '_CHECKPOINT_METADATA').is_file())
+
+  def best_step(self):
+    """The step with the highest validation ELBO among readable ones (None if none has it)."""
+    scored = []
+    for step in self.steps():
+      try:
+        scored.append((json.loads((self.directory / str(step) / 'metrics' / 'metrics')
+                                  .read_text())[BEST_METRIC], step))
+      except (OSError, ValueError, KeyError, TypeError):
+        continue
+    return max(scored)[1] if scored else None
+
+  def restore_params(self, step, sharding):
+    """Only the parameters evaluation uses (EMA when kept), placed with `sharding`, verified
+    against the step's checksums. Shapes come from the checkpoint itself."""
+    step_dir = self.directory / str(step)
+    item = 'params' if (step_dir / 'params').exists() else 'state'  # 'state': legacy layout
+    handler = ocp.StandardCheckpointHandler()
+    tree = handler.metadata(step_dir / item)
+    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+                            tree)
+    out = handler.restore(step_dir / item, args=ocp.args.StandardRestore(abstract))
+    if (step_dir / 'checksums').exists():
+      verify_checksums(read_json_item(step_dir, 'checksums').get(item, {}), out,
+                       step_dir / item)
+    else:
+      log.warning('checkpoint %s predates checksums: restored without verification', step_dir)
+    return (out['ema_params'] or out['params']) if item == 'state' else out
+
+
+def _first_line(error):
+  text = str(error)
+  return text.splitlines()[0][:200] if text else ''
 
 
 def check_compatible(meta, expected, where):

@@ -15,6 +15,7 @@ Field roles, declared once (dotted names):
 """
 
 import json
+import math
 
 import ml_collections
 
@@ -62,83 +63,169 @@ def parse_arg(arg, **defaults):
 
 
 def base_config():
-  """The full schema with the default model's values (see configs/default.py)."""
+  """The full schema with the default model's values (see configs/default.py); every
+  field's meaning is in FIELD_DOCS."""
   c = ml_collections.ConfigDict()
   c.seed = 0
 
   c.data = d = ml_collections.ConfigDict()
   d.name = 'fashion_mnist'
-  d.source = 'auto'          # auto | idx | tfds | npz | synthetic
-  d.path = ''                # IDX directory or .npz file
+  d.source = 'auto'
+  d.path = ''
   d.tfds_data_dir = ''
   d.download = True
   d.val_size = 10000
-  d.split_seed = 0           # fixed permutation that carves validation from train
-  d.binarize = 'dynamic'     # none | dynamic | static
-  d.binarize_seed = 0        # static training draw and evaluation draws
-  d.dequantize = False       # uniform dequantization for continuous pixels
-  d.residency = 'auto'       # auto | device | host
+  d.split_seed = 0
+  d.binarize = 'dynamic'
+  d.binarize_seed = 0
+  d.dequantize = False
+  d.residency = 'auto'
   d.max_device_bytes = 2 ** 31
-  d.seed = 0                 # synthetic data
+  d.seed = 0
   d.synthetic_train_size = 4096
   d.synthetic_test_size = 1024
   d.synthetic_shape = (28, 28, 1)
 
   c.model = m = ml_collections.ConfigDict()
-  m.type = 'vae'             # vae | ae (deterministic autoencoder, same modules)
-  m.arch = 'mlp'             # mlp | conv
+  m.type = 'vae'
+  m.arch = 'mlp'
   m.latent_dim = 20
-  m.hidden = (512, 256)      # MLP hidden widths, encoder order; decoder reversed
+  m.hidden = (512, 256)
   m.activation = 'relu'
   m.gated = False
   m.conv_channels = (32, 64)
   m.conv_dense = 256
-  m.conv_upsample = 'subpixel'  # subpixel | transpose (decoder's stride-2 layers)
-  m.likelihood = 'bernoulli'  # bernoulli | gaussian | continuous_bernoulli | discretized_logistic
-  m.gaussian_scale = 'fixed'  # fixed | global | pixel
+  m.conv_upsample = 'subpixel'
+  m.likelihood = 'bernoulli'
+  m.gaussian_scale = 'fixed'
   m.gaussian_fixed_scale = 1.0
   m.clamp_logvar = False
   m.logvar_min = -6.0
   m.logvar_max = 2.0
-  m.compute_dtype = 'float32'  # float32 | bfloat16 (parameters stay float32)
-  m.init_std = 0.0           # > 0: MLP weights drawn from N(0, init_std^2); 0: LeCun normal
+  m.compute_dtype = 'float32'
+  m.init_std = 0.0
 
   c.objective = o = ml_collections.ConfigDict()
   o.beta = 1.0
-  o.warmup_epochs = 0.0      # KL weight ramps 0 -> beta over this many epochs
-  o.free_bits = 0.0          # nats per latent dimension
-  o.num_samples = 1          # k > 1: k importance samples per example
-  o.estimator = 'iwae'       # iwae (log-mean-exp of k weights) | elbo (k-sample average ELBO)
+  o.warmup_epochs = 0.0
+  o.free_bits = 0.0
+  o.num_samples = 1
+  o.estimator = 'iwae'
 
   c.optim = p = ml_collections.ConfigDict()
-  p.name = 'adam'            # adam | adamw | adagrad | sgd
+  p.name = 'adam'
   p.lr = 1e-3
-  p.schedule = 'constant'    # constant | cosine | warmup_cosine | iwae_staircase
+  p.schedule = 'constant'
   p.warmup_epochs = 0.0
   p.b1 = 0.9
   p.b2 = 0.999
   p.eps = 1e-8
-  p.momentum = 0.9           # sgd
+  p.momentum = 0.9
   p.weight_decay = 0.0
-  p.grad_clip = 0.0          # global-norm clip; 0 = off
-  p.ema_decay = 0.0          # 0 = no EMA of parameters
-  p.iwae_stages = 8          # iwae_staircase: stage i lasts 3^i epochs at lr * 10^(-i/7)
+  p.grad_clip = 0.0
+  p.ema_decay = 0.0
+  p.iwae_stages = 8
 
   c.train = t = ml_collections.ConfigDict()
   t.batch_size = 128
   t.num_epochs = 30.0
   t.log_every_steps = 100
-  t.loop = 'auto'            # device (one compiled while loop per chunk) | host | auto (host for conv)
+  t.loop = 'auto'
   t.eval_every_epochs = 5.0
   t.checkpoint_every_epochs = 5.0
   t.keep_checkpoints = 3
-  t.early_stopping_epochs = 0.0  # stop when val ELBO has not improved for this long; 0 = off
+  t.early_stopping_epochs = 0.0
   t.eval_batch_size = 1000
   t.num_image_samples = 64
-  t.eval_iw_samples = 0      # >0: also estimate validation NLL with k samples at eval
-  t.collapse_warn_fraction = 0.1  # warn when fewer than this share of units is active
+  t.eval_iw_samples = 0
+  t.collapse_warn_fraction = 0.1
   t.active_unit_threshold = 0.01
   return c
+
+
+FIELD_DOCS = {
+    'seed': 'root seed: initialization, data order, per-step noise, picture samples',
+    'data.name': 'dataset: fashion_mnist, mnist, kmnist, binarized_mnist, cifar10, any TFDS '
+                 'image set, or synthetic',
+    'data.source': 'where to read it: auto | idx | tfds | npz | synthetic',
+    'data.path': 'an IDX directory or an .npz file (empty: search the usual places)',
+    'data.tfds_data_dir': 'TFDS data directory (empty: TFDS default)',
+    'data.download': 'let TFDS download a dataset it does not have',
+    'data.val_size': 'validation examples carved from train with data.split_seed (0: none)',
+    'data.split_seed': 'seed of the fixed permutation that carves validation from train',
+    'data.binarize': 'pixel protocol: dynamic (fresh Bernoulli draw per step) | static (one '
+                     'fixed draw) | none (intensities k/255)',
+    'data.binarize_seed': 'seed of the static training draw and of the evaluation draws',
+    'data.dequantize': 'continuous pixels: (k + u) / 256 with u ~ U[0, 1)',
+    'data.residency': 'training set on the device (device), streamed from the host (host), or '
+                      'auto by data.max_device_bytes',
+    'data.max_device_bytes': 'largest training set (bytes, uint8) kept on the device in auto',
+    'data.seed': 'seed of the synthetic dataset',
+    'data.synthetic_train_size': 'synthetic training examples',
+    'data.synthetic_test_size': 'synthetic test examples',
+    'data.synthetic_shape': 'synthetic image shape (H, W, C)',
+    'model.type': 'vae, or ae (the deterministic autoencoder built from the same modules)',
+    'model.arch': 'mlp | conv',
+    'model.latent_dim': 'latent dimensions D',
+    'model.hidden': 'MLP hidden widths in encoder order (the decoder mirrors them)',
+    'model.activation': 'relu | tanh | gelu | softplus | elu | swish | leaky_relu',
+    'model.gated': 'gated dense layers (h * sigmoid(g)), as in the VampPrior papers',
+    'model.conv_channels': 'conv widths; each is one stride-2 layer (H, W must divide)',
+    'model.conv_dense': 'width of the dense layer between conv stack and latents',
+    'model.conv_upsample': "decoder's stride-2 layers: subpixel (conv + pixel shuffle) | "
+                           'transpose',
+    'model.likelihood': 'p(x | z): bernoulli | gaussian | continuous_bernoulli | '
+                        'discretized_logistic',
+    'model.gaussian_scale': 'gaussian decoder scale: fixed | global (one learned) | pixel '
+                            '(learned per pixel)',
+    'model.gaussian_fixed_scale': 'the fixed gaussian scale',
+    'model.clamp_logvar': 'clamp the encoder log-variance to [logvar_min, logvar_max]',
+    'model.logvar_min': 'lower clamp of the encoder log-variance',
+    'model.logvar_max': 'upper clamp of the encoder log-variance',
+    'model.compute_dtype': 'float32 | bfloat16 (layers compute in it; parameters, losses and '
+                           'reductions stay float32)',
+    'model.init_std': '> 0: MLP weights from N(0, init_std^2); 0: LeCun normal',
+    'objective.beta': 'KL weight (1: the ELBO)',
+    'objective.warmup_epochs': 'the KL weight ramps linearly 0 -> beta over this many epochs',
+    'objective.free_bits': 'free bits: nats per latent dimension below which the KL is not '
+                           'penalized (batch mean)',
+    'objective.num_samples': 'k importance samples per example (k > 1: the IWAE bound)',
+    'objective.estimator': 'with k > 1: iwae (log-mean-exp of k weights) | elbo (k-sample '
+                           'average ELBO)',
+    'optim.name': 'adam | adamw | adagrad | sgd',
+    'optim.lr': 'learning rate',
+    'optim.schedule': 'constant | cosine | warmup_cosine | iwae_staircase',
+    'optim.warmup_epochs': 'learning-rate warm-up (constant and warmup_cosine)',
+    'optim.b1': 'Adam beta1',
+    'optim.b2': 'Adam beta2',
+    'optim.eps': 'Adam epsilon',
+    'optim.momentum': 'SGD momentum',
+    'optim.weight_decay': 'weight decay (adam: coupled L2; adamw: decoupled)',
+    'optim.grad_clip': 'global-norm gradient clip (0: off)',
+    'optim.ema_decay': 'EMA of the parameters, used for evaluation and vae.load (0: off)',
+    'optim.iwae_stages': 'iwae_staircase: stage i lasts 3^i epochs at lr * 10^(-i/7)',
+    'train.batch_size': 'global batch size (divides over the devices of the data axis)',
+    'train.num_epochs': 'epochs to train (the one field that may change on resume)',
+    'train.log_every_steps': 'steps between train-metric events',
+    'train.loop': 'device (one compiled while loop per chunk) | host (dispatched steps) | '
+                  'auto (host for conv)',
+    'train.eval_every_epochs': 'epochs between evaluations (metrics, images)',
+    'train.checkpoint_every_epochs': 'epochs between checkpoints',
+    'train.keep_checkpoints': 'latest checkpoints kept (besides the best by val ELBO)',
+    'train.early_stopping_epochs': 'stop when val ELBO has not improved for this long (0: off)',
+    'train.eval_batch_size': 'evaluation batch size',
+    'train.num_image_samples': 'prior samples decoded into images at each evaluation',
+    'train.eval_iw_samples': '> 0: also estimate validation log p(x) with k samples at eval',
+    'train.collapse_warn_fraction': 'warn when fewer than this share of latent units is active',
+    'train.active_unit_threshold': 'a unit is active when Var_x E_q[z] exceeds this',
+}
+
+
+def describe(c):
+  """Lines 'field = value  # meaning' for every field of config `c` (the --show_config)."""
+  flat = flatten(config_json(c))
+  width = max(len(f'{k} = {v!r}') for k, v in flat.items())
+  return [f'{f"{k} = {v!r}":<{width}}  # {FIELD_DOCS.get(k, "")}' for k, v in flat.items()]
 
 
 def with_saved_values(saved):
@@ -220,6 +307,36 @@ def check_train(c):
   check(t.keep_checkpoints >= 1, 'train.keep_checkpoints must be >= 1')
   check(t.early_stopping_epochs >= 0, 'train.early_stopping_epochs must be >= 0')
   check(t.num_image_samples >= 1, 'train.num_image_samples must be >= 1')
+
+
+def _kind(value):
+  if isinstance(value, bool):
+    return 'a boolean'
+  if isinstance(value, (int, float)):
+    return 'a number'
+  if isinstance(value, str):
+    return 'a string'
+  if isinstance(value, (list, tuple)):
+    return 'a list'
+  return type(value).__name__
+
+
+def check_numbers(c):
+  """Each field has its schema's kind (numbers in lists too), floats are finite and seeds
+  are non-negative integers."""
+  schema = flatten(config_json(base_config()))
+  for key, value in flatten(config_json(c)).items():
+    if key in schema and schema[key] is not None:
+      want = _kind(schema[key])
+      check(_kind(value) == want, f'{key}={value!r} should be {want} (like {schema[key]!r})')
+      if isinstance(value, list) and schema[key]:
+        inner = _kind(schema[key][0])
+        check(all(_kind(v) == inner for v in value),
+              f'{key}={value!r} should hold {inner.split(" ", 1)[1]}s (like {schema[key]!r})')
+    if isinstance(value, float):
+      check(math.isfinite(value), f'{key}={value} is not a finite number; give a finite value')
+    if key == 'seed' or key.endswith('_seed') or key == 'data.seed':
+      check(isinstance(value, int) and value >= 0, f'{key}={value!r} must be an integer >= 0')
 
 
 def check_vmappable(configs):

@@ -39,6 +39,22 @@ IDX_FILES = {
     'test_labels': 't10k-labels-idx1-ubyte',
 }
 IDX_NAMES = ('mnist', 'fashion_mnist', 'kmnist')  # datasets distributed as IDX files
+CLASS_NAMES = {
+    'fashion_mnist': ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt',
+                      'Sneaker', 'Bag', 'Ankle boot'),
+    'mnist': tuple(str(i) for i in range(10)),
+    'binarized_mnist': tuple(str(i) for i in range(10)),
+    'kmnist': ('o', 'ki', 'su', 'tsu', 'na', 'ha', 'ma', 'ya', 're', 'wo'),
+    'cifar10': ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship',
+                'truck'),
+}
+
+
+def class_names(name, num_classes):
+  """Names of a dataset's classes (its label ids as strings when unknown)."""
+  names = CLASS_NAMES.get(name)
+  return names if names and len(names) >= num_classes else tuple(
+      str(i) for i in range(num_classes))
 SOURCES = ('auto', 'idx', 'tfds', 'npz', 'synthetic')
 BINARIZE = ('none', 'dynamic', 'static')
 
@@ -183,12 +199,21 @@ def load_npz(path):
   path = pathlib.Path(path)
   if not path.is_file():
     raise DataError(f'npz file {path} not found; set data.path to an existing .npz')
-  with np.load(path) as z:
-    missing = [k for k in ('x_train', 'y_train', 'x_test', 'y_test') if k not in z]
-    if missing:
-      raise DataError(f'{path} lacks arrays {missing}; it needs x_train, y_train, x_test, '
-                      f'y_test (has {sorted(z.keys())})')
-    out = {k: np.asarray(z[k]) for k in z.keys()}
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      if not hasattr(z, 'keys'):
+        raise ValueError('a single array, not an archive of named arrays')
+      missing = [k for k in ('x_train', 'y_train', 'x_test', 'y_test') if k not in z]
+      if missing:
+        raise DataError(f'{path} lacks arrays {missing}; it needs x_train, y_train, x_test, '
+                        f'y_test (has {sorted(z.keys())})')
+      out = {k: np.asarray(z[k]) for k in z.keys()}
+  except DataError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  (not a zip, damaged, pickled ...)
+    raise DataError(f'{path} is not a readable .npz archive ({type(e).__name__}: '
+                    f'{str(e).splitlines()[0][:120] if str(e) else ""}); write it with '
+                    'np.savez(x_train=..., y_train=..., x_test=..., y_test=...)') from None
   splits = {}
   for split in ('train', 'test', 'valid'):
     if f'x_{split}' not in out:
@@ -200,7 +225,14 @@ def load_npz(path):
       raise DataError(f'{path}: x_{split} has shape {images.shape}; expected [N, H, W] '
                       'or [N, H, W, C]')
     if images.dtype != np.uint8:
-      if images.min() < 0 or images.max() > 255:
+      if not np.issubdtype(images.dtype, np.number) or images.dtype == np.bool_:
+        raise DataError(f'{path}: x_{split} has dtype {images.dtype}; expected numbers '
+                        '(uint8 0..255 or floats in [0, 1] or [0, 255])')
+      finite = np.isfinite(images)
+      if not finite.all():
+        raise DataError(f'{path}: x_{split} has {int(np.size(finite) - finite.sum())} NaN or '
+                        'infinite pixel values; clean the data before training')
+      if images.size and (images.min() < 0 or images.max() > 255):
         raise DataError(f'{path}: x_{split} values span [{images.min()}, {images.max()}]; '
                         'expected uint8 pixel values 0..255')
       if images.max() <= 1.0:
@@ -311,6 +343,19 @@ def _not_found_message(name, detail=''):
           f'it: {"; ".join(how)}')
 
 
+def check_splits(train, validation, test, name):
+  """Every split has images of one shape; train and test are not empty."""
+  for split, s in (('train', train), ('test', test)):
+    if not len(s):
+      raise DataError(f'dataset {name!r} has an empty {split} split; check the files or '
+                      'data.val_size')
+  shapes = {split: tuple(s.images.shape[1:]) for split, s in
+            (('train', train), ('validation', validation), ('test', test)) if len(s)}
+  if len(set(shapes.values())) > 1:
+    raise DataError(f'dataset {name!r} has images of different shapes across splits '
+                    f'({shapes}); every split needs the same [H, W, C]')
+
+
 def carve_validation(train: Split, val_size: int, seed: int):
   """Splits `val_size` examples off `train` with a fixed permutation."""
   if val_size <= 0:
@@ -341,6 +386,9 @@ def load(data_config) -> Dataset:
   """
   dc = data_config
   name, source = dc.name, dc.source
+  if dc.path and not pathlib.Path(dc.path).expanduser().exists():
+    raise DataError(f'data.path={dc.path!r} does not exist; point it at an IDX directory or an '
+                    '.npz file, or set data.path= (empty) to search the usual places')
   if source not in SOURCES:
     raise DataError(f'unknown data.source {source!r}; choose one of {SOURCES}')
   if name == 'synthetic' and source == 'auto':
@@ -371,6 +419,7 @@ def load(data_config) -> Dataset:
     info['validation'] = f'{dc.val_size} examples carved from train with seed {dc.split_seed}'
   else:
     info['validation'] = 'the source\'s own validation split'
+  check_splits(train, validation, test, name)
   info.update(shape=list(train.images.shape[1:]), num_train=len(train),
               num_validation=len(validation), num_test=len(test))
   logging.info('data: %s', info)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vae import input_pipeline, objectives
+from vae.progress import Progress
 from vae.likelihoods import bits_per_dim
 
 
@@ -297,6 +298,9 @@ def evaluate_model(model, images, num_samples, batch_size=500, chunk_size=100, s
       model.model, {'params': p}, x, k)[1])
   ests, elbo, recon, kl, means, logvars = [], [], [], [], [], []
   t0 = time.time()
+  num_batches = -(-len(images) // batch_size)
+  progress = Progress(num_batches, f'evaluation batch (of {batch_size} examples x '
+                      f'{num_samples} samples)', (batch_size, 'ex'))
   for b, start in enumerate(range(0, len(images), batch_size)):
     kb = jax.random.fold_in(key, b)
     x = model.to_float(images[start:start + batch_size], jax.random.fold_in(kb, 0))
@@ -309,6 +313,8 @@ def evaluate_model(model, images, num_samples, batch_size=500, chunk_size=100, s
     m, lv = model.encode(x)
     means.append(np.asarray(m))
     logvars.append(np.asarray(lv))
+    progress.update(b + 1)
+  progress.close()
   seconds = time.time() - t0
   n = len(images)
   num_dims = int(np.prod(model.image_shape))

@@ -22,7 +22,7 @@ import pathlib
 import jax
 import numpy as np
 
-from vae import evaluation, metrics_io, objectives, plots, sweeps
+from vae import data, evaluation, metrics_io, objectives, plots, sweeps
 
 
 def _pyplot():
@@ -39,8 +39,9 @@ def _figure(plt, nrows=1, ncols=1, size=(7, 7)):
   return plt.subplots(nrows, ncols, figsize=size, squeeze=False)
 
 
-def draw(what, model, images, labels, out, n=15, seed=0):
-  """Draws one figure into `out`; returns what was decoded (for tests)."""
+def draw(what, model, images, labels, out, n=15, seed=0, keep_figure=False):
+  """Draws one figure into `out`; returns what was decoded (and, with `keep_figure`, the
+  open matplotlib Figure, for a caller that inspects or extends it)."""
   plt = _pyplot()
   key = jax.random.key(seed)
   x = model.to_float(images)
@@ -51,21 +52,37 @@ def draw(what, model, images, labels, out, n=15, seed=0):
     basis = None if d <= 2 else evaluation.project_2d(mean)[1]
     z = plots.manifold_latents(d, n, basis)
     decoded = np.asarray(model.decode(z))
-    fig, ax = _figure(plt, size=(9, 9))
+    fig, ax = _figure(plt, size=(9, 9.4))
     plane = 'z1, z2' if d <= 2 else 'the plane of the first two principal axes'
     plots.show_grid(ax[0, 0], decoded, n, f'decoded {n}x{n} grid over prior quantiles '
                     f'Phi^-1(0.05..0.95) in {plane}')
+    # Axis values: the latent coordinate at each cell's centre (z2 grows upwards).
+    h, w = model.image_shape[:2]
+    q = plots.prior_quantile_grid(n)
+    every = max(1, n // 8)
+    ax[0, 0].axis('on')
+    ax[0, 0].set_xticks([1 + j * (w + 1) + w / 2 for j in range(0, n, every)],
+                        [f'{q[j]:.2f}' for j in range(0, n, every)], fontsize=7)
+    ax[0, 0].set_yticks([1 + i * (h + 1) + h / 2 for i in range(0, n, every)],
+                        [f'{q[::-1][i]:.2f}' for i in range(0, n, every)], fontsize=7)
+    ax[0, 0].set_xlabel('z1' if d <= 2 else 'coordinate along PC1 (prior sd units)')
+    ax[0, 0].set_ylabel('z2' if d <= 2 else 'coordinate along PC2 (prior sd units)')
   elif what == 'scatter':
     xy, _ = evaluation.project_2d(mean)
     fig, ax = _figure(plt, size=(8, 7))
-    sc = ax[0, 0].scatter(xy[:, 0], xy[:, 1], c=labels, cmap='tab10', s=4, alpha=0.6)
+    num_classes = int(np.max(labels)) + 1 if len(labels) else 1
+    names = data.class_names(model.config.data.name, num_classes)
+    sc = ax[0, 0].scatter(xy[:, 0], xy[:, 1], c=labels, cmap='tab10', s=4, alpha=0.6,
+                          vmin=-0.5, vmax=num_classes - 0.5)
     for r in (1, 2, 3):
       ax[0, 0].add_patch(plt.Circle((0, 0), r, fill=False, ls='--', color='k', lw=0.8))
     ax[0, 0].set_aspect('equal')
     ax[0, 0].set_xlabel('z1' if d <= 2 else 'PC1')
     ax[0, 0].set_ylabel('z2' if d <= 2 else 'PC2')
     ax[0, 0].set_title('test posterior means over the prior (1-3 sigma)')
-    fig.colorbar(sc, ax=ax[0, 0], label='label')
+    bar = fig.colorbar(sc, ax=ax[0, 0], ticks=range(num_classes))
+    bar.ax.set_yticklabels(names[:num_classes], fontsize=8)
+    bar.set_label('class')
     decoded = xy
   elif what == 'interpolation':
     t = np.linspace(0, 1, 10)
@@ -105,6 +122,8 @@ def draw(what, model, images, labels, out, n=15, seed=0):
   out = pathlib.Path(out)
   out.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(out, dpi=100)
+  if keep_figure:
+    return decoded, fig
   plt.close(fig)
   return decoded
 
@@ -114,7 +133,18 @@ def _series(events, key):
   return np.array(pts, dtype=float).reshape(-1, 2)
 
 
+LINE_STYLES = ('-', '--', ':', '-.', (0, (5, 1, 1, 1)), (0, (1, 3)))
+MARKERS = ('o', 's', '^', 'D', 'v', 'P', 'X', '*')
+
+
 def sweep_curves(root, out):
+  """ELBO curves of a sweep (train and validation/test against examples seen, log axis; a
+  band over seeds) and the rate-distortion picture. One colour per latent size, one line
+  style and marker per beta, named in the legend.
+
+  Returns:
+    (curves path, rate-distortion path, {setting label: (colour, line style, marker)}).
+  """
   plt = _pyplot()
   groups = {}
   for name, overrides, workdir in sweeps.members(root):
@@ -123,14 +153,21 @@ def sweep_curves(root, out):
       continue
     setting = tuple((k.split('.')[-1], v) for k, v in overrides.items() if k != 'seed')
     groups.setdefault(setting, []).append((overrides, events))
-  latents = sorted({dict(s).get('latent_dim') for s in groups}, key=lambda v: (v is None, v))
-  cmap = plt.get_cmap('viridis')
-  colour = {d: cmap(i / max(1, len(latents) - 1)) for i, d in enumerate(latents)}
-  fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+  order = lambda v: (v is None, v if not isinstance(v, str) else 0, str(v))
+  latents = sorted({dict(s).get('latent_dim') for s in groups}, key=order)
+  betas = sorted({dict(s).get('beta') for s in groups}, key=order)
+  palette = plt.get_cmap('tab10').colors  # dark enough on white; no yellow
+  colour = {d: palette[i % len(palette)] for i, d in enumerate(latents)}
+  dash = {b: LINE_STYLES[i % len(LINE_STYLES)] for i, b in enumerate(betas)}
+  marker = {b: MARKERS[i % len(MARKERS)] for i, b in enumerate(betas)}
+  styles = {}
+  fig, axes = plt.subplots(1, 2, figsize=(14, 5.5), sharey=True)
   for setting, runs in sorted(groups.items(), key=lambda kv: str(kv[0])):
     label = ', '.join(f'{k}={v}' for k, v in setting) or 'run'
-    c = colour[dict(setting).get('latent_dim')]
-    for ax, key in ((axes[0], 'train/elbo'), (axes[1], 'test/elbo')):
+    s = dict(setting)
+    c, ls, mk = colour[s.get('latent_dim')], dash[s.get('beta')], marker[s.get('beta')]
+    styles[label] = (c, ls, mk)
+    for ax, key in ((axes[0], 'train/elbo'), (axes[1], 'val/elbo'), (axes[1], 'test/elbo')):
       curves = [_series(ev, key) for _, ev in runs]
       curves = [cv for cv in curves if len(cv)]
       if not curves:
@@ -138,19 +175,23 @@ def sweep_curves(root, out):
       n = min(len(cv) for cv in curves)
       xs = curves[0][:n, 0]
       ys = np.stack([cv[:n, 1] for cv in curves])
-      ax.plot(xs, ys.mean(0), color=c, label=f'{label} ({len(curves)} seed'
-              f'{"s" if len(curves) > 1 else ""})', lw=1.4,
-              ls='-' if dict(setting).get('beta', 1.0) in (1, 1.0) else '--')
+      is_val = key == 'val/elbo'
+      ax.plot(xs, ys.mean(0), color=c, ls=ls, marker=mk, markersize=4 if is_val else 6,
+              markevery=max(1, len(xs) // 12) if not key.startswith('test') else 1,
+              alpha=0.45 if is_val else 1.0, lw=1.4,
+              label=None if is_val else f'{label} ({len(curves)} seed'
+              f'{"s" if len(curves) > 1 else ""})')
       if len(curves) > 1:
         ax.fill_between(xs, ys.min(0), ys.max(0), color=c, alpha=0.2, lw=0)
   for ax, title in ((axes[0], 'train (mean over the steps since the last event)'),
-                    (axes[1], 'test (fixed binarization)')):
+                    (axes[1], 'test (markers, fixed binarization); validation (faint)')):
     ax.set_xscale('log')
     ax.set_xlabel('training examples seen')
     ax.set_title(title)
     ax.grid(alpha=0.3, which='both')
   axes[0].set_ylabel('ELBO, lower bound on log p(x) (nats per example)')
-  axes[1].legend(fontsize=7, loc='lower right')
+  axes[1].legend(fontsize=7, loc='lower right', title='colour: latent_dim, style: beta',
+                 title_fontsize=7)
   fig.tight_layout()
   out = pathlib.Path(out)
   out.parent.mkdir(parents=True, exist_ok=True)
@@ -166,7 +207,7 @@ def sweep_curves(root, out):
       if ev:
         by_latent.setdefault(s.get('latent_dim'), []).append(
             (s.get('beta', 1.0), ev[-1]['test/kl'], -ev[-1]['test/recon']))
-  for d, pts in sorted(by_latent.items(), key=lambda kv: (kv[0] is None, kv[0])):
+  for d, pts in sorted(by_latent.items(), key=lambda kv: order(kv[0])):
     pts.sort()
     rate, dist = [p[1] for p in pts], [p[2] for p in pts]
     ax.plot(rate, dist, 'o-', color=colour[d], label=f'latent_dim={d}')
@@ -181,7 +222,7 @@ def sweep_curves(root, out):
   rd = out.with_name(out.stem + '_rate_distortion' + out.suffix)
   fig.savefig(rd, dpi=110)
   plt.close(fig)
-  return out, rd
+  return out, rd, styles
 
 
 def ae_vs_vae(panels, out):
@@ -235,7 +276,8 @@ def gradient_variance(results, out, title):
   axes[0].set_yscale('log')
   axes[0].set_ylabel('total variance of the estimate (sum over encoder parameters)')
   axes[1].set_ylabel('cosine similarity to the many-sample reference')
-  axes[1].set_ylim(-0.05, 1.05)
+  lowest = min(r['cosine'] for rows in results['estimators'].values() for r in rows)
+  axes[1].set_ylim(min(-0.05, lowest - 0.05), 1.05)  # every point inside the axes
   for ax in axes:
     ax.set_xscale('log')
     ax.set_xlabel('samples per example (S)')

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from vae import objectives
+from vae.progress import Progress
 
 ESTIMATORS = ('pathwise', 'score', 'score_loo', 'sampled')
 
@@ -112,15 +113,20 @@ def study(model, params, x, sample_counts, repeats, reference_samples, seed=0):
   reference = flatten(jax.jit(lambda k: encoder_gradient(
       model, params, x, k, reference_samples, 'pathwise'))(jax.random.fold_in(key, 0)))
   results = {'reference_norm': float(jnp.linalg.norm(reference)), 'estimators': {}}
+  cells = [(est, s) for est in ('pathwise', 'score', 'score_loo') for s in sample_counts
+           if not (est == 'score_loo' and s < 2)]
+  progress = Progress(len(cells), 'gradient study (estimator x S)', min_interval_s=0.0)
   for est in ('pathwise', 'score', 'score_loo'):
     rows = []
     for s in sample_counts:
-      if est == 'score_loo' and s < 2:
+      if (est, s) not in cells:
         continue
       stats = estimator_statistics(model, params, x, jax.random.fold_in(key, s), s, est,
                                       repeats, reference)
       rows.append({'samples': s, **stats})
+      progress.update(cells.index((est, s)) + 1, estimator=est, S=s)
     results['estimators'][est] = rows
+  progress.close()
   sampled = encoder_gradient(model, params, x, jax.random.fold_in(key, 7), 10, 'sampled')
   results['sampled_without_reparameterization_grad_norm'] = float(
       jnp.linalg.norm(flatten(sampled)))

@@ -19,9 +19,9 @@ numbers as an uninterrupted one.
 
 import contextlib
 import dataclasses
+import json
 import logging
 import math
-import sys
 import time
 
 import jax
@@ -30,7 +30,8 @@ import ml_collections
 import numpy as np
 
 from vae import checkpointing, config_lib, data as data_lib, evaluation, input_pipeline
-from vae import members as members_lib, metrics_io, optim, plots, run_dir, sharding, validation
+from vae import members as members_lib, metrics_io, optim, plots, progress as progress_lib
+from vae import run_dir, sharding, validation
 from vae.step import NonFiniteError
 
 log = logging.getLogger('vae')
@@ -70,32 +71,6 @@ class Schedule:
 
   def is_checkpoint(self, step):
     return step % self.checkpoint_every == 0 or step == self.total_steps
-
-
-class Progress:
-  """A one-line progress bar on a terminal; plain log lines otherwise."""
-
-  def __init__(self, total_steps, batch_size, start_step, what='step'):
-    self.total, self.batch, self.what = total_steps, batch_size, what
-    self.t0, self.s0 = time.time(), start_step
-    self.tty = sys.stderr.isatty()
-
-  def update(self, step, metrics):
-    dt = max(time.time() - self.t0, 1e-9)
-    rate = (step - self.s0) / dt
-    eta = (self.total - step) / rate if rate > 0 else float('nan')
-    line = (f'{self.what} {step}/{self.total} | {rate:.1f} steps/s {rate * self.batch:.0f} ex/s'
-            f' | ETA {eta:.0f}s | loss {metrics.get("train/loss", float("nan")):.2f} '
-            f'elbo {metrics.get("train/elbo", float("nan")):.2f}')
-    if self.tty:
-      sys.stderr.write('\r' + line + ' ' * 4)
-      sys.stderr.flush()
-    else:
-      log.info(line)
-
-  def close(self):
-    if self.tty:
-      sys.stderr.write('\n')
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
@@ -176,6 +151,15 @@ def _train(configs, workdirs, group_dir, chief, t_start, preempt):
     config_lib.check(base.train[name] % n_data == 0,
                      f'train.{name}={base.train[name]} does not divide over the {n_data} '
                      f'devices of the data axis; use a multiple of {n_data}')
+  sched = Schedule.from_config(base, num_train)
+  for w in workdirs:
+    saved = checkpointing.CheckpointReader(w / 'checkpoints').steps()
+    config_lib.check(not saved or saved[-1] <= sched.total_steps,
+                     f'train.num_epochs={base.train.num_epochs} ends at step {sched.total_steps}, '
+                     f'but {w} holds a checkpoint at step {saved[-1] if saved else 0}; give at '
+                     'least the epochs already trained, or use a new --workdir')
+  records = [run_dir.RunRecord(w, dataset.info.get('files', ()), enabled=chief and not d)
+             for w, d in zip(workdirs, done)]
   if chief:
     for w, cj in zip(workdirs, cfg_jsons):
       metrics_io.write_json(w / 'config.json', cj)
@@ -184,7 +168,6 @@ def _train(configs, workdirs, group_dir, chief, t_start, preempt):
       metrics_io.write_json(group_dir / run_dir.GROUP_FILE, cfg_jsons)
       metrics_io.write_json(group_dir / 'mesh.json', dict(mesh.shape))
 
-  sched = Schedule.from_config(base, num_train)
   train_mode, eval_mode = input_pipeline.conversion_modes(base.data)
   train_images, val_images, test_images = input_pipeline.prepare_host_splits(dataset, base.data)
   streamed = (base.data.residency == 'host' or (
@@ -215,6 +198,8 @@ def _train(configs, workdirs, group_dir, chief, t_start, preempt):
       group.set_active(m, False)
   writers = [metrics_io.MetricsWriter(w, resume_step, enabled=chief and not stopped[m])
              for m, w in enumerate(workdirs)]
+  for writer, cj in zip(writers, cfg_jsons):
+    writer.text('config', '```\n' + json.dumps(cj, indent=2) + '\n```')
   # Early stopping state is recomputed from the events kept for the resumed run.
   best = [max(((e['val/elbo'], e['step']) for e in metrics_io.read_metrics(
       w / 'metrics.jsonl') if 'val/elbo' in e and resume_step is not None
@@ -240,8 +225,9 @@ def _train(configs, workdirs, group_dir, chief, t_start, preempt):
   num_dims = int(np.prod(image_shape))
 
   step = resume_step or 0
-  progress = Progress(sched.total_steps, base.train.batch_size, step,
-                      'step' if size == 1 else f'group of {size}: step')
+  progress = progress_lib.Progress(
+      sched.total_steps, 'step' if size == 1 else f'group of {size}: step',
+      (base.train.batch_size * size, 'ex'), step, min_interval_s=0.0)
   last = [{} for _ in range(size)]
   status = ['early_stopped' if s else 'finished' for s in stopped]
   first_chunk_logged = False
@@ -278,7 +264,8 @@ def _train(configs, workdirs, group_dir, chief, t_start, preempt):
         tm = {f'train/{k}': float(v) for k, v in group.pick(means, m).items()}
         writers[m].write('train', step, epoch, examples, tm)
         last[m].update(tm)
-      progress.update(step, last[training[0]])
+      progress.update(step, loss=last[training[0]].get('train/loss', float('nan')),
+                      elbo=last[training[0]].get('train/elbo', float('nan')))
       val_elbo = [None] * size
       stopping = set()
       if sched.is_eval(step):
@@ -297,7 +284,7 @@ def _train(configs, workdirs, group_dir, chief, t_start, preempt):
           if patience_steps and step - best[m][1] >= patience_steps:
             stopping.add(m)
           _warn_collapse(em, configs[m], workdirs[m] if size > 1 else None)
-          _write_images(workdirs[m], step, group.member_params(state, m), group.image_fns(m),
+          _write_images(writers[m], step, group.member_params(state, m), group.image_fns(m),
                         recon_inputs[m], prior_z[m], chief)
       preempted = preempt.agreed()
       for m in training:
@@ -308,6 +295,7 @@ def _train(configs, workdirs, group_dir, chief, t_start, preempt):
                  f'{workdirs[m]} ' if size > 1 else '', step, best[m][1], best[m][0])
         stopped[m], status[m] = True, 'early_stopped'
         group.set_active(m, False)
+        writers[m].hparams(_hparams(cfg_jsons[m]), last[m])
         writers[m].close()
         if chief:
           run_dir.write_done(workdirs[m], step, 'early_stopped', configs[m].train.num_epochs)
@@ -319,6 +307,9 @@ def _train(configs, workdirs, group_dir, chief, t_start, preempt):
         log.warning('%s received: checkpoint saved at step %d; rerun the same command to '
                     'resume', preempted, step)
         break
+    for m in range(size):
+      if not stopped[m]:
+        writers[m].hparams(_hparams(cfg_jsons[m]), last[m])
   finally:
     progress.close()
     for w in writers:
@@ -332,7 +323,14 @@ def _train(configs, workdirs, group_dir, chief, t_start, preempt):
       if status[m] == 'finished' and chief:
         run_dir.write_done(workdirs[m], step, 'finished', configs[m].train.num_epochs)
     last[m]['status'] = status[m]
+    records[m].finish(status[m], resume_step or 0, last[m]['step'])
   return last
+
+
+def _hparams(config_json):
+  """The scalar fields of a run's config, for TensorBoard's HParams view."""
+  return {k: v for k, v in config_lib.flatten(config_json).items()
+          if isinstance(v, (bool, int, float, str))}
 
 
 def _warn_collapse(metrics, config, where=None):
@@ -346,8 +344,9 @@ def _warn_collapse(metrics, config, where=None):
                 config.train.active_unit_threshold)
 
 
-def _write_images(workdir, step, params, fns, inputs, prior_z, write):
-  """Reconstructions (means, not logits) of fixed test images and fixed prior samples.
+def _write_images(writer, step, params, fns, inputs, prior_z, write):
+  """Reconstructions (means, not logits) of fixed test images and fixed prior samples, as
+  PNG files in images/ and in TensorBoard.
 
   Every process runs the (collective) decoding; only the chief (`write`) saves files.
   """
@@ -356,6 +355,11 @@ def _write_images(workdir, step, params, fns, inputs, prior_z, write):
   samples = decode_fn(params, prior_z)
   if not write:
     return
-  plots.save_grid(plots.interleave(jax.device_get(inputs), jax.device_get(recon)),
-                  workdir / 'images' / f'reconstructions_{step:08d}.png')
-  plots.save_grid(jax.device_get(samples), workdir / 'images' / f'samples_{step:08d}.png')
+  images = writer.path.parent / 'images'
+  grids = {'reconstructions': plots.interleave(jax.device_get(inputs), jax.device_get(recon)),
+           'samples': jax.device_get(samples)}
+  titles = {'reconstructions': f'step {step}: test images (odd rows) and reconstructions',
+            'samples': f'step {step}: decoded means of fixed prior samples'}
+  for name, grid in grids.items():
+    plots.save_grid(grid, images / f'{name}_{step:08d}.png', title=titles[name])
+    writer.image(f'images/{name}', np.clip(plots.tile(grid), 0.0, 1.0), step)

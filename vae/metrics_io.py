@@ -6,14 +6,19 @@ seconds), `elapsed_s` (seconds since this process started training) and named
 metrics ('train/loss', 'val/elbo', 'test/elbo', ...). Every line is flushed
 and fsynced when written. On resume from the checkpoint at step S, lines with
 step > S (written after that checkpoint by a run that then died) are dropped
-first, so the file never holds a duplicate or a missing event.
+first, so the file never holds a duplicate or a missing event. A line that is
+not a well-formed event (damaged by hand or by a disk) is moved to
+metrics.jsonl.malformed-<time> with a warning; the events around it are kept.
 """
 
 import json
+import logging
 import math
 import os
 import pathlib
 import time
+
+log = logging.getLogger('vae')
 
 
 def _atomic_write(path, text):
@@ -26,22 +31,34 @@ def _atomic_write(path, text):
   os.replace(tmp, path)
 
 
-def read_metrics(path):
-  """All complete events of a metrics.jsonl (a torn last line is ignored)."""
-  events = []
+def _parse(path):
+  """(events, malformed lines) of a metrics.jsonl. A last line without its newline was torn
+  by a kill while being written: it is neither an event nor malformed."""
+  events, bad = [], []
   path = pathlib.Path(path)
   if not path.exists():
-    return events
-  with open(path) as f:
-    for line in f:
-      line = line.strip()
-      if not line:
-        continue
-      try:
-        events.append(json.loads(line))
-      except json.JSONDecodeError:
-        break  # a line torn by a kill: it and anything after it is not trusted
-  return events
+    return events, bad
+  lines = path.read_bytes().decode('utf-8', errors='replace').split('\n')
+  torn = lines.pop()  # '' when the file ends with a newline
+  for line in lines:
+    if not line.strip():
+      continue
+    try:
+      event = json.loads(line)
+    except json.JSONDecodeError:
+      bad.append(line)
+      continue
+    if isinstance(event, dict) and isinstance(event.get('step'), int):
+      events.append(event)
+    else:
+      bad.append(line)
+  del torn
+  return events, bad
+
+
+def read_metrics(path):
+  """Every well-formed event of a metrics.jsonl, in order (malformed lines are skipped)."""
+  return _parse(path)[0]
 
 
 def _jsonable(v):
@@ -60,8 +77,13 @@ class MetricsWriter:
     self._tb = None
     if not enabled:
       return
-    kept = [e for e in read_metrics(self.path)
-            if resume_step is not None and e.get('step', 0) <= resume_step]
+    events, bad = _parse(self.path)
+    if bad:  # never dropped silently: kept beside the file for inspection
+      side = self.path.with_name(f'{self.path.name}.malformed-{int(time.time())}')
+      _atomic_write(side, ''.join(line + '\n' for line in bad))
+      log.warning('%d malformed line(s) in %s moved to %s; every well-formed event is kept',
+                  len(bad), self.path, side.name)
+    kept = [e for e in events if resume_step is not None and e['step'] <= resume_step]
     _atomic_write(self.path, ''.join(json.dumps(e) + '\n' for e in kept))
     self._file = open(self.path, 'a')
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
@@ -81,6 +103,30 @@ class MetricsWriter:
     for k, v in metrics.items():
       if isinstance(v, (int, float)) and math.isfinite(v):
         self._tb.add_scalar(k, v, int(step))
+    self._tb.flush()
+
+  def text(self, tag, text, step=0):
+    """A text panel in TensorBoard (the config of the run)."""
+    if self.enabled:
+      self._tb.add_text(tag, text, int(step))
+      self._tb.flush()
+
+  def image(self, tag, image_hwc, step):
+    """An image [H, W, C] in [0, 1] in TensorBoard (reconstructions and samples)."""
+    if self.enabled:
+      self._tb.add_image(tag, image_hwc, int(step), dataformats='HWC')
+      self._tb.flush()
+
+  def hparams(self, hparams, metrics):
+    """The run's hyperparameters with its final metrics (TensorBoard's HParams view), so a
+    sweep's members can be compared side by side."""
+    if not self.enabled:
+      return
+    clean = lambda v: v if isinstance(v, (bool, int, float, str)) else str(v)
+    self._tb.add_hparams({k: clean(v) for k, v in hparams.items()},
+                         {k: float(v) for k, v in metrics.items()
+                          if isinstance(v, (int, float)) and math.isfinite(v)},
+                         name='hparams')
     self._tb.flush()
 
   def close(self):

@@ -19,18 +19,28 @@ def tile(images, ncols=8, pad=1):
   return out
 
 
-def save_grid(images, path, ncols=8):
-  """Writes images [N, H, W, C] in [0, 1] as one PNG grid."""
+def save_grid(images, path, ncols=8, title=None, scale=3):
+  """Writes images [N, H, W, C] in [0, 1] as one PNG grid, each pixel `scale` x `scale`
+  screen pixels (a 28x28 image is 84 pixels wide), with `title` above it."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   grid = np.clip(tile(images, ncols), 0.0, 1.0)
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
+  dpi, top = 100, 0.35 if title else 0.0
+  height, width = grid.shape[0] * scale / dpi, grid.shape[1] * scale / dpi
+  fig = plt.figure(figsize=(width, height + top), dpi=dpi)
+  ax = fig.add_axes((0, 0, 1, height / (height + top)))
   if grid.shape[-1] == 1:
-    plt.imsave(path, grid[..., 0], cmap='gray', vmin=0.0, vmax=1.0)
+    ax.imshow(grid[..., 0], cmap='gray', vmin=0.0, vmax=1.0, interpolation='nearest')
   else:
-    plt.imsave(path, grid)
+    ax.imshow(grid, interpolation='nearest')
+  ax.axis('off')
+  if title:
+    fig.text(0.5, 1 - 0.5 * top / (height + top), title, ha='center', va='center', fontsize=9)
+  fig.savefig(path, dpi=dpi)
+  plt.close(fig)
   return path
 
 

@@ -10,10 +10,17 @@ processes agree on at a boundary. `write_done` records a run that ended
 """
 
 import fcntl
+import hashlib
+import importlib.metadata
 import json
 import os
 import pathlib
+import platform
 import signal
+import socket
+import subprocess
+import sys
+import time
 
 import jax
 import numpy as np
@@ -29,7 +36,11 @@ class WorkdirLock:
 
   def __init__(self, workdir):
     self.path = pathlib.Path(workdir) / '.lock'
-    self._f = open(self.path, 'a+')
+    try:
+      self._f = open(self.path, 'a+')
+    except OSError as e:
+      raise config_lib.ConfigError(f'cannot open the lock file {self.path} ({e.strerror}); it '
+                                   'must be a plain file: remove it and rerun') from None
     try:
       fcntl.flock(self._f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -51,7 +62,13 @@ class WorkdirLock:
 
 def prepare_workdir(workdir):
   """Creates the workdir, or fails with one line if it cannot be written."""
+  if not str(workdir).strip():
+    raise config_lib.ConfigError('the workdir is empty; give the directory of the run')
   workdir = pathlib.Path(workdir)
+  for sub_dir in ('checkpoints', 'images', 'tensorboard'):
+    if (workdir / sub_dir).exists() and not (workdir / sub_dir).is_dir():
+      raise config_lib.ConfigError(f'{workdir / sub_dir} is a file, where the run keeps a '
+                                   'directory; move it away or use another --workdir')
   try:
     workdir.mkdir(parents=True, exist_ok=True)
     probe = workdir / f'.write_test.{jax.process_index()}'
@@ -78,7 +95,20 @@ def check_workdir_config(workdir, current):
   """`check_resume_config` against WORKDIR/config.json, when the workdir has one."""
   path = pathlib.Path(workdir) / 'config.json'
   if path.exists():
-    check_resume_config(json.loads(path.read_text()), current, workdir)
+    check_resume_config(read_json(path), current, workdir)
+
+
+def read_json(path):
+  """A JSON file of a workdir (a dict), or ConfigError naming it when it is damaged."""
+  try:
+    value = json.loads(pathlib.Path(path).read_text())
+  except (OSError, ValueError) as e:
+    raise config_lib.ConfigError(f'{path} is damaged ({type(e).__name__}); restore it, or '
+                                 'remove the workdir to start over') from None
+  if not isinstance(value, (dict, list)):
+    raise config_lib.ConfigError(f'{path} is damaged (not a JSON object); restore it, or '
+                                 'remove the workdir to start over')
+  return value
 
 
 def check_group_config(group_dir, member_configs):
@@ -86,7 +116,7 @@ def check_group_config(group_dir, member_configs):
   path = pathlib.Path(group_dir) / GROUP_FILE
   if not path.exists():
     return
-  saved = json.loads(path.read_text())
+  saved = read_json(path)
   if len(saved) != len(member_configs):
     raise config_lib.ConfigError(f'{group_dir} holds a group of {len(saved)} members, not '
                                  f'{len(member_configs)}; use a new sweep root')
@@ -103,7 +133,7 @@ def write_done(workdir, step, status, num_epochs):
 def read_done(workdir):
   """The done record of a workdir (dict), or None when the run has not ended."""
   path = pathlib.Path(workdir) / DONE_FILE
-  return json.loads(path.read_text()) if path.exists() else None
+  return read_json(path) if path.exists() else None
 
 
 def is_done(workdir, num_epochs):
@@ -143,3 +173,81 @@ class Preemption:
   def restore(self):
     for sig, handler in self._old.items():
       signal.signal(sig, handler)
+
+
+RUN_FILE = 'run.json'
+
+
+def _git(*args):
+  root = pathlib.Path(__file__).resolve().parents[1]
+  try:
+    out = subprocess.run(['git', '-C', str(root), *args], capture_output=True, text=True,
+                         timeout=10)
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _file_sha256(path):
+  h = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for block in iter(lambda: f.read(1 << 20), b''):
+      h.update(block)
+  return h.hexdigest()
+
+
+def environment(data_files=()):
+  """What a result depends on besides the config: code, packages, machine, data files."""
+  versions = {}
+  for name in ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy'):
+    try:
+      versions[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      versions[name] = None
+  devices = {}
+  for d in jax.devices():
+    devices[d.device_kind] = devices.get(d.device_kind, 0) + 1
+  cpu = None
+  if os.path.exists('/proc/cpuinfo'):
+    with open('/proc/cpuinfo') as f:
+      cpu = next((line.split(':', 1)[1].strip() for line in f
+                  if line.startswith('model name')), None)
+  status = _git('status', '--porcelain', '--untracked-files=no')
+  return {'commit': _git('rev-parse', 'HEAD'), 'dirty': bool(status) if status is not None
+          else None, 'command': [sys.executable] + sys.argv, 'python': platform.python_version(),
+          'versions': versions, 'devices': devices, 'processes': jax.process_count(),
+          'cpu': cpu or platform.processor(), 'host': socket.gethostname(),
+          'xla_flags': os.environ.get('XLA_FLAGS', ''),
+          'data_files': {str(p): _file_sha256(p) for p in data_files if os.path.isfile(p)}}
+
+
+class RunRecord:
+  """WORKDIR/run.json: one entry per invocation (environment, start and end times, steps
+  trained, how it ended), so a resumed run keeps the history of every session and the
+  time spent training excludes the gaps between them (`training_seconds`)."""
+
+  def __init__(self, workdir, data_files=(), enabled=True):
+    self.path = pathlib.Path(workdir) / RUN_FILE
+    self.enabled = enabled
+    if not enabled:
+      return
+    self.data = read_json(self.path) if self.path.exists() else {'sessions': []}
+    self.session = dict(environment(data_files), start=time.time(), end=None, status='running',
+                        start_step=None, end_step=None)
+    self.data['sessions'].append(self.session)
+    metrics_io.write_json(self.path, self.data)
+
+  def finish(self, status, start_step, end_step):
+    if not self.enabled:
+      return
+    self.session.update(end=time.time(), status=status, start_step=start_step,
+                        end_step=end_step)
+    metrics_io.write_json(self.path, self.data)
+
+
+def training_seconds(workdir):
+  """Seconds spent in the sessions of a run (not the idle time between them)."""
+  path = pathlib.Path(workdir) / RUN_FILE
+  if not path.exists():
+    return None
+  return sum((s['end'] or s['start']) - s['start'] for s in read_json(path)['sessions'])

@@ -1,10 +1,13 @@
 """Sweep summaries: one row per member, then mean +- std over seeds.
 
-Writes ROOT/summary.csv and ROOT/summary.md: each member's overrides, final and
-best test ELBO (nats per example, from its metrics.jsonl), test KL and
-reconstruction, active units, the importance-weighted NLL where
-scripts/evaluate.py wrote eval.json, steps and wall time; then mean +- std over
-seeds for members that differ only in seed.
+Writes ROOT/summary.csv and ROOT/summary.md: each member's overrides; the test
+figures at its best validation ELBO (the checkpoint `vae.load(member, 'best')`
+returns: test ELBO, KL, reconstruction, active units, nats per example) and
+its final test ELBO, from its metrics.jsonl; the importance-weighted test
+log-likelihood where `scripts/evaluate.py` (or `--sweep`) wrote eval.json;
+steps and the seconds spent training (sessions only, not the gaps between an
+interrupted run and its resumption); then mean +- sample standard deviation
+over the seeds of members that differ only in seed (n = 1: no spread).
 """
 
 import csv
@@ -12,11 +15,12 @@ import json
 import math
 import pathlib
 
-from vae import metrics_io, sweeps
+from vae import cli, evaluation, metrics_io, run_dir, sweeps, trained
+from vae.progress import Progress
 
 
-COLUMNS = ('final_test_elbo', 'best_test_elbo', 'final_test_kl', 'final_test_recon',
-           'final_test_active_units', 'test_nll', 'steps', 'wall_time_s')
+COLUMNS = ('best_val_step', 'test_elbo', 'test_kl', 'test_recon', 'test_active_units',
+           'final_test_elbo', 'test_log_likelihood', 'iw_samples', 'steps', 'wall_time_s')
 
 
 def member_row(name, overrides, workdir):
@@ -24,15 +28,21 @@ def member_row(name, overrides, workdir):
   evals = [e for e in events if 'test/elbo' in e]
   row = {'name': name, **{k.split('.')[-1]: v for k, v in overrides.items()}}
   if evals:
-    row.update(final_test_elbo=evals[-1]['test/elbo'],
-               best_test_elbo=max(e['test/elbo'] for e in evals),
-               final_test_kl=evals[-1]['test/kl'], final_test_recon=evals[-1]['test/recon'],
-               final_test_active_units=evals[-1].get('test/active_units'))
+    # Chosen by validation, reported on test (never the maximum over test events).
+    best = max(evals, key=lambda e: e.get('val/elbo', e['test/elbo']))
+    row.update(best_val_step=best['step'], test_elbo=best['test/elbo'],
+               test_kl=best['test/kl'], test_recon=best['test/recon'],
+               test_active_units=best.get('test/active_units'),
+               final_test_elbo=evals[-1]['test/elbo'])
   if events:
     row['steps'] = events[-1]['step']
-    row['wall_time_s'] = events[-1]['wall_time'] - events[0]['wall_time'] + events[0]['elapsed_s']
+    seconds = run_dir.training_seconds(workdir)  # sessions only, not the gaps between them
+    row['wall_time_s'] = seconds if seconds is not None else (
+        events[-1]['wall_time'] - events[0]['wall_time'] + events[0]['elapsed_s'])
   if (workdir / 'eval.json').exists():
-    row['test_nll'] = json.loads((workdir / 'eval.json').read_text()).get('nll')
+    result = json.loads((workdir / 'eval.json').read_text())
+    row['test_log_likelihood'] = result.get('log_likelihood')
+    row['iw_samples'] = result.get('num_samples')
   return row
 
 
@@ -60,21 +70,67 @@ def summarize(root):
   lines += ['| ' + ' | '.join(_fmt(r.get(k)) for k in keys) + ' |' for r in rows]
   lines += ['', '## Mean +- std over seeds', '']
   gkeys = [k for k in keys if k not in COLUMNS and k not in ('name', 'seed')]
-  lines.append('| ' + ' | '.join(gkeys + ['seeds', 'final_test_elbo', 'final_test_kl',
-                                          'test_nll']) + ' |')
+  lines.append('| ' + ' | '.join(gkeys + ['seeds', 'test_elbo', 'test_kl',
+                                          'test_log_likelihood']) + ' |')
   lines.append('|' + '---|' * (len(gkeys) + 4))
   for key, rs in groups.items():
     d = dict(key)
     cells = [_fmt(d.get(k)) for k in gkeys] + [str(len(rs))]
-    for col in ('final_test_elbo', 'final_test_kl', 'test_nll'):
+    for col in ('test_elbo', 'test_kl', 'test_log_likelihood'):
       vals = [r[col] for r in rs if r.get(col) is not None]
-      if vals:
+      if len(vals) > 1:
         mean = sum(vals) / len(vals)
-        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
-        cells.append(f'{mean:.3f} +- {std:.3f}')
+        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+        cells.append(f'{mean:.3f} +- {std:.3f} (n = {len(vals)})')
+      elif vals:
+        cells.append(f'{vals[0]:.3f} (n = 1)')
       else:
         cells.append('')
     lines.append('| ' + ' | '.join(cells) + ' |')
   text = f'# Sweep summary: {root}\n\nnats per example; ELBO is a lower bound on log p(x).\n\n'
   (root / 'summary.md').write_text(text + '\n'.join(lines) + '\n')
   return rows
+
+
+def evaluate_workdir(workdir, checkpoint='best', split='test', num_samples=5000, batch_size=500,
+                     chunk_size=100, max_examples=0, seed=0, out=None):
+  """scripts/evaluate.py on one workdir: writes and returns the report (see
+  `evaluation.evaluate_model`); `out` defaults to WORKDIR/eval.json and is checked to be
+  writable before the evaluation starts, so a long result is never computed and lost."""
+  workdir = pathlib.Path(workdir)
+  out = pathlib.Path(out or workdir / 'eval.json')
+  model = trained.load(workdir, checkpoint)
+  cli.check_writable(out)
+  images, _ = model.load_split(split)
+  if max_examples:
+    images = images[:max_examples]
+  result = evaluation.evaluate_model(model, images, num_samples, batch_size, chunk_size, seed)
+  result.update(workdir=str(workdir), checkpoint=str(checkpoint), checkpoint_step=model.step,
+                split=split, data=model.data_info, seed=seed)
+  metrics_io.write_json(out, result)
+  return result, out
+
+
+def evaluate_sweep(root, num_samples=5000, checkpoint='best', **kwargs):
+  """Evaluates every finished member of a sweep into its eval.json (skipping members whose
+  eval.json already holds this evaluation: rerunning resumes), with progress.
+
+  Returns:
+    {member name: result}, for the members evaluated or already evaluated.
+  """
+  todo = [(n, w) for n, _, w in sweeps.members(root) if run_dir.read_done(w) is not None]
+  progress = Progress(len(todo), 'sweep member evaluated', min_interval_s=0.0)
+  results = {}
+  for i, (name, workdir) in enumerate(todo):
+    path = workdir / 'eval.json'
+    if path.exists():
+      old = json.loads(path.read_text())
+      if (old.get('num_samples'), old.get('checkpoint'), old.get('seed')) == (
+          num_samples, str(checkpoint), kwargs.get('seed', 0)):
+        results[name] = old
+        progress.update(i + 1, last=f'{name} (done before)')
+        continue
+    results[name] = evaluate_workdir(workdir, checkpoint, num_samples=num_samples, **kwargs)[0]
+    progress.update(i + 1, last=name)
+  progress.close()
+  return results

@@ -32,7 +32,7 @@ import time
 
 import ml_collections
 
-from vae import config_lib, loop, metrics_io, run_dir, validation
+from vae import config_lib, loop, metrics_io, progress as progress_lib, run_dir, validation
 
 log = logging.getLogger('vae')
 TRAIN_PY = pathlib.Path(__file__).resolve().parents[1] / 'train.py'
@@ -114,14 +114,21 @@ def members(root):
 class SweepRecord:
   """ROOT/sweep.json: the members, their overrides, directories and statuses."""
 
-  def __init__(self, root, config_arg, overrides):
+  def __init__(self, root, config_arg, overrides, config_overrides=None):
     self.path = pathlib.Path(root) / 'sweep.json'
-    self.data = {'config': config_arg,
+    config_overrides = {k: list(v) if isinstance(v, tuple) else v
+                        for k, v in (config_overrides or {}).items()}
+    self.data = {'config': config_arg, 'config_overrides': config_overrides,
                  'members': [{'name': member_name(o), 'overrides': o, 'status': 'pending',
                               'workdir': str(pathlib.Path(root) / member_name(o))}
                              for o in overrides]}
     if self.path.exists():
-      old = {m['name']: m for m in json.loads(self.path.read_text()).get('members', [])}
+      saved = run_dir.read_json(self.path)
+      if saved.get('config_overrides', {}) != config_overrides:
+        raise config_lib.ConfigError(
+            f'{self.path} was run with --config overrides {saved.get("config_overrides", {})}, '
+            f'not {config_overrides}; rerun with the same ones or use a new --workdir')
+      old = {m['name']: m for m in saved.get('members', [])}
       for m in self.data['members']:
         if m['name'] in old:
           m['status'] = old[m['name']]['status']
@@ -151,8 +158,68 @@ def _result_status(status):
   return 'finished' if status in ENDED else 'interrupted'
 
 
-def run_sweep(config_spec, root, mode='sequential', parallel=2, dry_run=False, out=print):
+def parse_value(key, text, current):
+  """A command-line string typed like the config field's current value."""
+  try:
+    if isinstance(current, bool):
+      if text.lower() not in ('1', '0', 'true', 'false', 'yes', 'no'):
+        raise ValueError
+      return text.lower() in ('1', 'true', 'yes')
+    if isinstance(current, int):
+      return int(text)
+    if isinstance(current, float):
+      return float(text)
+    if isinstance(current, (tuple, list)):
+      items = [t for t in text.strip('()[]').split(',') if t.strip()]
+      kind = type(current[0]) if current else str
+      return tuple(kind(t.strip()) for t in items)
+  except ValueError:
+    raise config_lib.ConfigError(f'{key}={text!r} is not a {type(current).__name__} like '
+                                 f'{current!r}') from None
+  return text
+
+
+def _field(config, key, what):
+  flat = config_lib.flatten(config_lib.config_json(config))
+  if key not in flat:
+    raise config_lib.ConfigError(f'{what} {key!r} is not a config field')
+  node = config
+  for part in key.split('.'):
+    node = node[part]
+  return node
+
+
+def select_members(base, overrides, axes):
+  """The members whose value of every axis KEY is among its listed values.
+
+  Args:
+    base: the sweep's base config.
+    overrides: the members' override dicts.
+    axes: {dotted key: [value strings]} (`--axis KEY=V1,V2`).
+  Raises:
+    ConfigError: an unknown key, or a listed value that no member has.
+  """
+  for key, texts in axes.items():
+    current = _field(base, key, '--axis')
+    wanted = [parse_value(key, t, current) for t in texts]
+    have = [o.get(key, current) for o in overrides]
+    norm = lambda v: tuple(v) if isinstance(v, list) else v
+    missing = [w for w in wanted if not any(norm(h) == w for h in have)]
+    if missing:
+      raise config_lib.ConfigError(f'--axis {key}: no member has {missing}; the sweep has '
+                                   f'{sorted({str(h) for h in have})}')
+    overrides = [o for o, h in zip(overrides, have) if norm(h) in wanted]
+  return overrides
+
+
+def run_sweep(config_spec, root, mode='sequential', parallel=2, dry_run=False, out=print,
+              axes=None, config_overrides=None):
   """Runs (or, with `dry_run`, lists) the sweep of `config_spec` under `root`.
+
+  Args:
+    axes: {dotted key: [value strings]}: keep only the members with those values.
+    config_overrides: {dotted key: value string}: set for every member (recorded in
+      sweep.json; a rerun with other overrides is refused).
 
   Returns:
     the SweepRecord.
@@ -167,6 +234,14 @@ def run_sweep(config_spec, root, mode='sequential', parallel=2, dry_run=False, o
                                  'list of override dicts (vae/sweeps.py)')
   base = module.get_config(arg)
   overrides = module.get_sweep(arg)
+  fixed = {k: parse_value(k, v, _field(base, k, '--config.'))
+           for k, v in (config_overrides or {}).items()}
+  clash = sorted({k for o in overrides for k in o} & set(fixed))
+  if clash:
+    raise config_lib.ConfigError(f'--config.{clash[0]} is an axis of this sweep; cut it with '
+                                 f'--axis {clash[0]}=... instead')
+  base = apply_overrides(base, fixed)
+  overrides = select_members(base, overrides, axes or {})
   configs = [apply_overrides(base, o) for o in overrides]
   names = [member_name(o) for o in overrides]
   if len(set(names)) != len(names):
@@ -174,7 +249,8 @@ def run_sweep(config_spec, root, mode='sequential', parallel=2, dry_run=False, o
   for c in configs:
     validation.validate(c)
   root = pathlib.Path(root)
-  record = SweepRecord(root, config_spec, overrides)
+  record = SweepRecord(root, config_spec, overrides,
+                       fixed)
   workdirs = [root / n for n in names]
   pending = [i for i, (c, w) in enumerate(zip(configs, workdirs))
              if not run_dir.is_done(w, c.train.num_epochs)]
@@ -188,8 +264,10 @@ def run_sweep(config_spec, root, mode='sequential', parallel=2, dry_run=False, o
   for i, name in enumerate(names):
     if i not in pending:
       record.set(name, 'finished')
+  progress = progress_lib.Progress(len(pending), 'sweep member', min_interval_s=0.0)
   if mode == 'sequential':
-    for i in pending:
+    for done, i in enumerate(pending):
+      log.info('sweep %s: member %d/%d %s', root, done + 1, len(pending), names[i])
       record.set(names[i], 'running')
       try:
         result = loop.train_and_evaluate(configs[i], str(workdirs[i]))
@@ -197,30 +275,36 @@ def run_sweep(config_spec, root, mode='sequential', parallel=2, dry_run=False, o
         record.set(names[i], 'failed', error=str(e).splitlines()[0][:300] if str(e) else '')
         raise
       record.set(names[i], _result_status(result['status']))
+      progress.update(done + 1, last=names[i])
       if result['status'] not in ENDED:  # a signal: stop the sweep, as the user asked
         break
   elif mode == 'processes':
-    _run_processes(config_spec, configs, overrides, names, workdirs, pending, parallel, record,
-                   root)
+    _run_processes(config_spec, configs, [dict(fixed, **o) for o in overrides], names, workdirs,
+                   pending, parallel, record, root, progress)
   else:
+    trained = 0
     for g, group in enumerate(vmap_groups(configs)):
       todo = [i for i in group if i in pending]
       if not todo:
         continue
       for i in group:
         record.set(names[i], 'running' if i in todo else record.status(names[i]), group=g)
+      log.info('sweep %s: vmap group %d, %d members (%d to train)', root, g, len(group),
+               len(todo))
       results = loop.train_members([configs[i] for i in group], [workdirs[i] for i in group],
                                    root / f'_vmap_group_{g}')
       for i, r in zip(group, results):
         record.set(names[i], _result_status(r['status']))
+      trained += len(todo)
+      progress.update(trained, last=f'group {g}')
       if any(r['status'] not in ENDED for r in results):
         break
   return record
 
 
 def _run_processes(config_spec, configs, overrides, names, workdirs, pending, parallel, record,
-                   root):
-  queue, running = list(pending), {}
+                   root, progress):
+  queue, running, finished = list(pending), {}, 0
   while queue or running:
     while queue and len(running) < parallel:
       i = queue.pop(0)
@@ -239,4 +323,6 @@ def _run_processes(config_spec, configs, overrides, names, workdirs, pending, pa
                     else 'interrupted')
         record.set(names[i], status, returncode=proc.returncode)
         del running[i]
+        finished += 1
+        progress.update(finished, last=f'{names[i]} {status}')
     time.sleep(0.2)

@@ -12,32 +12,57 @@ parameters are restored onto this process's first device.
 
 import functools
 import json
+import logging
 import pathlib
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vae import checkpointing, config_lib, data as data_lib, evaluation, input_pipeline, models
-from vae import objectives
+from vae import objectives, run_dir
+
+log = logging.getLogger('vae')
 
 
-def _resolve_step(ckpt, checkpoint):
+def _candidate_steps(ckpt, checkpoint):
+  """The steps to try, in order, and whether the step was named explicitly."""
   steps = ckpt.steps()
   if not steps:
     raise checkpointing.CheckpointError(f'no checkpoint in {ckpt.directory}; train first')
   if checkpoint == 'latest':
-    return steps[-1]
+    return steps[::-1], False
   if checkpoint == 'best':
-    return ckpt.best_step() or steps[-1]
+    best = ckpt.best_step()
+    return ([best] if best is not None else []) + [s for s in steps[::-1] if s != best], False
   try:
     step = int(checkpoint)
-  except ValueError:
+  except (TypeError, ValueError):
     raise checkpointing.CheckpointError(
         f'checkpoint {checkpoint!r} is not best, latest or a step number') from None
   if step not in steps:
     raise checkpointing.CheckpointError(f'no checkpoint at step {step} in {ckpt.directory}; '
                                         f'available: {steps}')
-  return step
+  return [step], True
+
+
+def _restore_params(ckpt, checkpoint, sharding):
+  """(params, step): a damaged step named explicitly is refused with one line; otherwise
+  the next candidate is taken with a warning. Nothing in the workdir is changed."""
+  candidates, explicit = _candidate_steps(ckpt, checkpoint)
+  for step in candidates:
+    try:
+      return ckpt.restore_params(step, sharding), step
+    except Exception as e:  # pylint: disable=broad-except
+      detail = f'{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ""}'
+      if explicit:
+        raise checkpointing.CheckpointError(
+            f'checkpoint {ckpt.directory / str(step)} is damaged ({detail}); choose another '
+            f'--checkpoint from {ckpt.steps()}') from None
+      log.warning('checkpoint %s is damaged (%s); taking the previous one',
+                      ckpt.directory / str(step), detail)
+  raise checkpointing.CheckpointError(f'every checkpoint in {ckpt.directory} is damaged; '
+                                      'retrain or restore the files')
 
 
 class TrainedModel:
@@ -58,17 +83,48 @@ class TrainedModel:
   def image_shape(self):
     return tuple(self.model.image_shape)
 
+  def images(self, x):
+    """The model's input from `x` [N, H, W, C]: floats in [0, 1] as they are, or uint8
+    pixels, which get the run's fixed evaluation binarization (the draw of the test
+    split, as `load_split` then `to_float` give) or k / 255 for continuous data.
+
+    Raises:
+      ValueError: a shape other than [N, H, W, C] of this model, or non-finite values.
+    """
+    x = np.asarray(x) if not isinstance(x, jax.Array) else x
+    if x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape:
+      raise ValueError(f'images have shape {tuple(x.shape)}; this model takes [N, '
+                       f'{", ".join(map(str, self.image_shape))}] (N images of its data)')
+    if x.dtype == np.uint8:
+      if self.config.data.binarize in ('dynamic', 'static'):
+        x = input_pipeline.binarize_fixed(np.asarray(x), [self.config.data.binarize_seed, 2])
+      return self.to_float(x)
+    x = jnp.asarray(x, jnp.float32)
+    if not bool(jnp.all(jnp.isfinite(x))):
+      raise ValueError('images contain NaN or infinite values')
+    return x
+
+  def _latents(self, z):
+    z = jnp.asarray(z, jnp.float32)
+    if z.ndim < 1 or z.shape[-1] != self.latent_dim:
+      raise ValueError(f'latents have shape {tuple(z.shape)}; this model takes [..., '
+                       f'{self.latent_dim}]')
+    return z
+
   def encode(self, x):
-    """x [N, H, W, C] in [0, 1] -> (mean [N, D], logvar [N, D])."""
-    return self._encode(self.params, jnp.asarray(x, jnp.float32))
+    """x [N, H, W, C] (see `images`) -> (mean [N, D], logvar [N, D])."""
+    return self._encode(self.params, self.images(x))
 
   def decode(self, z):
     """z [..., D] -> mean images [..., H, W, C] in [0, 1]."""
-    return self._decode(self.params, jnp.asarray(z, jnp.float32))
+    return self._decode(self.params, self._latents(z))
 
   def sample(self, key, n, temperature=1.0):
-    """n images decoded from z ~ N(0, temperature^2 I)."""
-    z = temperature * jax.random.normal(key, (n, self.latent_dim))
+    """n >= 1 images decoded from z ~ N(0, temperature^2 I), temperature >= 0."""
+    if int(n) < 1 or not temperature >= 0:
+      raise ValueError(f'sample needs n >= 1 and temperature >= 0, got n={n}, '
+                       f'temperature={temperature}')
+    z = temperature * jax.random.normal(key, (int(n), self.latent_dim))
     return self.decode(z)
 
   def reconstruct(self, x):
@@ -82,13 +138,16 @@ class TrainedModel:
   def elbo(self, x, key=None):
     """Single-sample ELBO with the analytic KL, per example: [N]."""
     key = jax.random.key(0) if key is None else key
-    return self._elbo(self.params, jnp.asarray(x, jnp.float32), key)
+    return self._elbo(self.params, self.images(x), key)
 
   def log_likelihood(self, x, num_samples=1000, key=None, chunk_size=100):
-    """Importance-weighted log p(x) with `num_samples` samples from q(z | x): [N]."""
+    """Importance-weighted log p(x) with `num_samples` >= 1 samples from q(z | x): [N]."""
+    if int(num_samples) < 1 or int(chunk_size) < 1:
+      raise ValueError(f'log_likelihood needs num_samples >= 1 and chunk_size >= 1, got '
+                       f'{num_samples} and {chunk_size}')
     key = jax.random.key(0) if key is None else key
-    return self._iw(self.params, jnp.asarray(x, jnp.float32), key, num_samples,
-                    min(chunk_size, num_samples))[-1]
+    return self._iw(self.params, self.images(x), key, int(num_samples),
+                    min(int(chunk_size), int(num_samples)))[-1]
 
   @functools.partial(jax.jit, static_argnums=(0, 4, 5))
   def _iw(self, params, x, key, num_samples, chunk_size):
@@ -96,8 +155,9 @@ class TrainedModel:
                                         chunk_size)
 
   def load_split(self, split='test'):
-    """The run's evaluation images for `split` as uint8 (fixed binarization applied)
-    and labels, exactly as training evaluated them."""
+    """The run's images of `split` ('train', 'val' or 'test') as uint8, with the fixed
+    evaluation binarization applied, and their labels: exactly what training evaluated.
+    Every method taking images accepts these directly."""
     ds = data_lib.load(self.config.data)
     train, val, test = input_pipeline.prepare_host_splits(ds, self.config.data)
     images = {'train': train, 'val': val, 'validation': val, 'test': test}[split]
@@ -106,7 +166,8 @@ class TrainedModel:
     return images, labels
 
   def to_float(self, images_uint8, key=None):
-    """Stored uint8 evaluation images -> floats as evaluation sees them."""
+    """uint8 images that already carry the evaluation binarization (`load_split`'s) ->
+    floats as evaluation sees them (k / 255; dequantized with `key` where the run was)."""
     _, mode = input_pipeline.conversion_modes(self.config.data)
     key = jax.random.key(0) if key is None else key
     return input_pipeline.to_float(jnp.asarray(images_uint8), mode, key)
@@ -126,16 +187,14 @@ def load(workdir, checkpoint='best') -> TrainedModel:
   workdir = pathlib.Path(workdir)
   if not (workdir / 'config.json').exists():
     raise checkpointing.CheckpointError(f'{workdir} has no config.json: not a training workdir')
-  config = config_lib.with_saved_values(json.loads((workdir / 'config.json').read_text()))
-  data_info = json.loads((workdir / 'data.json').read_text())
+  config = config_lib.with_saved_values(run_dir.read_json(workdir / 'config.json'))
+  if not (workdir / 'data.json').exists():
+    raise checkpointing.CheckpointError(f'{workdir} has no data.json: not a training workdir')
+  data_info = run_dir.read_json(workdir / 'data.json')
   image_shape = tuple(data_info['shape'])
   model = models.build_model(config.model, image_shape)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  ckpt = checkpointing.Checkpointer(workdir / 'checkpoints')
-  try:
-    step = _resolve_step(ckpt, checkpoint)
-    params = ckpt.restore_params(step, device)
-  finally:
-    ckpt.close()
+  params, step = _restore_params(checkpointing.CheckpointReader(workdir / 'checkpoints'),
+                                 checkpoint, device)
   return TrainedModel(model, params, config, step, data_info)
 

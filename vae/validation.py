@@ -10,6 +10,7 @@ from vae import config_lib, data, likelihoods, models, objectives, optim
 
 def validate(c):
   """Raises ConfigError naming the field for any impossible value."""
+  config_lib.check_numbers(c)
   data.check_config(c.data)
   models.check_config(c.model)
   likelihoods.check_config(c.model, c.data)
