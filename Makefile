@@ -11,6 +11,8 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	extra="$$(bash scripts/accelerator.sh)"; if [ -n "$$extra" ]; then \
+	  echo "accelerator found: installing $$extra"; $(PY) -m pip install -q "$$extra"; fi
 	$(PY) -m pip install -q -e . --no-deps
 	touch $@
 

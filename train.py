@@ -38,6 +38,10 @@ flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.',
 flags.DEFINE_integer('process_id', None, 'Multi-host: this process\'s index.', flag_values=FLAGS)
 flags.DEFINE_bool('distributed', False, 'Call jax.distributed.initialize() before training.',
                   flag_values=FLAGS)
+flags.DEFINE_integer('heartbeat_timeout_s', 60, 'Multi-host: seconds without a heartbeat '
+                     'before the runtime declares a process dead.', flag_values=FLAGS)
+flags.DEFINE_integer('shutdown_timeout_s', 30, 'Multi-host: seconds the processes wait for '
+                     'each other when they exit.', flag_values=FLAGS)
 flags.DEFINE_bool('show_config', False, 'Print every config field with its value and meaning '
                   '(after --config.* overrides) and exit; nothing is trained.', flag_values=FLAGS)
 
@@ -80,11 +84,19 @@ def main(argv=None):
   if not FLAGS.workdir:
     return cli.fail('--workdir is missing or empty; give the directory of the run',
                     cli.EXIT_BAD_INPUT)
+  distributed = FLAGS.distributed or FLAGS.coordinator_address
+  if distributed and os.environ.get(cli.SUPERVISED_ENV) != '1' and __name__ == '__main__':
+    # The training process runs as a child, so that a lost peer ends it with one line.
+    return cli.supervise([sys.executable, os.path.abspath(__file__)] + argv[1:],
+                         FLAGS.process_id or 0)
+
   def work():
-    if FLAGS.distributed or FLAGS.coordinator_address:
+    if distributed:
       import jax  # pylint: disable=g-import-not-at-top
       jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,
-                                 num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+                                 num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
+                                 heartbeat_timeout_seconds=FLAGS.heartbeat_timeout_s,
+                                 shutdown_timeout_seconds=FLAGS.shutdown_timeout_s)
     result = loop.train_and_evaluate(config, FLAGS.workdir)
     summary = {k: v for k, v in result.items() if k.startswith(('test/', 'val/'))}
     print(f'{result["status"]} at step {result["step"]}: ' +

@@ -5,6 +5,12 @@
   --mode vmap        members that differ only in beta, free bits, warm-up, lr,
                      seed or latent size train together in one compiled program
                      (vae/loop.py: train_members); others are grouped by what they share
+  --mode slurm       write ROOT/sweep.sbatch, a SLURM array (one task per unit: a member,
+                     or a vmap group with --unit group) and print the sbatch command;
+                     resubmitting it skips finished members and resumes interrupted ones
+  --task_index I --num_tasks N  run only the units of task I of N (unit k goes to task
+                     k mod N; defaults from SLURM_ARRAY_TASK_ID/_MIN/_COUNT): tasks may
+                     run at once on one shared file system
   --dry_run          print the members and their directories; run nothing
   --axis KEY=V1,V2   keep only the members whose KEY is one of the values (repeatable):
                      --axis model.latent_dim=2 --axis objective.beta=1,4 --axis seed=0
@@ -30,9 +36,24 @@ def main(argv=None):
   parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--config', required=True, help='configs/x.py[:arg] with get_sweep')
   parser.add_argument('--workdir', required=True, help='sweep root directory')
-  parser.add_argument('--mode', default='sequential', choices=('sequential', 'processes', 'vmap'))
+  parser.add_argument('--mode', default='sequential',
+                      choices=('sequential', 'processes', 'vmap', 'slurm'))
+  parser.add_argument('--task_mode', choices=('sequential', 'vmap'), default=None,
+                      help='slurm: how each array task runs its unit (default: vmap for '
+                      'groups, sequential for members)')
+  parser.add_argument('--partition', default='', help='slurm: partition')
+  parser.add_argument('--gpus_per_task', type=cli.non_negative_int, default=1,
+                      help='slurm: GPUs per array task')
+  parser.add_argument('--time', default='24:00:00', help='slurm: time limit per task')
+  parser.add_argument('--mem', default='32G', help='slurm: memory per task')
   parser.add_argument('--parallel', type=cli.positive_int, default=2, help='processes at a time')
   parser.add_argument('--dry_run', action='store_true')
+  parser.add_argument('--task_index', type=cli.non_negative_int, default=None,
+                      help='run only the units of this task (default: from SLURM_ARRAY_*)')
+  parser.add_argument('--num_tasks', type=cli.positive_int, default=None,
+                      help='number of tasks the sweep is split into')
+  parser.add_argument('--unit', choices=('member', 'group'), default=None,
+                      help='what a task runs: members, or whole vmap groups (default in vmap)')
   parser.add_argument('--axis', action='append', default=[], metavar='KEY=V1,V2',
                       help='keep only the members whose KEY is one of the values (repeatable)')
   args, rest = parser.parse_known_args(argv)
@@ -50,8 +71,23 @@ def main(argv=None):
     axes[key] = values.split(',')
 
   def work():
+    if args.mode == 'slurm':
+      unit = args.unit or ('group' if args.task_mode == 'vmap' else 'member')
+      task_mode = args.task_mode or ('vmap' if unit == 'group' else 'sequential')
+      _, configs, _, _ = sweeps.expand(args.config, axes, overrides)
+      count = len(sweeps.units_of(configs, unit))
+      text = sweeps.slurm_script(args.config, args.workdir, count, task_mode, unit, axes,
+                                 overrides, args.partition, args.gpus_per_task, args.time,
+                                 args.mem)
+      path = pathlib.Path(args.workdir) / 'sweep.sbatch'
+      path.parent.mkdir(parents=True, exist_ok=True)
+      path.write_text(text)
+      print(f'{count} array tasks ({unit}s, each run with --mode {task_mode}); submit with:')
+      print(f'sbatch {path}')
+      return cli.EXIT_OK
     record = sweeps.run_sweep(args.config, args.workdir, args.mode, args.parallel, args.dry_run,
-                              axes=axes, config_overrides=overrides)
+                              axes=axes, config_overrides=overrides, task_index=args.task_index,
+                              num_tasks=args.num_tasks, unit=args.unit)
     if args.dry_run:
       return cli.EXIT_OK
     members = record.data['members']

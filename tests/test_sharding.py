@@ -5,6 +5,7 @@ import pathlib
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -123,3 +124,30 @@ def test_dataset_is_split_over_the_data_axis_with_padding():
   out = subprocess.run([sys.executable, '-c', code], cwd=REPO, env=env, capture_output=True,
                        text=True, timeout=120)
   assert out.returncode == 0 and 'ok' in out.stdout, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize('victim', [1, 0], ids=['worker killed', 'coordinator killed'])
+def test_a_dead_host_stops_the_survivor_promptly_with_one_line(tmp_path, victim):
+  """kill -9 one process of a 2-process run: the other exits with code 5 within 30 s,
+  one line naming the lost process and how to resume, no traceback, no core-dump text."""
+  port = _free_port()
+  procs = [subprocess.Popen(
+      _train_cmd(tmp_path, f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
+                 f'--process_id={i}', '--heartbeat_timeout_s=10',
+                 '--config.train.num_epochs=400'),
+      cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+  deadline = time.time() + 240
+  while not list(tmp_path.glob('checkpoints/[0-9]*')) and time.time() < deadline:
+    time.sleep(0.1)  # training is under way on both
+  procs[victim].kill()
+  procs[victim].wait()
+  survivor = procs[1 - victim]
+  t0 = time.time()
+  err = survivor.communicate(timeout=120)[1]
+  assert time.time() - t0 < 30
+  assert survivor.returncode == 5, err[-3000:]
+  errors = [line for line in err.splitlines() if line.startswith('error: ')]
+  assert len(errors) == 1 and f'lost process {victim}' in errors[0]
+  assert 'rerun the same command' in errors[0]
+  assert 'Traceback' not in err and 'Check failure stack trace' not in err
+  assert ' @ ' not in err and '    @     0x' not in err

@@ -278,3 +278,74 @@ def test_evaluate_a_whole_sweep_resumably_into_the_summary(vmapped):
   for name, row in rows.items():
     result = json.loads((vmapped / name / 'eval.json').read_text())
     assert row['test_log_likelihood'] == result['log_likelihood'] and row['iw_samples'] == 5
+
+
+def _sweep_cmd(root, *extra, spec='configs/default.py:smoke,sweep=tiny4'):
+  return [sys.executable, str(REPO / 'scripts' / 'sweep.py'), '--config', spec, '--workdir',
+          str(root), *extra]
+
+
+def _eval_steps(workdir):
+  return [e['step'] for e in read_events(workdir) if e['event'] == 'eval']
+
+
+def test_two_concurrent_tasks_run_every_member_once_and_a_killed_task_resumes(tmp_path):
+  root = tmp_path / 'tasks'
+  procs = [subprocess.Popen(_sweep_cmd(root, '--task_index', str(i), '--num_tasks', '2'),
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+           for i in (0, 1)]
+  outs = [p.communicate(timeout=600)[0] for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], outs
+  names = ['latent_dim=3,beta=0.5', 'latent_dim=3,beta=2.0', 'latent_dim=5,beta=0.5',
+           'latent_dim=5,beta=2.0']
+  assert sweeps.statuses(root) == {n: 'finished' for n in names}
+  assert [m['status'] for m in json.loads((root / 'sweep.json').read_text())['members']] == [
+      'finished'] * 4
+  for n in names:  # each trained exactly once: one event per step, one session
+    assert _eval_steps(root / n) == [12, 24]
+    assert len(json.loads((root / n / 'run.json').read_text())['sessions']) == 1
+  # Task 0 of a new sweep killed -9 mid-member; its rerun resumes, task 1 is untouched.
+  root2 = tmp_path / 'killed'
+  proc = subprocess.Popen(_sweep_cmd(root2, '--task_index', '0', '--num_tasks', '2'), cwd=REPO,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  first = root2 / names[0] / 'checkpoints' / '12'
+  deadline = time.time() + 300
+  while not first.exists() and time.time() < deadline and proc.poll() is None:
+    time.sleep(0.05)
+  proc.kill()
+  proc.wait()
+  assert sweeps.statuses(root2)[names[0]] == 'running'
+  rerun = subprocess.run(_sweep_cmd(root2, '--task_index', '0', '--num_tasks', '2'), cwd=REPO,
+                         capture_output=True, text=True, timeout=600)
+  assert rerun.returncode == 0, rerun.stderr[-2000:]
+  status = sweeps.statuses(root2)
+  assert status[names[0]] == status[names[2]] == 'finished'
+  assert status[names[1]] == status[names[3]] == 'pending'  # task 1's, never started
+  assert _eval_steps(root2 / names[0]) == [12, 24]
+
+
+def test_generated_slurm_array_completes_the_sweep_task_by_task(tmp_path):
+  root = tmp_path / 'slurm'
+  out = subprocess.run(_sweep_cmd(root, '--mode', 'slurm', '--unit', 'group', '--axis',
+                                  'objective.beta=0.5', '--partition', 'gpu'),
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr
+  script = root / 'sweep.sbatch'
+  assert f'sbatch {script}' in out.stdout
+  text = script.read_text()
+  for line in ('#SBATCH --array=0-0', '#SBATCH --signal=B:TERM@120', '#SBATCH --requeue',
+               '#SBATCH --partition=gpu', '#SBATCH --gpus-per-task=1'):
+    assert line in text
+  assert "--axis objective.beta=0.5" in text and '--mode vmap' in text
+  env = dict(os.environ, SLURM_ARRAY_TASK_ID='7', SLURM_ARRAY_TASK_MIN='7',
+             SLURM_ARRAY_TASK_COUNT='1')
+  run = subprocess.run(['bash', str(script)], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=600)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert sweeps.statuses(root) == {'latent_dim=3,beta=0.5': 'finished',
+                                   'latent_dim=5,beta=0.5': 'finished'}
+  before = (root / 'latent_dim=3,beta=0.5' / 'metrics.jsonl').read_text()
+  again = subprocess.run(['bash', str(script)], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=600)  # resubmitted: finished members are skipped
+  assert again.returncode == 0, again.stderr[-2000:]
+  assert (root / 'latent_dim=3,beta=0.5' / 'metrics.jsonl').read_text() == before

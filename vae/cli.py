@@ -9,6 +9,8 @@ Exit codes (train.py and every script):
   3  training diverged (NaN/Inf): the step is named, no checkpoint written after it
   4  the disk is full or a write failed: the workdir is named; what was
      already written is intact
+  5  another process of a multi-process run died (the lost process is named); rerun the
+     same command on every host, with any number of processes, to resume
   130  interrupted (Ctrl-C) before training installed its signal handler
 
 Every error is one line on stderr, `error: <what> ; <the fix>`.
@@ -17,13 +19,23 @@ Every error is one line on stderr, `error: <what> ; <the fix>`.
 import argparse
 import errno
 import logging
+import os
 import pathlib
+import re
+import signal
+import subprocess
 import sys
+import threading
 
 from vae import checkpointing, config_lib, data, step
 
 BAD_INPUT = (config_lib.ConfigError, data.DataError, checkpointing.CheckpointError)
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_IO, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_IO, EXIT_LOST_PROCESS = 0, 1, 2, 3, 4, 5
+EXIT_INTERRUPTED = 130
+# What a collective or the coordination service says when a peer process is gone.
+_PEER_FAILURE = ('Gloo', 'Connection closed by peer', 'Connection reset by peer',
+                 'heartbeat timeout', 'stopped sending heartbeats', 'DEADLINE_EXCEEDED',
+                 'coordination service', 'Barrier failed', 'UNAVAILABLE')
 
 
 def setup_logging():
@@ -49,6 +61,34 @@ def is_disk_full(error):
       'No space left on device' in str(error))
 
 
+def lost_process_message(error):
+  """One line naming the lost process, when `error` is a failed collective of a
+  multi-process run (None otherwise)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_count() < 2 or not any(s in str(error) for s in _PEER_FAILURE):
+    return None
+  me, n = jax.process_index(), jax.process_count()
+  peer = re.search(r'\[?(\d+\.\d+\.\d+\.\d+|[\w.-]+)\]?:(\d+)', str(error))
+  task = re.search(r'[Tt]ask (\d+)', str(error))
+  if task:
+    lost = f'process {task.group(1)}'
+  elif n == 2:
+    lost = f'process {1 - me}'
+  else:
+    lost = f'a peer process ({peer.group(0)})' if peer else 'another process'
+  return (f'lost {lost} of {n} (this is process {me}): {one_line(error)[:160]}; rerun the '
+          'same command on every host (any number of processes) to resume from the last '
+          'checkpoint')
+
+
+def exit_now(code):
+  """Exits at once: after a peer is lost, JAX's shutdown barrier at interpreter exit would
+  wait for the dead process and then abort with a core-dump text."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(code)  # pylint: disable=protected-access
+
+
 def run(fn, where=''):
   """Calls fn() and turns the library's errors into (one line on stderr, exit code).
 
@@ -66,6 +106,10 @@ def run(fn, where=''):
   except KeyboardInterrupt:
     return fail('interrupted before training started; nothing was changed', EXIT_INTERRUPTED)
   except Exception as e:  # pylint: disable=broad-except
+    lost = lost_process_message(e)
+    if lost is not None:
+      fail(lost, EXIT_LOST_PROCESS)
+      exit_now(EXIT_LOST_PROCESS)
     if is_disk_full(e):
       return fail(f'no space left on the device while writing {where or "the output"}; free '
                   'space or choose another directory, then rerun to resume', EXIT_IO)
@@ -114,3 +158,61 @@ def positive_int(text):
 def non_negative_int(text):
   """argparse type: an integer >= 0."""
   return _int_at_least(text, 0)
+
+
+_FATAL = 'JAX distributed service detected fatal errors'
+SUPERVISED_ENV = 'VAE_SUPERVISED'
+
+
+def _die_with_parent():
+  """In the child: SIGKILL when the supervising parent dies (Linux prctl PR_SET_PDEATHSIG)."""
+  try:
+    import ctypes  # pylint: disable=g-import-not-at-top
+    ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGKILL)
+  except OSError:
+    pass
+
+
+def supervise(cmd, process_id):
+  """Runs a multi-process training command as a child and reports a lost peer in one line.
+
+  When another process dies, JAX's distributed runtime aborts the survivors from a
+  background thread (a core dump text, after its heartbeat timeout) where Python cannot
+  catch it. The child's stderr passes through until that abort starts; then the dump is
+  held back and one line names the lost process. Signals are forwarded to the child.
+
+  Returns:
+    the exit code: the child's, or EXIT_LOST_PROCESS.
+  """
+  env = dict(os.environ, **{SUPERVISED_ENV: '1', 'PYTHONUNBUFFERED': '1'})
+  proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True,
+                          preexec_fn=_die_with_parent)
+  for sig in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(sig, lambda signum, _: proc.send_signal(signum))
+  held = []
+
+  def pump():
+    for line in proc.stderr:
+      if held or _FATAL in line:
+        held.append(line)
+      else:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+
+  reader = threading.Thread(target=pump, daemon=True)
+  reader.start()
+  code = proc.wait()
+  reader.join(timeout=5)
+  if not held and code >= 0:
+    return code
+  text = ''.join(held)
+  task = re.search(r'[Tt]ask (\d+) heartbeat timeout', text)
+  if task:
+    lost = f'process {task.group(1)}'
+  elif process_id != 0:
+    lost = 'process 0 (the coordinator)'
+  else:
+    lost = 'another process'
+  return fail(f'lost {lost}: the JAX distributed service stopped this process '
+              f'{process_id}; rerun the same command on every host (any number of processes) '
+              'to resume from the last checkpoint', EXIT_LOST_PROCESS)

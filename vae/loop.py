@@ -151,6 +151,8 @@ def _train(configs, workdirs, group_dir, chief, t_start, preempt):
     config_lib.check(base.train[name] % n_data == 0,
                      f'train.{name}={base.train[name]} does not divide over the {n_data} '
                      f'devices of the data axis; use a multiple of {n_data}')
+  log.info('devices: %s; mesh %s; process %d of %d', _device_summary(), dict(mesh.shape),
+           jax.process_index(), jax.process_count())
   sched = Schedule.from_config(base, num_train)
   for w in workdirs:
     saved = checkpointing.CheckpointReader(w / 'checkpoints').steps()
@@ -325,6 +327,13 @@ def _train(configs, workdirs, group_dir, chief, t_start, preempt):
     last[m]['status'] = status[m]
     records[m].finish(status[m], resume_step or 0, last[m]['step'])
   return last
+
+
+def _device_summary():
+  kinds = {}
+  for d in jax.devices():
+    kinds[f'{d.platform}:{d.device_kind}'] = kinds.get(f'{d.platform}:{d.device_kind}', 0) + 1
+  return ', '.join(f'{n} x {k}' for k, n in kinds.items())
 
 
 def _hparams(config_json):

@@ -23,7 +23,7 @@ log = logging.getLogger('vae')
 
 def _atomic_write(path, text):
   path = pathlib.Path(path)
-  tmp = path.with_name(path.name + '.tmp')
+  tmp = path.with_name(f'{path.name}.tmp{os.getpid()}')  # concurrent writers never share it
   with open(tmp, 'w') as f:
     f.write(text)
     f.flush()

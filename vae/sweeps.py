@@ -21,11 +21,14 @@ in the sweep's order, so a group's number and members never change when some
 members are already done.
 """
 
+import fcntl
 import importlib.util
 import itertools
 import json
 import logging
+import os
 import pathlib
+import shlex
 import subprocess
 import sys
 import time
@@ -111,41 +114,105 @@ def members(root):
   return [(d.name, {}, d) for d in sorted(root.iterdir()) if (d / 'metrics.jsonl').exists()]
 
 
+STATUS_FILE = 'sweep_status.json'
+
+
+def read_status(workdir):
+  """A member's status record ({'status': ...}) from its own directory, or None."""
+  path = pathlib.Path(workdir) / STATUS_FILE
+  try:
+    return json.loads(path.read_text()) if path.exists() else None
+  except ValueError:  # torn by a kill between write and rename cannot happen (atomic), but
+    return None       # a damaged file must not stop a summary
+
+
 class SweepRecord:
-  """ROOT/sweep.json: the members, their overrides, directories and statuses."""
+  """The sweep's members and their statuses.
+
+  Each member's status lives in its own directory (ROOT/<name>/sweep_status.json), written
+  only by the task that runs it, so tasks of one sweep running at once on a shared file
+  system never race; ROOT/sweep.json (config, overrides, members, statuses) is assembled
+  from those files each time a status changes, and `statuses` reads them afresh.
+  """
 
   def __init__(self, root, config_arg, overrides, config_overrides=None):
-    self.path = pathlib.Path(root) / 'sweep.json'
+    self.root = pathlib.Path(root)
+    self.path = self.root / 'sweep.json'
     config_overrides = {k: list(v) if isinstance(v, tuple) else v
                         for k, v in (config_overrides or {}).items()}
-    self.data = {'config': config_arg, 'config_overrides': config_overrides,
-                 'members': [{'name': member_name(o), 'overrides': o, 'status': 'pending',
-                              'workdir': str(pathlib.Path(root) / member_name(o))}
-                             for o in overrides]}
+    members = [{'name': member_name(o), 'overrides': o,
+                'workdir': str(self.root / member_name(o))} for o in overrides]
     if self.path.exists():
       saved = run_dir.read_json(self.path)
       if saved.get('config_overrides', {}) != config_overrides:
         raise config_lib.ConfigError(
             f'{self.path} was run with --config overrides {saved.get("config_overrides", {})}, '
             f'not {config_overrides}; rerun with the same ones or use a new --workdir')
-      old = {m['name']: m for m in saved.get('members', [])}
-      for m in self.data['members']:
-        if m['name'] in old:
-          m['status'] = old[m['name']]['status']
+      names = {m['name'] for m in members}  # members of an earlier --axis cut stay listed
+      members += [{k: m[k] for k in ('name', 'overrides', 'workdir')}
+                  for m in saved.get('members', []) if m['name'] not in names]
+    self.data = {'config': config_arg, 'config_overrides': config_overrides,
+                 'members': members}
+    self._refresh()
+
+  def _refresh(self):
+    for m in self.data['members']:
+      m.update(read_status(m['workdir']) or {'status': 'pending'})
 
   def set(self, name, status, **extra):
-    for m in self.data['members']:
-      if m['name'] == name:
-        m['status'] = status
-        m.update(extra)
+    """Records member `name`'s status in its own directory, then the assembled sweep.json."""
+    member = next(m for m in self.data['members'] if m['name'] == name)
+    record = dict(read_status(member['workdir']) or {}, status=status, **extra)
+    pathlib.Path(member['workdir']).mkdir(parents=True, exist_ok=True)
+    metrics_io.write_json(pathlib.Path(member['workdir']) / STATUS_FILE, record)
     self.save()
 
   def status(self, name):
     return next(m['status'] for m in self.data['members'] if m['name'] == name)
 
   def save(self):
-    self.path.parent.mkdir(parents=True, exist_ok=True)
-    metrics_io.write_json(self.path, self.data)
+    """Assembles sweep.json from the members' files, under a lock shared by the tasks, so
+    the last writer always saw every status written before it."""
+    self.root.mkdir(parents=True, exist_ok=True)
+    with open(self.root / '.sweep.lock', 'a') as lock:
+      fcntl.flock(lock, fcntl.LOCK_EX)
+      try:
+        self._refresh()
+        metrics_io.write_json(self.path, self.data)
+      finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def statuses(root):
+  """{member name: status} of a sweep, read from the members' own directories."""
+  return {name: (read_status(workdir) or {'status': 'pending'})['status']
+          for name, _, workdir in members(root)}
+
+
+def task_from_environment(task_index=None, num_tasks=None):
+  """(task index, number of tasks): the flags, else a scheduler's array variables
+  (SLURM: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN of SLURM_ARRAY_TASK_COUNT; Kubernetes
+  indexed jobs: JOB_COMPLETION_INDEX with --num_tasks), else (0, 1)."""
+  env = os.environ
+  if task_index is None and 'SLURM_ARRAY_TASK_ID' in env:
+    task_index = int(env['SLURM_ARRAY_TASK_ID']) - int(env.get('SLURM_ARRAY_TASK_MIN', 0))
+    num_tasks = num_tasks or int(env.get('SLURM_ARRAY_TASK_COUNT', 1))
+  elif task_index is None and 'JOB_COMPLETION_INDEX' in env:
+    task_index = int(env['JOB_COMPLETION_INDEX'])
+  task_index, num_tasks = task_index or 0, num_tasks or 1
+  if not 0 <= task_index < num_tasks:
+    raise config_lib.ConfigError(f'--task_index {task_index} is not in [0, {num_tasks}) '
+                                 '(--num_tasks); give 0 <= index < tasks')
+  return task_index, num_tasks
+
+
+def units_of(configs, unit):
+  """The sweep's units in order: one member each, or one vmap group each."""
+  if unit == 'member':
+    return [[i] for i in range(len(configs))]
+  if unit == 'group':
+    return vmap_groups(configs)
+  raise config_lib.ConfigError(f'unknown --unit {unit!r}; choose member or group')
 
 
 def _flag(key, value):
@@ -212,22 +279,13 @@ def select_members(base, overrides, axes):
   return overrides
 
 
-def run_sweep(config_spec, root, mode='sequential', parallel=2, dry_run=False, out=print,
-              axes=None, config_overrides=None):
-  """Runs (or, with `dry_run`, lists) the sweep of `config_spec` under `root`.
+def expand(config_spec, axes=None, config_overrides=None):
+  """The sweep's members: (override dicts, configs, names, the --config overrides), after
+  the --config overrides and the --axis cut, each config validated.
 
-  Args:
-    axes: {dotted key: [value strings]}: keep only the members with those values.
-    config_overrides: {dotted key: value string}: set for every member (recorded in
-      sweep.json; a rerun with other overrides is refused).
-
-  Returns:
-    the SweepRecord.
   Raises:
-    ConfigError: a bad spec, override or mode (before anything runs).
+    ConfigError: a bad spec, override or axis.
   """
-  if mode not in ('sequential', 'processes', 'vmap'):
-    raise config_lib.ConfigError(f'unknown --mode {mode!r}; choose sequential, processes, vmap')
   module, arg = load_config_module(config_spec)
   if not hasattr(module, 'get_sweep'):
     raise config_lib.ConfigError(f'{config_spec} defines no get_sweep(arg); add one returning a '
@@ -248,22 +306,56 @@ def run_sweep(config_spec, root, mode='sequential', parallel=2, dry_run=False, o
     raise config_lib.ConfigError('sweep members have duplicate names; vary at least one field')
   for c in configs:
     validation.validate(c)
+  return overrides, configs, names, fixed
+
+
+def run_sweep(config_spec, root, mode='sequential', parallel=2, dry_run=False, out=print,
+              axes=None, config_overrides=None, task_index=None, num_tasks=None, unit=None):
+  """Runs (or, with `dry_run`, lists) the sweep of `config_spec` under `root`.
+
+  Args:
+    task_index, num_tasks: run only the units of task I of N (defaults: the scheduler's
+      array variables, `task_from_environment`). Unit k belongs to task k mod N: a fixed
+      rule over the whole (cut) member list, whatever is already done, so concurrent
+      tasks never run the same member.
+    unit: 'member' or 'group' (a vmap group, formed from all members); default: group
+      in vmap mode, member otherwise.
+    axes: {dotted key: [value strings]}: keep only the members with those values.
+    config_overrides: {dotted key: value string}: set for every member (recorded in
+      sweep.json; a rerun with other overrides is refused).
+
+  Returns:
+    the SweepRecord.
+  Raises:
+    ConfigError: a bad spec, override or mode (before anything runs).
+  """
+  if mode not in ('sequential', 'processes', 'vmap'):
+    raise config_lib.ConfigError(f'unknown --mode {mode!r}; choose sequential, processes or '
+                                 'vmap')
+  overrides, configs, names, fixed = expand(config_spec, axes, config_overrides)
   root = pathlib.Path(root)
-  record = SweepRecord(root, config_spec, overrides,
-                       fixed)
+  record = SweepRecord(root, config_spec, overrides, fixed)
   workdirs = [root / n for n in names]
-  pending = [i for i, (c, w) in enumerate(zip(configs, workdirs))
-             if not run_dir.is_done(w, c.train.num_epochs)]
+  task_index, num_tasks = task_from_environment(task_index, num_tasks)
+  unit = unit or ('group' if mode == 'vmap' else 'member')
+  if mode == 'vmap' and unit == 'member' and num_tasks > 1:
+    raise config_lib.ConfigError('--mode vmap across tasks needs --unit group (a vmap group '
+                                 'cannot be split between tasks)')
+  mine = sorted(i for k, u in enumerate(units_of(configs, unit)) if k % num_tasks == task_index
+                for i in u)
+  pending = [i for i in mine if not run_dir.is_done(workdirs[i], configs[i].train.num_epochs)]
   if dry_run:
     for i, (n, w) in enumerate(zip(names, workdirs)):
-      state = 'pending' if i in pending else 'finished (skipped)'
+      state = ('pending' if i in pending else 'finished (skipped)') if i in mine else (
+          'another task')
       out(f'{n:<48} {w}  {state}')
-    out(f'{len(names)} members, {len(pending)} to run, mode {mode}')
+    task = f', task {task_index} of {num_tasks} ({unit}s)' if num_tasks > 1 else ''
+    out(f'{len(names)} members, {len(pending)} to run, mode {mode}{task}')
     return record
   record.save()
-  for i, name in enumerate(names):
-    if i not in pending:
-      record.set(name, 'finished')
+  for i in mine:
+    if i not in pending and record.status(names[i]) != 'finished':
+      record.set(names[i], 'finished')
   progress = progress_lib.Progress(len(pending), 'sweep member', min_interval_s=0.0)
   if mode == 'sequential':
     for done, i in enumerate(pending):
@@ -285,6 +377,8 @@ def run_sweep(config_spec, root, mode='sequential', parallel=2, dry_run=False, o
     trained = 0
     for g, group in enumerate(vmap_groups(configs)):
       todo = [i for i in group if i in pending]
+      if not set(group) <= set(mine):
+        continue
       if not todo:
         continue
       for i in group:
@@ -326,3 +420,46 @@ def _run_processes(config_spec, configs, overrides, names, workdirs, pending, pa
         finished += 1
         progress.update(finished, last=f'{names[i]} {status}')
     time.sleep(0.2)
+
+
+SWEEP_PY = pathlib.Path(__file__).resolve().parents[1] / 'scripts' / 'sweep.py'
+
+
+def slurm_script(config_spec, root, num_units, task_mode, unit, axes=None, config_overrides=None,
+                 partition='', gpus_per_task=1, time_limit='24:00:00', mem='32G',
+                 python=sys.executable):
+  """A SLURM array script: one array task per unit of the sweep.
+
+  Each task runs `scripts/sweep.py` on its own unit (`--task_index` from the array
+  variables), so resubmitting the same array skips finished members and resumes
+  interrupted ones. `--signal=B:TERM@120` asks the task to save 120 s before its time
+  limit (the command is exec'd, so the trainer itself gets the signal) and `--requeue`
+  lets the scheduler run a preempted task again.
+  """
+  root = pathlib.Path(root).absolute()
+  path, colon, arg = config_spec.partition(':')  # the task may start in another directory
+  config_spec = str(pathlib.Path(path).resolve()) + colon + arg
+  args = [python, str(SWEEP_PY), '--config', config_spec, '--workdir', str(root), '--mode',
+          task_mode, '--unit', unit, '--num_tasks', str(num_units)]
+  for key, values in (axes or {}).items():
+    args += ['--axis', f'{key}={",".join(values)}']
+  args += [f'--config.{k}={v}' for k, v in (config_overrides or {}).items()]
+  quoted = ' '.join(shlex.quote(a) for a in args)
+  lines = ['#!/usr/bin/env bash',
+           f'#SBATCH --job-name=vae-sweep-{root.name}',
+           f'#SBATCH --array=0-{num_units - 1}',
+           f'#SBATCH --time={time_limit}',
+           f'#SBATCH --mem={mem}',
+           '#SBATCH --cpus-per-task=4',
+           '#SBATCH --signal=B:TERM@120',
+           '#SBATCH --requeue',
+           f'#SBATCH --output={root}/slurm-%A_%a.out']
+  if partition:
+    lines.append(f'#SBATCH --partition={partition}')
+  if gpus_per_task:
+    lines.append(f'#SBATCH --gpus-per-task={gpus_per_task}')
+  lines += ['# Generated by scripts/sweep.py --mode slurm; submit with: sbatch THIS_FILE',
+            'set -euo pipefail',
+            'task=$(( SLURM_ARRAY_TASK_ID - ${SLURM_ARRAY_TASK_MIN:-0} ))',
+            f'exec {quoted} --task_index "$task"', '']
+  return '\n'.join(lines)

@@ -1,0 +1,40 @@
+"""`make` picks the jax wheel for the machine: scripts/accelerator.sh with a fake nvidia-smi."""
+
+import os
+import subprocess
+
+from tests.helpers import REPO
+
+SCRIPT = REPO / 'scripts' / 'accelerator.sh'
+PINNED = next(line.split('==')[1].strip() for line in (REPO / 'requirements.txt').open()
+              if line.startswith('jax=='))
+
+
+def _run(tmp_path, nvidia_smi=None, **env):
+  bin_dir = tmp_path / 'bin'
+  bin_dir.mkdir(exist_ok=True)
+  if nvidia_smi is not None:
+    fake = bin_dir / 'nvidia-smi'
+    fake.write_text(f'#!/bin/sh\n{nvidia_smi}\n')
+    fake.chmod(0o755)
+  path = f'{bin_dir}:/usr/bin:/bin'  # no real nvidia-smi on these machines
+  clean = {k: v for k, v in os.environ.items() if k not in ('TPU_NAME', 'VAE_ACCELERATOR')}
+  out = subprocess.run(['bash', str(SCRIPT)], env=dict(clean, PATH=path, **env),
+                       capture_output=True, text=True, timeout=30)
+  return out.returncode, out.stdout.strip()
+
+
+def test_gpu_machine_gets_the_cuda_wheel(tmp_path):
+  assert _run(tmp_path, 'echo "GPU 0: NVIDIA H200 (UUID: GPU-1234)"') == (
+      0, f'jax[cuda12]=={PINNED}')
+
+
+def test_cpu_machine_keeps_the_cpu_wheel(tmp_path):
+  assert _run(tmp_path) == (0, '')
+  assert _run(tmp_path, 'echo "No devices were found"; exit 6') == (0, '')  # driver, no GPU
+
+
+def test_tpu_and_explicit_choice(tmp_path):
+  assert _run(tmp_path, TPU_NAME='my-slice') == (0, f'jax[tpu]=={PINNED}')
+  assert _run(tmp_path, VAE_ACCELERATOR='cpu', TPU_NAME='x') == (0, '')
+  assert _run(tmp_path, VAE_ACCELERATOR='rocm')[0] == 2
