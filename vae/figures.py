@@ -35,6 +35,16 @@ def _pyplot():
 WHAT = ('manifold', 'scatter', 'interpolation', 'traversal', 'samples', 'reconstructions')
 
 
+def _save(plt, fig, out, dpi=110):
+  """Lays out, writes and closes a figure; returns the path."""
+  fig.tight_layout()
+  out = pathlib.Path(out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(out, dpi=dpi)
+  plt.close(fig)
+  return out
+
+
 def _figure(plt, nrows=1, ncols=1, size=(7, 7)):
   return plt.subplots(nrows, ncols, figsize=size, squeeze=False)
 
@@ -192,11 +202,7 @@ def sweep_curves(root, out):
   axes[0].set_ylabel('ELBO, lower bound on log p(x) (nats per example)')
   axes[1].legend(fontsize=7, loc='lower right', title='colour: latent_dim, style: beta',
                  title_fontsize=7)
-  fig.tight_layout()
-  out = pathlib.Path(out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(out, dpi=110)
-  plt.close(fig)
+  out = _save(plt, fig, out)
 
   fig, ax = plt.subplots(figsize=(6.5, 5))
   by_latent = {}
@@ -254,14 +260,7 @@ def ae_vs_vae(panels, out):
     ax.set_ylabel(f'{axis}2')
     ax.set_title(f'{name}: test posterior means over the prior (1-3 sigma)')
     fig.colorbar(sc, ax=ax, label='label', fraction=0.046)
-  fig.tight_layout()
-  out = pathlib.Path(out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out = pathlib.Path(out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(out, dpi=110)
-  plt.close(fig)
-  return out
+  return _save(plt, fig, out)
 
 
 def gradient_variance(results, out, title):
@@ -286,8 +285,4 @@ def gradient_variance(results, out, title):
   fig.suptitle(f'd/d(encoder) E_q[log p(x|z)], {title}; z drawn without reparameterization: '
                f'gradient norm {results["sampled_without_reparameterization_grad_norm"]:.1f}',
                fontsize=9)
-  fig.tight_layout()
-  out = pathlib.Path(out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(out, dpi=110)
-  plt.close(fig)
+  out = _save(plt, fig, out)
