@@ -38,4 +38,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
+  cli.setup_logging()
   sys.exit(main())

@@ -44,6 +44,7 @@ def setup_logging():
   logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s',
                       force=True)
   logging.getLogger('absl').setLevel(logging.WARNING)
+  logging.getLogger('jax').setLevel(logging.WARNING)
 
 
 def one_line(text):
