@@ -29,9 +29,11 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from configs import default  # pylint: disable=g-import-not-at-top
-from vae import evaluation, input_pipeline, loop, members, models, sharding, sweeps
+from vae import data as data_lib, evaluation, input_pipeline, loop, members, models, sharding
+from vae import sweeps
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -214,6 +216,28 @@ def main():
   results['train_mlp_batch1024'] = {'examples_per_s': ex_s_big,
                                     'share_of_2048_peak': 3 * fwd * ex_s_big / 1e9 / ref_peak}
 
+  # The step against its own matmul ceiling: the same dense layers, forward and backward.
+  twin_s, twin_flops = matmul_twin(mlp.model, shape, mlp.train.batch_size, repeats)
+  step_s = mlp.train.batch_size / ex_s
+  results['train_mlp_vs_matmul_twin'] = {
+      'step_ms': 1e3 * step_s, 'twin_step_ms': 1e3 * twin_s,
+      'step_share_of_twin_speed': twin_s / step_s,
+      # XLA's cost analysis counts a loop body once: these are FLOPs of one step.
+      'twin_xla_flops_per_step': twin_flops, 'step_xla_flops_per_step': xla}
+
+  # The pytorch/examples model: a minimal plain-JAX loop vs the same model through train.py.
+  try:
+    fm = data_lib.load(default.get_config().data).train.images
+    spec = 'configs/pytorch_example.py'
+  except data_lib.DataError:
+    fm = np.random.default_rng(0).integers(0, 256, (4096, 28, 28, 1)).astype(np.uint8)
+    spec = 'configs/pytorch_example.py:smoke'
+  plain = plain_jax_epoch(fm, max(2, repeats // 2))
+  ours = train_py_steady_examples_per_s(spec, 1.0 if args.quick else 3.0)
+  results['pytorch_example_model'] = {
+      'plain_jax_scan_examples_per_s': plain, 'train_py_steady_examples_per_s': ours,
+      'train_py_slowdown_vs_plain_jax': plain / ours}
+
   results['sweep_vmap_8_members'] = {
       'examples_per_s_all_members': sweep_throughput(mlp, shape, 8, max(10, steps // 4), repeats)}
   results['sweep_vmap_8_members']['speedup_vs_one_model'] = (
@@ -255,6 +279,117 @@ def main():
               f'{key + "." + k2:<44} {v2}')
     else:
       print(f'{key:<44} {value:.4g}' if isinstance(value, float) else f'{key:<44} {value}')
+
+
+
+def _xla_flops(jitted, *args):
+  """FLOPs of one call, from XLA's cost analysis of the compiled program (None if absent)."""
+  try:
+    cost = jitted.lower(*args).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return cost.get('flops')
+  except Exception:  # pylint: disable=broad-except
+    return None
+
+
+def matmul_twin(model_config, image_shape, batch_size, repeats, steps=100):
+  """Seconds per step and XLA FLOPs of the step's dense layers alone, forward and backward:
+  the same matmul shapes as one MLP VAE step, without activations, likelihood, RNG or the
+  optimizer (what the step would cost if only its matmuls counted)."""
+  d_in = int(np.prod(image_shape))
+  enc = [d_in] + list(model_config.hidden) + [2 * model_config.latent_dim]
+  dec = [model_config.latent_dim] + list(reversed(model_config.hidden)) + [d_in]
+  gate = 2 if model_config.gated else 1
+  key = jax.random.key(0)
+  shapes = ([(a, gate * b if i < len(enc) - 2 else b) for i, (a, b) in enumerate(
+      zip(enc[:-1], enc[1:]))] + [(a, gate * b if i < len(dec) - 2 else b) for i, (a, b) in
+                                  enumerate(zip(dec[:-1], dec[1:]))])
+  ws = [jax.random.normal(jax.random.fold_in(key, i), s) * 0.01 for i, s in enumerate(shapes)]
+  x = jax.random.uniform(key, (batch_size, d_in))
+  n_enc = len(enc) - 1
+
+  def loss(ws):
+    h = x
+    for w in ws[:n_enc]:
+      h = h[:, :w.shape[0]] @ w
+    h = h[:, :model_config.latent_dim]
+    for w in ws[n_enc:]:
+      h = h[:, :w.shape[0]] @ w
+    return jnp.sum(h)
+
+  grad = jax.grad(loss)
+
+  @jax.jit
+  def run(ws):
+    def body(_, ws):
+      g = grad(ws)
+      return [w - 1e-9 * gw for w, gw in zip(ws, g)]
+    return jax.lax.fori_loop(0, steps, body, ws)
+
+  sec = timed(lambda: jax.block_until_ready(run(ws)), repeats)
+  return sec / steps, _xla_flops(run, ws)
+
+
+def plain_jax_epoch(images, repeats, batch_size=128, hidden=400, latent=20):
+  """Examples/s of a minimal plain-JAX loop of the pytorch/examples VAE: one jitted lax.scan
+  over an epoch of pre-gathered batches, Adam, BCE on continuous pixels, no metrics."""
+  x_all = jnp.asarray(images.reshape(len(images), -1), jnp.float32) / 255.0
+  steps = len(images) // batch_size
+  batches = x_all[:steps * batch_size].reshape(steps, batch_size, -1)
+  d = batches.shape[-1]
+  k = jax.random.split(jax.random.key(0), 5)
+  init = lambda key, a, b: (jax.random.normal(key, (a, b)) / np.sqrt(a), jnp.zeros(b))
+  params = {'e1': init(k[0], d, hidden), 'mu': init(k[1], hidden, latent),
+            'lv': init(k[2], hidden, latent), 'd1': init(k[3], latent, hidden),
+            'd2': init(k[4], hidden, d)}
+  tx = optax.adam(1e-3)
+  dense = lambda p, h: h @ p[0] + p[1]
+
+  def loss_fn(p, x, key):
+    h = jax.nn.relu(dense(p['e1'], x))
+    mu, lv = dense(p['mu'], h), dense(p['lv'], h)
+    z = mu + jnp.exp(0.5 * lv) * jax.random.normal(key, mu.shape)
+    logits = dense(p['d2'], jax.nn.relu(dense(p['d1'], z)))
+    bce = jnp.sum(optax.sigmoid_binary_cross_entropy(logits, x))
+    kld = -0.5 * jnp.sum(1 + lv - mu ** 2 - jnp.exp(lv))
+    return (bce + kld) / x.shape[0]
+
+  @jax.jit
+  def epoch(params, opt_state, key):
+    def step(carry, xs):
+      p, s = carry
+      x, i = xs
+      g = jax.grad(loss_fn)(p, x, jax.random.fold_in(key, i))
+      u, s = tx.update(g, s, p)
+      return (optax.apply_updates(p, u), s), None
+    (params, opt_state), _ = jax.lax.scan(step, (params, opt_state),
+                                          (batches, jnp.arange(steps)))
+    return params, opt_state
+
+  state = {'p': params, 's': tx.init(params)}
+
+  def run():
+    state['p'], state['s'] = jax.block_until_ready(epoch(state['p'], state['s'],
+                                                         jax.random.key(1)))
+
+  return steps * batch_size / timed(run, repeats)
+
+
+def train_py_steady_examples_per_s(config_spec, epochs, extra=()):
+  """Steady-state examples/s of train.py: log windows that hold no evaluation or checkpoint
+  (the first window, with compilation, is left out); the median over windows."""
+  with tempfile.TemporaryDirectory() as tmp:
+    cmd = [sys.executable, str(REPO / 'train.py'), '--config', config_spec, '--workdir', tmp,
+           f'--config.train.num_epochs={epochs}', f'--config.train.eval_every_epochs={epochs}',
+           f'--config.train.checkpoint_every_epochs={epochs}',
+           '--config.train.log_every_steps=100', *extra]
+    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
+    events = [json.loads(line) for line in open(pathlib.Path(tmp) / 'metrics.jsonl')]
+  train = [e for e in events if e['event'] == 'train']
+  last_step = train[-1]['step']
+  rates = [(b['examples_seen'] - a['examples_seen']) / (b['wall_time'] - a['wall_time'])
+           for a, b in zip(train[1:], train[2:]) if b['step'] != last_step]
+  return float(np.median(rates))
 
 
 if __name__ == '__main__':
