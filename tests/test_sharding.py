@@ -126,6 +126,7 @@ def test_dataset_is_split_over_the_data_axis_with_padding():
   assert out.returncode == 0 and 'ok' in out.stdout, out.stderr[-2000:]
 
 
+@pytest.mark.slow  # ~1 min of two-process runs; `make test-all` runs it
 @pytest.mark.parametrize('victim', [1, 0], ids=['worker killed', 'coordinator killed'])
 def test_a_dead_host_stops_the_survivor_promptly_with_one_line(tmp_path, victim):
   """kill -9 one process of a 2-process run: the other exits with code 5 within 30 s,
