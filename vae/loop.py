@@ -230,7 +230,9 @@ def _train(configs, workdirs, group_dir, chief, t_start, preempt):
   progress = progress_lib.Progress(
       sched.total_steps, 'step' if size == 1 else f'group of {size}: step',
       (base.train.batch_size * size, 'ex'), step, min_interval_s=0.0)
-  last = [{} for _ in range(size)]
+  # A member that had stopped before this run keeps its own last metrics and step.
+  last = [dict(metrics_io.last_metrics(w), step=d['step']) if d else {}
+          for w, d in zip(workdirs, done)]
   status = ['early_stopped' if s else 'finished' for s in stopped]
   first_chunk_logged = False
   signalled_early = preempt.agreed()
