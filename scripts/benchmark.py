@@ -50,18 +50,25 @@ def timed(fn, repeats):
 
 
 def matmul_peak(repeats):
+  """GFLOP/s of fp32 products (2048^3 and the step's 128x784x500 shape); on an accelerator
+  also an 8192^3 product in fp32 and in bfloat16 (its matrix units' rate)."""
   out = {}
-  for name, (m, k, n) in {'2048x2048x2048': (2048, 2048, 2048),
-                          '128x784x500': (128, 784, 500)}.items():
-    a = jax.random.normal(jax.random.key(0), (m, k))
-    b = jax.random.normal(jax.random.key(1), (k, n))
-    inner = max(1, int(2e10 // (2 * m * k * n)))  # ~20 GFLOP per timed call
+  shapes = {'2048x2048x2048': (2048, 2048, 2048, jnp.float32),
+            '128x784x500': (128, 784, 500, jnp.float32)}
+  if jax.default_backend() != 'cpu':
+    shapes['8192x8192x8192'] = (8192, 8192, 8192, jnp.float32)
+    shapes['8192x8192x8192_bf16'] = (8192, 8192, 8192, jnp.bfloat16)
+  for name, (m, k, n, dtype) in shapes.items():
+    a = jax.random.normal(jax.random.key(0), (m, k), dtype)
+    b = jax.random.normal(jax.random.key(1), (k, n), dtype)
+    flop_per_call = 2e10 if jax.default_backend() == 'cpu' else 2e13
+    inner = max(1, int(flop_per_call // (2 * m * k * n)))  # ~20 GFLOP (CPU) per timed call
 
     @jax.jit
     def f(a, b):
       def body(i, acc):
         return acc + jnp.dot(a + i.astype(a.dtype) * 1e-9, b)
-      return jax.lax.fori_loop(0, inner, body, jnp.zeros((m, n)))
+      return jax.lax.fori_loop(0, inner, body, jnp.zeros((m, n), a.dtype))
 
     sec = timed(lambda: f(a, b).block_until_ready(), repeats)
     out[name] = 2 * m * k * n * inner / sec / 1e9
@@ -192,7 +199,9 @@ def main():
   results = {'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
              'machine': f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores',
              'backend': jax.default_backend(), 'devices': len(jax.devices()),
-             'jax': jax.__version__}
+             'jax': jax.__version__,
+             'device_kind': jax.devices()[0].device_kind,
+             'default_matmul_precision': str(jax.config.jax_default_matmul_precision)}
   peak = matmul_peak(repeats)
   results['matmul_gflops'] = peak
   ref_peak = peak['2048x2048x2048']
@@ -215,6 +224,17 @@ def main():
   ex_s_big, _ = train_throughput(big, shape, max(10, steps // 8), repeats)
   results['train_mlp_batch1024'] = {'examples_per_s': ex_s_big,
                                     'share_of_2048_peak': 3 * fwd * ex_s_big / 1e9 / ref_peak}
+
+  # bfloat16 layers (parameters, losses and the optimizer stay fp32).
+  for bs in (128, 1024):
+    cfg = default.get_config()
+    with cfg.unlocked():
+      cfg.train.batch_size = bs
+      cfg.model.compute_dtype = 'bfloat16'
+    rate, _ = train_throughput(cfg, shape, max(10, steps // (1 if bs == 128 else 8)), repeats)
+    f32 = ex_s if bs == 128 else ex_s_big
+    results[f'train_mlp_bf16_batch{bs}'] = {'examples_per_s': rate,
+                                            'speedup_vs_float32': rate / f32}
 
   # The step against its own matmul ceiling: the same dense layers, forward and backward.
   twin_s, twin_flops = matmul_twin(mlp.model, shape, mlp.train.batch_size, repeats)
@@ -242,6 +262,10 @@ def main():
       'examples_per_s_all_members': sweep_throughput(mlp, shape, 8, max(10, steps // 4), repeats)}
   results['sweep_vmap_8_members']['speedup_vs_one_model'] = (
       results['sweep_vmap_8_members']['examples_per_s_all_members'] / ex_s)
+  if jax.default_backend() != 'cpu':  # an accelerator has room for more members at once
+    rate = sweep_throughput(mlp, shape, 32, max(10, steps // 4), repeats)
+    results['sweep_vmap_32_members'] = {'examples_per_s_all_members': rate,
+                                        'speedup_vs_one_model': rate / ex_s}
 
   conv = default.get_config('arch=conv')
   ex_s_conv, _ = train_throughput(conv, shape, max(5, steps // 15), min(repeats, 3))

@@ -116,3 +116,77 @@ def test_loss_and_gradient_trace_once():
 
   for i in range(3):  # new keys, data and beta values must not retrace
     grad_fn(params, x + i, jax.random.key(i), jnp.float32(0.5 * i))
+
+
+# ----------------------------------------------------------------------------- model families
+
+
+def test_two_level_elbo_equals_a_hand_computed_value():
+  """q(z2 | x) q(z1 | x, z2), p(z2) p(z1 | z2) p(x | z1, z2) on a linear-Gaussian model: the
+  library's single-draw ELBO equals the same terms written out in float64 numpy."""
+  from tests import families  # pylint: disable=g-import-not-at-top
+  model, params, _, x = families.two_layer(n=4, d=2, sigma=0.7)
+  x = x[:6]
+  key = jax.random.key(11)
+  _, terms = jax.jit(lambda p: objectives.per_example_objective(model, {'params': p}, x, key))(
+      params)
+  # The library's noise for each layer (its key split), then everything by hand.
+  k_top, k_z1 = jax.random.split(key)
+  eps2 = np.asarray(objectives.reparameterize(k_top, jnp.zeros((6, 2)), jnp.zeros((6, 2))),
+                    np.float64)
+  eps1 = np.asarray(objectives.reparameterize(k_z1, jnp.zeros((6, 2)), jnp.zeros((6, 2))),
+                    np.float64)
+  f64 = lambda a: np.asarray(a, np.float64)
+  xf = f64(x).reshape(6, 4)
+  enc, enc1, pz1, dec = (params[k] for k in ('encoder', 'encoder_z1', 'prior_z1', 'decoder'))
+  m2 = xf @ f64(enc['mean']['kernel']) + f64(enc['mean']['bias'])
+  lv2 = f64(enc['logvar'])
+  z2 = m2 + np.exp(lv2 / 2) * eps2
+  m1 = np.concatenate([xf, z2], 1) @ f64(enc1['mean']['kernel']) + f64(enc1['mean']['bias'])
+  lv1 = f64(enc1['logvar'])
+  z1 = m1 + np.exp(lv1 / 2) * eps1
+  pm = z2 @ f64(pz1['mean']['kernel']) + f64(pz1['mean']['bias'])
+  plv = f64(pz1['logvar'])
+  loc = np.concatenate([z1, z2], 1) @ f64(dec['out']['kernel']) + f64(dec['out']['bias'])
+  recon = np.sum(-0.5 * ((xf - loc) / 0.7) ** 2 - np.log(0.7) - 0.5 * np.log(2 * np.pi), 1)
+  kl2 = 0.5 * np.sum(np.exp(lv2) + m2 ** 2 - 1 - lv2, 1)
+  kl1 = 0.5 * np.sum(plv - lv1 - 1 + (np.exp(lv1) + (m1 - pm) ** 2) / np.exp(plv), 1)
+  np.testing.assert_allclose(np.asarray(terms['recon']), recon, rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(np.asarray(terms['kl_z2']), kl2, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(terms['kl_z1']), kl1, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(terms['elbo']), recon - kl1 - kl2, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize('family', [
+    dict(prior='mog', prior_components=4), dict(prior='vamp', prior_components=4),
+    dict(posterior='iaf'), dict(stochastic_layers=2),
+    dict(stochastic_layers=2, prior='vamp', prior_components=4, posterior='iaf')])
+def test_every_family_builds_samples_and_encodes_with_documented_shapes(family):
+  c = default.get_config()
+  c.model.hidden = (32,)
+  c.model.latent_dim = 3
+  c.model.flow_hidden = (16,)
+  for k, v in family.items():
+    c.model[k] = v
+  model = models.build_model(c.model, (28, 28, 1))
+  x = jax.random.bernoulli(jax.random.key(0), 0.3, (5, 28, 28, 1)).astype(jnp.float32)
+  params = model.init(jax.random.key(1), x[:1], jax.random.key(2))['params']
+  total = 3 * c.model.stochastic_layers
+  assert model.total_latent_dim == total and not model.analytic_kl
+
+  @jax.jit
+  def run(p):
+    apply = lambda *a, **kw: model.apply({'params': p}, *a, **kw)
+    return (apply(x, method=model.encode), apply(x, method=model.latent_point),
+            apply(jax.random.key(3), 7, method=model.generate),
+            objectives.per_example_objective(model, {'params': p}, x, jax.random.key(4),
+                                              num_samples=3)[1])
+
+  (mean, logvar), point, samples, terms = run(params)
+  assert mean.shape == logvar.shape == point.shape == (5, total)
+  assert samples.shape == (7, 28, 28, 1)
+  assert float(samples.min()) >= 0 and float(samples.max()) <= 1
+  assert np.all(np.isfinite(np.asarray(terms['iwae']))) and np.all(np.isfinite(point))
+  if c.model.stochastic_layers == 2:
+    np.testing.assert_allclose(np.asarray(terms['kl_z1'] + terms['kl_z2']),
+                               np.asarray(terms['kl']), rtol=1e-5)

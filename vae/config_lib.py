@@ -22,7 +22,8 @@ import ml_collections
 RESUMABLE = ('train.num_epochs',)
 STRUCTURAL = tuple('model.' + k for k in (
     'type', 'arch', 'latent_dim', 'hidden', 'activation', 'gated', 'conv_channels',
-    'conv_dense', 'conv_upsample', 'likelihood', 'gaussian_scale'))
+    'conv_dense', 'conv_upsample', 'likelihood', 'gaussian_scale', 'prior', 'prior_components',
+    'posterior', 'flow_steps', 'flow_hidden', 'stochastic_layers'))
 VMAPPABLE = ('objective.beta', 'objective.free_bits', 'objective.warmup_epochs', 'optim.lr',
              'seed', 'model.latent_dim')
 
@@ -104,6 +105,12 @@ def base_config():
   m.logvar_max = 2.0
   m.compute_dtype = 'float32'
   m.init_std = 0.0
+  m.prior = 'standard'
+  m.prior_components = 500
+  m.posterior = 'diagonal'
+  m.flow_steps = 2
+  m.flow_hidden = (320, 320)
+  m.stochastic_layers = 1
 
   c.objective = o = ml_collections.ConfigDict()
   o.beta = 1.0
@@ -185,6 +192,16 @@ FIELD_DOCS = {
     'model.compute_dtype': 'float32 | bfloat16 (layers compute in it; parameters, losses and '
                            'reductions stay float32)',
     'model.init_std': '> 0: MLP weights from N(0, init_std^2); 0: LeCun normal',
+    'model.prior': 'p(z) on the top layer: standard (N(0, I)) | mog (learned mixture of '
+                   'prior_components Gaussians) | vamp (VampPrior, prior_components '
+                   'pseudo-inputs)',
+    'model.prior_components': 'mixture components of the mog prior / pseudo-inputs of vamp',
+    'model.posterior': 'q(z | x): diagonal (Gaussian) | iaf (diagonal Gaussian + flow_steps '
+                       'inverse autoregressive flow steps)',
+    'model.flow_steps': 'IAF steps (posterior=iaf), alternating the autoregressive order',
+    'model.flow_hidden': 'hidden widths of each IAF step\'s MADE network',
+    'model.stochastic_layers': '1, or 2: q(z2|x) q(z1|x,z2), p(z2) p(z1|z2) p(x|z1,z2) '
+                               '(latent_dim each; mlp only)',
     'objective.beta': 'KL weight (1: the ELBO)',
     'objective.warmup_epochs': 'the KL weight ramps linearly 0 -> beta over this many epochs',
     'objective.free_bits': 'free bits: nats per latent dimension below which the KL is not '
@@ -340,8 +357,17 @@ def check_numbers(c):
 
 
 def check_vmappable(configs):
-  """Raises ConfigError unless the configs differ only in VMAPPABLE fields."""
+  """Raises ConfigError unless the configs differ only in VMAPPABLE fields, and in
+  model.latent_dim only where padded latents are equivalent (N(0, I) prior, diagonal
+  posterior, one stochastic layer)."""
   flat = [flatten(config_json(c)) for c in configs]
+  sizes = {f['model.latent_dim'] for f in flat}
+  simple = (flat[0]['model.prior'], flat[0]['model.posterior'],
+            flat[0]['model.stochastic_layers']) == ('standard', 'diagonal', 1)
+  check(len(sizes) == 1 or simple,
+        f'members differ in model.latent_dim ({sorted(sizes)}), which one vmapped group can '
+        f'pad only with model.prior=standard, model.posterior=diagonal and '
+        f'model.stochastic_layers=1; use --mode sequential or processes, or one latent size')
   for other in flat[1:]:
     diff = [k for k in flat[0] if flat[0][k] != other.get(k) and k not in VMAPPABLE]
     check(not diff, f'members differ in {diff[:3]}, which one vmapped group cannot stack '

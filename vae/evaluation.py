@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vae import input_pipeline, objectives
+from vae import input_pipeline, objectives, priors
 from vae.progress import Progress
 from vae.likelihoods import bits_per_dim
 
@@ -42,16 +42,25 @@ def iw_log_likelihood(model, variables, x, key, num_samples, chunk_size,
   """
   ks = jnp.asarray(list(report_at) + [num_samples], jnp.int32)
   num_chunks = -(-num_samples // chunk_size)
-  mean, logvar = model.apply(variables, x, method=model.encode)
-  if latent_mask is not None:
-    mean, logvar = mean * latent_mask, logvar * latent_mask
+  if model.analytic_kl:  # the encoder runs once; each chunk draws and decodes
+    mean, logvar = model.apply(variables, x, method=model.encode)
+    if latent_mask is not None:
+      mean, logvar = mean * latent_mask, logvar * latent_mask
 
-  def body(acc, c):
-    z = objectives.reparameterize(jax.random.fold_in(key, c), mean, logvar, chunk_size)
+  def chunk_log_weights(k):
+    """log p(x, z) - log q(z | x) for `chunk_size` draws: [C, B]."""
+    if not model.analytic_kl:  # flows, mixtures and two layers: through `model.posterior`
+      post = model.apply(variables, x, k, chunk_size, method=model.posterior)
+      params = model.apply(variables, post['z'], method=model.decode)
+      return model.likelihood.log_prob(params, x) + post['log_p'] - post['log_q']
+    z = objectives.reparameterize(k, mean, logvar, chunk_size)
     params = model.apply(variables, z if latent_mask is None else z * latent_mask,
                          method=model.decode)
-    log_w = (model.likelihood.log_prob(params, x) + objectives.log_standard_normal(z)
-             - objectives.log_normal_diag(z, mean, logvar))          # [C, B]
+    return (model.likelihood.log_prob(params, x) + objectives.log_standard_normal(z)
+            - objectives.log_normal_diag(z, mean, logvar))
+
+  def body(acc, c):
+    log_w = chunk_log_weights(jax.random.fold_in(key, c))          # [C, B]
     index = c * chunk_size + jnp.arange(chunk_size)                 # global sample ids
     keep = index[None, :] < ks[:, None]                             # [K, C]
     masked = jnp.where(keep[:, :, None], log_w[None], -jnp.inf)    # [K, C, B]
@@ -75,7 +84,9 @@ def make_eval_fn(model, mode, iw_samples=0, iw_chunk=100):
   Returns:
     A function (jit it) of params, batches [nb, B, H, W, C] uint8, mask [nb, B],
     a key and an optional latent mask [D], returning sums: count, elbo, recon,
-    kl, kl_dim [D], z_mean_sum [D], z_mean_sq_sum [D] and, with iw_samples, iw_ll.
+    kl, z_mean_sum [L], z_mean_sq_sum [L] (L = model.total_latent_dim; the means of
+    `VAE.encode`), kl_dim [L] (analytic family only), kl_z1 and kl_z2 (two layers)
+    and, with iw_samples, iw_ll.
   """
   def eval_fn(params, batches, mask, key, latent_mask=None):
     variables = {'params': params}
@@ -90,26 +101,34 @@ def make_eval_fn(model, mode, iw_samples=0, iw_chunk=100):
       mean, logvar = model.apply(variables, x, method=model.encode)
       if latent_mask is not None:
         mean, logvar = mean * latent_mask, logvar * latent_mask
-      kl_dim = (jnp.zeros_like(mean) if model.deterministic
-                else objectives.gaussian_kl_per_dim(mean, logvar))
       new = {
           'count': jnp.sum(w),
           'elbo': jnp.sum(w * terms['elbo']),
           'recon': jnp.sum(w * terms['recon']),
           'kl': jnp.sum(w * terms['kl']),
-          'kl_dim': jnp.sum(w[:, None] * kl_dim, axis=0),
           'z_mean_sum': jnp.sum(w[:, None] * mean, axis=0),
           'z_mean_sq_sum': jnp.sum(w[:, None] * jnp.square(mean), axis=0),
       }
+      if model.analytic_kl:  # the per-dimension KL exists only for this family
+        kl_dim = (jnp.zeros_like(mean) if model.deterministic
+                  else objectives.gaussian_kl_per_dim(mean, logvar))
+        new['kl_dim'] = jnp.sum(w[:, None] * kl_dim, axis=0)
+      for name in ('kl_z1', 'kl_z2'):
+        if name in terms:
+          new[name] = jnp.sum(w * terms[name])
       if iw_samples:
         ll = iw_log_likelihood(model, variables, x, k_iw, iw_samples,
                                min(iw_chunk, iw_samples), latent_mask=latent_mask)[-1]
         new['iw_ll'] = jnp.sum(w * ll)
       return jax.tree.map(jnp.add, sums, new), None
 
-    d = model.latent_dim
+    d = model.total_latent_dim
     init = {'count': 0.0, 'elbo': 0.0, 'recon': 0.0, 'kl': 0.0,
-            'kl_dim': jnp.zeros(d), 'z_mean_sum': jnp.zeros(d), 'z_mean_sq_sum': jnp.zeros(d)}
+            'z_mean_sum': jnp.zeros(d), 'z_mean_sq_sum': jnp.zeros(d)}
+    if model.analytic_kl:
+      init['kl_dim'] = jnp.zeros(d)
+    if model.layers == 2:
+      init.update(kl_z1=0.0, kl_z2=0.0)
     if iw_samples:
       init['iw_ll'] = 0.0
     init = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), init)
@@ -131,7 +150,9 @@ def active_units(z_mean_sum, z_mean_sq_sum, count, threshold=0.01):
 
 
 def summarize_sums(sums, num_dims, prefix, active_threshold=0.01):
-  """Turns eval sums into named per-example metrics (nats; bits/dim)."""
+  """Turns eval sums into named per-example metrics (nats; bits/dim). With two stochastic
+  layers (sums hold kl_z1) also kl_z1, kl_z2 and active_units_z1, active_units_z2 (the
+  first half of the latent vector is z1)."""
   sums = jax.device_get(sums)
   n = float(sums['count'])
   out = {f'{prefix}/elbo': float(sums['elbo']) / n,
@@ -139,8 +160,14 @@ def summarize_sums(sums, num_dims, prefix, active_threshold=0.01):
          f'{prefix}/kl': float(sums['kl']) / n,
          f'{prefix}/count': int(round(n))}
   out[f'{prefix}/bpd'] = float(bits_per_dim(-out[f'{prefix}/elbo'], num_dims))
-  num_active, _ = active_units(sums['z_mean_sum'], sums['z_mean_sq_sum'], n, active_threshold)
+  num_active, var = active_units(sums['z_mean_sum'], sums['z_mean_sq_sum'], n,
+                                 active_threshold)
   out[f'{prefix}/active_units'] = num_active
+  if 'kl_z1' in sums:
+    half = len(var) // 2
+    for i, part in enumerate((var[:half], var[half:])):
+      out[f'{prefix}/kl_z{i + 1}'] = float(sums[f'kl_z{i + 1}']) / n
+      out[f'{prefix}/active_units_z{i + 1}'] = int(np.sum(part > active_threshold))
   if 'iw_ll' in sums:
     out[f'{prefix}/iw_ll'] = float(sums['iw_ll']) / n
     out[f'{prefix}/iw_nll'] = -out[f'{prefix}/iw_ll']
@@ -193,7 +220,7 @@ def nearest_distances(a, b, exclude_self=False, chunk=256):
 
 
 def latent_diagnostics(mean, logvar, key, deterministic=False, num_prior=2000,
-                       hole_ratio=0.01):
+                       hole_ratio=0.01, prior=None, densities=True):
   """What the encoder does with the data set, in nats, and where the prior's mass falls.
 
   For a VAE, with q(z) the empirical aggregate posterior and z_n ~ q(z | x_n):
@@ -217,28 +244,39 @@ def latent_diagnostics(mean, logvar, key, deterministic=False, num_prior=2000,
       distance-based measures apply).
     num_prior: prior samples for the hole measures.
     hole_ratio: density ratio below which a prior sample is in a hole.
+    prior: None for N(0, I), or the (log_weights, means, logvars) of a mixture
+      prior (`TrainedModel.prior_components`): samples and log p(z) come from it,
+      and avg_kl is then the single-draw estimate mean_n [log q(z_n | x_n) - log p(z_n)].
+    densities: False where q(z | x) is not the Gaussian (mean, logvar) (an IAF
+      posterior): only the distance-based measures are reported.
 
   Returns:
     dict of floats.
   """
   k_post, k_prior = jax.random.split(key)
-  z_prior = jax.random.normal(k_prior, (num_prior, mean.shape[1]))
+  if prior is None:
+    z_prior = jax.random.normal(k_prior, (num_prior, mean.shape[1]))
+    log_p = objectives.log_standard_normal
+  else:
+    z_prior = priors.sample_mixture(k_prior, num_prior, *prior)
+    log_p = lambda z: priors.mixture_log_prob(z, *prior)
   prior_nn = nearest_distances(z_prior, mean)
   data_nn = nearest_distances(mean, mean, exclude_self=True)
   out = {'prior_nn_distance': float(jnp.median(prior_nn)),
          'data_nn_distance': float(jnp.median(data_nn))}
   out['nn_distance_ratio'] = out['prior_nn_distance'] / max(out['data_nn_distance'], 1e-12)
   out['latent_mean_norm'] = float(jnp.mean(jnp.linalg.norm(mean, axis=1)))
-  if deterministic:
+  if deterministic or not densities:
     return out
   z = objectives.reparameterize(k_post, mean, logvar)
   log_q_cond = objectives.log_normal_diag(z, mean, logvar)
   log_qz = log_aggregate_posterior(z, mean, logvar)
-  log_pz = objectives.log_standard_normal(z)
+  log_pz = log_p(z)
   log_q_prior = log_aggregate_posterior(z_prior, mean, logvar)
-  log_p_prior = objectives.log_standard_normal(z_prior)
+  log_p_prior = log_p(z_prior)
+  avg_kl = (objectives.gaussian_kl(mean, logvar) if prior is None else log_q_cond - log_pz)
   out.update(
-      avg_kl=float(jnp.mean(objectives.gaussian_kl(mean, logvar))),
+      avg_kl=float(jnp.mean(avg_kl)),
       mutual_info=float(jnp.mean(log_q_cond - log_qz)),
       marginal_kl=float(jnp.mean(log_qz - log_pz)),
       reverse_kl=float(jnp.mean(log_p_prior - log_q_prior)),
@@ -246,6 +284,22 @@ def latent_diagnostics(mean, logvar, key, deterministic=False, num_prior=2000,
   out['mc_avg_kl'] = out['mutual_info'] + out['marginal_kl']
   out['mutual_info_upper_bound'] = float(jnp.log(mean.shape[0]))  # I <= log N for N points
   return out
+
+
+def model_latent_diagnostics(model, mean, logvar, key):
+  """`latent_diagnostics` of a TrainedModel's top stochastic layer against its own prior.
+
+  `mean`, `logvar` are `model.encode`'s [N, total_latent_dim]; with two layers the
+  z2 half is measured (the prior lives there). For an IAF posterior only the
+  distance measures are reported (the flow's aggregate density is not tractable).
+  """
+  vae_model = model.model
+  d = vae_model.latent_dim
+  if vae_model.layers == 2:
+    mean, logvar = mean[:, d:], logvar[:, d:]
+  prior = None if vae_model.prior is None else model.prior_components()
+  return latent_diagnostics(mean, logvar, key, deterministic=vae_model.deterministic,
+                            prior=prior, densities=vae_model.flow is None)
 
 
 def project_2d(points):
@@ -273,7 +327,7 @@ def latent_summary(model, images, labels, key, num_samples=64):
   """
   x = model.to_float(images)
   mean, logvar = model.encode(x)
-  diag = latent_diagnostics(mean, logvar, key, deterministic=model.model.deterministic)
+  diag = model_latent_diagnostics(model, mean, logvar, key)
   # For the autoencoder the per-example objective's "elbo" is its reconstruction term.
   score = float(np.mean(np.asarray(model.elbo(x))))
   diag['test_recon' if model.model.deterministic else 'test_elbo'] = score
@@ -287,8 +341,10 @@ def evaluate_model(model, images, num_samples, batch_size=500, chunk_size=100, s
   Returns:
     dict: the importance-weighted log p(x) with S = `num_samples` (nats per
     example) and its standard error, the nested estimates at k = 1, 10, ...
-    < S, ELBO / recon / KL, bits/dim, active units, KL per dimension and the
-    latent diagnostics; every draw comes from `seed`.
+    < S, ELBO / recon / KL (analytic or single-draw, as in `per_example_objective`),
+    with two layers kl_z1 / kl_z2 and active units per layer, bits/dim, active
+    units, KL per dimension (analytic family only), the latent diagnostics, and
+    log_likelihood_per_example (a numpy array [N]); every draw comes from `seed`.
   """
   ks = [k for k in (1, 10, 100, 1000, 5000, 10000) if k < num_samples]
   key = jax.random.key(seed)
@@ -297,6 +353,7 @@ def evaluate_model(model, images, num_samples, batch_size=500, chunk_size=100, s
   terms_fn = jax.jit(lambda p, x, k: objectives.per_example_objective(
       model.model, {'params': p}, x, k)[1])
   ests, elbo, recon, kl, means, logvars = [], [], [], [], [], []
+  layer_kl = {'kl_z1': [], 'kl_z2': []} if model.model.layers == 2 else {}
   t0 = time.time()
   num_batches = -(-len(images) // batch_size)
   progress = Progress(num_batches, f'evaluation batch (of {batch_size} examples x '
@@ -310,6 +367,8 @@ def evaluate_model(model, images, num_samples, batch_size=500, chunk_size=100, s
     elbo.append(np.asarray(t['elbo']))
     recon.append(np.asarray(t['recon']))
     kl.append(np.asarray(t['kl']))
+    for name, values in layer_kl.items():
+      values.append(np.asarray(t[name]))
     m, lv = model.encode(x)
     means.append(np.asarray(m))
     logvars.append(np.asarray(lv))
@@ -324,20 +383,28 @@ def evaluate_model(model, images, num_samples, batch_size=500, chunk_size=100, s
   out = {'num_examples': n, 'num_samples': num_samples, 'seconds': seconds,
          'elbo': float(elbo.mean()), 'elbo_se': se(elbo), 'recon': float(recon.mean()),
          'kl': float(kl.mean()), 'elbo_bpd': float(bits_per_dim(-elbo.mean(), num_dims))}
+  for name, values in layer_kl.items():
+    out[name] = float(np.concatenate(values).mean())
   if ests:
     est = np.concatenate(ests, axis=1)  # [len(ks) + 1, N]
     ll = est[-1]
     out.update(log_likelihood=float(ll.mean()), log_likelihood_se=se(ll),
                nll=float(-ll.mean()), nll_bpd=float(bits_per_dim(-ll.mean(), num_dims)),
                convergence={str(k): float(est[i].mean()) for i, k in enumerate(ks + [num_samples])})
+    # Per test image, in the images' order: rows evaluated on the same images can be
+    # compared with paired standard errors (scripts/evaluate.py saves it beside the JSON).
+    out['log_likelihood_per_example'] = ll
   d = model.config.train.active_unit_threshold
   num_active, var = active_units(mean.sum(0), (mean ** 2).sum(0), n, d)
   out['active_units'] = num_active
+  if layer_kl:
+    half = model.model.latent_dim
+    out['active_units_z1'] = int(np.sum(var[:half] > d))
+    out['active_units_z2'] = int(np.sum(var[half:] > d))
   out['posterior_mean_variance_per_dim'] = var.tolist()
-  if not model.model.deterministic:
+  if model.model.analytic_kl and not model.model.deterministic:
     out['kl_per_dim'] = np.mean(
         np.asarray(objectives.gaussian_kl_per_dim(mean, logvar)), axis=0).tolist()
-  out['latent'] = latent_diagnostics(
-      jnp.asarray(mean), jnp.asarray(logvar), jax.random.fold_in(key, 10 ** 6),
-      deterministic=model.model.deterministic)
+  out['latent'] = model_latent_diagnostics(
+      model, jnp.asarray(mean), jnp.asarray(logvar), jax.random.fold_in(key, 10 ** 6))
   return out

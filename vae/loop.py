@@ -30,7 +30,8 @@ import ml_collections
 import numpy as np
 
 from vae import checkpointing, config_lib, data as data_lib, evaluation, input_pipeline
-from vae import members as members_lib, metrics_io, optim, plots, progress as progress_lib
+from vae import members as members_lib, metrics_io, models, optim, plots
+from vae import progress as progress_lib
 from vae import run_dir, sharding, validation
 from vae.step import NonFiniteError
 
@@ -219,9 +220,7 @@ def _train(configs, workdirs, group_dir, chief, t_start, preempt):
   feeders = [input_pipeline.HostFeeder(train_images, base.train.batch_size, c.seed, sched)
              for c in configs] if streamed else None
   eval_fn = group.make_eval_fn(eval_mode, base.train.eval_iw_samples)
-  prior_z = [jax.random.normal(group.keys[m]['sample'], (c.train.num_image_samples,
-                                                         c.model.latent_dim))
-             for m, c in enumerate(configs)]
+  sample_keys = [k['sample'] for k in group.keys]  # fixed: the same draws at every evaluation
   recon_inputs = [input_pipeline.to_float(jnp.asarray(test_images[:32]), eval_mode, k['eval'])
                   for k in group.keys]
   num_dims = int(np.prod(image_shape))
@@ -277,7 +276,8 @@ def _train(configs, workdirs, group_dir, chief, t_start, preempt):
         for m in training:
           em = {}
           for split, sums in per_split.items():
-            sums_m = members_lib.unpad_sums(group.pick(sums, m), configs[m].model.latent_dim)
+            sums_m = members_lib.unpad_sums(group.pick(sums, m),
+                                            models.total_latent_dim(configs[m].model))
             em.update(evaluation.summarize_sums(sums_m, num_dims, split,
                                                 base.train.active_unit_threshold))
           writers[m].write('eval', step, epoch, examples, em)
@@ -289,7 +289,7 @@ def _train(configs, workdirs, group_dir, chief, t_start, preempt):
             stopping.add(m)
           _warn_collapse(em, configs[m], workdirs[m] if size > 1 else None)
           _write_images(writers[m], step, group.member_params(state, m), group.image_fns(m),
-                        recon_inputs[m], prior_z[m], chief)
+                        recon_inputs[m], sample_keys[m], chief)
       preempted = preempt.agreed()
       for m in training:
         if sched.is_checkpoint(step) or preempted or m in stopping:
@@ -348,22 +348,23 @@ def _warn_collapse(metrics, config, where=None):
   active = metrics.get('val/active_units', metrics.get('test/active_units'))
   if active is None or config.model.type == 'ae':
     return
-  if active < config.train.collapse_warn_fraction * config.model.latent_dim:
+  total = models.total_latent_dim(config.model)
+  if active < config.train.collapse_warn_fraction * total:
     log.warning('posterior collapse%s: only %d of %d latent units are active (variance of '
                 'the posterior mean > %g); consider KL warm-up or free bits',
-                f' in {where}' if where else '', active, config.model.latent_dim,
+                f' in {where}' if where else '', active, total,
                 config.train.active_unit_threshold)
 
 
-def _write_images(writer, step, params, fns, inputs, prior_z, write):
+def _write_images(writer, step, params, fns, inputs, sample_key, write):
   """Reconstructions (means, not logits) of fixed test images and fixed prior samples, as
   PNG files in images/ and in TensorBoard.
 
   Every process runs the (collective) decoding; only the chief (`write`) saves files.
   """
-  recon_fn, decode_fn = fns
+  recon_fn, sample_fn = fns
   recon = recon_fn(params, inputs)
-  samples = decode_fn(params, prior_z)
+  samples = sample_fn(params, sample_key)
   if not write:
     return
   images = writer.path.parent / 'images'

@@ -66,7 +66,8 @@ def unpad_sums(sums, latent_dim):
   """Evaluation sums of a padded member, cut to its own latent dimensions."""
   out = dict(sums)
   for k in ('kl_dim', 'z_mean_sum', 'z_mean_sq_sum'):
-    out[k] = np.asarray(sums[k])[:latent_dim]
+    if k in sums:
+      out[k] = np.asarray(sums[k])[:latent_dim]
   return out
 
 
@@ -112,8 +113,10 @@ class Group:
       self.model = models.build_model(big, image_shape, dtype)
       self.state_sharding = sharding.model_sharded(mesh)
       hps = []
+      padded = len({c.model.latent_dim for c in configs}) > 1
       for c in configs:
-        mask = (np.arange(d_max) < c.model.latent_dim).astype(np.float32)
+        # Only members of different latent sizes need the mask (the analytic family alone).
+        mask = (np.arange(d_max) < c.model.latent_dim).astype(np.float32) if padded else None
         hps.append(step_lib.hyperparameters(c, spe, mask, lr_scale=c.optim.lr / base.optim.lr))
       self.hp = jax.device_put(stack(hps), self.state_sharding)
       train_step = step_lib.make_train_step(self.model, self.tx, self.lr_fn, base, mode,
@@ -192,17 +195,21 @@ class Group:
     fn = evaluation.make_eval_fn(self.model, mode, iw_samples)
     if not self.batched:
       return jax.jit(lambda state, b, mk: fn(state.eval_params(), b, mk, self.eval_keys))
-    vmapped = jax.vmap(fn, in_axes=(0, None, None, 0, 0))
+    mask = self.hp.get('latent_mask')
+    vmapped = jax.vmap(fn, in_axes=(0, None, None, 0, None if mask is None else 0))
     return jax.jit(lambda state, b, mk: vmapped(state.eval_params(), b, mk, self.eval_keys,
-                                                self.hp['latent_mask']))
+                                                self.hp.get('latent_mask')))
 
   def image_fns(self, m):
-    """(reconstruct means, decode means) jitted for member m's own model (shared by size)."""
+    """(reconstruct, sample) jitted for member m's own model (shared by size):
+    reconstruct(params, x) decodes the noise-free posterior latent (`VAE.latent_point`);
+    sample(params, key) decodes train.num_image_samples draws from the prior (`generate`)."""
     model = self.models[m]
     key = model.latent_dim
     if key not in self._image_fns:
+      n = self.configs[m].train.num_image_samples
       recon = jax.jit(lambda p, x: model.apply({'params': p}, model.apply(
-          {'params': p}, x, method=model.encode)[0], method=model.decode_mean))
-      decode = jax.jit(lambda p, z: model.apply({'params': p}, z, method=model.decode_mean))
-      self._image_fns[key] = (recon, decode)
+          {'params': p}, x, method=model.latent_point), method=model.decode_mean))
+      sample = jax.jit(lambda p, k: model.apply({'params': p}, k, n, method=model.generate))
+      self._image_fns[key] = (recon, sample)
     return self._image_fns[key]

@@ -14,8 +14,10 @@ import jax
 import jax.numpy as jnp
 
 from vae.config_lib import check
+from vae import flows, priors
 from vae.likelihoods import Likelihood
-from vae.objectives import reparameterize
+from vae.objectives import gaussian_kl, gaussian_kl_pair, log_normal_diag
+from vae.objectives import log_standard_normal, reparameterize
 
 ACTIVATIONS = {
     'relu': nn.relu,
@@ -79,7 +81,9 @@ def _gaussian_head(h, latent_dim, logvar_min, logvar_max, dtype, init_std=0.0):
 
 
 class MLPEncoder(nn.Module):
-  """[..., H, W, C] -> (mean [..., D], logvar [..., D])."""
+  """[..., H, W, C] -> (mean [..., D], logvar [..., D]); with `return_features` also the last
+  hidden layer [..., hidden[-1]] (an IAF's context). `flat_input` takes vectors [..., P]
+  instead of images (the two-level model's q(z1 | x, z2) and p(z1 | z2))."""
   latent_dim: int
   hidden: Sequence[int] = (500,)
   activation: str = 'relu'
@@ -88,13 +92,17 @@ class MLPEncoder(nn.Module):
   logvar_max: Optional[float] = None
   dtype: Optional[jnp.dtype] = None
   init_std: float = 0.0
+  return_features: bool = False
+  flat_input: bool = False
 
   @nn.compact
   def __call__(self, x):
-    h = x.reshape(x.shape[:-3] + (-1,)).astype(self.dtype or jnp.float32)
+    h = x if self.flat_input else x.reshape(x.shape[:-3] + (-1,))
+    h = h.astype(self.dtype or jnp.float32)
     h = MLP(self.hidden, self.activation, self.gated, self.dtype, self.init_std, name='mlp')(h)
-    return _gaussian_head(h, self.latent_dim, self.logvar_min, self.logvar_max, self.dtype,
-                          self.init_std)
+    mean, logvar = _gaussian_head(h, self.latent_dim, self.logvar_min, self.logvar_max,
+                                  self.dtype, self.init_std)
+    return (mean, logvar, h.astype(jnp.float32)) if self.return_features else (mean, logvar)
 
 
 class MLPDecoder(nn.Module):
@@ -127,6 +135,7 @@ class ConvEncoder(nn.Module):
   logvar_min: Optional[float] = None
   logvar_max: Optional[float] = None
   dtype: Optional[jnp.dtype] = None
+  return_features: bool = False
 
   @nn.compact
   def __call__(self, x):
@@ -141,7 +150,10 @@ class ConvEncoder(nn.Module):
       h = act(nn.Dense(self.dense, dtype=self.dtype, name='dense')(h))
     mean, logvar = _gaussian_head(h, self.latent_dim, self.logvar_min, self.logvar_max,
                                   self.dtype)
-    return mean.reshape(lead + mean.shape[-1:]), logvar.reshape(lead + logvar.shape[-1:])
+    out = (mean.reshape(lead + mean.shape[-1:]), logvar.reshape(lead + logvar.shape[-1:]))
+    if self.return_features:
+      out += (h.astype(jnp.float32).reshape(lead + h.shape[-1:]),)
+    return out
 
 
 def depth_to_space(h, factor=2):
@@ -193,7 +205,19 @@ class ConvDecoder(nn.Module):
 
 
 class VAE(nn.Module):
-  """Encoder, reparameterized Gaussian posterior, decoder and likelihood.
+  """Encoder, reparameterized posterior, prior, decoder and likelihood.
+
+  One stochastic layer (the default): q(z | x) is the diagonal Gaussian of
+  `encoder`, pushed through an inverse autoregressive flow when `flow` is set
+  (its context is the encoder's last hidden layer); p(z) is N(0, I) when
+  `prior` is None, else a mixture (`vae.priors`); p(x | z) is `decoder` and
+  `likelihood`.
+
+  Two stochastic layers (`encoder_z1` set; Tomczak & Welling's HVAE):
+  q(z2 | x) from `encoder` (+ `flow`), q(z1 | x, z2) from `encoder_z1` on
+  [x, z2] (+ `flow_z1`); the prior on z2, p(z1 | z2) from `prior_z1`, and
+  p(x | z1, z2) from `decoder` on z = [z1, z2]. Each layer has `latent_dim`
+  dimensions; the decoder's input has `total_latent_dim`.
 
   With `deterministic=True` it is the plain autoencoder built from the same
   modules: z = mean, and the objective drops the KL term.
@@ -204,33 +228,148 @@ class VAE(nn.Module):
   image_shape: Sequence[int]
   latent_dim: int
   deterministic: bool = False
+  prior: Optional[nn.Module] = None
+  flow: Optional[nn.Module] = None
+  encoder_z1: Optional[nn.Module] = None
+  prior_z1: Optional[nn.Module] = None
+  flow_z1: Optional[nn.Module] = None
 
   def setup(self):
     shape = self.likelihood.learned_scale_shape(self.image_shape)
     self.learned_log_scale = (None if shape is None else
                               self.param('log_scale', nn.initializers.zeros, shape))
 
+  @property
+  def layers(self) -> int:
+    """Stochastic layers: 1 or 2."""
+    return 1 if self.encoder_z1 is None else 2
+
+  @property
+  def total_latent_dim(self) -> int:
+    """Dimensions of z = [z1, z2] (the decoder's input)."""
+    return self.latent_dim * self.layers
+
+  @property
+  def analytic_kl(self) -> bool:
+    """N(0, I) prior, diagonal posterior, one layer: the KL is analytic per dimension."""
+    return self.prior is None and self.flow is None and self.layers == 1
+
+  def _q_top(self, x):
+    """(mean, logvar, context or None) of the top layer's base Gaussian."""
+    out = self.encoder(x)
+    return out[0], out[1], (out[2] if len(out) > 2 else None)
+
+  def _q_z1(self, x, z2):
+    """(mean, logvar, context or None) of q(z1 | x, z2); z2 may carry sample axes."""
+    flat = x.reshape(x.shape[:-3] + (-1,)).astype(jnp.float32)
+    flat = jnp.broadcast_to(flat, z2.shape[:-1] + flat.shape[-1:])
+    out = self.encoder_z1(jnp.concatenate([flat, z2.astype(jnp.float32)], axis=-1))
+    return out[0], out[1], (out[2] if len(out) > 2 else None)
+
   def encode(self, x):
-    """x [..., H, W, C] -> (mean, logvar), each [..., D]."""
-    return self.encoder(x)
+    """x [..., H, W, C] -> (mean, logvar), each [..., total_latent_dim]: the diagonal
+    Gaussian(s) the posterior starts from. With an IAF posterior this is the Gaussian
+    before the flow (not q itself); with two layers it is [z1, z2] along the mean path:
+    q(z2 | x) and then q(z1 | x, z2 = its mean)."""
+    mean, logvar, _ = self._q_top(x)
+    if self.layers == 1:
+      return mean, logvar
+    m1, lv1, _ = self._q_z1(x, mean)
+    return jnp.concatenate([m1, mean], -1), jnp.concatenate([lv1, logvar], -1)
+
+  def latent_point(self, x):
+    """The posterior's noise-free latent: every eps = 0 (means pushed through any flow)."""
+    mean, _, ctx = self._q_top(x)
+    z = mean if self.flow is None else self.flow(mean, ctx)[0]
+    if self.layers == 1:
+      return z
+    m1, _, ctx1 = self._q_z1(x, z)
+    z1 = m1 if self.flow_z1 is None else self.flow_z1(m1, ctx1)[0]
+    return jnp.concatenate([z1, z], -1)
 
   def decode(self, z):
-    """z [..., D] -> likelihood parameters (dict of [..., H, W, C])."""
+    """z [..., total_latent_dim] -> likelihood parameters (dict of [..., H, W, C])."""
     return self.likelihood.params(self.decoder(z), self.learned_log_scale)
 
   def decode_mean(self, z):
-    """z [..., D] -> mean image [..., H, W, C] in [0, 1]."""
+    """z [..., total_latent_dim] -> mean image [..., H, W, C] in [0, 1]."""
     return self.likelihood.mean(self.decode(z))
+
+  def prior_components(self):
+    """(log_weights [K], means [K, D], logvars [K, D]) of the prior on the top layer."""
+    if self.prior is None:
+      d = self.latent_dim
+      return jnp.zeros((1,)), jnp.zeros((1, d)), jnp.zeros((1, d))
+    return self.prior.components(lambda u: self._q_top(u)[:2])
+
+  def _log_prior_top(self, z, components):
+    if self.prior is None:
+      return log_standard_normal(z)
+    return priors.mixture_log_prob(z, *components)
+
+  def posterior(self, x, key, num_samples=None):
+    """A reparameterized draw from q(z | x) and the densities the objectives need.
+
+    Args:
+      x: images [B, H, W, C].
+      key: PRNG key (one layer: the draw is `reparameterize(key, ...)`; two layers:
+        split into the z2 and z1 keys).
+      num_samples: None for one draw [B, ...], or S for [S, B, ...].
+
+    Returns:
+      dict: z [S?, B, total_latent_dim] (the decoder's input), log_q and log_p
+      ([S?, B], summed over the layers), kl (a tuple per layer, top layer last,
+      each [S?, B] or [B]: analytic where the layer is a diagonal Gaussian with a
+      single-Gaussian prior (N(0, I) on top, p(z1 | z2) at the drawn z2), else
+      log q - log p at the draw), mean and logvar of the top layer's base Gaussian.
+    """
+    k_top, k_z1 = jax.random.split(key) if self.layers == 2 else (key, None)
+    mean, logvar, ctx = self._q_top(x)
+    z = reparameterize(k_top, mean, logvar, num_samples)
+    log_q = log_normal_diag(z, mean, logvar)
+    if self.flow is not None:
+      z, log_det = self.flow(z, ctx)
+      log_q = log_q - log_det
+    log_p = self._log_prior_top(z, self.prior_components())
+    kl_top = (gaussian_kl(mean, logvar) if self.prior is None and self.flow is None
+              else log_q - log_p)
+    out = {'mean': mean, 'logvar': logvar}
+    if self.layers == 1:
+      return dict(out, z=z, log_q=log_q, log_p=log_p, kl=(kl_top,))
+    m1, lv1, ctx1 = self._q_z1(x, z)
+    pm, plv = self.prior_z1(z)
+    z1 = reparameterize(k_z1, m1, lv1)
+    log_q1 = log_normal_diag(z1, m1, lv1)
+    if self.flow_z1 is not None:
+      z1, log_det1 = self.flow_z1(z1, ctx1)
+      log_q1 = log_q1 - log_det1
+    log_p1 = log_normal_diag(z1, pm, plv)
+    kl1 = gaussian_kl_pair(m1, lv1, pm, plv) if self.flow_z1 is None else log_q1 - log_p1
+    return dict(out, z=jnp.concatenate([z1, z], -1), log_q=log_q + log_q1,
+                log_p=log_p + log_p1, kl=(kl1, kl_top))
 
   def __call__(self, x, key):
     """One posterior sample: returns dict(params, mean, logvar, z)."""
+    if not self.analytic_kl and not self.deterministic:
+      post = self.posterior(x, key)
+      return {'params': self.decode(post['z']), 'mean': post['mean'],
+              'logvar': post['logvar'], 'z': post['z']}
     mean, logvar = self.encode(x)
     z = mean if self.deterministic else reparameterize(key, mean, logvar)
     return {'params': self.decode(z), 'mean': mean, 'logvar': logvar, 'z': z}
 
   def generate(self, key, n, temperature=1.0):
-    """n images decoded from z ~ N(0, temperature^2 I): [n, H, W, C] means."""
-    z = temperature * jax.random.normal(key, (n, self.latent_dim))
+    """n images decoded from the prior: [n, H, W, C] means. Every prior draw's noise is
+    scaled by `temperature` (N(0, I): z = temperature * eps; mixtures: per component;
+    two layers: z2 from the prior, then z1 ~ p(z1 | z2) with scaled noise too)."""
+    if self.prior is None:
+      z = temperature * jax.random.normal(key, (n, self.latent_dim))
+    else:
+      z = priors.sample_mixture(key, n, *self.prior_components(), temperature=temperature)
+    if self.layers == 2:
+      pm, plv = self.prior_z1(z)
+      eps = jax.random.normal(jax.random.fold_in(key, 1), pm.shape)
+      z = jnp.concatenate([pm + temperature * jnp.exp(0.5 * plv) * eps, z], -1)
     return self.decode_mean(z)
 
 
@@ -254,6 +393,35 @@ def check_config(mc):
   check(mc.compute_dtype in COMPUTE_DTYPES,
         f'model.compute_dtype={mc.compute_dtype!r}; choose one of {COMPUTE_DTYPES}')
   check(mc.init_std >= 0, 'model.init_std must be >= 0')
+  priors.check_config(mc)
+  flows.check_config(mc)
+  check(mc.stochastic_layers in (1, 2),
+        f'model.stochastic_layers={mc.stochastic_layers}; choose 1 or 2')
+  check(mc.stochastic_layers == 1 or mc.arch == 'mlp',
+        'model.stochastic_layers=2 is built for model.arch=mlp; set model.arch=mlp or '
+        'model.stochastic_layers=1')
+  check(mc.type == 'vae' or is_analytic_family(mc),
+        'model.type=ae has no prior or posterior: keep model.prior=standard, '
+        'model.posterior=diagonal, model.stochastic_layers=1')
+
+
+def is_analytic_family(mc):
+  """N(0, I) prior, diagonal posterior, one layer: the per-dimension KL is analytic (free
+  bits apply, and members of different latent sizes can share one vmapped program)."""
+  return mc.prior == 'standard' and mc.posterior == 'diagonal' and mc.stochastic_layers == 1
+
+
+def check_family(mc, oc):
+  """Objective settings that need the analytic family (`is_analytic_family`)."""
+  check(oc.free_bits == 0 or is_analytic_family(mc),
+        'objective.free_bits needs the per-dimension KL, which only model.prior=standard, '
+        'model.posterior=diagonal and model.stochastic_layers=1 have; set '
+        'objective.free_bits=0')
+
+
+def total_latent_dim(mc):
+  """Dimensions of the decoder's input: latent_dim per stochastic layer."""
+  return mc.latent_dim * mc.stochastic_layers
 
 
 def check_image_shape(mc, image_shape):
@@ -285,15 +453,27 @@ def build_model(model_config, image_shape, dtype=None) -> VAE:
   out_shape = (height, width, channels * likelihood.params_per_channel)
   logvar_min = mc.logvar_min if mc.clamp_logvar else None
   logvar_max = mc.logvar_max if mc.clamp_logvar else None
+  features = mc.posterior == 'iaf'
   if mc.arch == 'mlp':
     encoder = MLPEncoder(mc.latent_dim, tuple(mc.hidden), mc.activation, mc.gated,
-                         logvar_min, logvar_max, dtype, mc.init_std)
+                         logvar_min, logvar_max, dtype, mc.init_std, features)
     decoder = MLPDecoder(out_shape, tuple(reversed(mc.hidden)), mc.activation, mc.gated,
                          dtype, mc.init_std)
   else:
     encoder = ConvEncoder(mc.latent_dim, tuple(mc.conv_channels), mc.conv_dense,
-                          mc.activation, logvar_min, logvar_max, dtype)
+                          mc.activation, logvar_min, logvar_max, dtype, features)
     decoder = ConvDecoder(out_shape, tuple(mc.conv_channels), mc.conv_dense, mc.activation,
                           mc.conv_upsample, dtype)
+  make_flow = lambda: (flows.IAF(mc.flow_steps, tuple(mc.flow_hidden), dtype) if features
+                       else None)
+  two = mc.stochastic_layers == 2
+  gaussian_mlp = lambda hidden, feats: MLPEncoder(
+      mc.latent_dim, hidden, mc.activation, mc.gated, logvar_min, logvar_max, dtype,
+      mc.init_std, feats, flat_input=True)
   return VAE(encoder, decoder, likelihood, tuple(image_shape), mc.latent_dim,
-             deterministic=(mc.type == 'ae'))
+             deterministic=(mc.type == 'ae'),
+             prior=None if mc.prior == 'standard' else priors.build_prior(mc, image_shape),
+             flow=make_flow(),
+             encoder_z1=gaussian_mlp(tuple(mc.hidden), features) if two else None,
+             prior_z1=gaussian_mlp(tuple(reversed(mc.hidden)), False) if two else None,
+             flow_z1=make_flow() if two else None)

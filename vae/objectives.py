@@ -67,6 +67,13 @@ def gaussian_kl(mean, logvar):
   return jnp.sum(gaussian_kl_per_dim(mean, logvar), axis=-1)
 
 
+def gaussian_kl_pair(mean, logvar, prior_mean, prior_logvar):
+  """KL(N(mean, exp(logvar)) || N(prior_mean, exp(prior_logvar))) in nats, summed over the
+  last axis: [...]."""
+  return 0.5 * jnp.sum(prior_logvar - logvar - 1.0 + (jnp.exp(logvar) + jnp.square(
+      mean - prior_mean)) * jnp.exp(-prior_logvar), axis=-1)
+
+
 def log_normal_diag(z, mean, logvar):
   """log N(z; mean, diag(exp(logvar))), summed over the last axis."""
   return -0.5 * jnp.sum(_LOG_2PI + logvar + jnp.square(z - mean) * jnp.exp(-logvar), axis=-1)
@@ -175,15 +182,24 @@ def per_example_objective(model, variables, x, key, *, beta=1.0, free_bits=0.0,
       decoder, so with the padding weights at zero the loss, its gradient and
       the noise (see `reparameterize`) equal those of the smaller model.
 
+  Other families (a mog or vamp prior, an IAF posterior, two stochastic layers:
+  `model.analytic_kl` is False) go through `model.posterior`: each layer's KL is
+  analytic where that layer is a diagonal Gaussian with a single-Gaussian prior,
+  else the single-draw estimate log q(z | x) - log p(z) at the same draw the
+  reconstruction uses (unbiased; `VAE.posterior` says which per layer).
+
   Returns:
     (loss [B], terms) with terms a dict of [B] arrays: 'recon' (E_q log p(x|z)),
-    'kl', 'elbo' (= recon - kl, beta = 1) and, with k > 1, 'iwae'.
+    'kl', 'elbo' (= recon - kl, beta = 1), with two layers 'kl_z1' and 'kl_z2',
+    and, with k > 1, 'iwae'.
   """
   if model.deterministic:
     mean, _ = _encode(model, variables, x, latent_mask)
     recon = model.likelihood.log_prob(_decode(model, variables, mean, latent_mask), x)
     zeros = jnp.zeros_like(recon)
     return -recon, {'recon': recon, 'kl': zeros, 'elbo': recon}
+  if not model.analytic_kl:
+    return _general_objective(model, variables, x, key, beta, num_samples, estimator)
   if num_samples == 1:
     mean, logvar = _encode(model, variables, x, latent_mask)
     z = reparameterize(key, mean, logvar)
@@ -208,3 +224,24 @@ def per_example_objective(model, variables, x, key, *, beta=1.0, free_bits=0.0,
   kl = gaussian_kl(mean, logvar)
   iwae = log_mean_exp(log_px + log_ratio, axis=0)
   return loss, {'recon': recon, 'kl': kl, 'elbo': recon - kl, 'iwae': iwae}
+
+
+def _general_objective(model, variables, x, key, beta, num_samples, estimator):
+  """`per_example_objective` for the families whose KL is not analytic per dimension."""
+  post = model.apply(variables, x, key, None if num_samples == 1 else num_samples,
+                     method=model.posterior)
+  log_px = model.likelihood.log_prob(model.apply(variables, post['z'], method=model.decode), x)
+  layer_kl = {f'kl_z{i + 1}': kl for i, kl in enumerate(post['kl'])} if model.layers > 1 else {}
+  if num_samples == 1:
+    kl = sum(post['kl'])
+    terms = {'recon': log_px, 'kl': kl, 'elbo': log_px - kl, **layer_kl}
+    return -(log_px - beta * kl), terms
+  log_ratio = post['log_p'] - post['log_q']                          # [S, B]
+  log_w = log_px + beta * log_ratio
+  loss = -(jnp.mean(log_w, axis=0) if estimator == 'elbo' else log_mean_exp(log_w, axis=0))
+  recon = jnp.mean(log_px, axis=0)
+  mean_over_draws = lambda v: jnp.mean(v, axis=0) if v.ndim == 2 else v
+  kl = sum(mean_over_draws(v) for v in post['kl'])
+  layer_kl = {k: mean_over_draws(v) for k, v in layer_kl.items()}
+  return loss, {'recon': recon, 'kl': kl, 'elbo': recon - kl,
+                'iwae': log_mean_exp(log_px + log_ratio, axis=0), **layer_kl}

@@ -127,8 +127,9 @@ def make_train_step(model, tx, schedule_fn, config, mode, batch_sharding, freeza
                'kl': jnp.mean(terms['kl']), 'beta': beta,
                'lr': schedule_fn(state.step) * hp['lr_scale'],
                'grad_norm': grad_norm, 'param_norm': optax.tree.norm(params)}
-    if 'iwae' in terms:
-      metrics['iwae'] = jnp.mean(terms['iwae'])
+    for name in ('iwae', 'kl_z1', 'kl_z2'):
+      if name in terms:
+        metrics[name] = jnp.mean(terms[name])
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               ema_params=ema)

@@ -15,6 +15,8 @@ import json
 import math
 import pathlib
 
+import numpy as np
+
 from vae import cli, evaluation, metrics_io, run_dir, sweeps, trained
 from vae.progress import Progress
 
@@ -107,6 +109,10 @@ def evaluate_workdir(workdir, checkpoint='best', split='test', num_samples=5000,
   result = evaluation.evaluate_model(model, images, num_samples, batch_size, chunk_size, seed)
   result.update(workdir=str(workdir), checkpoint=str(checkpoint), checkpoint_step=model.step,
                 split=split, data=model.data_info, seed=seed)
+  per_example = result.pop('log_likelihood_per_example', None)
+  if per_example is not None:  # OUT with .npz: per-image log p(x), for paired comparisons
+    np.savez(out.with_suffix('.npz'), log_likelihood=np.asarray(per_example, np.float64))
+    result['per_example_file'] = out.with_suffix('.npz').name
   metrics_io.write_json(out, result)
   return result, out
 

@@ -3,7 +3,7 @@
     import vae
     m = vae.load('runs/default')            # best checkpoint by validation ELBO
     mean, logvar = m.encode(x)              # x: [N, H, W, C] floats in [0, 1]
-    images = m.sample(jax.random.key(0), 16, temperature=0.8)
+    images = m.sample(jax.random.key(0), 16, temperature=0.8)   # from the run's prior
     ll = m.log_likelihood(x, num_samples=1000)   # nats per example, [N]
 
 Works on CPU (or any backend) with a checkpoint trained anywhere: the
@@ -74,10 +74,16 @@ class TrainedModel:
     self._variables = {'params': params}
     self._encode = jax.jit(lambda p, x: model.apply({'params': p}, x, method=model.encode))
     self._decode = jax.jit(lambda p, z: model.apply({'params': p}, z, method=model.decode_mean))
+    self._point = jax.jit(lambda p, x: model.apply({'params': p}, x, method=model.latent_point))
+    self._generate = jax.jit(
+        lambda p, k, n, t: model.apply({'params': p}, k, n, t, method=model.generate),
+        static_argnums=2)
+    self._prior = jax.jit(lambda p: model.apply({'params': p}, method=model.prior_components))
 
   @property
   def latent_dim(self):
-    return self.model.latent_dim
+    """Dimensions of z as `decode` takes it: latent_dim per stochastic layer ([z1, z2])."""
+    return self.model.total_latent_dim
 
   @property
   def image_shape(self):
@@ -112,24 +118,38 @@ class TrainedModel:
     return z
 
   def encode(self, x):
-    """x [N, H, W, C] (see `images`) -> (mean [N, D], logvar [N, D])."""
+    """x [N, H, W, C] (see `images`) -> (mean [N, D], logvar [N, D]) of the diagonal
+    Gaussian the posterior starts from: q(z | x) itself for the diagonal posterior; the
+    Gaussian before the flow for model.posterior=iaf; for two stochastic layers [z1, z2]
+    (D = 2 latent_dim) along the mean path, q(z2 | x) then q(z1 | x, z2 = its mean)."""
     return self._encode(self.params, self.images(x))
+
+  def latent_point(self, x):
+    """The noise-free posterior latent [N, D] (means pushed through any flow): what
+    `reconstruct` decodes."""
+    return self._point(self.params, self.images(x))
+
+  def prior_components(self):
+    """(log_weights [K], means [K, d], logvars [K, d]) of the prior on the top layer, a
+    mixture of diagonal Gaussians (K = 1 at N(0, I) for the standard prior)."""
+    return self._prior(self.params)
 
   def decode(self, z):
     """z [..., D] -> mean images [..., H, W, C] in [0, 1]."""
     return self._decode(self.params, self._latents(z))
 
   def sample(self, key, n, temperature=1.0):
-    """n >= 1 images decoded from z ~ N(0, temperature^2 I), temperature >= 0."""
+    """n >= 1 images decoded from the run's prior (`VAE.generate`): z ~ N(0, temperature^2
+    I) for the standard prior; for mog / vamp a component, then its Gaussian with the noise
+    scaled by temperature >= 0; with two layers z2 so, then z1 ~ p(z1 | z2) likewise."""
     if int(n) < 1 or not temperature >= 0:
       raise ValueError(f'sample needs n >= 1 and temperature >= 0, got n={n}, '
                        f'temperature={temperature}')
-    z = temperature * jax.random.normal(key, (int(n), self.latent_dim))
-    return self.decode(z)
+    return self._generate(self.params, key, int(n), jnp.float32(temperature))
 
   def reconstruct(self, x):
-    """Mean images decoded from the posterior means of x."""
-    return self.decode(self.encode(x)[0])
+    """Mean images decoded from the noise-free posterior latents of x (`latent_point`)."""
+    return self._decode(self.params, self.latent_point(x))
 
   @functools.partial(jax.jit, static_argnums=0)
   def _elbo(self, params, x, key):

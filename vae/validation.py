@@ -15,6 +15,7 @@ def validate(c):
   models.check_config(c.model)
   likelihoods.check_config(c.model, c.data)
   objectives.check_config(c.objective)
+  models.check_family(c.model, c.objective)
   optim.check_config(c.optim)
   config_lib.check_train(c)
   if c.data.source == 'synthetic' or c.data.name == 'synthetic':
