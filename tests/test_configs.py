@@ -1,6 +1,7 @@
 """Every config file loads, validates and (in smoke form) trains; every sweep expands."""
 
 import pathlib
+import re
 
 import pytest
 
@@ -52,3 +53,42 @@ def test_every_field_has_a_meaning_and_show_config_lists_them():
   assert len(lines) == len(flat)
   latent = next(line for line in lines if line.startswith('model.latent_dim = '))
   assert latent.startswith('model.latent_dim = 8') and '# latent dimensions D' in latent
+
+
+@pytest.mark.parametrize('fields, text', [
+    ({'model.prior': 'vamp', 'objective.free_bits': 0.5}, 'objective.free_bits=0'),
+    ({'model.posterior': 'iaf', 'objective.free_bits': 0.5}, 'objective.free_bits=0'),
+    ({'model.stochastic_layers': 2, 'model.arch': 'conv'}, 'model.arch=mlp'),
+    ({'model.stochastic_layers': 3}, 'choose 1 or 2'),
+    ({'model.prior': 'gaussian'}, "choose one of ('standard', 'mog', 'vamp')"),
+    ({'model.posterior': 'flow'}, "choose one of ('diagonal', 'iaf')"),
+    ({'model.prior_components': 0}, 'model.prior_components=0 must be >= 1'),
+    ({'model.flow_steps': 0}, 'model.flow_steps=0 must be >= 1'),
+    ({'model.flow_hidden': ()}, 'model.flow_hidden'),
+    ({'model.type': 'ae', 'model.prior': 'mog'}, 'model.type=ae has no prior'),
+])
+def test_family_fields_are_checked_with_one_line_naming_the_fix(fields, text):
+  c = config_lib.base_config()
+  for key, value in fields.items():
+    section, name = key.split('.')
+    c[section][name] = value
+  with pytest.raises(config_lib.ConfigError, match=re.escape(text)):
+    validation.validate(c)
+
+
+def test_latent_size_is_vmappable_only_for_the_analytic_family():
+  a, b = config_lib.base_config(), config_lib.base_config()
+  b.model.latent_dim = 5
+  config_lib.check_vmappable([a, b])
+  for field, value in (('prior', 'vamp'), ('posterior', 'iaf'), ('stochastic_layers', 2)):
+    a2, b2 = config_lib.base_config(), config_lib.base_config()
+    for c in (a2, b2):
+      c.model[field] = value
+    b2.model.latent_dim = 5
+    with pytest.raises(config_lib.ConfigError, match='pad only with model.prior=standard'):
+      config_lib.check_vmappable([a2, b2])
+    c3 = config_lib.base_config()
+    c3.model[field] = value
+    c3.objective.beta = 4.0
+    config_lib.check_vmappable([a2, c3])  # other fields still stack
+    assert len(sweeps.vmap_groups([a2, b2, c3])) == 2

@@ -356,15 +356,19 @@ def check_numbers(c):
       check(isinstance(value, int) and value >= 0, f'{key}={value!r} must be an integer >= 0')
 
 
+def vmappable_fields(c):
+  """The VMAPPABLE fields for config `c`: model.latent_dim only where padded latents are
+  equivalent (N(0, I) prior, diagonal posterior, one stochastic layer)."""
+  m = c['model']
+  simple = (m['prior'], m['posterior'], m['stochastic_layers']) == ('standard', 'diagonal', 1)
+  return VMAPPABLE if simple else tuple(k for k in VMAPPABLE if k != 'model.latent_dim')
+
+
 def check_vmappable(configs):
-  """Raises ConfigError unless the configs differ only in VMAPPABLE fields, and in
-  model.latent_dim only where padded latents are equivalent (N(0, I) prior, diagonal
-  posterior, one stochastic layer)."""
+  """Raises ConfigError unless the configs differ only in `vmappable_fields`."""
   flat = [flatten(config_json(c)) for c in configs]
   sizes = {f['model.latent_dim'] for f in flat}
-  simple = (flat[0]['model.prior'], flat[0]['model.posterior'],
-            flat[0]['model.stochastic_layers']) == ('standard', 'diagonal', 1)
-  check(len(sizes) == 1 or simple,
+  check(len(sizes) == 1 or 'model.latent_dim' in vmappable_fields(configs[0]),
         f'members differ in model.latent_dim ({sorted(sizes)}), which one vmapped group can '
         f'pad only with model.prior=standard, model.posterior=diagonal and '
         f'model.stochastic_layers=1; use --mode sequential or processes, or one latent size')

@@ -100,7 +100,8 @@ def vmap_groups(configs):
   groups = {}
   for i, c in enumerate(configs):
     flat = config_lib.flatten(config_lib.config_json(c))
-    key = tuple(sorted((k, str(v)) for k, v in flat.items() if k not in config_lib.VMAPPABLE))
+    fields = config_lib.vmappable_fields(c)
+    key = tuple(sorted((k, str(v)) for k, v in flat.items() if k not in fields))
     groups.setdefault(key, []).append(i)
   return list(groups.values())
 
