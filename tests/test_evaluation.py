@@ -208,8 +208,16 @@ def test_every_family_trains_resumes_and_evaluates_from_the_command_line(family,
   assert per_example.shape == (128,) and per_example.mean() == pytest.approx(
       result['log_likelihood'], rel=1e-6)
   assert 'kl_per_dim' not in result  # no analytic per-dimension KL for these families
+  # Holes are measured against the run's own prior; an IAF posterior has distances only.
+  assert ('prior_hole_fraction' in result['latent']) == ('iaf' not in family)
+  assert result['latent']['nn_distance_ratio'] > 0
   if family.startswith('two_layer'):
     assert {'kl_z1', 'kl_z2', 'active_units_z1', 'active_units_z2'} <= set(result)
+  if family == 'two_layer_vamp':  # every figure of scripts/visualize.py draws for the family
+    rc, _, err = run_script('visualize', '--workdir', workdir, '--what', 'all', '--out',
+                            tmp_path / 'vis.png', '--num_examples', '200', '--grid', '5')
+    assert rc == 0, err
+    assert len(list(tmp_path.glob('vis_*.png'))) >= 6
   model = vae.load(workdir)
   assert model.sample(jax.random.key(0), 4).shape == (4, 28, 28, 1)
   assert model.reconstruct(model.load_split('test')[0][:3]).shape == (3, 28, 28, 1)

@@ -225,7 +225,7 @@ FIELD_DOCS = {
     'train.num_epochs': 'epochs to train (the one field that may change on resume)',
     'train.log_every_steps': 'steps between train-metric events',
     'train.loop': 'device (one compiled while loop per chunk) | host (dispatched steps) | '
-                  'auto (host for conv)',
+                  'auto (host for conv on CPU, else device)',
     'train.eval_every_epochs': 'epochs between evaluations (metrics, images)',
     'train.checkpoint_every_epochs': 'epochs between checkpoints',
     'train.keep_checkpoints': 'latest checkpoints kept (besides the best by val ELBO)',

@@ -105,15 +105,18 @@ def draw(what, model, images, labels, out, n=15, seed=0, keep_figure=False):
     plots.show_grid(ax[0, 0], decoded, 10, 'pairs of test images: linear (odd rows) and '
                     'spherical (even rows) interpolation of posterior means')
   elif what == 'traversal':
-    kl = np.mean(np.asarray(objectives.gaussian_kl_per_dim(mean, logvar)), axis=0)
-    dims = np.argsort(-kl)[:min(d, 10)]
+    if model.model.analytic_kl:
+      score, rank = np.mean(np.asarray(objectives.gaussian_kl_per_dim(mean, logvar)), 0), 'KL'
+    else:  # no per-dimension KL: rank by how much the posterior mean moves over the data
+      score, rank = np.var(mean, axis=0), 'variance of the posterior mean'
+    dims = np.argsort(-score)[:min(d, 10)]
     values = np.linspace(-3, 3, 11)
     z = np.repeat(mean[:1], len(dims) * len(values), axis=0)
     for r, dim in enumerate(dims):
       z[r * len(values):(r + 1) * len(values), dim] = values
     decoded = np.asarray(model.decode(z))
     fig, ax = _figure(plt, size=(9, 0.9 * len(dims) + 1))
-    plots.show_grid(ax[0, 0], decoded, len(values), 'one latent per row (most KL first: dims '
+    plots.show_grid(ax[0, 0], decoded, len(values), f'one latent per row (most {rank} first: dims '
                     f'{dims.tolist()}), from -3 to 3 around a test image')
   elif what == 'samples':
     temps = (0.5, 0.75, 1.0, 1.25)
