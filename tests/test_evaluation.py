@@ -221,3 +221,37 @@ def test_every_family_trains_resumes_and_evaluates_from_the_command_line(family,
   model = vae.load(workdir)
   assert model.sample(jax.random.key(0), 4).shape == (4, 28, 28, 1)
   assert model.reconstruct(model.load_split('test')[0][:3]).shape == (3, 28, 28, 1)
+
+
+def test_compare_runs_pairs_rows_over_the_same_test_images(smoke_run, tmp_path):
+  """Copies of one trained run evaluated with two seeds: the paired difference of a run with
+  itself is exactly 0, two evaluation seeds differ by a small paired SE, a two-seed row
+  reports its spread, and runs evaluated differently are refused with one line."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  dirs = []
+  for seed in (0, 1):
+    d = tmp_path / f'run{seed}'
+    shutil.copytree(smoke_run[0], d)
+    rc, _, err = run_script('evaluate', '--workdir', d, '--num_samples', '20', '--max_examples',
+                            '64', '--seed', str(seed))
+    assert rc == 0, err
+    dirs.append(d)
+  out = tmp_path / 'table.md'
+  rc, text, err = run_script('compare_runs', '--row', f'a={dirs[0]}', '--row', f'same={dirs[0]}',
+                             '--row', f'b={dirs[1]}', '--row', f'both={dirs[0]},{dirs[1]}',
+                             '--out', out)
+  assert rc == 0, err
+  rows = {r['name']: r for r in json.loads((tmp_path / 'table.md.json').read_text())}
+  assert rows['same']['diff_vs_reference'] == 0 and rows['same']['diff_se'] == 0
+  ll = [np.load(d / 'eval.npz')['log_likelihood'] for d in dirs]
+  assert rows['b']['diff_vs_reference'] == pytest.approx(float(np.mean(ll[1] - ll[0])), abs=1e-9)
+  assert 0 < rows['b']['diff_se'] < 1.0
+  assert rows['both']['log_likelihood_sd_over_seeds'] > 0 and rows['both']['seeds'] == [0, 0]
+  assert out.read_text() == text and text.count('\n') == 6
+  rc, _, err = run_script('evaluate', '--workdir', dirs[1], '--num_samples', '10',
+                          '--max_examples', '64')
+  assert rc == 0, err
+  rc, _, err = run_script('compare_runs', '--row', f'a={dirs[0]}', '--row', f'b={dirs[1]}')
+  assert rc == 2 and 'another sample count' in err and err.count('\n') == 1
+  rc, _, err = run_script('compare_runs', '--row', f'a={tmp_path}')
+  assert rc == 2 and 'has no eval.json' in err

@@ -140,3 +140,102 @@ def evaluate_sweep(root, num_samples=5000, checkpoint='best', **kwargs):
     progress.update(i + 1, last=name)
   progress.close()
   return results
+
+
+# ----------------------------------------------------------------------------- rows of a table
+
+
+def _row_run(workdir):
+  """One evaluated run's figures: eval.json, its per-image log p(x) (eval.npz), epochs and
+  training time."""
+  workdir = pathlib.Path(workdir)
+  path = workdir / 'eval.json'
+  if not path.exists():
+    raise FileNotFoundError(f'{workdir} has no eval.json; run scripts/evaluate.py --workdir '
+                            f'{workdir} first')
+  result = json.loads(path.read_text())
+  npz = workdir / result.get('per_example_file', 'eval.npz')
+  if not npz.exists():
+    raise FileNotFoundError(f'{npz} (per-image log p(x)) is missing; rerun scripts/evaluate.py '
+                            f'--workdir {workdir}')
+  with np.load(npz) as z:
+    ll = np.asarray(z['log_likelihood'], np.float64)
+  config = run_dir.read_json(workdir / 'config.json')
+  events = metrics_io.read_metrics(workdir / 'metrics.jsonl')
+  epochs = max((e['epoch'] for e in events), default=None)
+  best_epoch = None
+  evals = [e for e in events if 'val/elbo' in e]
+  if evals:
+    best_epoch = max(evals, key=lambda e: e['val/elbo'])['epoch']
+  return {'result': result, 'll': ll, 'seed': config.get('seed'), 'epochs': epochs,
+          'best_epoch': best_epoch, 'seconds': run_dir.training_seconds(workdir)}
+
+
+def compare_rows(rows, reference=None):
+  """A results table whose rows are runs (one or several seeds each) on the same test images.
+
+  Args:
+    rows: [(name, [workdir, ...])]: each workdir evaluated by scripts/evaluate.py (eval.json
+      and eval.npz, the per-image log p(x)); a row's workdirs are its seeds.
+    reference: the row the differences are taken against (default: the first).
+
+  Returns:
+    (markdown text, [row dict]). Per row: log p(x) mean over seeds, its sd over seeds (n > 1)
+    and each seed's value; ELBO, KL (and per layer), active units, epochs (trained / best),
+    training minutes. The difference to the reference is paired: per test image, the row's
+    seed-mean log p(x) minus the reference's, mean +- standard error over images, so a gap
+    larger than ~2 SE is real for these runs (seed-to-seed spread is the sd column).
+
+  Raises:
+    ValueError: runs evaluated on different images or with different sample counts.
+  """
+  runs = {name: [_row_run(w) for w in dirs] for name, dirs in rows}
+  first = next(iter(runs.values()))[0]['result']
+  for name, rs in runs.items():
+    for r in rs:
+      res = r['result']
+      same = all(res.get(k) == first.get(k) for k in ('split', 'num_examples', 'num_samples')) \
+          and all((res.get('data') or {}).get(k) == (first.get('data') or {}).get(k)
+                  for k in ('name', 'binarize', 'num_test', 'shape'))
+      if not same:
+        raise ValueError(f'row {name!r}: {res.get("workdir")} was evaluated on other images or '
+                         f'with another sample count than {first.get("workdir")}; evaluate '
+                         'every run with the same --split, --max_examples and --num_samples')
+  ref = reference or rows[0][0]
+  ref_ll = np.mean([r['ll'] for r in runs[ref]], axis=0)
+  mean = lambda v: float(np.mean(v)) if v else None
+  table = []
+  for name, rs in runs.items():
+    res = [r['result'] for r in rs]
+    lls = [r['result']['log_likelihood'] for r in rs]
+    diff = np.mean([r['ll'] for r in rs], axis=0) - ref_ll
+    row = {'name': name, 'seeds': [r['seed'] for r in rs], 'log_likelihood': mean(lls),
+           'log_likelihood_per_seed': lls,
+           'log_likelihood_sd_over_seeds': float(np.std(lls, ddof=1)) if len(lls) > 1 else None,
+           'elbo': mean([x['elbo'] for x in res]), 'kl': mean([x['kl'] for x in res]),
+           'active_units': mean([x['active_units'] for x in res]),
+           'epochs': mean([r['epochs'] for r in rs if r['epochs'] is not None]),
+           'best_epoch': mean([r['best_epoch'] for r in rs if r['best_epoch'] is not None]),
+           'minutes': mean([r['seconds'] / 60 for r in rs if r['seconds'] is not None]),
+           'diff_vs_reference': float(diff.mean()),
+           'diff_se': float(diff.std(ddof=1) / math.sqrt(len(diff)))}
+    for layer in ('kl_z1', 'kl_z2', 'active_units_z1', 'active_units_z2'):
+      if all(layer in x for x in res):
+        row[layer] = mean([x[layer] for x in res])
+    table.append(row)
+  k = first.get('num_samples')
+  lines = [f'| row | test log p(x), k = {k} | sd over seeds | ELBO | KL (z1 / z2) | active units '
+           f'(z1 / z2) | epochs (best) | minutes | seeds | vs {ref} (paired, +- SE) |',
+           '|---|---|---|---|---|---|---|---|---|---|']
+  f2 = lambda v: '' if v is None else f'{v:.2f}'
+  for r in table:
+    kl = f2(r['kl']) + (f' ({f2(r["kl_z1"])} / {f2(r["kl_z2"])})' if 'kl_z1' in r else '')
+    au = f'{r["active_units"]:.0f}' + (f' ({r["active_units_z1"]:.0f} / '
+                                         f'{r["active_units_z2"]:.0f})' if 'kl_z1' in r else '')
+    epochs = '' if r['epochs'] is None else f'{r["epochs"]:.0f} ({r["best_epoch"]:.0f})'
+    vs = '–' if r['name'] == ref else f'{r["diff_vs_reference"]:+.2f} ± {r["diff_se"]:.2f}'
+    lines.append(f'| {r["name"]} | {f2(r["log_likelihood"])} | '
+                 f'{f2(r["log_likelihood_sd_over_seeds"]) or "n = 1"} | {f2(r["elbo"])} | {kl} | '
+                 f'{au} | {epochs} | {f2(r["minutes"])} | '
+                 f'{",".join(str(s) for s in r["seeds"])} | {vs} |')
+  return '\n'.join(lines) + '\n', table

@@ -1,0 +1,60 @@
+"""A results table of evaluated runs with paired differences: python scripts/compare_runs.py
+--row NAME=DIR[,DIR...] [--row ...] [--reference NAME] [--out FILE].
+
+Each DIR is a training workdir that scripts/evaluate.py evaluated (eval.json and eval.npz,
+the per-image log p(x)); a row's DIRs are its seeds. Prints a markdown table: test log p(x)
+(mean over seeds, sd over seeds), ELBO, KL and active units (per layer for two-layer
+models), epochs and training minutes, and each row's difference to the reference row,
+paired over the same test images (mean +- standard error), so a reader can tell which gaps
+are real. --out writes the table and a JSON of the rows beside it (FILE.json).
+
+  python scripts/compare_runs.py --row standard=runs/fmnist_gated --row vamp=runs/fmnist_vamp
+"""
+
+import json
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from vae import cli, summaries  # pylint: disable=g-import-not-at-top
+
+
+def _row(text):
+  name, sep, dirs = text.partition('=')
+  if not sep or not name or not dirs:
+    raise ValueError(f'--row {text!r}: give NAME=DIR[,DIR...]')
+  return name, [d for d in dirs.split(',') if d]
+
+
+def main(argv=None):
+  parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument('--row', action='append', required=True, type=_row,
+                      metavar='NAME=DIR[,DIR...]', help='a row and its seeds (repeatable)')
+  parser.add_argument('--reference', default=None, help='row to compare against (first)')
+  parser.add_argument('--out', default='', help='also write the table here (and FILE.json)')
+  args = parser.parse_args(argv)
+  names = [n for n, _ in args.row]
+  if args.reference is not None and args.reference not in names:
+    return cli.fail(f'--reference {args.reference!r} is not a row; rows: {names}',
+                    cli.EXIT_BAD_INPUT)
+
+  def work():
+    try:
+      text, table = summaries.compare_rows(args.row, args.reference)
+    except (FileNotFoundError, ValueError) as e:
+      return cli.fail(str(e), cli.EXIT_BAD_INPUT)
+    print(text, end='')
+    if args.out:
+      out = pathlib.Path(args.out)
+      out.parent.mkdir(parents=True, exist_ok=True)
+      out.write_text(text)
+      out.with_suffix(out.suffix + '.json').write_text(json.dumps(table, indent=2) + '\n')
+    return 0
+
+  return cli.run(work, args.out)
+
+
+if __name__ == '__main__':
+  cli.setup_logging()
+  sys.exit(main())
