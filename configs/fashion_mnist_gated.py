@@ -24,10 +24,36 @@ from vae import config_lib
 
 
 def get_config(arg=None):
-  a = config_lib.parse_arg(arg, epochs=2000.0, warmup=100.0, patience=50.0, smoke=False,
-                           prior='standard', components=500, posterior='diagonal',
-                           flow_steps=2, layers=1, k=1, seed=0)
-  return protocol(a)
+  return protocol(_args(arg))
+
+
+def _args(arg):
+  return config_lib.parse_arg(arg, epochs=2000.0, warmup=100.0, patience=50.0, smoke=False,
+                              prior='standard', components=500, posterior='diagonal',
+                              flow_steps=2, layers=1, k=1, seed=0, seeds=1)
+
+
+# The rows of docs/results.md's table: each differs from the baseline in one family field.
+TABLE_ROWS = (
+    {'model.prior': 'standard'},
+    {'model.prior': 'mog'},
+    {'model.prior': 'vamp'},
+    {'model.posterior': 'iaf'},
+    {'model.stochastic_layers': 2},
+    {'model.stochastic_layers': 2, 'model.prior': 'vamp'},
+    {'objective.num_samples': 5},
+)
+
+
+def get_sweep(arg=None):
+  """The table's rows on one protocol (the arguments of get_config, e.g. `epochs=100,
+  warmup=50`), each with `seeds` seeds: every row of docs/results.md from one command
+
+    python scripts/sweep.py --config configs/fashion_mnist_gated.py:epochs=100,warmup=50,seeds=3 \\
+        --workdir runs/table --mode processes      (or --mode slurm on a cluster)
+  """
+  a = _args(arg)
+  return [dict(row, seed=s) for row in TABLE_ROWS for s in range(a.seeds)]
 
 
 def protocol(a):
