@@ -24,13 +24,20 @@ import jax.numpy as jnp
 
 import vae  # pylint: disable=g-import-not-at-top
 from configs import default
-from vae import cli, data as data_lib, figures, gradient_estimators, input_pipeline, models
+from vae import cli, config_lib, data as data_lib, figures, gradient_estimators, input_pipeline
+from vae import models
 
 
 def setup(workdir, batch, seed):
   """(model, params, x): a trained model's test images, or a fresh default model's."""
   if workdir:
     m = vae.load(workdir, 'best')
+    if not m.model.analytic_kl:
+      raise config_lib.ConfigError(
+          f'{workdir} has model.prior={m.config.model.prior}, model.posterior='
+          f'{m.config.model.posterior}, model.stochastic_layers='
+          f'{m.config.model.stochastic_layers}; the gradient study takes the diagonal Gaussian '
+          'posterior under N(0, I) with one layer: pass such a workdir, or none')
     images, _ = m.load_split('test')
     return m.model, m.params, m.to_float(images[:batch]), f'trained ({workdir}, step {m.step})'
   c = default.get_config()

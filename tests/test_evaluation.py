@@ -218,6 +218,10 @@ def test_every_family_trains_resumes_and_evaluates_from_the_command_line(family,
                             tmp_path / 'vis.png', '--num_examples', '200', '--grid', '5')
     assert rc == 0, err
     assert len(list(tmp_path.glob('vis_*.png'))) >= 6
+  if family == 'mog':  # the reparameterization study is for the analytic family only
+    rc, _, err = run_script('gradient_variance', '--workdir', workdir, '--out',
+                            tmp_path / 'g.png')
+    assert rc == 2 and 'the gradient study takes the diagonal Gaussian' in err
   model = vae.load(workdir)
   assert model.sample(jax.random.key(0), 4).shape == (4, 28, 28, 1)
   assert model.reconstruct(model.load_split('test')[0][:3]).shape == (3, 28, 28, 1)
