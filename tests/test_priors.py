@@ -43,8 +43,7 @@ def test_one_component_mog_fixed_at_the_origin_equals_the_standard_prior():
   mog_params = dict(params, prior={'means': jnp.zeros((1, 3)), 'logvars': jnp.zeros((1, 3)),
                                    'logits': jnp.zeros((1,))})
   z = jax.random.normal(jax.random.key(3), (100, 3)) * 3
-  log_p = mog.apply({'params': mog_params}, z, mog.apply({'params': mog_params},
-                    method=mog.prior_components), method=mog._log_prior_top)
+  log_p = mog.apply({'params': mog_params}, z, method=mog.log_prior)
   np.testing.assert_allclose(np.asarray(log_p), np.asarray(objectives.log_standard_normal(z)),
                              rtol=1e-6, atol=1e-5)
   # The same draws give the same importance weights, so the same log p(x) estimate...
@@ -75,8 +74,7 @@ def test_vamp_log_density_is_the_log_mean_exp_of_the_posteriors_at_the_pseudo_in
   direct = (np.logaddexp.reduce(_log_normal_diag64(z[:, None, :], mean_u, logvar_u), axis=-1)
             - np.log(6))
   comps = model.apply({'params': params}, method=model.prior_components)
-  got = model.apply({'params': params}, jnp.asarray(z, jnp.float32), comps,
-                    method=model._log_prior_top)
+  got = model.apply({'params': params}, jnp.asarray(z, jnp.float32), method=model.log_prior)
   np.testing.assert_allclose(np.asarray(got), direct, rtol=1e-5, atol=1e-4)
   log_w, means, _ = comps
   np.testing.assert_allclose(np.asarray(log_w), -np.log(6) * np.ones(6), rtol=1e-6)

@@ -292,7 +292,10 @@ def _first_line(error):
 
 def check_compatible(meta, expected, where):
   """Raises CheckpointError if the checkpoint's model or data differ from this run's."""
-  got = config_lib.flatten(meta.get('config', {}))
+  # Fields added to the schema after the checkpoint was written take their defaults, which
+  # reproduce the older behaviour (config_lib.with_saved_values).
+  got = config_lib.flatten(config_lib.config_json(
+      config_lib.with_saved_values(meta.get('config', {}))))
   want = config_lib.flatten(expected['config'])
   for key in config_lib.STRUCTURAL:
     a, b = got.get(key), want.get(key)

@@ -302,6 +302,10 @@ class VAE(nn.Module):
       return jnp.zeros((1,)), jnp.zeros((1, d)), jnp.zeros((1, d))
     return self.prior.components(lambda u: self._q_top(u)[:2])
 
+  def log_prior(self, z):
+    """log p(z) of the top layer in nats: z [..., latent_dim] -> [...]."""
+    return self._log_prior_top(z, self.prior_components())
+
   def _log_prior_top(self, z, components):
     if self.prior is None:
       return log_standard_normal(z)
