@@ -350,3 +350,24 @@ def test_generated_slurm_array_completes_the_sweep_task_by_task(tmp_path):
                          text=True, timeout=600)  # resubmitted: finished members are skipped
   assert again.returncode == 0, again.stderr[-2000:]
   assert (root / 'latent_dim=3,beta=0.5' / 'metrics.jsonl').read_text() == before
+
+
+def test_a_family_vmaps_over_beta_and_seed_and_matches_each_member_alone(tmp_path):
+  """Two-layer VampPrior + IAF members differing in beta and seed share one program (the
+  family fields are not vmappable across latent sizes, but beta, seed, warm-up and the
+  learning rate are): the second member's events equal its run alone."""
+  family = {'model.stochastic_layers': 2, 'model.prior': 'vamp', 'model.prior_components': 8,
+            'model.posterior': 'iaf', 'model.flow_hidden': (32,), 'train.num_epochs': 1.0}
+  configs = [smoke_config(**family), smoke_config(**family, **{'objective.beta': 2.0,
+                                                               'seed': 1})]
+  assert len(sweeps.vmap_groups(configs)) == 1
+  dirs = [str(tmp_path / 'a'), str(tmp_path / 'b')]
+  loop.train_members(configs, dirs, str(tmp_path / 'group'))
+  loop.train_and_evaluate(configs[1], str(tmp_path / 'alone'))
+  ev_v, ev_a = read_events(tmp_path / 'b'), read_events(tmp_path / 'alone')
+  assert [(e['event'], e['step']) for e in ev_v] == [(e['event'], e['step']) for e in ev_a]
+  for a, b in zip(ev_v, ev_a):
+    for key, value in b.items():
+      if key.startswith(('train/', 'val/', 'test/')):
+        assert a[key] == pytest.approx(value, rel=2e-4, abs=2e-4), (key, a[key], value)
+  assert 'val/kl_z2' in ev_v[-1]
