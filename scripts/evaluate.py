@@ -33,7 +33,13 @@ def print_table(result, header):
            ('reconstruction', f'{result["recon"]:.3f} nats'),
            ('KL', f'{result["kl"]:.3f} nats'), ('ELBO bits/dim', f'{result["elbo_bpd"]:.4f}'),
            ('active units', result['active_units'])]
+  if 'kl_z1' in result:  # two stochastic layers
+    rows += [('  KL z1 / z2', f'{result["kl_z1"]:.3f} / {result["kl_z2"]:.3f} nats'),
+             ('  active units z1 / z2',
+              f'{result["active_units_z1"]} / {result["active_units_z2"]}')]
   rows += [(k, f'{v:.4g}') for k, v in result['latent'].items()]
+  if 'per_example_file' in result:
+    rows.append(('per-image log p(x)', result['per_example_file']))
   rows.append(('seconds', f'{result["seconds"]:.1f}'))
   for name, value in rows:
     print(f'  {name:<28} {value}')

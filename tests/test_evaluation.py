@@ -213,6 +213,7 @@ def test_every_family_trains_resumes_and_evaluates_from_the_command_line(family,
   assert result['latent']['nn_distance_ratio'] > 0
   if family.startswith('two_layer'):
     assert {'kl_z1', 'kl_z2', 'active_units_z1', 'active_units_z2'} <= set(result)
+    assert 'KL z1 / z2' in out and 'active units z1 / z2' in out
   if family == 'two_layer_vamp':  # every figure of scripts/visualize.py draws for the family
     rc, _, err = run_script('visualize', '--workdir', workdir, '--what', 'all', '--out',
                             tmp_path / 'vis.png', '--num_examples', '200', '--grid', '5')
