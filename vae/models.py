@@ -476,7 +476,7 @@ def build_model(model_config, image_shape, dtype=None) -> VAE:
       mc.init_std, feats, flat_input=True)
   return VAE(encoder, decoder, likelihood, tuple(image_shape), mc.latent_dim,
              deterministic=(mc.type == 'ae'),
-             prior=None if mc.prior == 'standard' else priors.build_prior(mc, image_shape),
+             prior=priors.build_prior(mc, image_shape),
              flow=make_flow(),
              encoder_z1=gaussian_mlp(tuple(mc.hidden), features) if two else None,
              prior_z1=gaussian_mlp(tuple(reversed(mc.hidden)), False) if two else None,

@@ -2,7 +2,8 @@
 
 Every prior here is a mixture of K diagonal Gaussians, described by
 `components()` -> (log_weights [K], means [K, D], logvars [K, D]):
-  standard  K = 1, N(0, I); no parameters (the checkpoint tree is unchanged).
+  standard  K = 1, N(0, I): no module and no parameters (`VAE.prior` is None and the
+            checkpoint tree is unchanged).
   mog       `model.prior_components` learned Gaussians with learned weights
             (softmax of logits); means start N(0, 1), log-variances at 0.
   vamp      the VampPrior (Tomczak & Welling 2018): the uniform mixture of the
@@ -59,16 +60,6 @@ def sample_mixture(key, n, log_weights, means, logvars, temperature=1.0):
   return means[idx] + temperature * jnp.exp(0.5 * logvars[idx]) * eps
 
 
-class StandardPrior(nn.Module):
-  """N(0, I): one component at the origin."""
-  latent_dim: int
-
-  def components(self, encode=None):
-    del encode
-    d = self.latent_dim
-    return jnp.zeros((1,)), jnp.zeros((1, d)), jnp.zeros((1, d))
-
-
 class MixturePrior(nn.Module):
   """A learned mixture of `num_components` diagonal Gaussians (the `mog` prior)."""
   latent_dim: int
@@ -107,9 +98,10 @@ class VampPrior(nn.Module):
 
 
 def build_prior(mc, image_shape):
-  """The prior module of `config.model` (on z2 when there are two stochastic layers)."""
+  """The prior module of `config.model` (on z2 when there are two stochastic layers); None
+  for N(0, I), which `VAE` handles analytically and which has no parameters."""
   if mc.prior == 'mog':
     return MixturePrior(mc.latent_dim, mc.prior_components)
   if mc.prior == 'vamp':
     return VampPrior(mc.prior_components, tuple(image_shape))
-  return StandardPrior(mc.latent_dim)
+  return None
