@@ -46,6 +46,22 @@ def test_iw_chunking_does_not_change_the_estimate(lg):
   assert c.shape == (1, 16) and np.all(np.isfinite(c))
 
 
+def test_iw_decoding_in_tiles_gives_the_same_estimate(lg, monkeypatch):
+  model, exact, _, sample_x = lg
+  x = sample_x(16)
+  worse = linear_gaussian.perturbed(exact)
+  est = lambda: np.asarray(evaluation.iw_log_likelihood(
+      model, {'params': worse}, x, jax.random.key(3), 120, 60, report_at=(7,)))
+  monkeypatch.setattr(evaluation, 'IW_DECODE_ROWS_CPU', 10**9)
+  assert evaluation._decode_tile(60, 16) == 60
+  whole = est()
+  monkeypatch.setattr(evaluation, 'IW_DECODE_ROWS_CPU', 100)
+  assert evaluation._decode_tile(60, 16) == 6  # 6 x 16 = 96 rows per decoder call
+  np.testing.assert_allclose(est(), whole, rtol=1e-6, atol=1e-5)
+  monkeypatch.setattr(evaluation, 'IW_DECODE_ROWS_CPU', 1)
+  assert evaluation._decode_tile(60, 16) == 1
+
+
 def test_active_units_on_a_model_with_dead_dimensions(lg):
   model, exact, _, sample_x = lg
   dead = jax.tree.map(lambda a: a, exact)

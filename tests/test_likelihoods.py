@@ -33,6 +33,31 @@ def test_bernoulli_matches_reference_and_is_finite_for_huge_logits():
   assert np.all(np.isfinite(g))
 
 
+def test_binary_bernoulli_form_equals_the_general_one_on_binary_pixels_only():
+  logits = jnp.asarray(RNG.normal(0, 4, (3, 5, 4, 4, 1)), jnp.float32)
+  x = jnp.asarray(RNG.integers(0, 2, (5, 4, 4, 1)), jnp.float32)
+  general = likelihoods.bernoulli_log_prob(logits, x)
+  np.testing.assert_allclose(likelihoods.bernoulli_log_prob_binary(logits, x), general,
+                             rtol=1e-5, atol=1e-6)
+  # At huge logits the one-softplus form keeps the exact answer.
+  big = jnp.array([1e4, -1e4, 1e4, -1e4])
+  np.testing.assert_array_equal(
+      likelihoods.bernoulli_log_prob_binary(big, jnp.array([1.0, 0.0, 0.0, 1.0])),
+      [0.0, 0.0, -1e4, -1e4])
+  lik = Likelihood('bernoulli')
+  assert bool(likelihoods.is_binary(x))
+  np.testing.assert_allclose(lik.log_prob({'logits': logits}, x, likelihoods.is_binary(x)),
+                             np.sum(np.asarray(general), axis=(-3, -2, -1)), rtol=1e-5)
+  # Grey pixels: is_binary is false and the general form scores them (the binary one differs).
+  grey = x * 0.5 + 0.25
+  assert not bool(likelihoods.is_binary(grey))
+  want = np.sum(np.asarray(likelihoods.bernoulli_log_prob(logits, grey)), axis=(-3, -2, -1))
+  np.testing.assert_allclose(lik.log_prob({'logits': logits}, grey, likelihoods.is_binary(grey)),
+                             want, rtol=1e-6)
+  wrong = np.sum(np.asarray(likelihoods.bernoulli_log_prob_binary(logits, grey)), (-3, -2, -1))
+  assert np.max(np.abs(wrong - want)) > 1.0
+
+
 def test_gaussian_matches_reference_and_integrates_to_one():
   loc, log_scale, x = RNG.normal(size=50), RNG.normal(0, 0.5, 50), RNG.normal(size=50)
   s = np.exp(log_scale)
