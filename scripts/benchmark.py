@@ -3,8 +3,16 @@
 Measures, in one process (so all ratios share the machine's current load):
   - the fp32 matmul peak (2048^3 product, and the 128x784 @ 784x500 shape);
   - training examples/s and achieved FLOP/s of the default MLP and a conv
-    config, as a share of that peak, with analytic FLOP counts (forward
-    matmul/conv FLOPs x 3 for a training step) and XLA's own count beside them;
+    config, as a share of that peak. Every share has the same formula:
+      share = F x (units of work per second) / (the 2048^3 matmul rate),
+    F = the FLOPs XLA's cost_analysis() counts in the compiled program of one
+    unit of work (one training step; one chunk of importance samples for one
+    batch); analytic matmul counts are listed beside them;
+  - the default step against its matmul-only twin, the pytorch/examples model
+    through train.py against a minimal plain-JAX loop, 8 vmapped members
+    against one model;
+  - where the step's and the importance sampler's time goes (vae/profiling.py:
+    a profiler trace summed over matmul, rng, likelihood, optimizer, norms, ...);
   - the same MLP step without dynamic binarization (what the RNG costs);
   - seconds from launching `train.py` to its first finished step;
   - evaluation and importance-sampling throughput;
@@ -32,8 +40,8 @@ import numpy as np
 import optax
 
 from configs import default  # pylint: disable=g-import-not-at-top
-from vae import data as data_lib, evaluation, input_pipeline, loop, members, models, sharding
-from vae import sweeps
+from vae import data as data_lib, evaluation, input_pipeline, loop, members, models, profiling
+from vae import sharding, step as step_lib, sweeps
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -114,24 +122,31 @@ def conv_flops(model_config, image_shape):
   return flops
 
 
-def _group_throughput(configs, image_shape, steps, repeats, mode='bernoulli', batched=False):
-  """(examples/s summed over the members, XLA's FLOPs of one chunk) of the loop's program
-  (`members.Group`, the same one train.py runs) on device-resident random uint8 data."""
+def _group(configs, image_shape, mode='bernoulli', batched=False):
+  """The loop's program (`members.Group`, the same one train.py runs) on device-resident
+  random uint8 data: (group, images, initial state)."""
   schedule = loop.Schedule(100, 10_000, 100, 100, 100)
   bs = configs[0].train.batch_size
   mesh = sharding.make_model_mesh(len(configs) if batched else 1)
   group = members.Group(configs, image_shape, schedule, mode, mesh, False, 100 * bs, batched)
   images = sharding.put_examples(
       np.random.default_rng(0).integers(0, 256, (100 * bs,) + image_shape).astype(np.uint8), mesh)
-  state = group.init()
-  xla_flops = None
-  try:
-    compiled = group.chunk_fn.lower(state, images, group.data_keys, group.hp, steps).compile()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    xla_flops = cost.get('flops')
-  except Exception:  # pylint: disable=broad-except  (the host loop has no single program)
-    pass
+  return group, images, group.init()
+
+
+def step_flops(group, image_shape):
+  """XLA's cost-analysis FLOPs of one training step of one model (a loop-free program)."""
+  state = jax.eval_shape(group.init)
+  if group.batched:
+    state = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), state)
+  x = jax.ShapeDtypeStruct((group.configs[0].train.batch_size,) + image_shape, jnp.uint8)
+  hp = jax.tree.map(lambda a: a[0] if group.batched else a, group.hp)
+  return _xla_flops(jax.jit(group.train_step), state, x, hp, True)
+
+
+def _group_throughput(configs, image_shape, steps, repeats, mode='bernoulli', batched=False):
+  """Examples/s summed over the members of the loop's program."""
+  group, images, state = _group(configs, image_shape, mode, batched)
   holder = {'state': state}
 
   def run():
@@ -139,12 +154,22 @@ def _group_throughput(configs, image_shape, steps, repeats, mode='bernoulli', ba
     jax.block_until_ready(m)
     holder['state'] = s
 
-  return len(configs) * steps * bs / timed(run, repeats), xla_flops
+  return len(configs) * steps * configs[0].train.batch_size / timed(run, repeats), group
+
+
+def profile_train(config, image_shape, steps):
+  """vae/profiling.py's breakdown of one chunk of `steps` training steps, per step."""
+  group, images, state = _group([config], image_shape)
+  if step_lib.chunk_loop(config) != 'device':
+    return None  # the host loop is many programs; profile the device loop's single one
+  chunk = jax.jit(lambda st, data, keys, hp: group.chunk_fn(st, data, keys, hp, steps))
+  return profiling.time_by_category(chunk, (state, images, group.data_keys, group.hp), steps)
 
 
 def train_throughput(config, image_shape, steps, repeats, mode='bernoulli'):
-  """Examples/s (and XLA FLOPs per chunk) of one model's compiled chunk."""
-  return _group_throughput([config], image_shape, steps, repeats, mode)
+  """(examples/s, XLA FLOPs of one step) of one model's compiled chunk."""
+  rate, group = _group_throughput([config], image_shape, steps, repeats, mode)
+  return rate, step_flops(group, image_shape)
 
 
 def sweep_throughput(config, image_shape, num_members, steps, repeats):
@@ -176,16 +201,45 @@ def first_step_seconds():
 
 
 def eval_throughput(config, image_shape, n, repeats, iw_samples=0, chunk=100):
+  """Examples/s of the evaluator (with `iw_samples` importance samples each, in chunks)."""
+  model, params, batches, mask = _eval_inputs(config, image_shape, n)
+  fn = jax.jit(evaluation.make_eval_fn(model, input_pipeline.SCALE, iw_samples, chunk))
+  sec = timed(lambda: jax.block_until_ready(fn(params, batches, mask, jax.random.key(0))),
+              repeats)
+  return n / sec
+
+
+def _eval_inputs(config, image_shape, n):
   model = models.build_model(config.model, image_shape)
   params = model.init(jax.random.key(0), jnp.zeros((1,) + image_shape),
                       jax.random.key(1))['params']
   images = np.random.default_rng(0).integers(0, 2, (n,) + image_shape).astype(np.uint8) * 255
   batches, mask = input_pipeline.pad_to_batches(images, min(n, 500))
-  batches, mask = jnp.asarray(batches), jnp.asarray(mask)
-  fn = jax.jit(evaluation.make_eval_fn(model, input_pipeline.SCALE, iw_samples, chunk))
-  sec = timed(lambda: jax.block_until_ready(fn(params, batches, mask, jax.random.key(0))),
-              repeats)
-  return n / sec
+  return model, params, jnp.asarray(batches), jnp.asarray(mask)
+
+
+def iw_chunk_flops(config, image_shape, batch, chunk=100):
+  """XLA's FLOPs of one chunk of `chunk` importance samples for a batch of `batch` examples
+  (the encoder once and `chunk` decodes), compiled without the CPU's decode tiles so that
+  the program has no loop whose body XLA would count once."""
+  model, params, _, _ = _eval_inputs(config, image_shape, 1)
+  x = jnp.zeros((batch,) + image_shape)
+  fn = jax.jit(lambda p, x, k: evaluation.iw_log_likelihood(model, {'params': p}, x, k,
+                                                            chunk, chunk))
+  saved = evaluation.IW_DECODE_ROWS_CPU
+  evaluation.IW_DECODE_ROWS_CPU = 10**12
+  try:
+    return _xla_flops(fn, params, x, jax.random.key(0))
+  finally:
+    evaluation.IW_DECODE_ROWS_CPU = saved
+
+
+def profile_importance_sampling(config, image_shape, n, k, chunk=100):
+  """vae/profiling.py's breakdown of the evaluator with k samples, per chunk of one batch."""
+  model, params, batches, mask = _eval_inputs(config, image_shape, n)
+  fn = jax.jit(evaluation.make_eval_fn(model, input_pipeline.SCALE, k, chunk))
+  units = batches.shape[0] * (-(-k // chunk))
+  return profiling.time_by_category(fn, (params, batches, mask, jax.random.key(0)), units)
 
 
 def main():
@@ -207,43 +261,45 @@ def main():
   ref_peak = peak['2048x2048x2048']
 
   shape = (28, 28, 1)
+  share = lambda flops, per_s: flops * per_s / 1e9 / ref_peak  # the one share formula
   mlp = default.get_config()
-  ex_s, xla = train_throughput(mlp, shape, steps, repeats)
+  ex_s, f_step = train_throughput(mlp, shape, steps, repeats)
   fwd = dense_flops(mlp.model, shape)
+  bs = mlp.train.batch_size
   results['train_mlp'] = {
-      'examples_per_s': ex_s, 'forward_mflop_per_example': fwd / 1e6,
-      'xla_flops_per_chunk': xla,
-      'achieved_gflops': 3 * fwd * ex_s / 1e9,
-      'share_of_2048_peak': 3 * fwd * ex_s / 1e9 / ref_peak,
-      'share_of_128x784x500_peak': 3 * fwd * ex_s / 1e9 / peak['128x784x500']}
+      'examples_per_s': ex_s, 'xla_flops_per_step': f_step,
+      'analytic_matmul_flops_per_step': 3 * fwd * bs,
+      'achieved_gflops': f_step * ex_s / bs / 1e9,
+      'share_of_2048_peak': share(f_step, ex_s / bs),
+      'share_of_128x784x500_peak': f_step * ex_s / bs / 1e9 / peak['128x784x500']}
   ex_s_nobin, _ = train_throughput(mlp, shape, steps, repeats, mode=input_pipeline.SCALE)
   results['train_mlp_without_binarization'] = {'examples_per_s': ex_s_nobin}
   big = default.get_config()
   with big.unlocked():
     big.train.batch_size = 1024
-  ex_s_big, _ = train_throughput(big, shape, max(10, steps // 8), repeats)
-  results['train_mlp_batch1024'] = {'examples_per_s': ex_s_big,
-                                    'share_of_2048_peak': 3 * fwd * ex_s_big / 1e9 / ref_peak}
+  ex_s_big, f_big = train_throughput(big, shape, max(10, steps // 8), repeats)
+  results['train_mlp_batch1024'] = {'examples_per_s': ex_s_big, 'xla_flops_per_step': f_big,
+                                    'share_of_2048_peak': share(f_big, ex_s_big / 1024)}
 
   # bfloat16 layers (parameters, losses and the optimizer stay fp32).
-  for bs in (128, 1024):
+  for b in (128, 1024):
     cfg = default.get_config()
     with cfg.unlocked():
-      cfg.train.batch_size = bs
+      cfg.train.batch_size = b
       cfg.model.compute_dtype = 'bfloat16'
-    rate, _ = train_throughput(cfg, shape, max(10, steps // (1 if bs == 128 else 8)), repeats)
-    f32 = ex_s if bs == 128 else ex_s_big
-    results[f'train_mlp_bf16_batch{bs}'] = {'examples_per_s': rate,
-                                            'speedup_vs_float32': rate / f32}
+    rate, _ = train_throughput(cfg, shape, max(10, steps // (1 if b == 128 else 8)), repeats)
+    f32 = ex_s if b == 128 else ex_s_big
+    results[f'train_mlp_bf16_batch{b}'] = {'examples_per_s': rate,
+                                           'speedup_vs_float32': rate / f32}
 
   # The step against its own matmul ceiling: the same dense layers, forward and backward.
-  twin_s, twin_flops = matmul_twin(mlp.model, shape, mlp.train.batch_size, repeats)
-  step_s = mlp.train.batch_size / ex_s
+  twin_s, twin_flops = matmul_twin(mlp.model, shape, bs, repeats)
+  step_s = bs / ex_s
   results['train_mlp_vs_matmul_twin'] = {
       'step_ms': 1e3 * step_s, 'twin_step_ms': 1e3 * twin_s,
       'step_share_of_twin_speed': twin_s / step_s,
-      # XLA's cost analysis counts a loop body once: these are FLOPs of one step.
-      'twin_xla_flops_per_step': twin_flops, 'step_xla_flops_per_step': xla}
+      'twin_xla_flops_per_step': twin_flops, 'step_xla_flops_per_step': f_step}
+  results['profile_train_mlp'] = profile_train(mlp, shape, min(steps, 100))
 
   # The pytorch/examples model: a minimal plain-JAX loop vs the same model through train.py.
   try:
@@ -268,36 +324,58 @@ def main():
                                         'speedup_vs_one_model': rate / ex_s}
 
   conv = default.get_config('arch=conv')
-  ex_s_conv, _ = train_throughput(conv, shape, max(5, steps // 15), min(repeats, 3))
+  ex_s_conv, f_conv = train_throughput(conv, shape, max(5, steps // 15), min(repeats, 3))
   with conv.unlocked():
     conv.train.loop = 'device'
   ex_s_conv_device, _ = train_throughput(conv, shape, 3, 1)
   cfw = conv_flops(conv.model, shape)
-  results['train_conv'] = {'examples_per_s': ex_s_conv, 'forward_mflop_per_example': cfw / 1e6,
-                           'achieved_gflops': 3 * cfw * ex_s_conv / 1e9,
-                           'share_of_2048_peak': 3 * cfw * ex_s_conv / 1e9 / ref_peak,
-                           'examples_per_s_in_device_while_loop': ex_s_conv_device}
+  results['train_conv'] = {
+      'examples_per_s': ex_s_conv, 'xla_flops_per_step': f_conv,
+      'analytic_flops_per_step': 3 * cfw * conv.train.batch_size,
+      'achieved_gflops': f_conv * ex_s_conv / conv.train.batch_size / 1e9,
+      'share_of_2048_peak': share(f_conv, ex_s_conv / conv.train.batch_size),
+      'examples_per_s_in_device_while_loop': ex_s_conv_device}
 
   results['eval_examples_per_s'] = eval_throughput(mlp, shape, 5000, repeats)
   k = 100 if args.quick else 1000
   n_iw = 200 if args.quick else 500
   iw_rate = eval_throughput(mlp, shape, n_iw, max(1, repeats // 2), iw_samples=k)
-  # Each importance sample costs one decoder pass (the encoder runs once per example).
-  dec_flops = dense_flops(mlp.model, shape) / 2
+  f_chunk = iw_chunk_flops(mlp, shape, min(n_iw, 500))
+  chunks_per_s = iw_rate / min(n_iw, 500) * (k / 100)
   results['importance_sampling'] = {
       'k': k, 'examples_per_s': iw_rate, 'samples_per_s': iw_rate * k,
-      'achieved_gflops': iw_rate * k * dec_flops / 1e9,
-      'share_of_2048_peak': iw_rate * k * dec_flops / 1e9 / ref_peak,
+      'xla_flops_per_chunk_of_100_samples_for_a_batch': f_chunk,
+      'analytic_decoder_flops_per_sample': dense_flops(mlp.model, shape) / 2,
+      'achieved_gflops': f_chunk * chunks_per_s / 1e9,
+      'share_of_2048_peak': share(f_chunk, chunks_per_s),
       'seconds_for_k5000_on_10000': 10000 * 5000 / (iw_rate * k)}
+  results['profile_importance_sampling'] = profile_importance_sampling(
+      mlp, shape, min(n_iw, 500), 200)
   results['seconds_to_first_step'] = first_step_seconds()
   results['peak_host_memory_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+  results['issue15'] = {  # each row of the issue's table: (measured, aim)
+      'step_share_of_matmul_twin': (
+          results['train_mlp_vs_matmul_twin']['step_share_of_twin_speed'], '>= 0.80'),
+      'pytorch_model_train_py_slowdown': (
+          results['pytorch_example_model']['train_py_slowdown_vs_plain_jax'], '<= 1.05'),
+      'importance_sampling_share_of_peak': (
+          results['importance_sampling']['share_of_2048_peak'], '>= 0.60'),
+      'conv_training_share_of_peak': (results['train_conv']['share_of_2048_peak'], '>= 0.50'),
+      'vmap_8_members_vs_one_model': (
+          results['sweep_vmap_8_members']['speedup_vs_one_model'], '>= 1.0'),
+      'seconds_to_first_step': (results['seconds_to_first_step'], '<= 5 (EPYC), 8 (Xeon)')}
 
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(results, indent=2) + '\n')
   print(f'{"measure":<44} value')
   for key, value in results.items():
-    if isinstance(value, dict):
+    if key.startswith('profile_') and value:
+      print(f'{key + ".wall_ms":<44} {value["wall_ms"]:.4g}')
+      for cat, ms in value['ms_per_category'].items():
+        print(f'{key + "." + cat + "_ms":<44} {ms:.4g}')
+    elif isinstance(value, dict):
       for k2, v2 in value.items():
         print(f'{key + "." + k2:<44} {v2:.4g}' if isinstance(v2, float) else
               f'{key + "." + k2:<44} {v2}')

@@ -221,16 +221,49 @@ def test_host_dispatched_loop_equals_device_loop():
   chex.assert_trees_all_close(out['host'][1], out['device'][1], rtol=1e-5)
 
 
-def test_workdir_from_an_older_schema_loads_and_resumes(smoke_run, tmp_path):
-  """A config.json saved before a field existed (here model.init_std) still loads."""
+def test_workdir_from_an_older_schema_loads_and_resumes(smoke_run, tmp_path, caplog):
+  """A config.json saved before a field existed (here model.init_std and
+  train.norm_metrics) still loads, and resumes with the older behaviour."""
+  caplog.set_level('INFO', logger='vae')
   work = tmp_path / 'old'
   shutil.copytree(smoke_run[0], work)
   saved = json.loads((work / 'config.json').read_text())
   del saved['model']['init_std']
+  del saved['train']['norm_metrics']
   (work / 'config.json').write_text(json.dumps(saved))
   assert vae.load(work).latent_dim == 20
   result = loop.train_and_evaluate(smoke_config(**{'train.num_epochs': 3.0}), str(work))
   assert result['step'] == 36
+  # The run predates train.norm_metrics: it keeps the window means it logged before.
+  assert json.loads((work / 'config.json').read_text())['train']['norm_metrics'] == 'mean'
+  assert any("resumes with train.norm_metrics='mean'" in r.message for r in caplog.records)
+  assert config_lib.with_saved_values(saved).train.norm_metrics == 'mean'
+
+
+def test_norm_metrics_last_reports_the_last_steps_norms_and_trains_the_same():
+  """train.norm_metrics=last: one chunk of 3 steps reports the norms of its third step (a
+  'mean' chunk of that step alone) and leaves the same parameters; the loss is the mean."""
+  images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (80, 28, 28, 1)), jnp.uint8)
+  out = {}
+  for mode, lengths in (('last', (3,)), ('mean', (2, 1))):
+    c = smoke_config(**{'train.norm_metrics': mode})
+    model = models.build_model(c.model, (28, 28, 1))
+    tx, lr_fn = optim.make_optimizer(c.optim, 10, 100)
+    keys = step.root_keys(0)
+    step_fn = step.make_train_step(model, tx, lr_fn, c, 'bernoulli', None)
+    chunk = jax.jit(step.make_train_chunk(step_fn, 10, 8, False))
+    state = step.init_state(model, tx, (28, 28, 1), keys, False)
+    means = []
+    for n in lengths:
+      state, m, bad = chunk(state, images, keys['data'], step.hyperparameters(c, 10), n)
+      assert int(bad) == -1
+      means.append(jax.device_get(m))
+    out[mode] = (state, means)
+  chex.assert_trees_all_equal(out['last'][0].params, out['mean'][0].params)
+  last, (first_two, third) = out['last'][1][0], out['mean'][1]
+  for key in ('grad_norm', 'param_norm'):
+    assert last[key] == pytest.approx(third[key], rel=1e-6) and last[key] > 0
+  assert last['loss'] == pytest.approx((2 * first_two['loss'] + third['loss']) / 3, rel=1e-5)
 
 
 def _same_machine_class(recorded_on):

@@ -14,6 +14,7 @@ Field roles, declared once (dotted names):
   VMAPPABLE   may differ between members trained together in one vmapped group.
 """
 
+import copy
 import json
 import math
 
@@ -24,6 +25,9 @@ STRUCTURAL = tuple('model.' + k for k in (
     'type', 'arch', 'latent_dim', 'hidden', 'activation', 'gated', 'conv_channels',
     'conv_dense', 'conv_upsample', 'likelihood', 'gaussian_scale', 'prior', 'prior_components',
     'posterior', 'flow_steps', 'flow_hidden', 'stochastic_layers'))
+# Fields whose default changed what a run computes or logs: a config saved before the
+# field existed ran with the value given here, and a resumed run keeps it (`adopt_legacy`).
+LEGACY_VALUES = {'train.norm_metrics': 'mean'}
 VMAPPABLE = ('objective.beta', 'objective.free_bits', 'objective.warmup_epochs', 'optim.lr',
              'seed', 'model.latent_dim')
 
@@ -138,6 +142,7 @@ def base_config():
   t.num_epochs = 30.0
   t.log_every_steps = 100
   t.loop = 'auto'
+  t.norm_metrics = 'last'
   t.eval_every_epochs = 5.0
   t.checkpoint_every_epochs = 5.0
   t.keep_checkpoints = 3
@@ -226,6 +231,10 @@ FIELD_DOCS = {
     'train.log_every_steps': 'steps between train-metric events',
     'train.loop': 'device (one compiled while loop per chunk) | host (dispatched steps) | '
                   'auto (host for conv on CPU, else device)',
+    'train.norm_metrics': 'train/grad_norm and train/param_norm: last (of the last step of each '
+                          'log window, computed only there; a NaN gradient is then caught by '
+                          'the next step\'s loss) | mean (every step, averaged over the window, '
+                          'the behaviour of runs saved before this field)',
     'train.eval_every_epochs': 'epochs between evaluations (metrics, images)',
     'train.checkpoint_every_epochs': 'epochs between checkpoints',
     'train.keep_checkpoints': 'latest checkpoints kept (besides the best by val ELBO)',
@@ -261,7 +270,33 @@ def with_saved_values(saved):
         node[key] = tuple(value) if isinstance(value, list) else value
 
   merge(c, saved)
+  flat = flatten(saved)
+  for key, value in LEGACY_VALUES.items():
+    if key not in flat:
+      _set(c, key, value)
   return c
+
+
+def _set(c, dotted, value):
+  node = c
+  *path, last = dotted.split('.')
+  for name in path:
+    node = node[name]
+  node[last] = value
+
+
+def adopt_legacy(saved, config):
+  """(config, {field: value}): `config` with the LEGACY_VALUES of the fields that a saved
+  config.json dict lacks, so a run saved before they existed resumes as it started; the
+  dict names the fields changed (empty: `config` itself is returned)."""
+  flat, current = flatten(saved), flatten(config_json(config))
+  changed = {k: v for k, v in LEGACY_VALUES.items() if k not in flat and current.get(k) != v}
+  if not changed:
+    return config, changed
+  config = copy.deepcopy(config)
+  for key, value in changed.items():
+    _set(config, key, value)
+  return config, changed
 
 
 def smoke(c):
@@ -319,6 +354,8 @@ def check_train(c):
   check(t.num_epochs > 0, f'train.num_epochs={t.num_epochs} must be > 0')
   check(t.log_every_steps >= 1, 'train.log_every_steps must be >= 1')
   check(t.loop in ('auto', 'device', 'host'), f'train.loop={t.loop!r}; choose auto, device or host')
+  check(t.norm_metrics in ('last', 'mean'),
+        f'train.norm_metrics={t.norm_metrics!r}; choose last or mean')
   check(t.eval_every_epochs > 0, 'train.eval_every_epochs must be > 0')
   check(t.checkpoint_every_epochs > 0, 'train.checkpoint_every_epochs must be > 0')
   check(t.keep_checkpoints >= 1, 'train.keep_checkpoints must be >= 1')
@@ -382,7 +419,8 @@ def resume_differences(saved, current):
   """Fields (dotted) whose saved value differs from the current one, RESUMABLE ones aside.
 
   A field added to the schema after the run was saved is absent from `saved`;
-  its default reproduces the older behaviour, so it is not a difference.
+  its default (or its LEGACY_VALUES entry, which `adopt_legacy` puts in `current`)
+  reproduces the older behaviour, so it is not a difference.
   """
   a, b = flatten(saved), flatten(current)
   return [(k, a.get(k), b.get(k)) for k in sorted(a)

@@ -198,6 +198,10 @@ class Likelihood:
     one-softplus form `bernoulli_log_prob_binary` scores the pixels (the evaluators pass it;
     training keeps the general form, so resumed runs reproduce their numbers exactly).
     """
+    with jax.named_scope('likelihood'):
+      return self._log_prob(params, x, x_binary)
+
+  def _log_prob(self, params, x, x_binary):
     if self.name == 'bernoulli' and x_binary is not None:
       return jax.lax.cond(
           x_binary,

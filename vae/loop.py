@@ -130,6 +130,7 @@ def train(configs, workdirs, group_dir=None):
 
 
 def _train(configs, workdirs, group_dir, chief, t_start, preempt):
+  configs = [_keep_legacy_fields(c, w) for c, w in zip(configs, workdirs)]
   base, size = configs[0], len(configs)
   cfg_jsons = [config_lib.config_json(c) for c in configs]
   for w, cj in zip(workdirs, cfg_jsons):
@@ -329,6 +330,18 @@ def _train(configs, workdirs, group_dir, chief, t_start, preempt):
     last[m]['status'] = status[m]
     records[m].finish(status[m], resume_step or 0, last[m]['step'])
   return last
+
+
+def _keep_legacy_fields(config, workdir):
+  """`config`, with the older behaviour of fields that the workdir's saved run predates
+  (config_lib.LEGACY_VALUES), so that it resumes as it started."""
+  path = workdir / 'config.json'
+  if not path.exists():
+    return config
+  config, changed = config_lib.adopt_legacy(run_dir.read_json(path), config)
+  for key, value in changed.items():
+    log.info('%s was saved before %s existed: it resumes with %s=%r', workdir, key, key, value)
+  return config
 
 
 def _device_summary():

@@ -124,6 +124,7 @@ class Group:
       self.data_keys, self.eval_keys = (
           jax.device_put(jnp.stack([k[p] for k in self.keys]), self.state_sharding)
           for p in ('data', 'eval'))
+    self.train_step = train_step  # one member's step (unbatched), e.g. for FLOP counts
     loop = step_lib.chunk_loop(base)
     chunk = step_lib.make_train_chunk(train_step, spe, base.train.batch_size, streamed,
                                       self.size if batched else None, loop=loop,

@@ -83,12 +83,18 @@ def _log_batch_sharding(sharding):
 
 
 def make_train_step(model, tx, schedule_fn, config, mode, batch_sharding, freezable=False):
-  """train_step(state, x_uint8, hp) -> (state, metrics, finite): one optimizer update.
+  """train_step(state, x_uint8, hp, last) -> (state, metrics, finite): one optimizer update.
 
   `hp` holds the per-model scalars (`hyperparameters`), traced, so that many
   models with different values can share one compiled step under vmap. With
   `freezable`, a model whose hp['active'] is 0 keeps its parameters and
   optimizer state (only its step counter advances).
+
+  `last` (traced bool, default true): whether this is the last step of a chunk. With
+  train.norm_metrics='last' the gradient and parameter norms (two passes over every
+  parameter) are computed only then and are 0 at other steps; `train_step.last_value_metrics`
+  names them, so that a chunk reports their last value instead of a mean. The loss is
+  checked for NaN/Inf at every step either way.
   """
   num_samples = config.objective.num_samples
   ema_decay = config.optim.ema_decay
@@ -97,9 +103,16 @@ def make_train_step(model, tx, schedule_fn, config, mode, batch_sharding, freeza
   nan_step = int(os.environ.get('VAE_INJECT_NAN_AT_STEP', '-1'))
   show_sharding = os.environ.get('VAE_LOG_BATCH_SHARDING') == '1'
 
-  def train_step(state, x_uint8, hp):
+  norms_last = config.train.norm_metrics == 'last'
+
+  def norms(grads, params):
+    return optax.tree.norm(grads), optax.tree.norm(params)
+
+  def train_step(state, x_uint8, hp, last=True):
+    # Named scopes label the profile (scripts/benchmark.py --profile); they change nothing.
     k_data, k_z = jax.random.split(jax.random.fold_in(state.rng, state.step))
-    x = input_pipeline.to_float(x_uint8, mode, k_data)
+    with jax.named_scope('data'):
+      x = input_pipeline.to_float(x_uint8, mode, k_data)
     if nan_step >= 0:
       x = jnp.where(state.step == nan_step, jnp.nan, x)
     if batch_sharding is not None:
@@ -116,17 +129,25 @@ def make_train_step(model, tx, schedule_fn, config, mode, batch_sharding, freeza
           estimator=config.objective.estimator)
       return jnp.mean(loss), terms
 
-    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    updates = jax.tree.map(lambda u: u * hp['lr_scale'], updates)
-    params = optax.apply_updates(state.params, updates)
-    ema = (optim.ema_update(state.ema_params, params, ema_decay) if ema_decay
-           else state.ema_params)
-    grad_norm = optax.tree.norm(grads)
+    with jax.named_scope('loss'):
+      (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    with jax.named_scope('optimizer'):
+      updates, opt_state = tx.update(grads, state.opt_state, state.params)
+      updates = jax.tree.map(lambda u: u * hp['lr_scale'], updates)
+      params = optax.apply_updates(state.params, updates)
+      ema = (optim.ema_update(state.ema_params, params, ema_decay) if ema_decay
+             else state.ema_params)
+    with jax.named_scope('norms'):
+      if norms_last:
+        zero = jnp.zeros((), jnp.float32)
+        grad_norm, param_norm = jax.lax.cond(last, norms, lambda g, p: (zero, zero), grads,
+                                             params)
+      else:
+        grad_norm, param_norm = norms(grads, params)
     metrics = {'loss': loss, 'elbo': jnp.mean(terms['elbo']), 'recon': jnp.mean(terms['recon']),
                'kl': jnp.mean(terms['kl']), 'beta': beta,
                'lr': schedule_fn(state.step) * hp['lr_scale'],
-               'grad_norm': grad_norm, 'param_norm': optax.tree.norm(params)}
+               'grad_norm': grad_norm, 'param_norm': param_norm}
     for name in ('iwae', 'kl_z1', 'kl_z2'):
       if name in terms:
         metrics[name] = jnp.mean(terms[name])
@@ -140,6 +161,7 @@ def make_train_step(model, tx, schedule_fn, config, mode, batch_sharding, freeza
       finite = finite | ~keep
     return new_state, metrics, finite
 
+  train_step.last_value_metrics = ('grad_norm', 'param_norm') if norms_last else ()
   return train_step
 
 
@@ -167,7 +189,9 @@ def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_mode
   rows).
   """
   multi = num_models is not None
-  step_fn = jax.vmap(train_step, spmd_axis_name='model') if multi else train_step
+  last_value = getattr(train_step, 'last_value_metrics', ())
+  step_fn = (jax.vmap(train_step, in_axes=(0, 0, 0, None), spmd_axis_name='model') if multi
+             else train_step)
   step_of = (lambda st: st.step[0]) if multi else (lambda st: st.step)
 
   def perm_for(data, data_key, epoch):
@@ -180,29 +204,31 @@ def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_mode
       return jnp.zeros((1,), jnp.int32)
     return perm_for(data, data_key, step_of(state) // steps_per_epoch)
 
-  def one_step(i, st, perm, sums, bad, data, data_key, hp):
+  def one_step(i, st, perm, sums, bad, data, data_key, hp, last):
     step = step_of(st)
     if streamed:
       xb = data[i]
     else:
-      j = step % steps_per_epoch
-      perm = jax.lax.cond(j == 0, lambda: perm_for(data, data_key, step // steps_per_epoch),
-                          lambda: perm)
-      gather = lambda p: input_pipeline.gather_batch(data, p, j, batch_size)
-      xb = jax.vmap(gather)(perm) if multi else gather(perm)
-    new_st, metrics, finite = step_fn(st, xb, hp)
+      with jax.named_scope('batch'):
+        j = step % steps_per_epoch
+        perm = jax.lax.cond(j == 0, lambda: perm_for(data, data_key, step // steps_per_epoch),
+                            lambda: perm)
+        gather = lambda p: input_pipeline.gather_batch(data, p, j, batch_size)
+        xb = jax.vmap(gather)(perm) if multi else gather(perm)
+    new_st, metrics, finite = step_fn(st, xb, hp, last)
     bad = jnp.where(jnp.all(finite) | (bad >= 0), bad, step)
-    sums = jax.tree.map(jnp.add, sums, metrics)
+    sums = jax.tree.map(jnp.add, sums, metrics)  # last-value metrics are 0 but at the last step
     return new_st, perm, sums, bad
 
   def zero_sums(state, data, hp):
     x0 = jnp.zeros(((num_models,) if multi else ()) + (batch_size,) + data.shape[-3:],
                    data.dtype)
-    shapes = jax.eval_shape(step_fn, state, x0, hp)[1]
+    shapes = jax.eval_shape(step_fn, state, x0, hp, True)[1]
     return jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), shapes)
 
   def means_of(sums, n):
-    return jax.tree.map(lambda s: s / jnp.maximum(n, 1).astype(jnp.float32), sums)
+    n = jnp.maximum(n, 1).astype(jnp.float32)
+    return {k: v if k in last_value else v / n for k, v in sums.items()}
 
   def chunk(state, data, data_key, hp, num_steps):
     def cond(carry):
@@ -211,7 +237,8 @@ def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_mode
 
     def body(carry):
       i, st, perm, sums, bad = carry
-      st, perm, sums, bad = one_step(i, st, perm, sums, bad, data, data_key, hp)
+      st, perm, sums, bad = one_step(i, st, perm, sums, bad, data, data_key, hp,
+                                     i == num_steps - 1)
       return i + 1, st, perm, sums, bad
 
     carry = (jnp.zeros((), jnp.int32), state, initial_perm(state, data, data_key),
@@ -232,7 +259,8 @@ def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_mode
     perm, sums, bad = start(state, data, data_key, hp)
     num_steps = int(num_steps)
     for i in range(num_steps):
-      state, perm, sums, bad = step_jit(jnp.int32(i), state, perm, sums, bad, data, data_key, hp)
+      state, perm, sums, bad = step_jit(jnp.int32(i), state, perm, sums, bad, data, data_key, hp,
+                                        jnp.bool_(i == num_steps - 1))
     return state, finish(sums, jnp.int32(num_steps)), bad
 
   return host_chunk
