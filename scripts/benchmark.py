@@ -41,7 +41,7 @@ import optax
 
 from configs import default  # pylint: disable=g-import-not-at-top
 from vae import data as data_lib, evaluation, input_pipeline, loop, members, models, profiling
-from vae import sharding, step as step_lib, sweeps
+from vae import config_lib, sharding, step as step_lib, sweeps
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -122,11 +122,12 @@ def conv_flops(model_config, image_shape):
   return flops
 
 
-def _group(configs, image_shape, mode='bernoulli', batched=False):
+def _group(configs, image_shape, mode=None, batched=False):
   """The loop's program (`members.Group`, the same one train.py runs) on device-resident
   random uint8 data: (group, images, initial state)."""
   schedule = loop.Schedule(100, 10_000, 100, 100, 100)
   bs = configs[0].train.batch_size
+  mode = mode or input_pipeline.conversion_modes(configs[0].data)[0]
   mesh = sharding.make_model_mesh(len(configs) if batched else 1)
   group = members.Group(configs, image_shape, schedule, mode, mesh, False, 100 * bs, batched)
   images = sharding.put_examples(
@@ -144,7 +145,7 @@ def step_flops(group, image_shape):
   return _xla_flops(jax.jit(group.train_step), state, x, hp, True)
 
 
-def _group_throughput(configs, image_shape, steps, repeats, mode='bernoulli', batched=False):
+def _group_throughput(configs, image_shape, steps, repeats, mode=None, batched=False):
   """Examples/s summed over the members of the loop's program."""
   group, images, state = _group(configs, image_shape, mode, batched)
   holder = {'state': state}
@@ -166,7 +167,7 @@ def profile_train(config, image_shape, steps):
   return profiling.time_by_category(chunk, (state, images, group.data_keys, group.hp), steps)
 
 
-def train_throughput(config, image_shape, steps, repeats, mode='bernoulli'):
+def train_throughput(config, image_shape, steps, repeats, mode=None):
   """(examples/s, XLA FLOPs of one step) of one model's compiled chunk."""
   rate, group = _group_throughput([config], image_shape, steps, repeats, mode)
   return rate, step_flops(group, image_shape)
@@ -177,6 +178,25 @@ def sweep_throughput(config, image_shape, num_members, steps, repeats):
   configs = [sweeps.apply_overrides(config, {'objective.beta': float(b), 'seed': i})
              for i, b in enumerate(np.linspace(0.25, 8.0, num_members))]
   return _group_throughput(configs, image_shape, steps, repeats, batched=True)[0]
+
+
+def legacy(config):
+  """`config` with config_lib.LEGACY_VALUES: what the same run computed before the speed
+  fields (float32 binarization draws, norms at every step), for the before/after rows."""
+  return sweeps.apply_overrides(config, dict(config_lib.LEGACY_VALUES))
+
+
+class old_importance_sampler:  # pylint: disable=invalid-name
+  """Context: the importance-sampling estimator as it was before session 4 (the general
+  Bernoulli form x l - softplus(l) for every image, whole chunks decoded at once)."""
+
+  def __enter__(self):
+    self.saved = evaluation.likelihoods.is_binary, evaluation.IW_DECODE_ROWS_CPU
+    evaluation.likelihoods.is_binary = lambda x: jnp.bool_(False)
+    evaluation.IW_DECODE_ROWS_CPU = 10**12
+
+  def __exit__(self, *exc):
+    evaluation.likelihoods.is_binary, evaluation.IW_DECODE_ROWS_CPU = self.saved
 
 
 def first_step_seconds():
@@ -245,6 +265,8 @@ def profile_importance_sampling(config, image_shape, n, k, chunk=100):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--quick', action='store_true', help='fewer steps and repeats')
+  parser.add_argument('--no_before', action='store_true',
+                      help='skip the before/after rows (the older behaviour, measured again)')
   parser.add_argument('--out', default='runs/benchmarks.json',
                       help='the JSON figures (default: runs/benchmarks.json, ignored by git)')
   args = parser.parse_args()
@@ -353,6 +375,27 @@ def main():
       mlp, shape, min(n_iw, 500), 200)
   results['seconds_to_first_step'] = first_step_seconds()
   results['peak_host_memory_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+  # Before/after, in this same run: the rows again with the older behaviour.
+  if not args.no_before:
+    ex_s_old, _ = train_throughput(legacy(mlp), shape, steps, repeats)
+    plain_again = plain_jax_epoch(fm, max(2, repeats // 2))
+    ours_old = train_py_steady_examples_per_s(
+        spec, 1.0 if args.quick else 3.0,
+        [f'--config.{k}={v}' for k, v in config_lib.LEGACY_VALUES.items()])
+    with old_importance_sampler():
+      iw_old = eval_throughput(mlp, shape, n_iw, max(1, repeats // 2), iw_samples=k)
+    vmap_old = sweep_throughput(legacy(mlp), shape, 8, max(10, steps // 4), repeats)
+    results['before_after'] = {  # (before, after)
+        'default_step_ms': (1e3 * bs / ex_s_old, 1e3 * bs / ex_s),
+        'step_share_of_matmul_twin': (twin_s * ex_s_old / bs, twin_s * ex_s / bs),
+        'pytorch_model_train_py_slowdown': (plain_again / ours_old, plain / ours),
+        'importance_sampling_share_of_peak': (share(f_chunk, chunks_per_s * iw_old / iw_rate),
+                                              share(f_chunk, chunks_per_s)),
+        'importance_sampling_seconds_k5000_on_10000': (10000 * 5000 / (iw_old * k),
+                                                       10000 * 5000 / (iw_rate * k)),
+        'vmap_8_members_vs_one_model': (
+            vmap_old / ex_s_old, results['sweep_vmap_8_members']['speedup_vs_one_model'])}
 
   results['issue15'] = {  # each row of the issue's table: (measured, aim)
       'step_share_of_matmul_twin': (

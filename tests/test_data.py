@@ -166,6 +166,35 @@ def test_dynamic_binarization_mean_and_keys():
   assert not np.array_equal(a, b)
 
 
+def test_16_bit_dynamic_binarization_has_the_intensity_as_its_probability():
+  values = np.array([0, 1, 64, 128, 200, 254, 255], np.uint8)
+  images = jnp.asarray(np.broadcast_to(values[:, None, None, None], (7, 200, 200, 1)))
+  x = input_pipeline.to_float(images, input_pipeline.BERNOULLI16, jax.random.key(0))
+  assert x.dtype == jnp.float32 and set(np.unique(np.asarray(x))) <= {0.0, 1.0}
+  freq = np.asarray(x).reshape(7, -1).mean(axis=1)
+  p = values / 255.0
+  sigma = np.sqrt(p * (1 - p) / 40000)
+  assert np.all(np.abs(freq - p) <= 5 * sigma + 1e-12), (freq, p)
+  assert freq[0] == 0.0 and freq[-1] == 1.0  # exact at the ends
+  # Same key, same draw; another key, another; an odd pixel count works.
+  again = input_pipeline.to_float(images, input_pipeline.BERNOULLI16, jax.random.key(0))
+  np.testing.assert_array_equal(x, again)
+  other = input_pipeline.to_float(images, input_pipeline.BERNOULLI16, jax.random.key(1))
+  assert np.any(np.asarray(other) != np.asarray(x))
+  u = input_pipeline.random_uint16_like(jax.random.key(2), jnp.zeros((3, 5, 5, 1), jnp.uint8))
+  assert u.shape == (3, 5, 5, 1) and u.dtype == jnp.uint16
+  big = np.asarray(input_pipeline.random_uint16_like(jax.random.key(3),
+                                                     jnp.zeros((4, 100, 100, 1), jnp.uint8)))
+  assert abs(big.mean() - 32767.5) < 5 * 18918 / np.sqrt(big.size)  # sd of U{0..65535}
+  assert big.min() < 100 and big.max() > 65435
+  # The protocol field picks the mode: 16 bits by default, 32 for older runs.
+  c = default.get_config()
+  assert input_pipeline.conversion_modes(c.data)[0] == input_pipeline.BERNOULLI16
+  with c.unlocked():
+    c.data.binarize_bits = 32
+  assert input_pipeline.conversion_modes(c.data)[0] == input_pipeline.BERNOULLI
+
+
 def test_static_and_eval_binarization_are_fixed():
   images = np.random.default_rng(0).integers(0, 256, (50, 6, 6, 1)).astype(np.uint8)
   a = input_pipeline.binarize_fixed(images, [0, 1])

@@ -222,22 +222,25 @@ def test_host_dispatched_loop_equals_device_loop():
 
 
 def test_workdir_from_an_older_schema_loads_and_resumes(smoke_run, tmp_path, caplog):
-  """A config.json saved before a field existed (here model.init_std and
-  train.norm_metrics) still loads, and resumes with the older behaviour."""
+  """A config.json saved before a field existed (here model.init_std, train.norm_metrics and
+  data.binarize_bits) still loads, and resumes with the older behaviour."""
   caplog.set_level('INFO', logger='vae')
   work = tmp_path / 'old'
   shutil.copytree(smoke_run[0], work)
   saved = json.loads((work / 'config.json').read_text())
   del saved['model']['init_std']
   del saved['train']['norm_metrics']
+  del saved['data']['binarize_bits']
   (work / 'config.json').write_text(json.dumps(saved))
   assert vae.load(work).latent_dim == 20
   result = loop.train_and_evaluate(smoke_config(**{'train.num_epochs': 3.0}), str(work))
   assert result['step'] == 36
   # The run predates train.norm_metrics: it keeps the window means it logged before.
-  assert json.loads((work / 'config.json').read_text())['train']['norm_metrics'] == 'mean'
+  now = json.loads((work / 'config.json').read_text())
+  assert now['train']['norm_metrics'] == 'mean' and now['data']['binarize_bits'] == 32
   assert any("resumes with train.norm_metrics='mean'" in r.message for r in caplog.records)
   assert config_lib.with_saved_values(saved).train.norm_metrics == 'mean'
+  assert config_lib.with_saved_values(saved).data.binarize_bits == 32
 
 
 def test_norm_metrics_last_reports_the_last_steps_norms_and_trains_the_same():
@@ -272,12 +275,16 @@ def _same_machine_class(recorded_on):
   return cpu == recorded_on
 
 
-def test_smoke_run_matches_the_recorded_fixture(smoke_run):
-  """The smoke run equals the one recorded before the trainer was split into rooms
-  (tests/fixtures/smoke_reference.*): 1e-6 relative on the machine class that recorded it,
-  1e-3 on another (XLA's CPU kernels differ between processor families)."""
+def test_smoke_run_matches_the_recorded_fixture(tmp_path):
+  """The smoke run with the behaviour of runs saved before the speed fields
+  (config_lib.LEGACY_VALUES: float32 binarization draws, norms averaged every step) equals
+  the one recorded before the trainer was split into rooms (tests/fixtures/
+  smoke_reference.*): 1e-6 relative on the machine class that recorded it, 1e-3 on another
+  (XLA's CPU kernels differ between processor families)."""
   ref = json.loads((FIXTURES / 'smoke_reference.json').read_text())
   rtol = 1e-6 if _same_machine_class(ref['recorded_on']) else 1e-3
+  loop.train_and_evaluate(smoke_config(**config_lib.LEGACY_VALUES), str(tmp_path))
+  smoke_run = (tmp_path,)
   got = read_events(smoke_run[0])
   assert [(e['event'], e['step']) for e in got] == [(e['event'], e['step'])
                                                      for e in ref['events']]

@@ -27,7 +27,7 @@ STRUCTURAL = tuple('model.' + k for k in (
     'posterior', 'flow_steps', 'flow_hidden', 'stochastic_layers'))
 # Fields whose default changed what a run computes or logs: a config saved before the
 # field existed ran with the value given here, and a resumed run keeps it (`adopt_legacy`).
-LEGACY_VALUES = {'train.norm_metrics': 'mean'}
+LEGACY_VALUES = {'train.norm_metrics': 'mean', 'data.binarize_bits': 32}
 VMAPPABLE = ('objective.beta', 'objective.free_bits', 'objective.warmup_epochs', 'optim.lr',
              'seed', 'model.latent_dim')
 
@@ -83,6 +83,7 @@ def base_config():
   d.split_seed = 0
   d.binarize = 'dynamic'
   d.binarize_seed = 0
+  d.binarize_bits = 16
   d.dequantize = False
   d.residency = 'auto'
   d.max_device_bytes = 2 ** 31
@@ -168,6 +169,9 @@ FIELD_DOCS = {
     'data.binarize': 'pixel protocol: dynamic (fresh Bernoulli draw per step) | static (one '
                      'fixed draw) | none (intensities k/255)',
     'data.binarize_seed': 'seed of the static training draw and of the evaluation draws',
+    'data.binarize_bits': 'random bits per pixel of the dynamic draw: 16 (P(1) within 2^-17 of '
+                          'k / 255) | 32 (a float32 uniform: the stream of runs saved before '
+                          'this field)',
     'data.dequantize': 'continuous pixels: (k + u) / 256 with u ~ U[0, 1)',
     'data.residency': 'training set on the device (device), streamed from the host (host), or '
                       'auto by data.max_device_bytes',

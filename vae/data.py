@@ -65,6 +65,8 @@ RESIDENCY = ('auto', 'device', 'host')
 def check_config(dc):
   """Checks the fields of `config.data` (ConfigError naming the field)."""
   check(dc.source in SOURCES, f'data.source={dc.source!r} is unknown; choose one of {SOURCES}')
+  check(dc.binarize_bits in (16, 32),
+        f'data.binarize_bits={dc.binarize_bits!r}; choose 16 or 32')
   check(dc.binarize in BINARIZE,
         f'data.binarize={dc.binarize!r} is unknown; choose one of {BINARIZE}')
   check(dc.residency in RESIDENCY,
