@@ -91,6 +91,8 @@ def main(argv=None):
                          FLAGS.process_id or 0)
 
   def work():
+    if not distributed:  # one process: relaunches reuse compiled programs
+      cli.enable_compilation_cache()
     if distributed:
       import jax  # pylint: disable=g-import-not-at-top
       jax.distributed.initialize(coordinator_address=FLAGS.coordinator_address,

@@ -85,6 +85,8 @@ def main(argv=None):
       print(f'{count} array tasks ({unit}s, each run with --mode {task_mode}); submit with:')
       print(f'sbatch {path}')
       return cli.EXIT_OK
+    if args.mode in ('sequential', 'vmap'):  # in this process: later members reuse programs
+      cli.enable_compilation_cache()
     record = sweeps.run_sweep(args.config, args.workdir, args.mode, args.parallel, args.dry_run,
                               axes=axes, config_overrides=overrides, task_index=args.task_index,
                               num_tasks=args.num_tasks, unit=args.unit)
