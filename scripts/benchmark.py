@@ -159,13 +159,21 @@ def _group_throughput(configs, image_shape, steps, repeats, mode=None, batched=F
   return len(configs) * steps * configs[0].train.batch_size / timed(run, repeats), group
 
 
-def profile_train(config, image_shape, steps):
-  """vae/profiling.py's breakdown of one chunk of `steps` training steps, per step."""
-  group, images, state = _group([config], image_shape)
+def profile_train(config, image_shape, steps, num_members=None):
+  """vae/profiling.py's breakdown of one chunk of `steps` training steps, per step of one
+  model; with `num_members`, of a vmapped group (betas 0.25..8), per member-step."""
+  configs = [config] if num_members is None else _beta_members(config, num_members)
+  group, images, state = _group(configs, image_shape, batched=num_members is not None)
   if step_lib.chunk_loop(config) != 'device':
     return None  # the host loop is many programs; profile the device loop's single one
   chunk = jax.jit(lambda st, data, keys, hp: group.chunk_fn(st, data, keys, hp, steps))
-  return profiling.time_by_category(chunk, (state, images, group.data_keys, group.hp), steps)
+  return profiling.time_by_category(chunk, (state, images, group.data_keys, group.hp),
+                                    steps * len(configs))
+
+
+def _beta_members(config, num_members):
+  return [sweeps.apply_overrides(config, {'objective.beta': float(b), 'seed': i})
+          for i, b in enumerate(np.linspace(0.25, 8.0, num_members))]
 
 
 def train_throughput(config, image_shape, steps, repeats, mode=None):
@@ -176,9 +184,8 @@ def train_throughput(config, image_shape, steps, repeats, mode=None):
 
 def sweep_throughput(config, image_shape, num_members, steps, repeats):
   """Examples/s summed over `num_members` models (betas 0.25..8) in one vmapped program."""
-  configs = [sweeps.apply_overrides(config, {'objective.beta': float(b), 'seed': i})
-             for i, b in enumerate(np.linspace(0.25, 8.0, num_members))]
-  return _group_throughput(configs, image_shape, steps, repeats, batched=True)[0]
+  return _group_throughput(_beta_members(config, num_members), image_shape, steps, repeats,
+                           batched=True)[0]
 
 
 def legacy(config):
@@ -350,6 +357,7 @@ def main():
       'examples_per_s_all_members': sweep_throughput(mlp, shape, 8, max(10, steps // 4), repeats)}
   results['sweep_vmap_8_members']['speedup_vs_one_model'] = (
       results['sweep_vmap_8_members']['examples_per_s_all_members'] / ex_s)
+  results['profile_vmap_8_members'] = profile_train(mlp, shape, min(steps, 50), 8)
   if jax.default_backend() != 'cpu':  # an accelerator has room for more members at once
     rate = sweep_throughput(mlp, shape, 32, max(10, steps // 4), repeats)
     results['sweep_vmap_32_members'] = {'examples_per_s_all_members': rate,

@@ -36,6 +36,10 @@ def test_categories_come_from_opcodes_rng_functions_and_scopes():
   assert profiling.category('fusion.2', 'jit(f)/loss/likelihood/jit(softplus)/log1p') == (
       'likelihood')
   assert profiling.category('copy.5', '') == 'other'
+  # Under vmap (a group of members) the scopes are wrapped: vmap(loss), vmap(optimizer).
+  assert profiling.category('fusion.3', 'jit(chunk)/while/body/vmap(optimizer)/add') == (
+      'optimizer')
+  assert profiling.category('fusion.4', 'jit(f)/vmap(jvp(loss))/sub') == 'loss'
   hlo = '''%fused_computation.1 (p: f32[4]) -> f32[4] {
   %p = f32[4]{0} parameter(0)
   ROOT %e = f32[4]{0} exponential(%p), metadata={op_name="jit(f)/norms/exp"}

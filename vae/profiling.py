@@ -24,6 +24,7 @@ import jax
 
 RNG_MARKERS = ('random_bits', 'threefry', '_bernoulli', '_uniform', '_normal', 'random_')
 SCOPES = ('likelihood', 'optimizer', 'norms', 'batch', 'data', 'loss')
+_WRAPPED = re.compile(r'^[\w.]+\((.*)\)$')
 _INSTRUCTION = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = [^\n]*?op_name="([^"]*)"', re.M)
 _COMPUTATION = re.compile(r'^%?([\w.\-]+) \(.*?\{\n(.*?)^\}', re.M | re.S)
 _CALLS = re.compile(r'^\s*(?:ROOT )?%?([\w.\-]+) = [^\n]*?calls=%?([\w.\-]+)', re.M)
@@ -37,11 +38,20 @@ def category(name, op_name, opcode=''):
     return 'matmul'
   if any(m in op_name for m in RNG_MARKERS):
     return 'rng'
-  parts = op_name.split('/')
+  parts = [_unwrap(p) for p in op_name.split('/')]
   for scope in SCOPES:
     if scope in parts:
       return scope
   return 'other'
+
+
+def _unwrap(part):
+  """'vmap(loss)' -> 'loss': the scope inside transformation wrappers (vmap, jvp, ...)."""
+  while True:
+    m = _WRAPPED.match(part)
+    if not m:
+      return part
+    part = m.group(1)
 
 
 def kernel_labels(hlo_text):
