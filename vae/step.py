@@ -90,6 +90,9 @@ def make_train_step(model, tx, schedule_fn, config, mode, batch_sharding, freeza
   `freezable`, a model whose hp['active'] is 0 keeps its parameters and
   optimizer state (only its step counter advances).
 
+  `any_stopped` (traced bool, unbatched, or None): whether any member of a vmapped group
+  has stopped; the freezing select runs only then (None: always).
+
   `last` (traced bool, default true): whether this is the last step of a chunk. With
   train.norm_metrics='last' the gradient and parameter norms (two passes over every
   parameter) are computed only then and are 0 at other steps; `train_step.last_value_metrics`
@@ -108,7 +111,7 @@ def make_train_step(model, tx, schedule_fn, config, mode, batch_sharding, freeza
   def norms(grads, params):
     return optax.tree.norm(grads), optax.tree.norm(params)
 
-  def train_step(state, x_uint8, hp, last=True):
+  def train_step(state, x_uint8, hp, last=True, any_stopped=None):
     # Named scopes label the profile (scripts/benchmark.py --profile); they change nothing.
     k_data, k_z = jax.random.split(jax.random.fold_in(state.rng, state.step))
     with jax.named_scope('data'):
@@ -157,7 +160,11 @@ def make_train_step(model, tx, schedule_fn, config, mode, batch_sharding, freeza
     if freezable:
       keep = hp['active'] > 0
       frozen = state.replace(step=state.step + 1)
-      new_state = jax.tree.map(lambda a, b: jnp.where(keep, a, b), new_state, frozen)
+      select = lambda: jax.tree.map(lambda a, b: jnp.where(keep, a, b), new_state, frozen)
+      # The select is a pass over every parameter and moment: skipped (an unbatched cond)
+      # while no member of the group has stopped.
+      new_state = (select() if any_stopped is None
+                   else jax.lax.cond(any_stopped, select, lambda: new_state))
       finite = finite | ~keep
     return new_state, metrics, finite
 
@@ -190,8 +197,8 @@ def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_mode
   """
   multi = num_models is not None
   last_value = getattr(train_step, 'last_value_metrics', ())
-  step_fn = (jax.vmap(train_step, in_axes=(0, 0, 0, None), spmd_axis_name='model') if multi
-             else train_step)
+  step_fn = (jax.vmap(train_step, in_axes=(0, 0, 0, None, None), spmd_axis_name='model')
+             if multi else train_step)
   step_of = (lambda st: st.step[0]) if multi else (lambda st: st.step)
 
   def perm_for(data, data_key, epoch):
@@ -215,7 +222,10 @@ def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_mode
                             lambda: perm)
         gather = lambda p: input_pipeline.gather_batch(data, p, j, batch_size)
         xb = jax.vmap(gather)(perm) if multi else gather(perm)
-    new_st, metrics, finite = step_fn(st, xb, hp, last)
+    if multi:
+      new_st, metrics, finite = step_fn(st, xb, hp, last, jnp.any(hp['active'] <= 0))
+    else:
+      new_st, metrics, finite = step_fn(st, xb, hp, last)
     bad = jnp.where(jnp.all(finite) | (bad >= 0), bad, step)
     sums = jax.tree.map(jnp.add, sums, metrics)  # last-value metrics are 0 but at the last step
     return new_st, perm, sums, bad
@@ -223,7 +233,8 @@ def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_mode
   def zero_sums(state, data, hp):
     x0 = jnp.zeros(((num_models,) if multi else ()) + (batch_size,) + data.shape[-3:],
                    data.dtype)
-    shapes = jax.eval_shape(step_fn, state, x0, hp, True)[1]
+    extra = (True, jnp.bool_(False)) if multi else (True,)
+    shapes = jax.eval_shape(step_fn, state, x0, hp, *extra)[1]
     return jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), shapes)
 
   def means_of(sums, n):
