@@ -195,16 +195,15 @@ def legacy(config):
 
 
 class old_importance_sampler:  # pylint: disable=invalid-name
-  """Context: the importance-sampling estimator as it was before session 4 (the general
-  Bernoulli form x l - softplus(l) for every image, whole chunks decoded at once)."""
+  """Context: the importance-sampling estimator as it was before issue 15 (the per-pixel
+  Bernoulli sum x l - softplus(l), whole chunks decoded at once)."""
 
   def __enter__(self):
-    self.saved = evaluation.likelihoods.is_binary, evaluation.IW_DECODE_ROWS_CPU
-    evaluation.likelihoods.is_binary = lambda x: jnp.bool_(False)
-    evaluation.IW_DECODE_ROWS_CPU = 10**12
+    self.saved = evaluation.IW_GROUPED_LOGS, evaluation.IW_DECODE_ROWS_CPU
+    evaluation.IW_GROUPED_LOGS, evaluation.IW_DECODE_ROWS_CPU = False, 10**12
 
   def __exit__(self, *exc):
-    evaluation.likelihoods.is_binary, evaluation.IW_DECODE_ROWS_CPU = self.saved
+    evaluation.IW_GROUPED_LOGS, evaluation.IW_DECODE_ROWS_CPU = self.saved
 
 
 def first_step_seconds():

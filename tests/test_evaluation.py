@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from tests import linear_gaussian
-from tests.helpers import run_script
-from vae import evaluation, input_pipeline, objectives
+from tests.helpers import run_script, smoke_config
+from vae import evaluation, input_pipeline, models, objectives
 
 
 def test_iw_estimate_converges_to_log_px_with_honest_error_bars(lg):
@@ -60,6 +60,30 @@ def test_iw_decoding_in_tiles_gives_the_same_estimate(lg, monkeypatch):
   np.testing.assert_allclose(est(), whole, rtol=1e-6, atol=1e-5)
   monkeypatch.setattr(evaluation, 'IW_DECODE_ROWS_CPU', 1)
   assert evaluation._decode_tile(60, 16) == 1
+
+
+@pytest.mark.parametrize('pixels', ['binary', 'grey'])
+def test_grouped_logs_leave_a_bernoulli_estimate_unchanged(monkeypatch, pixels):
+  """One log per pixel group (IW_GROUPED_LOGS) changes only float32 rounding."""
+  c = smoke_config()
+  model = models.build_model(c.model, (28, 28, 1))
+  rng = np.random.default_rng(0)
+  x = rng.uniform(0, 1, (6, 28, 28, 1))
+  x = jnp.asarray(x < 0.3 if pixels == 'binary' else x, jnp.float32)
+  variables = model.init(jax.random.key(0), x, jax.random.key(1))
+  # Confident logits, as a trained decoder's: scale the decoder's weights up.
+  variables = {'params': dict(variables['params'])}
+  variables['params']['decoder'] = jax.tree.map(lambda a: 2.0 * a,
+                                                variables['params']['decoder'])
+  est = lambda: np.asarray(evaluation.iw_log_likelihood(
+      model, variables, x, jax.random.key(2), 40, 20), np.float64)
+  monkeypatch.setattr(evaluation, 'IW_GROUPED_LOGS', False)
+  per_pixel = est()
+  monkeypatch.setattr(evaluation, 'IW_GROUPED_LOGS', True)
+  grouped = est()
+  assert np.all(np.abs(per_pixel) > 50)  # not a trivial model
+  np.testing.assert_allclose(grouped, per_pixel, rtol=2e-6, atol=2e-4)
+  assert not np.array_equal(grouped, per_pixel)  # the grouped path did run
 
 
 def test_active_units_on_a_model_with_dead_dimensions(lg):

@@ -33,29 +33,33 @@ def test_bernoulli_matches_reference_and_is_finite_for_huge_logits():
   assert np.all(np.isfinite(g))
 
 
-def test_binary_bernoulli_form_equals_the_general_one_on_binary_pixels_only():
-  logits = jnp.asarray(RNG.normal(0, 4, (3, 5, 4, 4, 1)), jnp.float32)
-  x = jnp.asarray(RNG.integers(0, 2, (5, 4, 4, 1)), jnp.float32)
-  general = likelihoods.bernoulli_log_prob(logits, x)
-  np.testing.assert_allclose(likelihoods.bernoulli_log_prob_binary(logits, x), general,
-                             rtol=1e-5, atol=1e-6)
-  # At huge logits the one-softplus form keeps the exact answer.
-  big = jnp.array([1e4, -1e4, 1e4, -1e4])
-  np.testing.assert_array_equal(
-      likelihoods.bernoulli_log_prob_binary(big, jnp.array([1.0, 0.0, 0.0, 1.0])),
-      [0.0, 0.0, -1e4, -1e4])
+@pytest.mark.parametrize('shape', [(28, 28, 1), (5, 5, 3)])  # 784 = 49 x 16; 75 pads to 80
+@pytest.mark.parametrize('pixels', ['binary', 'grey'])
+def test_grouped_bernoulli_sum_matches_a_float64_per_pixel_sum(shape, pixels):
+  logits = RNG.normal(0, 6, (7,) + shape)
+  logits[0, 0, 0, 0], logits[1, 0, 0, 0], logits[2, 1, 0, 0] = 1e4, -1e4, 40.0  # huge logits
+  x = RNG.integers(0, 2, shape).astype(np.float64)
+  if pixels == 'grey':
+    x = RNG.uniform(0, 1, shape)
+  x[0, 0, 0] = 1.0
+  exact = np.sum(x * logits - np.logaddexp(0.0, logits), axis=(-3, -2, -1))
+  l32, x32 = jnp.asarray(logits, jnp.float32), jnp.asarray(x, jnp.float32)
+  got = likelihoods.bernoulli_log_prob_sum(l32, x32)
+  assert got.shape == (7,)
+  # float32 rounding of a ~1e4-nat sum: a few ulps of the total, not of each pixel.
+  np.testing.assert_allclose(got, exact, rtol=2e-6, atol=1e-4)
+  # The group size changes only rounding: no factor's log is dropped or counted twice.
+  for group in (1, 7, 32):
+    np.testing.assert_allclose(likelihoods.bernoulli_log_prob_sum(l32, x32, group), exact,
+                               rtol=2e-6, atol=1e-4)
   lik = Likelihood('bernoulli')
-  assert bool(likelihoods.is_binary(x))
-  np.testing.assert_allclose(lik.log_prob({'logits': logits}, x, likelihoods.is_binary(x)),
-                             np.sum(np.asarray(general), axis=(-3, -2, -1)), rtol=1e-5)
-  # Grey pixels: is_binary is false and the general form scores them (the binary one differs).
-  grey = x * 0.5 + 0.25
-  assert not bool(likelihoods.is_binary(grey))
-  want = np.sum(np.asarray(likelihoods.bernoulli_log_prob(logits, grey)), axis=(-3, -2, -1))
-  np.testing.assert_allclose(lik.log_prob({'logits': logits}, grey, likelihoods.is_binary(grey)),
-                             want, rtol=1e-6)
-  wrong = np.sum(np.asarray(likelihoods.bernoulli_log_prob_binary(logits, grey)), (-3, -2, -1))
-  assert np.max(np.abs(wrong - want)) > 1.0
+  np.testing.assert_allclose(lik.log_prob({'logits': l32}, x32, grouped_logs=True), got)
+  np.testing.assert_allclose(lik.log_prob({'logits': l32}, x32), exact, rtol=2e-6, atol=1e-4)
+  # A pixel certain and right scores 0 exactly, certain and wrong -|l| (no cancellation).
+  np.testing.assert_array_equal(
+      likelihoods.bernoulli_log_prob_sum(jnp.array([1e4, -1e4, 1e4, -1e4]).reshape(4, 1, 1, 1),
+                                         jnp.array([1.0, 0.0, 0.0, 1.0]).reshape(4, 1, 1, 1)),
+      [0.0, 0.0, -1e4, -1e4])
 
 
 def test_gaussian_matches_reference_and_integrates_to_one():

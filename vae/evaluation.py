@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vae import input_pipeline, likelihoods, objectives, priors
+from vae import input_pipeline, objectives, priors
 from vae.progress import Progress
 from vae.likelihoods import bits_per_dim
 
@@ -42,7 +42,6 @@ def iw_log_likelihood(model, variables, x, key, num_samples, chunk_size,
   """
   ks = jnp.asarray(list(report_at) + [num_samples], jnp.int32)
   num_chunks = -(-num_samples // chunk_size)
-  x_binary = likelihoods.is_binary(x)  # binary pixels: the one-softplus Bernoulli form
   if model.analytic_kl:  # the encoder runs once; each chunk draws and decodes
     mean, logvar = model.apply(variables, x, method=model.encode)
     if latent_mask is not None:
@@ -54,7 +53,7 @@ def iw_log_likelihood(model, variables, x, key, num_samples, chunk_size,
       if latent_mask is not None:
         z = z * latent_mask
       return model.likelihood.log_prob(model.apply(variables, z, method=model.decode), x,
-                                       x_binary)
+                                       grouped_logs=IW_GROUPED_LOGS)
     tile = _decode_tile(chunk_size, x.shape[0])
     if tile == chunk_size:
       return score(z)
@@ -88,6 +87,11 @@ def iw_log_likelihood(model, variables, x, key, num_samples, chunk_size,
 # 50,000-row chunks, docs/benchmarks.md); accelerators decode whole chunks. The draws, and
 # so the estimate, do not depend on it.
 IW_DECODE_ROWS_CPU = 4096
+
+# The estimator's Bernoulli scores use one log per group of pixels
+# (`likelihoods.bernoulli_log_prob_sum`; the same value up to float32 rounding, one fused
+# pass). False: the per-pixel sum of training's loss (scripts/benchmark.py's "before").
+IW_GROUPED_LOGS = True
 
 
 def _decode_tile(chunk_size, batch):
