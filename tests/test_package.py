@@ -38,3 +38,49 @@ def test_compilation_cache_makes_a_relaunch_reuse_compiled_programs(tmp_path, mo
   monkeypatch.setenv('VAE_COMPILATION_CACHE', 'off')
   from vae import cli  # pylint: disable=g-import-not-at-top
   assert cli.enable_compilation_cache() is None
+
+
+CONV_PROBE = r'''
+import os, re, sys
+import vae  # sets the flag before JAX opens a backend
+import jax, jax.numpy as jnp, numpy as np
+print(os.environ.get('XLA_FLAGS', ''))
+rng = np.random.default_rng(0)
+x = rng.normal(size=(8, 14, 14, 16)).astype(np.float32)
+dy = rng.normal(size=(8, 14, 14, 32)).astype(np.float32)
+conv = lambda k: jax.lax.conv_general_dilated(jnp.asarray(x), k, (1, 1), 'SAME',
+                                              dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+grad = jax.jit(lambda k, dy: jax.vjp(conv, k)[1](dy)[0])
+k0 = jnp.zeros((3, 3, 16, 32))
+hlo = grad.lower(k0, dy).compile().as_text()
+ynn = [l for l in hlo.splitlines() if '__ynn_fusion' in l]
+xp = np.pad(x.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+want = np.stack([np.stack([np.einsum('bhwc,bhwd->cd', xp[:, i:i + 14, j:j + 14], dy)
+                           for j in range(3)]) for i in range(3)])
+err = float(np.max(np.abs(np.asarray(grad(k0, dy)) - want)))
+dot = jax.jit(lambda a, b: a @ b).lower(jnp.ones((512, 512)), jnp.ones((512, 512))).compile().as_text()
+print('ynn_convolutions', len(ynn), 'max_error', err, 'ynn_dot', int('__ynn_fusion' in dot))
+'''
+
+
+def test_cpu_convolutions_run_outside_ynnpack_and_stay_exact(tmp_path):
+  """`import vae` adds CPU_CONV_FLAG to XLA_FLAGS (unless the user set a ynn fusion type):
+  the compiled kernel gradient of a convolution is not a YNNPACK fusion, dots still are, and
+  the gradient matches a float64 reference."""
+  import vae  # pylint: disable=g-import-not-at-top
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  out = subprocess.run([sys.executable, '-c', CONV_PROBE], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  flags, probe = out.stdout.strip().splitlines()[-2:]
+  assert vae.CPU_CONV_FLAG in flags.split()
+  words = probe.split()
+  assert words[1] == '0' and float(words[3]) < 1e-3 and words[5] == '1', probe
+  # A user's own setting wins: here YNNPACK gets the convolutions back.
+  env['XLA_FLAGS'] = '--xla_cpu_experimental_ynn_fusion_type=individual_convolution'
+  out = subprocess.run([sys.executable, '-c', CONV_PROBE], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  flags, probe = out.stdout.strip().splitlines()[-2:]
+  assert vae.CPU_CONV_FLAG not in flags.split()
+  assert probe.split()[1] != '0' and float(probe.split()[3]) < 1e-3, probe
