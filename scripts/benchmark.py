@@ -19,7 +19,9 @@ Measures, in one process (so all ratios share the machine's current load):
   - evaluation and importance-sampling throughput;
   - peak host memory.
 Writes runs/benchmarks.json (default; --out FILE) and prints a table. Timings are medians of
-repeated runs after a warm-up; the figures belong in docs/benchmarks.md.
+repeated runs after a warm-up; every ratio of two timings (step vs twin, train.py vs plain
+JAX, 8 members vs one, before vs after) is the median over 3 interleaved rounds (1 with
+--quick). The figures belong in docs/benchmarks.md.
 """
 
 import argparse
@@ -56,6 +58,17 @@ def timed(fn, repeats):
     fn()
     times.append(time.perf_counter() - t)
   return float(np.median(times))
+
+
+def interleaved(a, b, rounds):
+  """[(a(), b()), ...] over `rounds` alternating rounds: two timings to compare, taken in
+  turn so that a drift of the machine's speed falls on both."""
+  return [(a(), b()) for _ in range(rounds)]
+
+
+def median_ratio(pairs):
+  """The median of a / b over interleaved (a, b) rounds."""
+  return float(np.median([a / b for a, b in pairs]))
 
 
 def matmul_peak(repeats):
@@ -331,11 +344,17 @@ def main():
                                            'speedup_vs_float32': rate / f32}
 
   # The step against its own matmul ceiling: the same dense layers, forward and backward.
-  twin_s, twin_flops = matmul_twin(mlp.model, shape, bs, repeats)
-  step_s = bs / ex_s
+  # Ratios of two timings come from interleaved rounds (a, b, a, b, ...), their median
+  # reported: on a shared machine the speed drifts by 10-30 % within minutes.
+  rounds = 1 if args.quick else 3
+  twin_flops = matmul_twin(mlp.model, shape, bs, 1)[1]
+  pairs = interleaved(lambda: matmul_twin(mlp.model, shape, bs, repeats)[0],
+                      lambda: bs / train_throughput(mlp, shape, steps, repeats)[0], rounds)
+  twin_s, step_s = (float(np.median(v)) for v in zip(*pairs))
   results['train_mlp_vs_matmul_twin'] = {
       'step_ms': 1e3 * step_s, 'twin_step_ms': 1e3 * twin_s,
-      'step_share_of_twin_speed': twin_s / step_s,
+      'step_share_of_twin_speed': median_ratio(pairs),
+      'rounds_twin_ms_step_ms': [(1e3 * a, 1e3 * b) for a, b in pairs],
       'twin_xla_flops_per_step': twin_flops, 'step_xla_flops_per_step': f_step}
   results['profile_train_mlp'] = profile_train(mlp, shape, min(steps, 100))
 
@@ -346,16 +365,21 @@ def main():
   except data_lib.DataError:
     fm = np.random.default_rng(0).integers(0, 256, (4096, 28, 28, 1)).astype(np.uint8)
     spec = 'configs/pytorch_example.py:smoke'
-  plain = plain_jax_epoch(fm, max(2, repeats // 2))
-  ours = train_py_steady_examples_per_s(spec, 1.0 if args.quick else 3.0)
+  pairs = interleaved(lambda: plain_jax_epoch(fm, max(2, repeats // 2)),
+                      lambda: train_py_steady_examples_per_s(spec, 1.0 if args.quick else 3.0),
+                      rounds)
+  plain, ours = (float(np.median(v)) for v in zip(*pairs))
   results['pytorch_example_model'] = {
       'plain_jax_scan_examples_per_s': plain, 'train_py_steady_examples_per_s': ours,
-      'train_py_slowdown_vs_plain_jax': plain / ours}
+      'train_py_slowdown_vs_plain_jax': median_ratio(pairs),
+      'rounds_plain_ours_examples_per_s': pairs}
 
+  pairs = interleaved(lambda: sweep_throughput(mlp, shape, 8, max(10, steps // 4), repeats),
+                      lambda: train_throughput(mlp, shape, steps, repeats)[0], rounds)
   results['sweep_vmap_8_members'] = {
-      'examples_per_s_all_members': sweep_throughput(mlp, shape, 8, max(10, steps // 4), repeats)}
-  results['sweep_vmap_8_members']['speedup_vs_one_model'] = (
-      results['sweep_vmap_8_members']['examples_per_s_all_members'] / ex_s)
+      'examples_per_s_all_members': float(np.median([a for a, _ in pairs])),
+      'speedup_vs_one_model': median_ratio(pairs),
+      'rounds_8_members_one_model_examples_per_s': pairs}
   results['profile_vmap_8_members'] = profile_train(mlp, shape, min(steps, 50), 8)
   if jax.default_backend() != 'cpu':  # an accelerator has room for more members at once
     rate = sweep_throughput(mlp, shape, 32, max(10, steps // 4), repeats)
@@ -397,24 +421,39 @@ def main():
 
   # Before/after, in this same run: the rows again with the older behaviour.
   if not args.no_before:
-    ex_s_old, _ = train_throughput(legacy(mlp), shape, steps, repeats)
-    plain_again = plain_jax_epoch(fm, max(2, repeats // 2))
-    ours_old = train_py_steady_examples_per_s(
-        spec, 1.0 if args.quick else 3.0,
-        [f'--config.{k}={v}' for k, v in config_lib.LEGACY_VALUES.items()])
-    with old_importance_sampler():
-      iw_old = eval_throughput(mlp, shape, n_iw, max(1, repeats // 2), iw_samples=k)
-    vmap_old = sweep_throughput(legacy(mlp), shape, 8, max(10, steps // 4), repeats)
-    results['before_after'] = {  # (before, after)
-        'default_step_ms': (1e3 * bs / ex_s_old, 1e3 * bs / ex_s),
-        'step_share_of_matmul_twin': (twin_s * ex_s_old / bs, twin_s * ex_s / bs),
-        'pytorch_model_train_py_slowdown': (plain_again / ours_old, plain / ours),
-        'importance_sampling_share_of_peak': (share(f_chunk, chunks_per_s * iw_old / iw_rate),
-                                              share(f_chunk, chunks_per_s)),
-        'importance_sampling_seconds_k5000_on_10000': (10000 * 5000 / (iw_old * k),
-                                                       10000 * 5000 / (iw_rate * k)),
+    steps_pairs = interleaved(
+        lambda: bs / train_throughput(legacy(mlp), shape, steps, repeats)[0],
+        lambda: bs / train_throughput(mlp, shape, steps, repeats)[0], rounds)
+    step_old, step_new = (float(np.median(v)) for v in zip(*steps_pairs))
+    legacy_args = [f'--config.{k}={v}' for k, v in config_lib.LEGACY_VALUES.items()]
+    torch_pairs = interleaved(
+        lambda: plain_jax_epoch(fm, max(2, repeats // 2)),
+        lambda: train_py_steady_examples_per_s(spec, 1.0 if args.quick else 3.0, legacy_args),
+        rounds)
+    iw = lambda: eval_throughput(mlp, shape, n_iw, max(1, repeats // 2), iw_samples=k)
+
+    def iw_old():
+      with old_importance_sampler():
+        return iw()
+
+    iw_pairs = interleaved(iw_old, iw, rounds)  # examples/s
+    vmap_pairs = interleaved(
+        lambda: sweep_throughput(legacy(mlp), shape, 8, max(10, steps // 4), repeats),
+        lambda: train_throughput(legacy(mlp), shape, steps, repeats)[0], rounds)
+    iw_share = lambda rate: share(f_chunk, rate / min(n_iw, 500) * (k / 100))
+    iw_seconds = lambda rate: 10000 * 5000 / (rate * k)
+    results['before_after'] = {  # (before, after), each the median over interleaved rounds
+        'default_step_ms': (1e3 * step_old, 1e3 * step_new),
+        'step_share_of_matmul_twin': (twin_s / step_old, twin_s / step_new),
+        'pytorch_model_train_py_slowdown': (
+            median_ratio(torch_pairs),
+            results['pytorch_example_model']['train_py_slowdown_vs_plain_jax']),
+        'importance_sampling_share_of_peak': tuple(
+            iw_share(float(np.median(v))) for v in zip(*iw_pairs)),
+        'importance_sampling_seconds_k5000_on_10000': tuple(
+            iw_seconds(float(np.median(v))) for v in zip(*iw_pairs)),
         'vmap_8_members_vs_one_model': (
-            vmap_old / ex_s_old, results['sweep_vmap_8_members']['speedup_vs_one_model'])}
+            median_ratio(vmap_pairs), results['sweep_vmap_8_members']['speedup_vs_one_model'])}
 
   results['issue15'] = {  # each row of the issue's table: (measured, aim)
       'step_share_of_matmul_twin': (
