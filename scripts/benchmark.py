@@ -22,7 +22,8 @@ Writes runs/benchmarks.json (default; --out FILE) and prints a table. Timings ar
 repeated runs after a warm-up; every ratio of two timings (step vs twin, train.py vs plain
 JAX, 8 members vs one, before vs after) is the median over 3 interleaved rounds (1 with
 --quick); every share is taken against the highest 2048^3 rate measured in the run (at its
-start, before the conv and importance-sampling rows, and at its end). The figures belong in docs/benchmarks.md.
+start, before the conv and importance-sampling rows, and at its end). The figures belong
+in docs/benchmarks.md.
 """
 
 import argparse

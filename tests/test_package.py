@@ -58,7 +58,8 @@ xp = np.pad(x.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
 want = np.stack([np.stack([np.einsum('bhwc,bhwd->cd', xp[:, i:i + 14, j:j + 14], dy)
                            for j in range(3)]) for i in range(3)])
 err = float(np.max(np.abs(np.asarray(grad(k0, dy)) - want)))
-dot = jax.jit(lambda a, b: a @ b).lower(jnp.ones((512, 512)), jnp.ones((512, 512))).compile().as_text()
+square = jnp.ones((512, 512))
+dot = jax.jit(lambda a, b: a @ b).lower(square, square).compile().as_text()
 print('ynn_convolutions', len(ynn), 'max_error', err, 'ynn_dot', int('__ynn_fusion' in dot))
 '''
 
