@@ -221,6 +221,59 @@ def test_host_dispatched_loop_equals_device_loop():
   chex.assert_trees_all_close(out['host'][1], out['device'][1], rtol=1e-5)
 
 
+def test_mapped_members_equal_vmapped_members_skip_a_stopped_one_and_report_nan():
+  """train.member_loop: 'map' (each member's chunk in turn) trains the members of a group as
+  'vmap' does (same batches and keys, float rounding apart); a member whose hp['active'] is
+  0 keeps its parameters and only its step advances; a member whose loss is NaN makes the
+  chunk report that step."""
+  c = smoke_config()
+  model = models.build_model(c.model, (28, 28, 1))
+  tx, lr_fn = optim.make_optimizer(c.optim, 10, 100)
+  keys = [step.root_keys(s) for s in (0, 1)]
+  stack = lambda trees: jax.tree.map(lambda *a: jnp.stack(a), *trees)
+  images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (80, 28, 28, 1)), jnp.uint8)
+  step_fn = step.make_train_step(model, tx, lr_fn, c, 'bernoulli', None, freezable=True)
+  state0 = stack([step.init_state(model, tx, (28, 28, 1), k, False) for k in keys])
+  data_keys = jnp.stack([k['data'] for k in keys])
+  hp = stack([step.hyperparameters(smoke_config(**{'objective.beta': b}), 10)
+              for b in (1.0, 3.0)])
+  out = {}
+  for member_loop in ('vmap', 'map'):
+    chunk = jax.jit(step.make_train_chunk(step_fn, 10, 8, False, 2, member_loop=member_loop))
+    state = state0
+    for n in (7, 6):  # crosses an epoch boundary
+      state, means, bad = chunk(state, images, data_keys, hp, n)
+      assert int(bad) == -1
+    stopped = dict(hp, active=jnp.array([1.0, 0.0]))
+    frozen, _, bad = chunk(state, images, data_keys, stopped, 4)
+    nan = dict(hp, beta=jnp.array([1.0, jnp.nan]))
+    _, _, nan_bad = chunk(state, images, data_keys, nan, 4)
+    out[member_loop] = (state, means, frozen, int(bad), int(nan_bad))
+  (sv, mv, fv, bv, nv), (sm, mm, fm, bm, nm) = out['vmap'], out['map']
+  assert sm.step.tolist() == [13, 13] and bm == bv == -1
+  chex.assert_trees_all_close(sm.params, sv.params, rtol=1e-4, atol=1e-5)
+  chex.assert_trees_all_close(mm, mv, rtol=1e-4, atol=1e-4)
+  assert not np.allclose(mm['loss'][0], mm['loss'][1])  # two different members
+  for f in (fv, fm):
+    assert f.step.tolist() == [17, 17]
+    chex.assert_trees_all_equal(jax.tree.map(lambda a: a[1], f.params),
+                                jax.tree.map(lambda a: a[1], sm.params if f is fm else sv.params))
+  assert not np.array_equal(fm.params['encoder']['mlp']['dense_0']['kernel'][0],
+                            sm.params['encoder']['mlp']['dense_0']['kernel'][0])
+  assert nv == nm == 13  # the NaN member's first step
+
+
+def test_member_loop_auto_maps_on_one_cpu_device_and_vmaps_otherwise():
+  cpu = jax.default_backend() == 'cpu'
+  assert step.member_loop(smoke_config(), 1) == ('map' if cpu else 'vmap')
+  assert step.member_loop(smoke_config(), 4) == 'vmap'
+  assert step.member_loop(smoke_config(**{'train.member_loop': 'vmap'}), 1) == 'vmap'
+  assert step.member_loop(smoke_config(**{'train.member_loop': 'map'}), 4) == 'map'
+  assert step.member_loop(smoke_config(**{'train.loop': 'host'}), 1) == 'vmap'
+  with pytest.raises(config_lib.ConfigError, match='choose auto, vmap or map'):
+    config_lib.check_train(smoke_config(**{'train.member_loop': 'pmap'}))
+
+
 def test_workdir_from_an_older_schema_loads_and_resumes(smoke_run, tmp_path, caplog):
   """A config.json saved before a field existed (here model.init_std, train.norm_metrics and
   data.binarize_bits) still loads, and resumes with the older behaviour."""
@@ -231,6 +284,7 @@ def test_workdir_from_an_older_schema_loads_and_resumes(smoke_run, tmp_path, cap
   del saved['model']['init_std']
   del saved['train']['norm_metrics']
   del saved['data']['binarize_bits']
+  del saved['train']['member_loop']
   (work / 'config.json').write_text(json.dumps(saved))
   assert vae.load(work).latent_dim == 20
   result = loop.train_and_evaluate(smoke_config(**{'train.num_epochs': 3.0}), str(work))
@@ -238,6 +292,7 @@ def test_workdir_from_an_older_schema_loads_and_resumes(smoke_run, tmp_path, cap
   # The run predates train.norm_metrics: it keeps the window means it logged before.
   now = json.loads((work / 'config.json').read_text())
   assert now['train']['norm_metrics'] == 'mean' and now['data']['binarize_bits'] == 32
+  assert now['train']['member_loop'] == 'vmap'  # a group saved before 'map' keeps vmap
   assert any("resumes with train.norm_metrics='mean'" in r.message for r in caplog.records)
   assert config_lib.with_saved_values(saved).train.norm_metrics == 'mean'
   assert config_lib.with_saved_values(saved).data.binarize_bits == 32

@@ -27,7 +27,8 @@ STRUCTURAL = tuple('model.' + k for k in (
     'posterior', 'flow_steps', 'flow_hidden', 'stochastic_layers'))
 # Fields whose default changed what a run computes or logs: a config saved before the
 # field existed ran with the value given here, and a resumed run keeps it (`adopt_legacy`).
-LEGACY_VALUES = {'train.norm_metrics': 'mean', 'data.binarize_bits': 32}
+LEGACY_VALUES = {'train.norm_metrics': 'mean', 'data.binarize_bits': 32,
+                 'train.member_loop': 'vmap'}
 VMAPPABLE = ('objective.beta', 'objective.free_bits', 'objective.warmup_epochs', 'optim.lr',
              'seed', 'model.latent_dim')
 
@@ -143,6 +144,7 @@ def base_config():
   t.num_epochs = 30.0
   t.log_every_steps = 100
   t.loop = 'auto'
+  t.member_loop = 'auto'
   t.norm_metrics = 'last'
   t.eval_every_epochs = 5.0
   t.checkpoint_every_epochs = 5.0
@@ -235,6 +237,11 @@ FIELD_DOCS = {
     'train.log_every_steps': 'steps between train-metric events',
     'train.loop': 'device (one compiled while loop per chunk) | host (dispatched steps) | '
                   'auto (host for conv on CPU, else device)',
+    'train.member_loop': 'a group of members in one program (sweep --mode vmap): vmap (every '
+                         'op on all members at once) | map (each member\'s whole chunk in turn, '
+                         'its state staying in the CPU cache; a stopped member skipped) | auto '
+                         '(map on the CPU when the members share a device, else vmap; runs '
+                         'saved before this field keep vmap)',
     'train.norm_metrics': 'train/grad_norm and train/param_norm: last (of the last step of each '
                           'log window, computed only there; a NaN gradient is then caught by '
                           'the next step\'s loss) | mean (every step, averaged over the window, '
@@ -358,6 +365,8 @@ def check_train(c):
   check(t.num_epochs > 0, f'train.num_epochs={t.num_epochs} must be > 0')
   check(t.log_every_steps >= 1, 'train.log_every_steps must be >= 1')
   check(t.loop in ('auto', 'device', 'host'), f'train.loop={t.loop!r}; choose auto, device or host')
+  check(t.member_loop in ('auto', 'vmap', 'map'),
+        f'train.member_loop={t.member_loop!r}; choose auto, vmap or map')
   check(t.norm_metrics in ('last', 'mean'),
         f'train.norm_metrics={t.norm_metrics!r}; choose last or mean')
   check(t.eval_every_epochs > 0, 'train.eval_every_epochs must be > 0')

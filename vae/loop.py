@@ -192,7 +192,8 @@ def _train(configs, workdirs, group_dir, chief, t_start, preempt):
   if restored is None:
     state, resume_step = group.init(), None
     log.info('starting from scratch: %d steps (%d per epoch)%s', sched.total_steps,
-             sched.steps_per_epoch, f', {size} members' if size > 1 else '')
+             sched.steps_per_epoch,
+             f', {size} members (train.member_loop {group.member_loop})' if size > 1 else '')
   else:
     member_states, resume_step = restored
     state = group.join(member_states)

@@ -126,9 +126,11 @@ class Group:
           for p in ('data', 'eval'))
     self.train_step = train_step  # one member's step (unbatched), e.g. for FLOP counts
     loop = step_lib.chunk_loop(base)
+    self.member_loop = (step_lib.member_loop(base, mesh.shape['model']) if batched
+                        else None)
     chunk = step_lib.make_train_chunk(train_step, spe, base.train.batch_size, streamed,
                                       self.size if batched else None, loop=loop,
-                                      num_examples=num_examples)
+                                      num_examples=num_examples, member_loop=self.member_loop)
     self.chunk_fn = jax.jit(chunk, donate_argnums=0) if loop == 'device' else chunk
     self._image_fns = {}
 

@@ -11,6 +11,7 @@ leading model axis (`num_models`), M models, each with its own keys, data
 order and hyperparameters, train in one program (the step is vmapped).
 """
 
+import functools
 import logging
 import os
 from typing import Any
@@ -91,7 +92,8 @@ def make_train_step(model, tx, schedule_fn, config, mode, batch_sharding, freeza
   optimizer state (only its step counter advances).
 
   `any_stopped` (traced bool, unbatched, or None): whether any member of a vmapped group
-  has stopped; the freezing select runs only then (None: always).
+  has stopped; the freezing select runs only then (None: always; False: never, for a
+  member that only runs while active, `make_train_chunk`'s member_loop='map').
 
   `last` (traced bool, default true): whether this is the last step of a chunk. With
   train.norm_metrics='last' the gradient and parameter norms (two passes over every
@@ -157,7 +159,7 @@ def make_train_step(model, tx, schedule_fn, config, mode, batch_sharding, freeza
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               ema_params=ema)
-    if freezable:
+    if freezable and any_stopped is not False:
       keep = hp['active'] > 0
       frozen = state.replace(step=state.step + 1)
       select = lambda: jax.tree.map(lambda a, b: jnp.where(keep, a, b), new_state, frozen)
@@ -173,7 +175,7 @@ def make_train_step(model, tx, schedule_fn, config, mode, batch_sharding, freeza
 
 
 def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_models=None,
-                     loop='device', num_examples=None):
+                     loop='device', num_examples=None, member_loop='vmap'):
   """chunk(state, data, data_key, hp, num_steps) -> (state, mean metrics, first bad step).
 
   `data` is the device-resident uint8 training set [N, H, W, C] (batches are
@@ -194,8 +196,19 @@ def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_mode
   come back as [M]. `num_examples` is the number of real examples in `data`
   (default: all of it; a dataset padded to split evenly over devices has more
   rows).
+
+  member_loop (with `num_models`, loop='device'): 'vmap' runs every step of all members
+  at once (batched ops: what accelerators want); 'map' runs each active member's whole
+  chunk in turn (`lax.map` over members of the unbatched loop), so that one member's
+  parameters and moments stay in the CPU's cache over its steps, and a stopped member
+  costs nothing (its step counter advances, as under vmap). The same batches and keys
+  either way; the numbers differ from 'vmap' by float rounding (unbatched vs batched ops).
   """
   multi = num_models is not None
+  if multi and member_loop == 'map':
+    assert loop == 'device', 'member_loop=map runs the device loop'
+    return _mapped_chunk(train_step, steps_per_epoch, batch_size, streamed, num_models,
+                         num_examples)
   last_value = getattr(train_step, 'last_value_metrics', ())
   step_fn = (jax.vmap(train_step, in_axes=(0, 0, 0, None, None), spmd_axis_name='model')
              if multi else train_step)
@@ -275,6 +288,48 @@ def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_mode
     return state, finish(sums, jnp.int32(num_steps)), bad
 
   return host_chunk
+
+
+def _mapped_chunk(train_step, steps_per_epoch, batch_size, streamed, num_models,
+                  num_examples):
+  """make_train_chunk's member_loop='map': the members' chunks one after another."""
+  member_step = functools.partial(train_step, any_stopped=False)
+  member_step.last_value_metrics = getattr(train_step, 'last_value_metrics', ())
+  run_member = make_train_chunk(member_step, steps_per_epoch, batch_size, streamed, loop='device',
+                                num_examples=num_examples)
+  no_step = jnp.iinfo(jnp.int32).max
+
+  def chunk(state, data, data_key, hp, num_steps):
+    def member(args):
+      m, st, key, h = args
+      d = jax.lax.dynamic_index_in_dim(data, m, 1, keepdims=False) if streamed else data
+      shapes = jax.eval_shape(run_member, st, d, key, h, num_steps)[1]
+
+      def frozen():
+        return (st.replace(step=st.step + num_steps),
+                jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes),
+                jnp.full((), -1, jnp.int32))
+
+      return jax.lax.cond(h['active'] > 0, lambda: run_member(st, d, key, h, num_steps),
+                          frozen)
+
+    members = jnp.arange(num_models, dtype=jnp.int32)
+    state, means, bads = jax.lax.map(member, (members, state, data_key, hp))
+    first = jnp.min(jnp.where(bads >= 0, bads, no_step))
+    return state, means, jnp.where(first == no_step, -1, first)
+
+  return chunk
+
+
+def member_loop(config, model_axis_size):
+  """'vmap' or 'map' for `make_train_chunk`, from train.member_loop ('auto': map on the
+  CPU backend when the members share one device and the device loop runs, else vmap;
+  runs saved before the field keep vmap, config_lib.LEGACY_VALUES)."""
+  if chunk_loop(config) != 'device':
+    return 'vmap'
+  if config.train.member_loop != 'auto':
+    return config.train.member_loop
+  return 'map' if jax.default_backend() == 'cpu' and model_axis_size == 1 else 'vmap'
 
 
 def chunk_loop(config):
