@@ -9,8 +9,9 @@ Measures, in one process (so all ratios share the machine's current load):
     unit of work (one training step; one chunk of importance samples for one
     batch); analytic matmul counts are listed beside them;
   - the default step against its matmul-only twin, the pytorch/examples model
-    through train.py against a minimal plain-JAX loop, 8 vmapped members
-    against one model;
+    through train.py against a minimal plain-JAX loop, 8 members in one group
+    program (sweep --mode vmap, with train.member_loop's default: map on one CPU device,
+    vmap elsewhere; the "before" column: vmap) against one model;
   - where the step's and the importance sampler's time goes (vae/profiling.py:
     a profiler trace summed over matmul, rng, likelihood, optimizer, norms, ...);
   - the same MLP step without dynamic binarization (what the RNG costs);
@@ -176,7 +177,7 @@ def _group_throughput(configs, image_shape, steps, repeats, mode=None, batched=F
 
 def profile_train(config, image_shape, steps, num_members=None):
   """vae/profiling.py's breakdown of one chunk of `steps` training steps, per step of one
-  model; with `num_members`, of a vmapped group (betas 0.25..8), per member-step."""
+  model; with `num_members`, of a group program (betas 0.25..8), per member-step."""
   configs = [config] if num_members is None else _beta_members(config, num_members)
   group, images, state = _group(configs, image_shape, batched=num_members is not None)
   if step_lib.chunk_loop(config) != 'device':
@@ -198,7 +199,8 @@ def train_throughput(config, image_shape, steps, repeats, mode=None):
 
 
 def sweep_throughput(config, image_shape, num_members, steps, repeats):
-  """Examples/s summed over `num_members` models (betas 0.25..8) in one vmapped program."""
+  """Examples/s summed over `num_members` models (betas 0.25..8) in one group program
+  (members vmapped or mapped: `config.train.member_loop`)."""
   return _group_throughput(_beta_members(config, num_members), image_shape, steps, repeats,
                            batched=True)[0]
 
@@ -380,7 +382,8 @@ def main():
 
   pairs = interleaved(lambda: sweep_throughput(mlp, shape, 8, max(10, steps // 4), repeats),
                       lambda: train_throughput(mlp, shape, steps, repeats)[0], rounds)
-  results['sweep_vmap_8_members'] = {
+  results['sweep_vmap_8_members'] = {  # the key predates train.member_loop
+      'member_loop': step_lib.member_loop(mlp, 1),
       'examples_per_s_all_members': float(np.median([a for a, _ in pairs])),
       'speedup_vs_one_model': median_ratio(pairs),
       'rounds_8_members_one_model_examples_per_s': pairs}
