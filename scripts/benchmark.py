@@ -305,6 +305,7 @@ def main():
   args = parser.parse_args()
   repeats = 2 if args.quick else 5
   steps = 50 if args.quick else 300
+  started = time.time()
   results = {'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
              'machine': f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores',
              'backend': jax.default_backend(), 'devices': len(jax.devices()),
@@ -490,6 +491,7 @@ def main():
       'seconds_to_first_step_cold_cache': (cold, '<= 5 (EPYC), 8 (Xeon)'),
       'seconds_to_first_step_warm_cache': (warm, '<= 5 (EPYC), 8 (Xeon)')}
 
+  results['wall_seconds'] = time.time() - started
   out = pathlib.Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(results, indent=2) + '\n')
