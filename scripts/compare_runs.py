@@ -6,7 +6,8 @@ the per-image log p(x)); a row's DIRs are its seeds. Prints a markdown table: te
 (mean over seeds, sd over seeds), ELBO, KL and active units (per layer for two-layer
 models), epochs and training minutes, and each row's difference to the reference row,
 paired over the same test images (mean +- standard error), so a reader can tell which gaps
-are real. --out writes the table and a JSON of the rows beside it (FILE.json).
+are real. A DIR may hold commas (a sweep member's directory, runs/table/prior=vamp,seed=0);
+the same NAME given again adds DIRs to that row. --out writes the table and a JSON of the rows beside it (FILE.json).
 
   python scripts/compare_runs.py --row standard=runs/fmnist_gated --row vamp=runs/fmnist_vamp
 """
@@ -24,16 +25,41 @@ def _row(text):
   name, sep, dirs = text.partition('=')
   if not sep or not name or not dirs:
     raise ValueError(f'--row {text!r}: give NAME=DIR[,DIR...]')
-  return name, [d for d in dirs.split(',') if d]
+  return name, _split_dirs(dirs)
+
+
+def _split_dirs(text):
+  """DIR[,DIR...] -> [DIR, ...], where a DIR may itself hold commas, as a sweep member's
+  directory does (runs/table/prior=vamp,seed=0): pieces are joined until they name an
+  existing directory. Pieces that name none stay apart, so the error names them."""
+  dirs, current = [], None
+  for piece in text.split(','):
+    current = piece if current is None else f'{current},{piece}'
+    if current and pathlib.Path(current).is_dir():
+      dirs.append(current)
+      current = None
+  if current is not None:
+    dirs.extend(d for d in current.split(',') if d)
+  return dirs
+
+
+def _merge(rows):
+  """Rows given under the same NAME more than once are one row with all their DIRs."""
+  merged = {}
+  for name, dirs in rows:
+    merged.setdefault(name, []).extend(dirs)
+  return list(merged.items())
 
 
 def main(argv=None):
   parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--row', action='append', required=True, type=_row,
-                      metavar='NAME=DIR[,DIR...]', help='a row and its seeds (repeatable)')
+                      metavar='NAME=DIR[,DIR...]',
+                      help='a row and its seeds (repeatable; the same NAME again adds seeds)')
   parser.add_argument('--reference', default=None, help='row to compare against (first)')
   parser.add_argument('--out', default='', help='also write the table here (and FILE.json)')
   args = parser.parse_args(argv)
+  args.row = _merge(args.row)
   names = [n for n, _ in args.row]
   if args.reference is not None and args.reference not in names:
     return cli.fail(f'--reference {args.reference!r} is not a row; rows: {names}',

@@ -293,6 +293,17 @@ def test_compare_runs_pairs_rows_over_the_same_test_images(smoke_run, tmp_path):
   assert 0 < rows['b']['diff_se'] < 1.0
   assert rows['both']['log_likelihood_sd_over_seeds'] > 0 and rows['both']['seeds'] == [0, 0]
   assert out.read_text() == text and text.count('\n') == 6
+  # A sweep member's directory holds commas; a row named twice gathers both DIRs.
+  member = tmp_path / 'prior=vamp,seed=0'
+  shutil.copytree(dirs[1], member)
+  rc, text, err = run_script('compare_runs', '--row', f'a={dirs[0]}', '--row', f'm={member}',
+                             '--row', f'two={member},{dirs[0]}', '--row', f'two2={member}',
+                             '--row', f'two2={dirs[0]}', '--out', out)
+  assert rc == 0, err
+  rows = {r['name']: r for r in json.loads((tmp_path / 'table.md.json').read_text())}
+  assert rows['m']['diff_vs_reference'] == pytest.approx(float(np.mean(ll[1] - ll[0])),
+                                                         abs=1e-9)
+  assert rows['two']['seeds'] == rows['two2']['seeds'] == [0, 0] and len(rows) == 4
   rc, _, err = run_script('evaluate', '--workdir', dirs[1], '--num_samples', '10',
                           '--max_examples', '64')
   assert rc == 0, err
