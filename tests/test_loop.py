@@ -248,10 +248,16 @@ def test_mapped_members_equal_vmapped_members_skip_a_stopped_one_and_report_nan(
     frozen, _, bad = chunk(state, images, data_keys, stopped, 4)
     nan = dict(hp, beta=jnp.array([1.0, jnp.nan]))
     _, _, nan_bad = chunk(state, images, data_keys, nan, 4)
-    out[member_loop] = (state, means, frozen, int(bad), int(nan_bad))
-  (sv, mv, fv, bv, nv), (sm, mm, fm, bm, nm) = out['vmap'], out['map']
+    # Streamed from the host: each member its own batches, [T, M, B, H, W, C].
+    streamed = jax.jit(step.make_train_chunk(step_fn, 10, 8, True, 2, member_loop=member_loop))
+    fed, _, _ = streamed(state0, images.reshape(5, 2, 8, 28, 28, 1), data_keys, hp, 5)
+    out[member_loop] = (state, means, frozen, int(bad), int(nan_bad), fed)
+  (sv, mv, fv, bv, nv, dv), (sm, mm, fm, bm, nm, dm) = out['vmap'], out['map']
   assert sm.step.tolist() == [13, 13] and bm == bv == -1
   chex.assert_trees_all_close(sm.params, sv.params, rtol=1e-4, atol=1e-5)
+  chex.assert_trees_all_close(dm.params, dv.params, rtol=1e-4, atol=1e-5)
+  assert not np.allclose(dm.params['decoder']['output']['bias'][0],
+                         dm.params['decoder']['output']['bias'][1])
   chex.assert_trees_all_close(mm, mv, rtol=1e-4, atol=1e-4)
   assert not np.allclose(mm['loss'][0], mm['loss'][1])  # two different members
   for f in (fv, fm):
