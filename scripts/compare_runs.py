@@ -1,5 +1,5 @@
 """A results table of evaluated runs with paired differences: python scripts/compare_runs.py
---row NAME=DIR[,DIR...] [--row ...] [--reference NAME] [--out FILE].
+[--sweep ROOT] [--row NAME=DIR[,DIR...] ...] [--reference NAME] [--out FILE].
 
 Each DIR is a training workdir that scripts/evaluate.py evaluated (eval.json and eval.npz,
 the per-image log p(x)); a row's DIRs are its seeds. Prints a markdown table: test log p(x)
@@ -7,9 +7,14 @@ the per-image log p(x)); a row's DIRs are its seeds. Prints a markdown table: te
 models), epochs and training minutes, and each row's difference to the reference row,
 paired over the same test images (mean +- standard error), so a reader can tell which gaps
 are real. A DIR may hold commas (a sweep member's directory, runs/table/prior=vamp,seed=0);
-the same NAME given again adds DIRs to that row. --out writes the table and a JSON of the rows beside it (FILE.json).
+the same NAME given again adds DIRs to that row. --out writes the table and a JSON of the
+rows beside it (FILE.json).
 
   python scripts/compare_runs.py --row standard=runs/fmnist_gated --row vamp=runs/fmnist_vamp
+  python scripts/compare_runs.py --sweep runs/table --row "full protocol=runs/fmnist_gated"
+
+--sweep ROOT makes one row per setting of a sweep (its members' overrides but the seed; the
+evaluated members only, the others named on stderr), before the --row rows.
 """
 
 import json
@@ -53,12 +58,25 @@ def _merge(rows):
 
 def main(argv=None):
   parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--row', action='append', required=True, type=_row,
+  parser.add_argument('--sweep', default=None, metavar='ROOT',
+                      help='a row per setting of this sweep (its evaluated members, seeds '
+                           'grouped), before any --row')
+  parser.add_argument('--row', action='append', default=[], type=_row,
                       metavar='NAME=DIR[,DIR...]',
                       help='a row and its seeds (repeatable; the same NAME again adds seeds)')
   parser.add_argument('--reference', default=None, help='row to compare against (first)')
   parser.add_argument('--out', default='', help='also write the table here (and FILE.json)')
   args = parser.parse_args(argv)
+  if args.sweep is not None:
+    if not pathlib.Path(args.sweep).is_dir():
+      return cli.fail(f'--sweep {args.sweep}: no such directory', cli.EXIT_BAD_INPUT)
+    rows, missing = summaries.sweep_rows(args.sweep)
+    if missing:
+      print(f'not evaluated yet (left out): {", ".join(missing)}', file=sys.stderr)
+    args.row = rows + args.row
+  if not args.row:
+    return cli.fail('nothing to compare: give --sweep ROOT (with evaluated members) or --row '
+                    'NAME=DIR', cli.EXIT_BAD_INPUT)
   args.row = _merge(args.row)
   names = [n for n, _ in args.row]
   if args.reference is not None and args.reference not in names:

@@ -279,6 +279,17 @@ def test_evaluate_a_whole_sweep_resumably_into_the_summary(vmapped):
   for name, row in rows.items():
     result = json.loads((vmapped / name / 'eval.json').read_text())
     assert row['test_log_likelihood'] == result['log_likelihood'] and row['iw_samples'] == 5
+  # One paired table of the whole sweep: a row per setting, its seeds grouped.
+  rc, text, err = run_script('compare_runs', '--sweep', vmapped, '--reference',
+                             'latent_dim=5,beta=2.0')
+  assert rc == 0, err
+  lines = [line for line in text.splitlines() if line.startswith('| latent_dim=')]
+  assert len(lines) == 4 and '| 0,1 |' in next(l for l in lines if 'latent_dim=5,beta=2.0 |' in l)
+  pair = [json.loads((vmapped / n / 'eval.json').read_text())['log_likelihood']
+          for n in ('latent_dim=5,beta=2.0', 'latent_dim=5,beta=2.0,seed=1')]
+  assert f'| {np.mean(pair):.2f} |' in text
+  rc, _, err = run_script('compare_runs', '--sweep', vmapped / 'nope')
+  assert rc == 2 and 'no such directory' in err
 
 
 def _sweep_cmd(root, *extra, spec='configs/default.py:smoke,sweep=tiny4'):

@@ -145,6 +145,24 @@ def evaluate_sweep(root, num_samples=5000, checkpoint='best', **kwargs):
 # ----------------------------------------------------------------------------- rows of a table
 
 
+def sweep_rows(root):
+  """The rows of a sweep for `compare_rows`: its members grouped by their overrides other
+  than the seed, in sweep order, each row named by those overrides (`sweeps.member_name`)
+  and holding the workdirs of its evaluated seeds (members without eval.json are left out).
+
+  Returns:
+    ([(row name, [workdir, ...])], [names of members not evaluated]).
+  """
+  rows, missing = {}, []
+  for name, overrides, workdir in sweeps.members(root):
+    if not (workdir / 'eval.json').exists():
+      missing.append(name)
+      continue
+    setting = {k: v for k, v in overrides.items() if k != 'seed'}
+    rows.setdefault(sweeps.member_name(setting) or 'config', []).append(workdir)
+  return list(rows.items()), missing
+
+
 def _row_run(workdir):
   """One evaluated run's figures: eval.json, its per-image log p(x) (eval.npz), epochs and
   training time."""
