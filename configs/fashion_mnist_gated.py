@@ -85,6 +85,7 @@ def protocol(a):
   c.train.num_epochs = a.epochs
   c.train.eval_every_epochs = 1.0
   c.train.checkpoint_every_epochs = 1.0
+  c.train.images_every_epochs = 10.0  # not at every one of up to 2000 evaluations
   c.train.log_every_steps = 500
   c.train.early_stopping_epochs = a.patience
   if a.smoke:

@@ -66,6 +66,7 @@ def test_every_field_has_a_meaning_and_show_config_lists_them():
     ({'model.flow_steps': 0}, 'model.flow_steps=0 must be >= 1'),
     ({'model.flow_hidden': ()}, 'model.flow_hidden'),
     ({'model.type': 'ae', 'model.prior': 'mog'}, 'model.type=ae has no prior'),
+    ({'train.images_every_epochs': -1.0}, 'train.images_every_epochs=-1.0 must be >= 0'),
 ])
 def test_family_fields_are_checked_with_one_line_naming_the_fix(fields, text):
   c = config_lib.base_config()

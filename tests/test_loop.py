@@ -62,6 +62,34 @@ def test_resume_equals_uninterrupted(smoke_run, tmp_path):
   chex.assert_trees_all_equal(params_a, params_b)
 
 
+def test_images_every_epochs_thins_images_and_changes_no_number(smoke_run, tmp_path):
+  # Evaluations at steps 12 and 24; images only at the last (24 = 2 epochs), and the
+  # metrics equal the run with images at every evaluation: images draw no random numbers.
+  work = tmp_path / 'thin'
+  result = loop.train_and_evaluate(smoke_config(**{'train.images_every_epochs': 2.0}), str(work))
+  assert result['step'] == 24
+  assert sorted(p.name for p in (work / 'images').iterdir()) == [
+      'reconstructions_00000024.png', 'samples_00000024.png']
+  assert {p.name for p in (smoke_run[0] / 'images').iterdir()} >= {
+      'reconstructions_00000012.png', 'samples_00000012.png'}
+  assert read_events(work) == read_events(smoke_run[0])
+  assert [e['step'] for e in read_events(work) if e['event'] == 'eval'] == [12, 24]
+
+
+def test_images_follow_their_own_cadence_across_evaluations():
+  # 10 steps per epoch, evaluations every 10 steps, 95 steps in all.
+  def images_at(images_every):
+    s = loop.Schedule(10, 95, 5, 10, 10, images_every)
+    return [t for t in list(range(10, 95, 10)) + [95] if s.is_images(t)]
+  assert images_at(0) == [10, 20, 30, 40, 50, 60, 70, 80, 90, 95]
+  assert images_at(30) == [30, 60, 90, 95]
+  assert images_at(25) == [30, 50, 80, 95]  # the first evaluation at or after 25, 50, 75
+  assert images_at(5) == images_at(0)
+  c = smoke_config(**{'train.images_every_epochs': 2.5})
+  assert loop.Schedule.from_config(c, 768).images_every == 30  # 12 steps per epoch
+  assert loop.Schedule.from_config(smoke_config(), 768).images_every == 0
+
+
 def test_kill_and_restart_matches_uninterrupted(slow_reference, tmp_path):
   ref = slow_reference
   work = tmp_path / 'killed'

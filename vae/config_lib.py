@@ -20,7 +20,7 @@ import math
 
 import ml_collections
 
-RESUMABLE = ('train.num_epochs',)
+RESUMABLE = ('train.num_epochs', 'train.images_every_epochs')
 STRUCTURAL = tuple('model.' + k for k in (
     'type', 'arch', 'latent_dim', 'hidden', 'activation', 'gated', 'conv_channels',
     'conv_dense', 'conv_upsample', 'likelihood', 'gaussian_scale', 'prior', 'prior_components',
@@ -148,6 +148,7 @@ def base_config():
   t.norm_metrics = 'last'
   t.eval_every_epochs = 5.0
   t.checkpoint_every_epochs = 5.0
+  t.images_every_epochs = 0.0
   t.keep_checkpoints = 3
   t.early_stopping_epochs = 0.0
   t.eval_batch_size = 1000
@@ -246,8 +247,12 @@ FIELD_DOCS = {
                           'log window, computed only there; a NaN gradient is then caught by '
                           'the next step\'s loss) | mean (every step, averaged over the window, '
                           'the behaviour of runs saved before this field)',
-    'train.eval_every_epochs': 'epochs between evaluations (metrics, images)',
+    'train.eval_every_epochs': 'epochs between evaluations (metrics; images: '
+                             'train.images_every_epochs)',
     'train.checkpoint_every_epochs': 'epochs between checkpoints',
+    'train.images_every_epochs': 'epochs between the evaluations that also write images '
+                                 '(samples, reconstructions: PNG and TensorBoard); 0: every '
+                                 'evaluation. The last step and an early stop always write them',
     'train.keep_checkpoints': 'latest checkpoints kept (besides the best by val ELBO)',
     'train.early_stopping_epochs': 'stop when val ELBO has not improved for this long (0: off)',
     'train.eval_batch_size': 'evaluation batch size',
@@ -371,6 +376,8 @@ def check_train(c):
         f'train.norm_metrics={t.norm_metrics!r}; choose last or mean')
   check(t.eval_every_epochs > 0, 'train.eval_every_epochs must be > 0')
   check(t.checkpoint_every_epochs > 0, 'train.checkpoint_every_epochs must be > 0')
+  check(t.images_every_epochs >= 0,
+        f'train.images_every_epochs={t.images_every_epochs} must be >= 0 (0: every evaluation)')
   check(t.keep_checkpoints >= 1, 'train.keep_checkpoints must be >= 1')
   check(t.early_stopping_epochs >= 0, 'train.early_stopping_epochs must be >= 0')
   check(t.num_image_samples >= 1, 'train.num_image_samples must be >= 1')

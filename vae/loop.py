@@ -46,6 +46,7 @@ class Schedule:
   log_every: int
   eval_every: int
   checkpoint_every: int
+  images_every: int = 0  # 0: at every evaluation
 
   @classmethod
   def from_config(cls, config, num_train):
@@ -55,8 +56,9 @@ class Schedule:
     total = to_steps(t.num_epochs)
     if config.optim.schedule == 'iwae_staircase':
       total = to_steps(optim.total_iwae_epochs(config.optim.iwae_stages))
+    images = to_steps(t.images_every_epochs) if t.images_every_epochs else 0
     return cls(spe, total, t.log_every_steps, to_steps(t.eval_every_epochs),
-               to_steps(t.checkpoint_every_epochs))
+               to_steps(t.checkpoint_every_epochs), images)
 
   def next_boundary(self, step):
     nxt = lambda every: (step // every + 1) * every
@@ -72,6 +74,13 @@ class Schedule:
 
   def is_checkpoint(self, step):
     return step % self.checkpoint_every == 0 or step == self.total_steps
+
+  def is_images(self, step):
+    """Whether the evaluation at `step` writes images: the first evaluation at or after each
+    multiple of images_every (every evaluation when images_every is 0), and the last step."""
+    if not self.images_every or step == self.total_steps:
+      return True
+    return step // self.images_every != (step - self.eval_every) // self.images_every
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
@@ -290,8 +299,9 @@ def _train(configs, workdirs, group_dir, chief, t_start, preempt):
           if patience_steps and step - best[m][1] >= patience_steps:
             stopping.add(m)
           _warn_collapse(em, configs[m], workdirs[m] if size > 1 else None)
-          _write_images(writers[m], step, group.member_params(state, m), group.image_fns(m),
-                        recon_inputs[m], sample_keys[m], chief)
+          if sched.is_images(step) or m in stopping:
+            _write_images(writers[m], step, group.member_params(state, m), group.image_fns(m),
+                          recon_inputs[m], sample_keys[m], chief)
       preempted = preempt.agreed()
       for m in training:
         if sched.is_checkpoint(step) or preempted or m in stopping:
