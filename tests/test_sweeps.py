@@ -3,6 +3,8 @@
 import csv
 import json
 import os
+import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -167,6 +169,32 @@ def test_summary_numbers_equal_the_members_metrics(vmapped, tmp_path):
       {next(iter(c)) for c in by_latent.values()}) == 2
   assert len({(label.split(',')[1], style[1]) for label, style in styles.items()}) == 2
   assert out.stat().st_size > 20_000 and rd.stat().st_size > 10_000
+
+
+def test_a_moved_sweep_root_keeps_its_members(vmapped, tmp_path):
+  # As after copying a sweep from a cluster: sweep.json still names the old directories.
+  moved = tmp_path / 'copied_sweep'
+  shutil.copytree(vmapped, moved, ignore=shutil.ignore_patterns('checkpoints', 'tensorboard'))
+  assert str(vmapped) in (moved / 'sweep.json').read_text()
+  found = sweeps.members(moved)
+  assert len(found) == 5 and all(w.parent == moved and w.is_dir() for _, _, w in found)
+  _, _, styles = figures.sweep_curves(moved, tmp_path / 'curves.png')
+  assert len(styles) == 4  # every setting's curves were read from the copy
+  rows, missing = summaries.sweep_rows(moved)
+  assert sum(len(dirs) for _, dirs in rows) + len(missing) == 5
+  assert all(pathlib.Path(d).parent == moved for _, dirs in rows for d in dirs)
+
+
+def test_curve_limits_leave_out_the_first_percent_of_training():
+  xs = np.array([1e2, 1e3, 1e4, 1e5, 1e6])
+  early = (xs, np.array([-900.0, -400, -260, -250, -240]), np.array([-850.0, -380, -255, -245,
+                                                                     -238]))
+  mean_line = np.array([-700.0, -300, -262, -252, -244])
+  other = (xs, mean_line, mean_line)
+  low, high = figures.focus_ylim([early, other])
+  # From x >= 1e4 (1 % of 1e6) on: values span [-262, -238], padded by 5 % of 24 nats.
+  assert low == pytest.approx(-262 - 1.2) and high == pytest.approx(-238 + 1.2)
+  assert figures.focus_ylim([]) is None
 
 
 def test_sweep_resumes_after_its_first_group_and_an_interrupted_member(tmp_path):

@@ -150,6 +150,26 @@ LINE_STYLES = ('-', '--', ':', '-.', (0, (5, 1, 1, 1)), (0, (1, 3)))
 MARKERS = ('o', 's', '^', 'D', 'v', 'P', 'X', '*')
 
 
+def focus_ylim(bands, skip_fraction=0.01, pad=0.05):
+  """(low, high) y-limits that hold every curve and band from `skip_fraction` of the largest
+  x on (a log x axis: the first 1 % of training, whose ELBOs are hundreds of nats lower,
+  would otherwise squash the rest into a flat line), padded by `pad` of the range.
+
+  Args:
+    bands: [(xs, low ys, high ys)], one per curve (a mean line is a band with low = high).
+  """
+  x_max = max((float(np.max(xs)) for xs, _, _ in bands if len(xs)), default=None)
+  if x_max is None:
+    return None
+  keep = [(lo[xs >= skip_fraction * x_max], hi[xs >= skip_fraction * x_max])
+          for xs, lo, hi in bands]
+  lows = [float(np.min(lo)) for lo, _ in keep if len(lo)]
+  highs = [float(np.max(hi)) for _, hi in keep if len(hi)]
+  low, high = min(lows), max(highs)
+  margin = pad * (high - low) or 1.0
+  return low - margin, high + margin
+
+
 def sweep_curves(root, out):
   """ELBO curves of a sweep (train and validation/test against examples seen, log axis; a
   band over seeds) and the rate-distortion picture. One colour per latent size, one line
@@ -173,9 +193,9 @@ def sweep_curves(root, out):
   colour = {d: palette[i % len(palette)] for i, d in enumerate(latents)}
   dash = {b: LINE_STYLES[i % len(LINE_STYLES)] for i, b in enumerate(betas)}
   marker = {b: MARKERS[i % len(MARKERS)] for i, b in enumerate(betas)}
-  styles = {}
+  styles, bands = {}, []
   fig, axes = plt.subplots(1, 2, figsize=(14, 5.5), sharey=True)
-  for setting, runs in sorted(groups.items(), key=lambda kv: str(kv[0])):
+  for setting, runs in sorted(groups.items(), key=lambda kv: [order(v) for _, v in kv[0]]):
     label = ', '.join(f'{k}={v}' for k, v in setting) or 'run'
     s = dict(setting)
     c, ls, mk = colour[s.get('latent_dim')], dash[s.get('beta')], marker[s.get('beta')]
@@ -189,8 +209,9 @@ def sweep_curves(root, out):
       xs = curves[0][:n, 0]
       ys = np.stack([cv[:n, 1] for cv in curves])
       is_val = key == 'val/elbo'
+      bands.append((xs, ys.min(0), ys.max(0)))
       ax.plot(xs, ys.mean(0), color=c, ls=ls, marker=mk, markersize=4 if is_val else 6,
-              markevery=max(1, len(xs) // 12) if not key.startswith('test') else 1,
+              markevery=max(1, len(xs) // 12) if len(xs) > 24 or is_val else 1,
               alpha=0.45 if is_val else 1.0, lw=1.4,
               label=None if is_val else f'{label} ({len(curves)} seed'
               f'{"s" if len(curves) > 1 else ""})')
@@ -202,9 +223,13 @@ def sweep_curves(root, out):
     ax.set_xlabel('training examples seen')
     ax.set_title(title)
     ax.grid(alpha=0.3, which='both')
-  axes[0].set_ylabel('ELBO, lower bound on log p(x) (nats per example)')
-  axes[1].legend(fontsize=7, loc='lower right', title='colour: latent_dim, style: beta',
-                 title_fontsize=7)
+  ylim = focus_ylim(bands)
+  if ylim:
+    axes[0].set_ylim(*ylim)
+  axes[0].set_ylabel('ELBO, lower bound on log p(x) (nats per example)\n'
+                     '(y range: from 1 % of training on)')
+  axes[1].legend(fontsize=7, loc='lower right', title='colour: latent_dim' + (
+      ', style: beta' if len(betas) > 1 else ''), title_fontsize=7)
   out = _save(plt, fig, out)
 
   fig, ax = plt.subplots(figsize=(6.5, 5))

@@ -107,11 +107,14 @@ def vmap_groups(configs):
 
 
 def members(root):
-  """(name, overrides, workdir) of every member: from sweep.json, else subdirectories."""
+  """(name, overrides, workdir) of every member: from sweep.json, else subdirectories.
+
+  A member's directory is ROOT/<name> wherever ROOT now is: a sweep copied from a cluster
+  or moved keeps its members (the absolute paths sweep.json records are not used)."""
   root = pathlib.Path(root)
   if (root / 'sweep.json').exists():
     data = json.loads((root / 'sweep.json').read_text())
-    return [(m['name'], m['overrides'], pathlib.Path(m['workdir'])) for m in data['members']]
+    return [(m['name'], m['overrides'], root / m['name']) for m in data['members']]
   return [(d.name, {}, d) for d in sorted(root.iterdir()) if (d / 'metrics.jsonl').exists()]
 
 
@@ -150,7 +153,8 @@ class SweepRecord:
             f'{self.path} was run with --config overrides {saved.get("config_overrides", {})}, '
             f'not {config_overrides}; rerun with the same ones or use a new --workdir')
       names = {m['name'] for m in members}  # members of an earlier --axis cut stay listed
-      members += [{k: m[k] for k in ('name', 'overrides', 'workdir')}
+      members += [{'name': m['name'], 'overrides': m['overrides'],
+                   'workdir': str(self.root / m['name'])}  # here, even if the root moved
                   for m in saved.get('members', []) if m['name'] not in names]
     self.data = {'config': config_arg, 'config_overrides': config_overrides,
                  'members': members}
