@@ -190,3 +190,38 @@ def test_every_family_builds_samples_and_encodes_with_documented_shapes(family):
   if c.model.stochastic_layers == 2:
     np.testing.assert_allclose(np.asarray(terms['kl_z1'] + terms['kl_z2']),
                                np.asarray(terms['kl']), rtol=1e-5)
+
+
+@pytest.mark.parametrize('gated', [False, True])
+def test_q_z1_under_samples_runs_x_once_and_equals_the_concatenated_layer(gated, monkeypatch):
+  """With sample axes the two-level model's q(z1 | x, z2) reads (x, z2) as a pair
+  (`SharedInputDense`: x's part of the first layer once per example); it is the same
+  function as the first layer on the broadcast concatenation, with the same parameters."""
+  c = default.get_config()
+  c.model.hidden = (32, 16)
+  c.model.latent_dim = 3
+  c.model.gated = gated
+  c.model.stochastic_layers = 2
+  model = models.build_model(c.model, (28, 28, 1))
+  x = jax.random.bernoulli(jax.random.key(0), 0.3, (5, 28, 28, 1)).astype(jnp.float32)
+  variables = model.init(jax.random.key(1), x[:1], jax.random.key(2))
+  draw = lambda: model.apply(variables, x, jax.random.key(3), 4, method=model.posterior)
+  seen = []
+  real_call = models.SharedInputDense.__call__
+  monkeypatch.setattr(models.SharedInputDense, '__call__',
+                      lambda self, inputs: seen.append(inputs[0].shape) or real_call(self, inputs))
+  paired = draw()
+  assert seen and all(s == (5, 784) for s in seen)   # x unbroadcast: once per example
+  monkeypatch.setattr(models.MLPEncoder, 'accepts_shared_input', False)
+  concatenated = draw()
+  assert len(seen) == (2 if gated else 1)              # the concatenated path does not use it
+  for k in ('z', 'log_q', 'log_p'):
+    assert paired[k].shape == concatenated[k].shape
+    np.testing.assert_allclose(np.asarray(paired[k]), np.asarray(concatenated[k]),
+                               rtol=1e-5, atol=1e-4)
+  # One draw (training's path) concatenates as before: the same values to the last bit.
+  one = model.apply(variables, x, jax.random.key(3), method=model.posterior)
+  monkeypatch.setattr(models.MLPEncoder, 'accepts_shared_input', True)
+  np.testing.assert_array_equal(
+      np.asarray(one['z']),
+      np.asarray(model.apply(variables, x, jax.random.key(3), method=model.posterior)['z']))

@@ -46,13 +46,40 @@ class GatedDense(nn.Module):
   @nn.compact
   def __call__(self, x):
     init = kernel_init(self.init_std)
-    h = nn.Dense(self.features, dtype=self.dtype, kernel_init=init, name='value')(x)
-    g = nn.Dense(self.features, dtype=self.dtype, kernel_init=init, name='gate')(x)
+    dense = SharedInputDense if isinstance(x, tuple) else nn.Dense
+    h = dense(self.features, dtype=self.dtype, kernel_init=init, name='value')(x)
+    g = dense(self.features, dtype=self.dtype, kernel_init=init, name='gate')(x)
     return h * nn.sigmoid(g)
 
 
+class SharedInputDense(nn.Module):
+  """nn.Dense of concat([shared, own], -1) for a pair (shared [B, P], own [..., B, Q]) whose
+  `shared` part is the same for every leading sample axis of `own`: shared @ W[:P] + b runs
+  once and broadcasts over the samples, own @ W[P:] runs per sample. The parameters are
+  nn.Dense's (`kernel` [P + Q, F], `bias`), so it reads the weights of a Dense of that name;
+  the value equals the concatenated layer's up to float rounding (the two-level model's
+  q(z1 | x, z2) under S importance samples: x's 784 inputs no longer go through the first
+  layer S times)."""
+  features: int
+  dtype: Optional[jnp.dtype] = None
+  kernel_init: Callable = nn.linear.default_kernel_init
+
+  @nn.compact
+  def __call__(self, inputs):
+    shared, own = inputs
+    p = shared.shape[-1]
+    kernel = self.param('kernel', self.kernel_init, (p + own.shape[-1], self.features),
+                        jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
+    shared, own, kernel, bias = nn.dtypes.promote_dtype(shared, own, kernel, bias,
+                                                        dtype=self.dtype)
+    return (shared @ kernel[:p] + bias) + own @ kernel[p:]
+
+
 class MLP(nn.Module):
-  """Hidden layers only: Dense + activation, or gated dense layers."""
+  """Hidden layers only: Dense + activation, or gated dense layers. The input is an array,
+  or a pair (shared, own) that the first layer reads as their concatenation
+  (`SharedInputDense`); hidden must not be empty then."""
   hidden: Sequence[int]
   activation: str = 'relu'
   gated: bool = False
@@ -66,8 +93,9 @@ class MLP(nn.Module):
       if self.gated:
         x = GatedDense(width, dtype=self.dtype, init_std=self.init_std, name=f'gated_{i}')(x)
       else:
-        x = act(nn.Dense(width, dtype=self.dtype, kernel_init=kernel_init(self.init_std),
-                         name=f'dense_{i}')(x))
+        dense = SharedInputDense if isinstance(x, tuple) else nn.Dense
+        x = act(dense(width, dtype=self.dtype, kernel_init=kernel_init(self.init_std),
+                      name=f'dense_{i}')(x))
     return x
 
 
@@ -95,10 +123,18 @@ class MLPEncoder(nn.Module):
   return_features: bool = False
   flat_input: bool = False
 
+  # A flat input may come as a pair (shared [B, P], own [S..., B, Q]): the concatenation,
+  # with the shared part's first layer computed once (`SharedInputDense`).
+  accepts_shared_input = True
+
   @nn.compact
   def __call__(self, x):
-    h = x if self.flat_input else x.reshape(x.shape[:-3] + (-1,))
-    h = h.astype(self.dtype or jnp.float32)
+    dtype = self.dtype or jnp.float32
+    if isinstance(x, tuple):
+      assert self.flat_input and self.hidden, 'a (shared, own) pair needs flat_input, hidden'
+      h = tuple(a.astype(dtype) for a in x)
+    else:
+      h = (x if self.flat_input else x.reshape(x.shape[:-3] + (-1,))).astype(dtype)
     h = MLP(self.hidden, self.activation, self.gated, self.dtype, self.init_std, name='mlp')(h)
     mean, logvar = _gaussian_head(h, self.latent_dim, self.logvar_min, self.logvar_max,
                                   self.dtype, self.init_std)
@@ -260,10 +296,16 @@ class VAE(nn.Module):
     return out[0], out[1], (out[2] if len(out) > 2 else None)
 
   def _q_z1(self, x, z2):
-    """(mean, logvar, context or None) of q(z1 | x, z2); z2 may carry sample axes."""
+    """(mean, logvar, context or None) of q(z1 | x, z2); z2 may carry sample axes. With
+    sample axes (importance samples, the IWAE bound) an encoder that accepts a shared input
+    runs x's part of its first layer once for all samples (the same function)."""
     flat = x.reshape(x.shape[:-3] + (-1,)).astype(jnp.float32)
-    flat = jnp.broadcast_to(flat, z2.shape[:-1] + flat.shape[-1:])
-    out = self.encoder_z1(jnp.concatenate([flat, z2.astype(jnp.float32)], axis=-1))
+    z2 = z2.astype(jnp.float32)
+    if z2.ndim > flat.ndim and getattr(self.encoder_z1, 'accepts_shared_input', False):
+      out = self.encoder_z1((flat, z2))
+    else:
+      flat = jnp.broadcast_to(flat, z2.shape[:-1] + flat.shape[-1:])
+      out = self.encoder_z1(jnp.concatenate([flat, z2], axis=-1))
     return out[0], out[1], (out[2] if len(out) > 2 else None)
 
   def encode(self, x):
