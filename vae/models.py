@@ -301,7 +301,8 @@ class VAE(nn.Module):
     runs x's part of its first layer once for all samples (the same function)."""
     flat = x.reshape(x.shape[:-3] + (-1,)).astype(jnp.float32)
     z2 = z2.astype(jnp.float32)
-    if z2.ndim > flat.ndim and getattr(self.encoder_z1, 'accepts_shared_input', False):
+    if (z2.ndim > flat.ndim and getattr(self.encoder_z1, 'accepts_shared_input', False)
+        and self.encoder_z1.hidden):  # no hidden layer: the head reads the concatenation
       out = self.encoder_z1((flat, z2))
     else:
       flat = jnp.broadcast_to(flat, z2.shape[:-1] + flat.shape[-1:])
