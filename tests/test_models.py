@@ -225,3 +225,30 @@ def test_q_z1_under_samples_runs_x_once_and_equals_the_concatenated_layer(gated,
   np.testing.assert_array_equal(
       np.asarray(one['z']),
       np.asarray(model.apply(variables, x, jax.random.key(3), method=model.posterior)['z']))
+
+
+def test_q_z1_under_samples_without_hidden_layers_reads_the_concatenation(monkeypatch):
+  """`model.hidden=()` leaves q(z1 | x, z2) a single linear head: under sample axes it takes
+  the concatenated [x, z2] path (the shared-input path needs a first hidden layer), and each
+  sample's log q equals the one recomputed from that sample's z2 alone."""
+  c = default.get_config()
+  c.model.hidden = ()
+  c.model.latent_dim = 3
+  c.model.stochastic_layers = 2
+  model = models.build_model(c.model, (28, 28, 1))
+  x = jax.random.bernoulli(jax.random.key(0), 0.3, (5, 28, 28, 1)).astype(jnp.float32)
+  variables = model.init(jax.random.key(1), x[:1], jax.random.key(2))
+  seen = []
+  real_call = models.SharedInputDense.__call__
+  monkeypatch.setattr(models.SharedInputDense, '__call__',
+                      lambda self, inputs: seen.append(inputs[0].shape) or real_call(self, inputs))
+  post = model.apply(variables, x, jax.random.key(3), 4, method=model.posterior)
+  assert not seen and post['z'].shape == (4, 5, 6) and post['log_q'].shape == (4, 5)
+  mean, logvar, _ = model.apply(variables, x, method=lambda m, x: m._q_top(x))
+  for s in range(4):
+    z1, z2 = post['z'][s, :, :3], post['z'][s, :, 3:]
+    m1, lv1, _ = model.apply(variables, x, z2, method=lambda m, x, z2: m._q_z1(x, z2))
+    expected = (objectives.log_normal_diag(z2, mean, logvar)
+                + objectives.log_normal_diag(z1, m1, lv1))
+    np.testing.assert_allclose(np.asarray(post['log_q'][s]), np.asarray(expected),
+                               rtol=1e-5, atol=1e-4)
