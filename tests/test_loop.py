@@ -456,6 +456,23 @@ def test_run_record_names_the_code_versions_and_sessions(smoke_run):
       session['end'] - session['start'])
 
 
+def test_training_seconds_counts_killed_sessions_to_their_last_kept_event(tmp_path):
+  # Two sessions killed (no end recorded), then one that finished. The killed ones count to
+  # their last metrics event before the next session began; the gaps between sessions do not.
+  sessions = [{'start': 1000.0, 'end': None}, {'start': 5000.0, 'end': None},
+              {'start': 9000.0, 'end': 9500.0}]
+  (tmp_path / 'run.json').write_text(json.dumps({'sessions': sessions}))
+  events = [(100, 1200.0), (200, 1700.0),             # session 1: 700 s
+            (300, 5100.0), (400, 5400.0),             # session 2: 400 s
+            (500, 9200.0)]                            # session 3: its recorded end counts
+  (tmp_path / 'metrics.jsonl').write_text(''.join(
+      json.dumps({'event': 'eval', 'step': s, 'wall_time': t}) + '\n' for s, t in events))
+  assert run_dir.training_seconds(tmp_path) == pytest.approx(700 + 400 + 500)
+  # A killed session that logged nothing counts 0; so does everything without metrics.
+  (tmp_path / 'metrics.jsonl').unlink()
+  assert run_dir.training_seconds(tmp_path) == pytest.approx(500)
+
+
 def test_tensorboard_has_hparams_images_and_the_config(smoke_run):
   values = tensorboard_values(smoke_run[0] / 'tensorboard')
   tags = {tag for tag, _, _ in values}

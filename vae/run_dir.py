@@ -246,8 +246,24 @@ class RunRecord:
 
 
 def training_seconds(workdir):
-  """Seconds spent in the sessions of a run (not the idle time between them)."""
-  path = pathlib.Path(workdir) / RUN_FILE
+  """Seconds spent in the sessions of a run (not the idle time between them). A session with
+  no end recorded (killed: kill -9, a machine taken back; or still running) counts to its
+  last event kept in metrics.jsonl, the one its successor resumed from, so a run trained
+  across killed sessions reports the time of each, not only its last session's."""
+  workdir = pathlib.Path(workdir)
+  path = workdir / RUN_FILE
   if not path.exists():
     return None
-  return sum((s['end'] or s['start']) - s['start'] for s in read_json(path)['sessions'])
+  sessions = read_json(path)['sessions']
+  times = None
+  total = 0.0
+  for i, s in enumerate(sessions):
+    end = s['end']
+    if end is None:
+      if times is None:
+        times = [e['wall_time'] for e in metrics_io.read_metrics(workdir / 'metrics.jsonl')
+                 if isinstance(e.get('wall_time'), (int, float))]
+      upto = sessions[i + 1]['start'] if i + 1 < len(sessions) else float('inf')
+      end = max((t for t in times if s['start'] <= t < upto), default=s['start'])
+    total += end - s['start']
+  return total
