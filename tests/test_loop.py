@@ -19,7 +19,7 @@ import vae
 
 from tests.helpers import FIXTURES, SLOW_FLAGS, final_params, leaves, read_events, run_train
 from tests.helpers import smoke_config, tensorboard_values
-from vae import checkpointing, config_lib, loop, models, optim, run_dir, step
+from vae import checkpointing, config_lib, evaluation, loop, models, optim, run_dir, step
 
 def test_smoke_run_writes_everything(smoke_run):
   tmp_path, result = smoke_run
@@ -488,3 +488,32 @@ def test_training_images_are_labelled_and_readable(smoke_run):
   png = matplotlib.image.imread(smoke_run[0] / 'images' / 'samples_00000024.png')
   assert png.shape[1] >= 8 * 28 * 3  # 3 screen pixels per image pixel
   assert png.shape[0] > 2 * 28 * 3 + 20  # room for the title above 2 rows of 8
+
+
+def test_early_stopping_and_the_best_checkpoint_follow_validation_not_test(tmp_path,
+                                                                          monkeypatch):
+  """Validation and test ELBO made to disagree (scripted per evaluation, everything else
+  real): validation peaks at epoch 2 while test keeps improving. Early stopping (patience 2
+  epochs) stops at epoch 4, and `vae.load(w, 'best')` is epoch 2's checkpoint; ranked by the
+  test ELBO the run would train all 8 epochs and call the last one best."""
+  scripted = {'val': [-300.0, -200.0, -250.0, -260.0, -270.0, -280.0, -290.0, -295.0],
+              'test': [-300.0, -290.0, -280.0, -150.0, -140.0, -130.0, -120.0, -110.0]}
+  calls = {'val': 0, 'test': 0}
+  real = evaluation.summarize_sums
+
+  def summarize(sums, num_dims, split, *args, **kwargs):
+    out = real(sums, num_dims, split, *args, **kwargs)
+    out[f'{split}/elbo'] = scripted[split][calls[split]]
+    calls[split] += 1
+    return out
+
+  monkeypatch.setattr(evaluation, 'summarize_sums', summarize)
+  w = tmp_path / 'w'
+  result = loop.train_and_evaluate(smoke_config(**{
+      'train.num_epochs': 8.0, 'train.early_stopping_epochs': 2.0}), str(w))
+  spe = 12  # steps per epoch of the smoke config
+  assert result['status'] == 'early_stopped'
+  assert result['step'] == 4 * spe
+  assert vae.load(w, 'best').step == 2 * spe
+  evals = [e for e in read_events(w) if e['event'] == 'eval']
+  assert [e['val/elbo'] for e in evals] == scripted['val'][:4]

@@ -127,6 +127,13 @@ def test_two_level_elbo_equals_a_hand_computed_value():
   from tests import families  # pylint: disable=g-import-not-at-top
   model, params, _, x = families.two_layer(n=4, d=2, sigma=0.7)
   x = x[:6]
+  # Distinct log-variances in each layer (the builder starts them all at one constant), so
+  # that every term of the KL between two Gaussians, their log-variance ratio included,
+  # contributes: a sign error in any term changes kl_z1 or kl_z2 by more than the tolerance.
+  params = dict(params,
+                encoder=dict(params['encoder'], logvar=jnp.array([-0.9, 0.4])),
+                encoder_z1=dict(params['encoder_z1'], logvar=jnp.array([-1.0, -0.6])),
+                prior_z1=dict(params['prior_z1'], logvar=jnp.array([0.4, 0.2])))
   key = jax.random.key(11)
   _, terms = jax.jit(lambda p: objectives.per_example_objective(model, {'params': p}, x, key))(
       params)
