@@ -1,0 +1,181 @@
+"""Mutation testing: plants one realistic single-line bug at a time and checks that the tests
+named for that code fail.
+
+Each mutant replaces one exact snippet of a library file (the n-th occurrence where a line
+repeats) in a fresh copy of the working tree and runs the tests that guard that code; the
+mutant is *killed* when they fail and *survives* when they pass. The score is killed / all.
+Survivors either get a test or are listed as equivalent (the change cannot alter any result)
+in docs/mutation.md. Run on demand, not in CI (about 15 minutes on two cores):
+
+  python scripts/mutation_test.py                     # every mutant
+  python scripts/mutation_test.py --only iwae_loss    # names containing a string
+  python scripts/mutation_test.py --list              # the table, without running it
+
+Exit code 0 when every non-equivalent mutant is killed, 1 otherwise, 2 on bad arguments or a
+mutant whose snippet is no longer in its file (the table needs updating).
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+IGNORE = shutil.ignore_patterns('.git', '.venv', '.dev', 'runs', 'workdirs', '__pycache__',
+                                '.pytest_cache', '*.egg-info')
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutant:
+  """One planted bug: `old` -> `new` at occurrence `nth` of `old` in `path`."""
+  name: str
+  path: str
+  old: str
+  new: str
+  tests: tuple
+  nth: int = 0
+  equivalent: str = ''  # why no test can tell it apart (then it is expected to survive)
+
+
+OBJ = 'vae/objectives.py'
+MUTANTS = (
+    Mutant('iwae_loss_analytic', OBJ, 'else log_mean_exp(log_w, axis=0))',
+           'else jnp.mean(log_w, axis=0))', ('tests/test_objectives.py',), nth=0),
+    Mutant('iwae_loss_general', OBJ, 'else log_mean_exp(log_w, axis=0))',
+           'else jnp.mean(log_w, axis=0))', ('tests/test_objectives.py',), nth=1),
+    Mutant('iwae_bound_reported', OBJ, 'iwae = log_mean_exp(log_px + log_ratio, axis=0)',
+           'iwae = jnp.mean(log_px + log_ratio, axis=0)', ('tests/test_objectives.py',)),
+    Mutant('log_mean_exp_normalizer', OBJ, 'jax.nn.logsumexp(x, axis=axis) - math.log(',
+           'jax.nn.logsumexp(x, axis=axis) - 0 * math.log(', ('tests/test_objectives.py',)),
+    Mutant('reparameterize_scale', OBJ, 'return mean + jnp.exp(0.5 * logvar) * eps',
+           'return mean + jnp.exp(logvar) * eps', ('tests/test_objectives.py',)),
+    Mutant('kl_standard_logvar_sign', OBJ, 'jnp.square(mean) - 1.0 - logvar)',
+           'jnp.square(mean) - 1.0 + logvar)', ('tests/test_objectives.py',)),
+    Mutant('kl_pair_logvar_ratio_sign', OBJ, 'jnp.sum(prior_logvar - logvar - 1.0',
+           'jnp.sum(logvar - prior_logvar - 1.0',
+           ('tests/test_models.py::test_two_level_elbo_equals_a_hand_computed_value',)),
+    Mutant('kl_warmup_not_capped', OBJ,
+           'jnp.minimum(jnp.asarray(step, jnp.float32) / jnp.maximum(warmup, 1.0), 1.0)',
+           'jnp.asarray(step, jnp.float32) / jnp.maximum(warmup, 1.0)',
+           ('tests/test_objectives.py',)),
+    Mutant('free_bits_floor_direction', OBJ, 'batch_mean[None, :] < free_bits',
+           'batch_mean[None, :] > free_bits', ('tests/test_objectives.py',)),
+    Mutant('flow_log_det_zero', 'vae/flows.py', 'jnp.sum(jax.nn.log_sigmoid(s), axis=-1)',
+           '0.0 * jnp.sum(jax.nn.log_sigmoid(s), axis=-1)', ('tests/test_flows.py',)),
+    Mutant('flow_gate_mix', 'vae/flows.py', 'sigma * z + (1.0 - sigma) * m',
+           'sigma * z + sigma * m', ('tests/test_flows.py',)),
+    Mutant('mixture_weights_unnormalized', 'vae/priors.py',
+           'return jax.nn.log_softmax(self.logits), self.means',
+           'return self.logits, self.means', ('tests/test_priors.py',)),
+    Mutant('vamp_weights_unnormalized', 'vae/priors.py', 'jnp.full((k,), -math.log(k))',
+           'jnp.full((k,), 0.0)', ('tests/test_priors.py',)),
+    Mutant('bernoulli_sign', 'vae/likelihoods.py', 'return x * logits - jax.nn.softplus(logits)',
+           'return x * logits - jax.nn.softplus(-logits)', ('tests/test_likelihoods.py',)),
+    Mutant('iw_eval_normalizer', 'vae/evaluation.py',
+           'return acc - jnp.log(ks.astype(jnp.float32))[:, None]',
+           'return acc - 0 * jnp.log(ks.astype(jnp.float32))[:, None]',
+           ('tests/test_evaluation.py::test_iw_estimate_converges_to_log_px_with_honest_error_bars',)),
+    Mutant('dynamic_binarization_threshold', 'vae/input_pipeline.py',
+           'return jax.random.bernoulli(key, x / 255.0)',
+           'return jax.random.bernoulli(key, x / 256.0)', ('tests/test_data.py',)),
+    Mutant('step_key_ignores_step', 'vae/step.py', 'jax.random.fold_in(state.rng, state.step)',
+           'jax.random.fold_in(state.rng, 0)', ('tests/test_step.py',)),
+    Mutant('resume_from_oldest_common_step', 'vae/checkpointing.py', 'step = max(common)',
+           'step = min(common)', ('tests/test_step.py',)),
+    Mutant('select_on_test', 'vae/loop.py', "em.get('val/elbo', em.get('test/elbo'))",
+           "em.get('test/elbo', em.get('val/elbo'))",
+           ('tests/test_loop.py::test_early_stopping_and_the_best_checkpoint_follow_validation_not_test',)),
+    Mutant('patience_off_by_one', 'vae/loop.py', 'step - best[m][1] >= patience_steps',
+           'step - best[m][1] > patience_steps',
+           ('tests/test_loop.py::test_early_stopping_and_the_best_checkpoint_follow_validation_not_test',)),
+    Mutant('best_on_ties', 'vae/loop.py', 'val_elbo[m] > best[m][0]', 'val_elbo[m] >= best[m][0]',
+           ('tests/test_loop.py::test_early_stopping_and_the_best_checkpoint_follow_validation_not_test',),
+           equivalent='differs only when two evaluations give the same validation ELBO to the '
+           'last bit, where either checkpoint is an equally good choice'),
+    Mutant('checkpoint_best_mode', 'vae/checkpointing.py', "best_mode='max'", "best_mode='min'",
+           ('tests/test_loop.py::test_early_stopping_and_the_best_checkpoint_follow_validation_not_test',)),
+)
+
+
+def apply(mutant, root):
+  """Writes the mutant into the tree at `root` (ValueError if its snippet is missing)."""
+  path = pathlib.Path(root) / mutant.path
+  text = path.read_text()
+  start = -1
+  for _ in range(mutant.nth + 1):
+    start = text.find(mutant.old, start + 1)
+    if start < 0:
+      raise ValueError(f'{mutant.name}: occurrence {mutant.nth} of {mutant.old!r} is not in '
+                       f'{mutant.path}; update MUTANTS in scripts/mutation_test.py')
+  path.write_text(text[:start] + mutant.new + text[start + len(mutant.old):])
+
+
+def run(mutant, timeout_s):
+  """Runs the mutant's tests in a fresh copy of the tree: (status, seconds)."""
+  t0 = time.time()
+  with tempfile.TemporaryDirectory(prefix=f'mutant_{mutant.name}_') as tmp:
+    root = pathlib.Path(tmp) / 'repo'
+    shutil.copytree(REPO, root, ignore=IGNORE)
+    apply(mutant, root)
+    env = dict(os.environ, PYTHONPATH=str(root), PYTHONDONTWRITEBYTECODE='1')
+    cmd = [sys.executable, '-m', 'pytest', '-x', '-q', '-p', 'no:cacheprovider', *mutant.tests]
+    try:
+      proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True,
+                            timeout=timeout_s)
+      status = 'survived' if proc.returncode == 0 else 'killed'
+    except subprocess.TimeoutExpired:
+      status = 'killed (timeout)'
+  return status, time.time() - t0
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  p.add_argument('--only', default='', help='run the mutants whose name contains this string')
+  p.add_argument('--list', action='store_true', help='print the mutants and exit')
+  p.add_argument('--timeout_s', type=float, default=600.0, help='per mutant')
+  p.add_argument('--out', default='', help='also write the results as JSON to this file')
+  args = p.parse_args(argv)
+  chosen = [m for m in MUTANTS if args.only in m.name]
+  if not chosen:
+    print(f'error: no mutant name contains {args.only!r}; see --list', file=sys.stderr)
+    return 2
+  try:
+    with tempfile.TemporaryDirectory() as tmp:  # every snippet is still where it was
+      for m in chosen:
+        (pathlib.Path(tmp) / m.path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / m.path, pathlib.Path(tmp) / m.path)
+        apply(m, tmp)
+  except ValueError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  if args.list:
+    for m in chosen:
+      print(f'{m.name:34s} {m.path:24s} {m.old!r} -> {m.new!r}')
+    return 0
+  results = []
+  for m in chosen:
+    status, seconds = run(m, args.timeout_s)
+    expected = 'survived' if m.equivalent else 'killed'
+    results.append(dict(name=m.name, path=m.path, old=m.old, new=m.new, tests=list(m.tests),
+                        status=status, seconds=round(seconds, 1), equivalent=m.equivalent))
+    print(f'{status:17s} {seconds:6.1f} s  {m.name}' +
+          ('' if status.startswith(expected) else '   <- unexpected'), flush=True)
+  killed = sum(r['status'].startswith('killed') for r in results)
+  real = [r for r in results if not r['equivalent']]
+  missed = [r['name'] for r in real if r['status'] == 'survived']
+  print(f'score: {killed} of {len(results)} killed ({killed / len(results):.0%}); '
+        f'{len(real) - len(missed)} of {len(real)} non-equivalent mutants killed'
+        + (f'; survivors: {", ".join(missed)}' if missed else ''))
+  if args.out:
+    pathlib.Path(args.out).write_text(json.dumps(results, indent=1) + '\n')
+  return 1 if missed else 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
