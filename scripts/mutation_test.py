@@ -44,6 +44,8 @@ class Mutant:
 
 
 OBJ = 'vae/objectives.py'
+SELECTION = ('tests/test_run.py', 'tests/test_loop.py::'
+             'test_early_stopping_and_the_best_checkpoint_follow_validation_not_test')
 MUTANTS = (
     Mutant('iwae_loss_analytic', OBJ, 'else log_mean_exp(log_w, axis=0))',
            'else jnp.mean(log_w, axis=0))', ('tests/test_objectives.py',), nth=0),
@@ -72,7 +74,8 @@ MUTANTS = (
            'sigma * z + sigma * m', ('tests/test_flows.py',)),
     Mutant('mixture_weights_unnormalized', 'vae/priors.py',
            'return jax.nn.log_softmax(self.logits), self.means',
-           'return self.logits, self.means', ('tests/test_priors.py',)),
+           'return self.logits, self.means',
+           ('tests/test_priors.py::test_mixture_weights_are_normalized_whatever_the_logits',)),
     Mutant('vamp_weights_unnormalized', 'vae/priors.py', 'jnp.full((k,), -math.log(k))',
            'jnp.full((k,), 0.0)', ('tests/test_priors.py',)),
     Mutant('bernoulli_sign', 'vae/likelihoods.py', 'return x * logits - jax.nn.softplus(logits)',
@@ -83,23 +86,24 @@ MUTANTS = (
            ('tests/test_evaluation.py::test_iw_estimate_converges_to_log_px_with_honest_error_bars',)),
     Mutant('dynamic_binarization_threshold', 'vae/input_pipeline.py',
            'return jax.random.bernoulli(key, x / 255.0)',
-           'return jax.random.bernoulli(key, x / 256.0)', ('tests/test_data.py',)),
+           'return jax.random.bernoulli(key, x / 256.0)',
+           ('tests/test_data.py::test_dynamic_binarization_mean_and_keys',)),
     Mutant('step_key_ignores_step', 'vae/step.py', 'jax.random.fold_in(state.rng, state.step)',
            'jax.random.fold_in(state.rng, 0)', ('tests/test_step.py',)),
     Mutant('resume_from_oldest_common_step', 'vae/checkpointing.py', 'step = max(common)',
            'step = min(common)', ('tests/test_step.py',)),
-    Mutant('select_on_test', 'vae/loop.py', "em.get('val/elbo', em.get('test/elbo'))",
-           "em.get('test/elbo', em.get('val/elbo'))",
-           ('tests/test_loop.py::test_early_stopping_and_the_best_checkpoint_follow_validation_not_test',)),
-    Mutant('patience_off_by_one', 'vae/loop.py', 'step - best[m][1] >= patience_steps',
-           'step - best[m][1] > patience_steps',
-           ('tests/test_loop.py::test_early_stopping_and_the_best_checkpoint_follow_validation_not_test',)),
-    Mutant('best_on_ties', 'vae/loop.py', 'val_elbo[m] > best[m][0]', 'val_elbo[m] >= best[m][0]',
-           ('tests/test_loop.py::test_early_stopping_and_the_best_checkpoint_follow_validation_not_test',),
+    Mutant('select_on_test', 'vae/run.py', "eval_metrics.get('val/elbo', eval_metrics.get('test/elbo'))",
+           "eval_metrics.get('test/elbo', eval_metrics.get('val/elbo'))", SELECTION),
+    Mutant('patience_off_by_one', 'vae/run.py', 'step - self.best[1] >= patience_steps',
+           'step - self.best[1] > patience_steps', SELECTION),
+    Mutant('replayed_best_ignores_resume_step', 'vae/run.py',
+           "(upto is not None and e['step'] > upto)", '(upto is None)', ('tests/test_run.py',)),
+    Mutant('best_on_ties', 'vae/run.py', 'value is not None and value > self.best[0]',
+           'value is not None and value >= self.best[0]', SELECTION,
            equivalent='differs only when two evaluations give the same validation ELBO to the '
            'last bit, where either checkpoint is an equally good choice'),
-    Mutant('checkpoint_best_mode', 'vae/checkpointing.py', "best_mode='max'", "best_mode='min'",
-           ('tests/test_loop.py::test_early_stopping_and_the_best_checkpoint_follow_validation_not_test',)),
+    Mutant('best_checkpoint_lowest', 'vae/checkpointing.py', 'return max(scored)[1] if scored',
+           'return min(scored)[1] if scored', ('tests/test_run.py',)),
 )
 
 

@@ -161,6 +161,8 @@ def test_dynamic_binarization_mean_and_keys():
       jax.random.split(jax.random.key(0), 4000))
   assert set(np.unique(draws)) <= {0.0, 1.0}
   np.testing.assert_allclose(draws.mean(0), images / 255.0, atol=0.03)
+  # The extremes are exact: a black pixel is never 1 and a white one (255) always is.
+  assert np.all(draws[:, 0, 0, 0, 0] == 0.0) and np.all(draws[:, 0, 7, 7, 0] == 1.0)
   a = input_pipeline.to_float(images, input_pipeline.BERNOULLI, jax.random.key(1))
   b = input_pipeline.to_float(images, input_pipeline.BERNOULLI, jax.random.key(2))
   assert not np.array_equal(a, b)

@@ -92,6 +92,17 @@ def test_vamp_pseudo_inputs_start_near_0_05_and_learn():
   assert float(jnp.abs(grads['prior']['pseudo_inputs']).sum()) > 0
 
 
+def test_mixture_weights_are_normalized_whatever_the_logits():
+  """The mixture prior's weights are a softmax of free logits: they sum to 1 (log 0) for any
+  logits, so log p(z) is a density and not off by a constant."""
+  model, params, _, _ = families.one_layer('mog', d=2)
+  params = dict(params, prior=dict(params['prior'], logits=jnp.array([3.0, 1.0, -2.0])))
+  log_w, _, _ = model.apply({'params': params}, method=model.prior_components)
+  np.testing.assert_allclose(float(jax.nn.logsumexp(log_w)), 0.0, atol=1e-6)
+  np.testing.assert_allclose(np.exp(log_w), jax.nn.softmax(jnp.array([3.0, 1.0, -2.0])),
+                             rtol=1e-6)
+
+
 def test_mixture_samples_follow_the_component_weights():
   log_w = jnp.log(jnp.array([0.7, 0.2, 0.1]))
   means = jnp.array([[-10.0], [0.0], [10.0]])

@@ -135,7 +135,7 @@ class Checkpointer:
 
   def best_step(self):
     self.manager.reload()
-    return self.manager.best_step()
+    return CheckpointReader(self.directory).best_step()
 
   def restore_meta(self, step):
     return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']

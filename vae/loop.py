@@ -19,9 +19,7 @@ numbers as an uninterrupted one.
 
 import contextlib
 import dataclasses
-import json
 import logging
-import math
 import time
 
 import jax
@@ -32,6 +30,7 @@ import numpy as np
 from vae import checkpointing, config_lib, data as data_lib, evaluation, input_pipeline
 from vae import members as members_lib, metrics_io, models, optim, plots
 from vae import progress as progress_lib
+from vae import run as run_lib
 from vae import run_dir, sharding, validation
 from vae.step import NonFiniteError
 
@@ -140,23 +139,28 @@ def train(configs, workdirs, group_dir=None):
 
 def _train(configs, workdirs, group_dir, chief, t_start, preempt):
   configs = [_keep_legacy_fields(c, w) for c, w in zip(configs, workdirs)]
-  base, size = configs[0], len(configs)
-  cfg_jsons = [config_lib.config_json(c) for c in configs]
-  for w, cj in zip(workdirs, cfg_jsons):
-    run_dir.check_workdir_config(w, cj)
+  runs = [run_lib.Run(c, w, chief) for c, w in zip(configs, workdirs)]
   if group_dir is not None:
-    run_dir.check_group_config(group_dir, cfg_jsons)
-  done = [run_dir.read_done(w) if run_dir.is_done(w, c.train.num_epochs) else None
-          for w, c in zip(workdirs, configs)]
-  if all(done):
+    run_dir.check_group_config(group_dir, [r.config_json for r in runs])
+  if all(r.stopped for r in runs):
     log.info('nothing to train: every run in %s has ended', [str(w) for w in workdirs])
-    return [dict(metrics_io.last_metrics(w), step=d['step'], status=d['status'])
-            for w, d in zip(workdirs, done)]
-
+    return [dict(r.last, status=r.done['status']) for r in runs]
+  base = configs[0]
   dataset = data_lib.load(base.data)
-  num_train, image_shape = len(dataset.train), dataset.image_shape
-  validation.validate_for_data(base, image_shape, num_train)
-  mesh = sharding.make_model_mesh(size if group_dir is not None else 1)
+  validation.validate_for_data(base, dataset.image_shape, len(dataset.train))
+  mesh = sharding.make_model_mesh(len(runs) if group_dir is not None else 1)
+  sched = _check_sizes(base, runs, mesh, len(dataset.train))
+  try:
+    _start_runs(runs, dataset.info, group_dir, mesh, chief)
+    return _train_runs(runs, group_dir, dataset, mesh, sched, t_start, preempt)
+  finally:
+    for r in runs:
+      r.close()
+
+
+def _check_sizes(base, runs, mesh, num_train):
+  """The Schedule, after checking that batches divide over the data axis and that no saved
+  checkpoint lies past the configured end."""
   n_data = sharding.data_axis_size(mesh)
   for name in ('batch_size', 'eval_batch_size'):
     config_lib.check(base.train[name] % n_data == 0,
@@ -165,39 +169,34 @@ def _train(configs, workdirs, group_dir, chief, t_start, preempt):
   log.info('devices: %s; mesh %s; process %d of %d', _device_summary(), dict(mesh.shape),
            jax.process_index(), jax.process_count())
   sched = Schedule.from_config(base, num_train)
-  for w in workdirs:
-    saved = checkpointing.CheckpointReader(w / 'checkpoints').steps()
+  for r in runs:
+    saved = r.saved_steps()
     config_lib.check(not saved or saved[-1] <= sched.total_steps,
                      f'train.num_epochs={base.train.num_epochs} ends at step {sched.total_steps}, '
-                     f'but {w} holds a checkpoint at step {saved[-1] if saved else 0}; give at '
-                     'least the epochs already trained, or use a new --workdir')
-  records = [run_dir.RunRecord(w, dataset.info.get('files', ()), enabled=chief and not d)
-             for w, d in zip(workdirs, done)]
-  if chief:
-    for w, cj in zip(workdirs, cfg_jsons):
-      metrics_io.write_json(w / 'config.json', cj)
-      metrics_io.write_json(w / 'data.json', dataset.info)
-    if group_dir is not None:
-      metrics_io.write_json(group_dir / run_dir.GROUP_FILE, cfg_jsons)
-      metrics_io.write_json(group_dir / 'mesh.json', dict(mesh.shape))
+                     f'but {r.workdir} holds a checkpoint at step {saved[-1] if saved else 0}; give '
+                     'at least the epochs already trained, or use a new --workdir')
+  return sched
 
-  train_mode, eval_mode = input_pipeline.conversion_modes(base.data)
-  train_images, val_images, test_images = input_pipeline.prepare_host_splits(dataset, base.data)
-  streamed = (base.data.residency == 'host' or (
-      base.data.residency == 'auto' and train_images.nbytes > base.data.max_device_bytes))
-  group = members_lib.Group(configs, image_shape, sched, train_mode, mesh, streamed, num_train,
-                            batched=group_dir is not None)
 
+def _start_runs(runs, dataset_info, group_dir, mesh, chief):
   # Each member's checkpoints live in its own workdir; a group keeps >= 2 so that a kill
   # between two members' saves leaves a step that all of them have.
-  keep = base.train.keep_checkpoints if size == 1 else max(2, base.train.keep_checkpoints)
-  ckpts = [checkpointing.Checkpointer(w / 'checkpoints', keep) for w in workdirs]
-  data_meta = {k: dataset.info[k] for k in ('name', 'shape', 'source')}
-  metas = [{'config': cj, 'data': data_meta} for cj in cfg_jsons]
-  stopped = [d is not None for d in done]
+  keep = runs[0].config.train.keep_checkpoints
+  keep = keep if len(runs) == 1 else max(2, keep)
+  for r in runs:
+    r.start(dataset_info, keep)
+  if chief and group_dir is not None:
+    metrics_io.write_json(group_dir / run_dir.GROUP_FILE, [r.config_json for r in runs])
+    metrics_io.write_json(group_dir / 'mesh.json', dict(mesh.shape))
+
+
+def _restore(runs, group, sched):
+  """The group's train state: restored at the newest step every training run committed
+  (checkpointing's resume order), else fresh. Returns (state, resume step or None)."""
+  size = len(runs)
   restored = checkpointing.restore_group(
-      ckpts, [group.member_abstract(m) for m in range(size)], metas,
-      frozen=[m for m in range(size) if stopped[m]])
+      [r.checkpointer for r in runs], [group.member_abstract(m) for m in range(size)],
+      [r.meta for r in runs], frozen=[m for m, r in enumerate(runs) if r.stopped])
   if restored is None:
     state, resume_step = group.init(), None
     log.info('starting from scratch: %d steps (%d per epoch)%s', sched.total_steps,
@@ -207,51 +206,70 @@ def _train(configs, workdirs, group_dir, chief, t_start, preempt):
     member_states, resume_step = restored
     state = group.join(member_states)
     log.info('resumed from checkpoint step %d of %d', resume_step, sched.total_steps)
-  for m in range(size):
-    if stopped[m]:
+  for m, r in enumerate(runs):
+    if r.stopped:
       group.set_active(m, False)
-  writers = [metrics_io.MetricsWriter(w, resume_step, enabled=chief and not stopped[m])
-             for m, w in enumerate(workdirs)]
-  for writer, cj in zip(writers, cfg_jsons):
-    writer.text('config', '```\n' + json.dumps(cj, indent=2) + '\n```')
-  # Early stopping state is recomputed from the events kept for the resumed run.
-  best = [max(((e['val/elbo'], e['step']) for e in metrics_io.read_metrics(
-      w / 'metrics.jsonl') if 'val/elbo' in e and resume_step is not None
-               and e['step'] <= resume_step), default=(-math.inf, 0)) for w in workdirs]
-  patience_steps = int(round(base.train.early_stopping_epochs * sched.steps_per_epoch))
+  for r in runs:
+    r.resume(resume_step)
+  return state, resume_step
 
+
+@dataclasses.dataclass
+class _Evaluator:
+  """The evaluation sets on the device and the fixed inputs of the images."""
+  fn: object
+  sets: dict
+  sample_keys: list
+  recon_inputs: list
+  num_dims: int
+
+
+def _make_evaluator(group, base, mesh, eval_mode, val_images, test_images, image_shape):
   eval_sharding = sharding.batch_sharded(mesh, 1)
-  eval_sets = {}
+  sets = {}
   for split, images in (('val', val_images), ('test', test_images)):
     if len(images):
       batches, mask = input_pipeline.pad_to_batches(images, base.train.eval_batch_size)
-      eval_sets[split] = (sharding.put(batches, eval_sharding), sharding.put(mask, eval_sharding))
+      sets[split] = (sharding.put(batches, eval_sharding), sharding.put(mask, eval_sharding))
+  return _Evaluator(
+      fn=group.make_eval_fn(eval_mode, base.train.eval_iw_samples), sets=sets,
+      sample_keys=[k['sample'] for k in group.keys],  # the same draws at every evaluation
+      recon_inputs=[input_pipeline.to_float(jnp.asarray(test_images[:32]), eval_mode, k['eval'])
+                    for k in group.keys],
+      num_dims=int(np.prod(image_shape)))
+
+
+def _train_runs(runs, group_dir, dataset, mesh, sched, t_start, preempt):
+  """Builds the group, restores, and dispatches chunks up to the end; returns the results."""
+  base, size = runs[0].config, len(runs)
+  num_train = len(dataset.train)
+  train_mode, eval_mode = input_pipeline.conversion_modes(base.data)
+  train_images, val_images, test_images = input_pipeline.prepare_host_splits(dataset, base.data)
+  streamed = (base.data.residency == 'host' or (
+      base.data.residency == 'auto' and train_images.nbytes > base.data.max_device_bytes))
+  group = members_lib.Group([r.config for r in runs], dataset.image_shape, sched, train_mode,
+                            mesh, streamed, num_train, batched=group_dir is not None)
+  state, resume_step = _restore(runs, group, sched)
+  patience_steps = int(round(base.train.early_stopping_epochs * sched.steps_per_epoch))
+  evaluator = _make_evaluator(group, base, mesh, eval_mode, val_images, test_images,
+                              dataset.image_shape)
   # The resident training set is split over the data axis (padded to divide).
   train_data = None if streamed else sharding.put_examples(train_images, mesh)
-  feeders = [input_pipeline.HostFeeder(train_images, base.train.batch_size, c.seed, sched)
-             for c in configs] if streamed else None
-  eval_fn = group.make_eval_fn(eval_mode, base.train.eval_iw_samples)
-  sample_keys = [k['sample'] for k in group.keys]  # fixed: the same draws at every evaluation
-  recon_inputs = [input_pipeline.to_float(jnp.asarray(test_images[:32]), eval_mode, k['eval'])
-                  for k in group.keys]
-  num_dims = int(np.prod(image_shape))
-
+  feeders = [input_pipeline.HostFeeder(train_images, base.train.batch_size, r.config.seed,
+                                       sched) for r in runs] if streamed else None
   step = resume_step or 0
   progress = progress_lib.Progress(
       sched.total_steps, 'step' if size == 1 else f'group of {size}: step',
       (base.train.batch_size * size, 'ex'), step, min_interval_s=0.0)
-  # A member that had stopped before this run keeps its own last metrics and step.
-  last = [dict(metrics_io.last_metrics(w), step=d['step']) if d else {}
-          for w, d in zip(workdirs, done)]
-  status = ['early_stopped' if s else 'finished' for s in stopped]
-  first_chunk_logged = False
   signalled_early = preempt.agreed()
   if signalled_early:
     log.warning('%s received before the first step; nothing changed: rerun the same command '
                 'to start', preempt.requested)
-    status = [s if s == 'early_stopped' else preempt.requested for s in status]
+    for r in runs:
+      r.interrupted(preempt.requested)
+  first_chunk = True
   try:
-    while step < sched.total_steps and not all(stopped) and not signalled_early:
+    while step < sched.total_steps and not all(r.stopped for r in runs) and not signalled_early:
       end = sched.next_boundary(step)
       if streamed:
         chunks = [f.batches(step, end) for f in feeders]
@@ -264,83 +282,64 @@ def _train(configs, workdirs, group_dir, chief, t_start, preempt):
       if bad >= 0:
         raise NonFiniteError(
             f'loss or gradient became NaN/Inf at step {bad}; no checkpoint written after it '
-            f'(last good checkpoint: step {ckpts[0].latest_step()}); lower optim.lr or set '
-            'optim.grad_clip')
+            f'(last good checkpoint: step {runs[0].checkpointer.latest_step()}); lower '
+            'optim.lr or set optim.grad_clip')
       step = end
-      if not first_chunk_logged:
+      if first_chunk:
         log.info('first chunk finished %.1f s after start', time.time() - t_start)
-        first_chunk_logged = True
-      epoch = step / sched.steps_per_epoch
-      examples = step * base.train.batch_size
-      means = jax.device_get(means)
-      training = [m for m in range(size) if not stopped[m]]
-      for m in training:
-        tm = {f'train/{k}': float(v) for k, v in group.pick(means, m).items()}
-        writers[m].write('train', step, epoch, examples, tm)
-        last[m].update(tm)
-      progress.update(step, loss=last[training[0]].get('train/loss', float('nan')),
-                      elbo=last[training[0]].get('train/elbo', float('nan')))
-      val_elbo = [None] * size
-      stopping = set()
-      if sched.is_eval(step):
-        per_split = {s: jax.device_get(eval_fn(state, b, mk)) for s, (b, mk) in eval_sets.items()}
-        for m in training:
-          em = {}
-          for split, sums in per_split.items():
-            sums_m = members_lib.unpad_sums(group.pick(sums, m),
-                                            models.total_latent_dim(configs[m].model))
-            em.update(evaluation.summarize_sums(sums_m, num_dims, split,
-                                                base.train.active_unit_threshold))
-          writers[m].write('eval', step, epoch, examples, em)
-          last[m].update(em)
-          val_elbo[m] = em.get('val/elbo', em.get('test/elbo'))
-          if val_elbo[m] is not None and val_elbo[m] > best[m][0]:
-            best[m] = (val_elbo[m], step)
-          if patience_steps and step - best[m][1] >= patience_steps:
-            stopping.add(m)
-          _warn_collapse(em, configs[m], workdirs[m] if size > 1 else None)
-          if sched.is_images(step) or m in stopping:
-            _write_images(writers[m], step, group.member_params(state, m), group.image_fns(m),
-                          recon_inputs[m], sample_keys[m], chief)
-      preempted = preempt.agreed()
-      for m in training:
-        if sched.is_checkpoint(step) or preempted or m in stopping:
-          ckpts[m].save(step, group.member_state(state, m), metas[m], val_elbo[m])
-      for m in sorted(stopping):
-        log.info('early stopping %sat step %d: val ELBO last improved at step %d (%.3f)',
-                 f'{workdirs[m]} ' if size > 1 else '', step, best[m][1], best[m][0])
-        stopped[m], status[m] = True, 'early_stopped'
-        group.set_active(m, False)
-        writers[m].hparams(_hparams(cfg_jsons[m]), last[m])
-        writers[m].close()
-        if chief:
-          run_dir.write_done(workdirs[m], step, 'early_stopped', configs[m].train.num_epochs)
-        last[m]['step'] = step
-      if preempted:
-        for m in training:
-          if m not in stopping:
-            status[m] = preempted
-        log.warning('%s received: checkpoint saved at step %d; rerun the same command to '
-                    'resume', preempted, step)
+        first_chunk = False
+      if _at_boundary(runs, group, state, jax.device_get(means), step, sched, evaluator,
+                      patience_steps, progress, preempt, size > 1):
         break
-    for m in range(size):
-      if not stopped[m]:
-        writers[m].hparams(_hparams(cfg_jsons[m]), last[m])
   finally:
     progress.close()
-    for w in writers:
-      w.close()
-    for c in ckpts:
-      c.close()
-  for m in range(size):
-    last[m].setdefault('step', step)
-    if not stopped[m]:
-      last[m]['step'] = step
-      if status[m] == 'finished' and chief:
-        run_dir.write_done(workdirs[m], step, 'finished', configs[m].train.num_epochs)
-    last[m]['status'] = status[m]
-    records[m].finish(status[m], resume_step or 0, last[m]['step'])
-  return last
+  return [r.finish(step, resume_step) for r in runs]
+
+
+def _at_boundary(runs, group, state, means, step, sched, evaluator, patience_steps, progress,
+                 preempt, several):
+  """Hands a finished chunk's results to the runs: train metrics, an evaluation (with early
+  stopping and images) where one is due, checkpoints. Returns whether a signal ends the loop."""
+  base = runs[0].config
+  epoch = step / sched.steps_per_epoch
+  examples = step * base.train.batch_size
+  training = [m for m, r in enumerate(runs) if not r.stopped]
+  for m in training:
+    runs[m].log_train(step, epoch, examples, group.pick(means, m))
+  first = runs[training[0]].last
+  progress.update(step, loss=first.get('train/loss', float('nan')),
+                  elbo=first.get('train/elbo', float('nan')))
+  stopping = set()
+  if sched.is_eval(step):
+    per_split = {s: jax.device_get(evaluator.fn(state, b, mk))
+                 for s, (b, mk) in evaluator.sets.items()}
+    for m in training:
+      r = runs[m]
+      em = {}
+      for split, sums in per_split.items():
+        sums_m = members_lib.unpad_sums(group.pick(sums, m),
+                                        models.total_latent_dim(r.config.model))
+        em.update(evaluation.summarize_sums(sums_m, evaluator.num_dims, split,
+                                            base.train.active_unit_threshold))
+      if r.log_eval(step, epoch, examples, em, patience_steps):
+        stopping.add(m)
+      _warn_collapse(em, r.config, r.workdir if several else None)
+      if sched.is_images(step) or m in stopping:
+        _write_images(r.writer, step, group.member_params(state, m), group.image_fns(m),
+                      evaluator.recon_inputs[m], evaluator.sample_keys[m], r.chief)
+  preempted = preempt.agreed()
+  for m in training:
+    if sched.is_checkpoint(step) or preempted or m in stopping:
+      runs[m].save(step, group.member_state(state, m))
+  for m in sorted(stopping):
+    runs[m].stop_early(step, f'{runs[m].workdir} ' if several else '')
+    group.set_active(m, False)
+  if preempted:
+    for m in training:
+      runs[m].interrupted(preempted)
+    log.warning('%s received: checkpoint saved at step %d; rerun the same command to '
+                'resume', preempted, step)
+  return bool(preempted)
 
 
 def _keep_legacy_fields(config, workdir):
@@ -360,12 +359,6 @@ def _device_summary():
   for d in jax.devices():
     kinds[f'{d.platform}:{d.device_kind}'] = kinds.get(f'{d.platform}:{d.device_kind}', 0) + 1
   return ', '.join(f'{n} x {k}' for k, n in kinds.items())
-
-
-def _hparams(config_json):
-  """The scalar fields of a run's config, for TensorBoard's HParams view."""
-  return {k: v for k, v in config_lib.flatten(config_json).items()
-          if isinstance(v, (bool, int, float, str))}
 
 
 def _warn_collapse(metrics, config, where=None):
