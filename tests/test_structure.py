@@ -57,3 +57,11 @@ def test_every_planted_bug_of_the_mutation_script_still_finds_its_line():
   assert code == 0, err
   assert len(out.splitlines()) >= 20
   assert 'select_on_test' in out and 'iwae_loss_general' in out
+
+
+def test_only_the_settings_module_reads_the_environment():
+  """vae/settings.py reads every environment variable; the rest of the library asks it."""
+  for path in sorted((REPO / 'vae').glob('*.py')):
+    if path.name != 'settings.py':
+      text = path.read_text()
+      assert 'os.environ' not in text and 'getenv' not in text, path.name

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import vae
-from tests.helpers import REPO, read_events, leaves, run_script, smoke_config
+from tests.helpers import REPO, final_params, leaves, read_events, run_script, smoke_config
 from vae import config_lib, figures, loop, members, summaries, sweeps
 
 SPEC = 'configs/default.py:smoke,sweep=tiny'
@@ -410,3 +410,27 @@ def test_a_family_vmaps_over_beta_and_seed_and_matches_each_member_alone(tmp_pat
       if key.startswith(('train/', 'val/', 'test/')):
         assert a[key] == pytest.approx(value, rel=2e-4, abs=2e-4), (key, a[key], value)
   assert 'val/kl_z2' in ev_v[-1]
+
+
+def test_a_group_killed_between_two_members_saves_resumes_to_the_same_end(vmapped, tmp_path):
+  """SIGKILL after the first member saved step 12 and before the second did: the rerun
+  resumes the group from its newest common step (0: a fresh start here), moves the lone step
+  aside, trains again and ends with every member identical to the uninterrupted sweep."""
+  root = tmp_path / 'killed'
+  env = dict(os.environ, VAE_INJECT_KILL_BETWEEN_MEMBER_SAVES='12')
+  first = subprocess.run(_sweep_cmd(root, '--mode', 'vmap', spec=SPEC), cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=600)
+  assert first.returncode != 0
+  rerun = subprocess.run(_sweep_cmd(root, '--mode', 'vmap', spec=SPEC), cwd=REPO,
+                         capture_output=True, text=True, timeout=600)
+  assert rerun.returncode == 0, rerun.stderr[-2000:]
+  names = sorted(p.name for p in vmapped.iterdir() if (p / 'done.json').exists())
+  assert names and sorted(sweeps.statuses(root)) == names
+  moved = [p for n in names for p in (root / n / 'checkpoints').iterdir()
+           if '.uncommitted-' in p.name]
+  assert len(moved) == 1 and moved[0].name.startswith('12.')
+  for n in names:
+    ref, got = final_params(vmapped / n), final_params(root / n)
+    assert ref[0] == got[0]
+    for k, v in leaves(ref[1]).items():
+      np.testing.assert_array_equal(leaves(got[1])[k], v)

@@ -1,6 +1,6 @@
 """VAE research library. `vae.load(workdir)` returns a trained model (see vae/trained.py)."""
 
-import os
+from vae import settings
 
 # XLA's CPU backend hands convolutions to YNNPACK, which runs a convolution's kernel
 # gradient (a window as large as the image) at about a third of Eigen's speed; this leaves
@@ -14,7 +14,7 @@ TESTED_JAXLIB = '0.10.'
 
 
 def _set_cpu_conv_flag():
-  flags = os.environ.get('XLA_FLAGS', '')
+  flags = settings.xla_flags()
   if 'xla_cpu_experimental_ynn_fusion_type' in flags:
     return
   try:
@@ -22,7 +22,7 @@ def _set_cpu_conv_flag():
   except ImportError:
     return
   if version.__version__.startswith(TESTED_JAXLIB):
-    os.environ['XLA_FLAGS'] = f'{flags} {CPU_CONV_FLAG}'.strip()
+    settings.set_xla_flags(f'{flags} {CPU_CONV_FLAG}'.strip())
 
 
 _set_cpu_conv_flag()

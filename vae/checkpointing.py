@@ -12,7 +12,9 @@ checkpoints and the best one by validation ELBO.
 
 Resume order (the one place it is written down):
   1. the newest step at which every training member (one, for a single run)
-     has a checkpoint whose meta matches and whose arrays restore; a member's
+     has a checkpoint whose meta matches and whose arrays restore (a member's
+     steps newer than it, saved before a kill reached the others, are moved aside
+     to <step>.uncommitted-<time>, so the group trains and saves them again); a member's
      checkpoint that fails to restore (truncated, corrupted) is moved aside to
      <step>.corrupt-<time> (kept for inspection, never deleted) with a
      warning, and the previous common step is tried; a member that stopped
@@ -83,8 +85,10 @@ def _best_metric(metrics):
 class Checkpointer:
   """Saves and restores (state, meta) with orbax's CheckpointManager."""
 
-  def __init__(self, directory, keep=3):
+  def __init__(self, directory, keep=3, hooks=None):
+    """`hooks`: the tests' `settings.FaultHooks` (None: none)."""
     self.directory = pathlib.Path(directory).absolute()
+    self.hooks = hooks
     policy = ocp_policies.AnyPreservationPolicy([
         ocp_policies.LatestN(n=keep),
         ocp_policies.BestN(get_metric_fn=_best_metric, reverse=False, n=1,
@@ -110,12 +114,8 @@ class Checkpointer:
 
   def save(self, step, state, meta, val_elbo=None):
     """Saves synchronously; `val_elbo` (nats per example) ranks the best checkpoint."""
-    kill_at = os.environ.get('VAE_INJECT_KILL_DURING_SAVE')  # fault injection (tests only)
-    if kill_at is not None and int(kill_at) == int(step):
-      import signal  # pylint: disable=g-import-not-at-top
-      import threading  # pylint: disable=g-import-not-at-top
-      threading.Timer(float(os.environ.get('VAE_INJECT_KILL_DELAY_S', '0.02')),
-                      lambda: os.kill(os.getpid(), signal.SIGKILL)).start()
+    if self.hooks is not None:
+      self.hooks.before_save(step)
     metrics = None if val_elbo is None else {BEST_METRIC: float(val_elbo)}
     params, rest = split_state(state)
     sums = {'params': tree_checksums(params), 'state': tree_checksums(rest)}
@@ -201,6 +201,20 @@ class Checkpointer:
       if out is not None:
         return out[0], out[1], step
     return None
+
+  def set_aside_newer(self, step):
+    """Moves every checkpoint newer than `step` to <step>.uncommitted-<time> (kept, never
+    deleted): steps this member saved but not every member of its group did, so that the
+    group trains them again from `step` and saves them anew."""
+    newer = [s for s in self.steps() if s > step]
+    for s in newer:
+      dst = self.directory / f'{s}.uncommitted-{int(time.time())}'
+      log.warning('checkpoint %s was not saved by every member of its group; moved to %s, '
+                  'the group resumes at step %d', self.directory / str(s), dst.name, step)
+      if jax.process_index() == 0:
+        os.rename(self.directory / str(s), dst)
+    if newer:
+      self.manager.reload()
 
   def set_aside(self, step, error):
     """Moves an unrestorable checkpoint out of the manager's sight, keeping its files."""
@@ -344,7 +358,9 @@ def restore_group(ckpts, abstracts, metas, frozen=()):
   training = [i for i in range(len(ckpts)) if i not in frozen]
   while training:
     common = set.intersection(*(set(ckpts[i].steps()) for i in training))
-    if not common:
+    if not common:  # a fresh start: steps some members saved are trained and saved again
+      for i in training:
+        ckpts[i].set_aside_newer(-1)
       return None
     step = max(common)
     states = {}
@@ -354,6 +370,8 @@ def restore_group(ckpts, abstracts, metas, frozen=()):
         break
       states[i] = out[0]
     else:
+      for i in training:  # a kill between two members' saves of one step leaves it on some
+        ckpts[i].set_aside_newer(step)
       for i in frozen:
         out = ckpts[i].restore_latest(abstracts[i], metas[i])
         if out is None:

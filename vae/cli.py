@@ -27,7 +27,7 @@ import subprocess
 import sys
 import threading
 
-from vae import checkpointing, config_lib, data, step
+from vae import checkpointing, config_lib, data, settings, step
 
 BAD_INPUT = (config_lib.ConfigError, data.DataError, checkpointing.CheckpointError)
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_IO, EXIT_LOST_PROCESS = 0, 1, 2, 3, 4, 5
@@ -47,7 +47,7 @@ def setup_logging():
   logging.getLogger('jax').setLevel(logging.WARNING)
 
 
-COMPILATION_CACHE_ENV = 'VAE_COMPILATION_CACHE'
+COMPILATION_CACHE_ENV = settings.COMPILATION_CACHE_ENV
 
 
 def enable_compilation_cache():
@@ -60,10 +60,9 @@ def enable_compilation_cache():
   ~/.cache/vae/xla. An entry that cannot be read is recompiled (jax warns). Returns the
   directory, or None when off or not writable.
   """
-  where = os.environ.get(COMPILATION_CACHE_ENV, '')
+  where, base = settings.compilation_cache()
   if where.lower() in ('off', '0', 'none', 'false'):
     return None
-  base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
   path = where or os.path.join(base, 'vae', 'xla')
   try:
     os.makedirs(path, exist_ok=True)
@@ -192,7 +191,7 @@ def non_negative_int(text):
 
 
 _FATAL = 'JAX distributed service detected fatal errors'
-SUPERVISED_ENV = 'VAE_SUPERVISED'
+SUPERVISED_ENV = settings.SUPERVISED_ENV
 
 
 def _die_with_parent():
@@ -215,7 +214,7 @@ def supervise(cmd, process_id):
   Returns:
     the exit code: the child's, or EXIT_LOST_PROCESS.
   """
-  env = dict(os.environ, **{SUPERVISED_ENV: '1', 'PYTHONUNBUFFERED': '1'})
+  env = dict(settings.environ(), **{SUPERVISED_ENV: '1', 'PYTHONUNBUFFERED': '1'})
   proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True,
                           preexec_fn=_die_with_parent)
   for sig in (signal.SIGTERM, signal.SIGINT):

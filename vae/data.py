@@ -24,12 +24,12 @@ Run `python -m vae.data NAME` to see what a name resolves to.
 import dataclasses
 import gzip
 import logging
-import os
 import pathlib
 from typing import Optional
 
 import numpy as np
 
+from vae import settings
 from vae.config_lib import check
 
 IDX_FILES = {
@@ -147,7 +147,7 @@ def idx_search_dirs(name, path=''):
   dirs = []
   if path:
     dirs.append(pathlib.Path(path).expanduser())
-  env = os.environ.get('VAE_DATA_DIR')
+  env = settings.data_dir()
   if env:
     dirs += [pathlib.Path(env) / name, pathlib.Path(env)]
   dirs += [pathlib.Path('data') / name,

@@ -31,7 +31,7 @@ from vae import checkpointing, config_lib, data as data_lib, evaluation, input_p
 from vae import members as members_lib, metrics_io, models, optim, plots
 from vae import progress as progress_lib
 from vae import run as run_lib
-from vae import run_dir, sharding, validation
+from vae import run_dir, settings, sharding, validation
 from vae.step import NonFiniteError
 
 log = logging.getLogger('vae')
@@ -151,8 +151,9 @@ def _train(configs, workdirs, group_dir, chief, t_start, preempt):
   mesh = sharding.make_model_mesh(len(runs) if group_dir is not None else 1)
   sched = _check_sizes(base, runs, mesh, len(dataset.train))
   try:
-    _start_runs(runs, dataset.info, group_dir, mesh, chief)
-    return _train_runs(runs, group_dir, dataset, mesh, sched, t_start, preempt)
+    hooks = settings.fault_hooks()
+    _start_runs(runs, dataset.info, group_dir, mesh, chief, hooks)
+    return _train_runs(runs, group_dir, dataset, mesh, sched, t_start, preempt, hooks)
   finally:
     for r in runs:
       r.close()
@@ -178,13 +179,13 @@ def _check_sizes(base, runs, mesh, num_train):
   return sched
 
 
-def _start_runs(runs, dataset_info, group_dir, mesh, chief):
+def _start_runs(runs, dataset_info, group_dir, mesh, chief, hooks):
   # Each member's checkpoints live in its own workdir; a group keeps >= 2 so that a kill
   # between two members' saves leaves a step that all of them have.
   keep = runs[0].config.train.keep_checkpoints
   keep = keep if len(runs) == 1 else max(2, keep)
   for r in runs:
-    r.start(dataset_info, keep)
+    r.start(dataset_info, keep, hooks)
   if chief and group_dir is not None:
     metrics_io.write_json(group_dir / run_dir.GROUP_FILE, [r.config_json for r in runs])
     metrics_io.write_json(group_dir / 'mesh.json', dict(mesh.shape))
@@ -239,7 +240,7 @@ def _make_evaluator(group, base, mesh, eval_mode, val_images, test_images, image
       num_dims=int(np.prod(image_shape)))
 
 
-def _train_runs(runs, group_dir, dataset, mesh, sched, t_start, preempt):
+def _train_runs(runs, group_dir, dataset, mesh, sched, t_start, preempt, hooks):
   """Builds the group, restores, and dispatches chunks up to the end; returns the results."""
   base, size = runs[0].config, len(runs)
   num_train = len(dataset.train)
@@ -248,7 +249,8 @@ def _train_runs(runs, group_dir, dataset, mesh, sched, t_start, preempt):
   streamed = (base.data.residency == 'host' or (
       base.data.residency == 'auto' and train_images.nbytes > base.data.max_device_bytes))
   group = members_lib.Group([r.config for r in runs], dataset.image_shape, sched, train_mode,
-                            mesh, streamed, num_train, batched=group_dir is not None)
+                            mesh, streamed, num_train, batched=group_dir is not None,
+                            hooks=hooks)
   state, resume_step = _restore(runs, group, sched)
   patience_steps = int(round(base.train.early_stopping_epochs * sched.steps_per_epoch))
   evaluator = _make_evaluator(group, base, mesh, eval_mode, val_images, test_images,
@@ -289,7 +291,7 @@ def _train_runs(runs, group_dir, dataset, mesh, sched, t_start, preempt):
         log.info('first chunk finished %.1f s after start', time.time() - t_start)
         first_chunk = False
       if _at_boundary(runs, group, state, jax.device_get(means), step, sched, evaluator,
-                      patience_steps, progress, preempt, size > 1):
+                      patience_steps, progress, preempt, hooks):
         break
   finally:
     progress.close()
@@ -297,10 +299,10 @@ def _train_runs(runs, group_dir, dataset, mesh, sched, t_start, preempt):
 
 
 def _at_boundary(runs, group, state, means, step, sched, evaluator, patience_steps, progress,
-                 preempt, several):
+                 preempt, hooks):
   """Hands a finished chunk's results to the runs: train metrics, an evaluation (with early
   stopping and images) where one is due, checkpoints. Returns whether a signal ends the loop."""
-  base = runs[0].config
+  base, several = runs[0].config, len(runs) > 1
   epoch = step / sched.steps_per_epoch
   examples = step * base.train.batch_size
   training = [m for m, r in enumerate(runs) if not r.stopped]
@@ -328,9 +330,11 @@ def _at_boundary(runs, group, state, means, step, sched, evaluator, patience_ste
         _write_images(r.writer, step, group.member_params(state, m), group.image_fns(m),
                       evaluator.recon_inputs[m], evaluator.sample_keys[m], r.chief)
   preempted = preempt.agreed()
-  for m in training:
-    if sched.is_checkpoint(step) or preempted or m in stopping:
-      runs[m].save(step, group.member_state(state, m))
+  saving = [m for m in training if sched.is_checkpoint(step) or preempted or m in stopping]
+  for i, m in enumerate(saving):
+    if i:
+      hooks.between_member_saves(step)
+    runs[m].save(step, group.member_state(state, m))
   for m in sorted(stopping):
     runs[m].stop_early(step, f'{runs[m].workdir} ' if several else '')
     group.set_active(m, False)

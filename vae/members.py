@@ -86,7 +86,7 @@ class Group:
   """
 
   def __init__(self, configs, image_shape, schedule, mode, mesh, streamed, num_examples,
-               batched):
+               batched, hooks=None):
     assert batched or len(configs) == 1
     self.configs, self.batched, self.image_shape = configs, batched, tuple(image_shape)
     self.size = len(configs)
@@ -103,7 +103,7 @@ class Group:
       self.model = self.models[0]
       self.hp = step_lib.hyperparameters(base, spe)
       train_step = step_lib.make_train_step(self.model, self.tx, self.lr_fn, base, mode,
-                                            batch_sharding)
+                                            batch_sharding, hooks=hooks)
       self.state_sharding = self.replicated
       self.data_keys, self.eval_keys = self.keys[0]['data'], self.keys[0]['eval']
     else:
@@ -120,7 +120,7 @@ class Group:
         hps.append(step_lib.hyperparameters(c, spe, mask, lr_scale=c.optim.lr / base.optim.lr))
       self.hp = jax.device_put(stack(hps), self.state_sharding)
       train_step = step_lib.make_train_step(self.model, self.tx, self.lr_fn, base, mode,
-                                            batch_sharding, freezable=True)
+                                            batch_sharding, freezable=True, hooks=hooks)
       self.data_keys, self.eval_keys = (
           jax.device_put(jnp.stack([k[p] for k in self.keys]), self.state_sharding)
           for p in ('data', 'eval'))

@@ -75,14 +75,14 @@ class Run:
     """The checkpoint steps on disk (without opening a manager)."""
     return checkpointing.CheckpointReader(self.workdir / 'checkpoints').steps()
 
-  def start(self, dataset_info, keep):
+  def start(self, dataset_info, keep, hooks=None):
     """Writes config.json and data.json (chief), opens the run record and the checkpointer."""
     self.record = run_dir.RunRecord(self.workdir, dataset_info.get('files', ()),
                                     enabled=self.chief and not self.stopped)
     if self.chief:
       metrics_io.write_json(self.workdir / 'config.json', self.config_json)
       metrics_io.write_json(self.workdir / 'data.json', dataset_info)
-    self.checkpointer = checkpointing.Checkpointer(self.workdir / 'checkpoints', keep)
+    self.checkpointer = checkpointing.Checkpointer(self.workdir / 'checkpoints', keep, hooks)
     self.meta = {'config': self.config_json,
                  'data': {k: dataset_info[k] for k in ('name', 'shape', 'source')}}
 

@@ -25,7 +25,7 @@ import time
 import jax
 import numpy as np
 
-from vae import config_lib, metrics_io
+from vae import config_lib, metrics_io, settings
 
 DONE_FILE = 'done.json'
 GROUP_FILE = 'members.json'  # a vmapped group's member configs
@@ -217,7 +217,7 @@ def environment(data_files=()):
           else None, 'command': [sys.executable] + sys.argv, 'python': platform.python_version(),
           'versions': versions, 'devices': devices, 'processes': jax.process_count(),
           'cpu': cpu or platform.processor(), 'host': socket.gethostname(),
-          'xla_flags': os.environ.get('XLA_FLAGS', ''),
+          'xla_flags': settings.xla_flags(),
           'data_files': {str(p): _file_sha256(p) for p in data_files if os.path.isfile(p)}}
 
 

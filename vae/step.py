@@ -13,7 +13,6 @@ order and hyperparameters, train in one program (the step is vmapped).
 
 import functools
 import logging
-import os
 from typing import Any
 
 import flax
@@ -83,7 +82,8 @@ def _log_batch_sharding(sharding):
   log.info('batch sharding inside the train step: %s', sharding)
 
 
-def make_train_step(model, tx, schedule_fn, config, mode, batch_sharding, freezable=False):
+def make_train_step(model, tx, schedule_fn, config, mode, batch_sharding, freezable=False,
+                    hooks=None):
   """train_step(state, x_uint8, hp, last) -> (state, metrics, finite): one optimizer update.
 
   `hp` holds the per-model scalars (`hyperparameters`), traced, so that many
@@ -103,10 +103,10 @@ def make_train_step(model, tx, schedule_fn, config, mode, batch_sharding, freeza
   """
   num_samples = config.objective.num_samples
   ema_decay = config.optim.ema_decay
-  # Fault injection for the reliability tests (docs/reliability.md): makes the
-  # batch NaN at one step. Unset in normal runs, and then not even compiled in.
-  nan_step = int(os.environ.get('VAE_INJECT_NAN_AT_STEP', '-1'))
-  show_sharding = os.environ.get('VAE_LOG_BATCH_SHARDING') == '1'
+  # Fault injection for the reliability tests (`settings.FaultHooks`): makes the batch NaN
+  # at one step. Off in normal runs, and then not even compiled in.
+  nan_step = -1 if hooks is None else hooks.nan_at_step
+  show_sharding = hooks is not None and hooks.log_batch_sharding
 
   norms_last = config.train.norm_metrics == 'last'
 

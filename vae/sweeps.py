@@ -35,7 +35,8 @@ import time
 
 import ml_collections
 
-from vae import config_lib, loop, metrics_io, progress as progress_lib, run_dir, validation
+from vae import config_lib, loop, metrics_io, progress as progress_lib, run_dir, settings
+from vae import validation
 
 log = logging.getLogger('vae')
 TRAIN_PY = pathlib.Path(__file__).resolve().parents[1] / 'train.py'
@@ -198,12 +199,9 @@ def task_from_environment(task_index=None, num_tasks=None):
   """(task index, number of tasks): the flags, else a scheduler's array variables
   (SLURM: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN of SLURM_ARRAY_TASK_COUNT; Kubernetes
   indexed jobs: JOB_COMPLETION_INDEX with --num_tasks), else (0, 1)."""
-  env = os.environ
-  if task_index is None and 'SLURM_ARRAY_TASK_ID' in env:
-    task_index = int(env['SLURM_ARRAY_TASK_ID']) - int(env.get('SLURM_ARRAY_TASK_MIN', 0))
-    num_tasks = num_tasks or int(env.get('SLURM_ARRAY_TASK_COUNT', 1))
-  elif task_index is None and 'JOB_COMPLETION_INDEX' in env:
-    task_index = int(env['JOB_COMPLETION_INDEX'])
+  if task_index is None:
+    task_index, env_tasks = settings.array_task()
+    num_tasks = num_tasks or env_tasks
   task_index, num_tasks = task_index or 0, num_tasks or 1
   if not 0 <= task_index < num_tasks:
     raise config_lib.ConfigError(f'--task_index {task_index} is not in [0, {num_tasks}) '
