@@ -46,7 +46,7 @@ def _tiny_state(value):
 
 def test_resume_takes_the_newest_step_every_member_committed(tmp_path):
   """Member a committed steps 10, 20, 30 and member b 10, 20 (killed before its save of 30):
-  the group resumes at 20 with each member's own step-20 state; a single run at its newest."""
+  a single run resumes at its newest; the group at 20 with each member's own step-20 state."""
   meta = {'config': config_lib.config_json(helpers.smoke_config()),
           'data': {'name': 'synthetic', 'shape': [28, 28, 1]}}
   a = checkpointing.Checkpointer(tmp_path / 'a', keep=5)
@@ -56,12 +56,15 @@ def test_resume_takes_the_newest_step_every_member_committed(tmp_path):
     if s < 30:
       b.save(s, _tiny_state(100 + s), meta)
   abstract = checkpointing.abstract_like(_tiny_state(0))
+  states, step = checkpointing.restore_group([a], [abstract], [meta])  # a alone: its newest
+  assert step == 30 and float(states[0].params['w'][0]) == 30.0
   states, step = checkpointing.restore_group([a, b], [abstract, abstract], [meta, meta])
   assert step == 20
   np.testing.assert_array_equal(states[0].params['w'], 20.0)
   np.testing.assert_array_equal(states[1].params['w'], 120.0)
   np.testing.assert_array_equal(states[1].opt_state['mu'], -120.0)
-  states, step = checkpointing.restore_group([a], [abstract], [meta])
-  assert step == 30 and float(states[0].params['w'][0]) == 30.0
+  # a's step 30 is kept aside, so that the group trains and saves it again.
+  assert a.steps() == [10, 20]
+  assert [p.name.split('.')[0] for p in (tmp_path / 'a').glob('30.uncommitted-*')] == ['30']
   for c in (a, b):
     c.close()
