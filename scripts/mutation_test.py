@@ -5,14 +5,15 @@ Each mutant replaces one exact snippet of a library file (the n-th occurrence wh
 repeats) in a fresh copy of the working tree and runs the tests that guard that code; the
 mutant is *killed* when they fail and *survives* when they pass. The score is killed / all.
 Survivors either get a test or are listed as equivalent (the change cannot alter any result)
-in docs/mutation.md. Run on demand, not in CI (about 15 minutes on two cores):
+in docs/mutation.md. Run on demand, not in CI (about 8 minutes on two cores):
 
   python scripts/mutation_test.py                     # every mutant
   python scripts/mutation_test.py --only iwae_loss    # names containing a string
   python scripts/mutation_test.py --list              # the table, without running it
 
-Exit code 0 when every non-equivalent mutant is killed, 1 otherwise, 2 on bad arguments or a
-mutant whose snippet is no longer in its file (the table needs updating).
+Exit code 0 when every non-equivalent mutant is killed, 1 otherwise, 2 on bad arguments, a
+mutant whose snippet is no longer in its file (the table needs updating), or tests that could
+not run at all (pytest's exit code other than 0 or 1).
 """
 
 import argparse
@@ -132,7 +133,10 @@ def run(mutant, timeout_s):
     try:
       proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True,
                             timeout=timeout_s)
-      status = 'survived' if proc.returncode == 0 else 'killed'
+      # pytest's 1: tests failed. Anything else (2-5: collection error, interrupted, usage,
+      # no tests) says the run itself broke, which is no evidence that the tests caught it.
+      status = {0: 'survived', 1: 'killed'}.get(proc.returncode,
+                                                 f'error (pytest exit {proc.returncode})')
     except subprocess.TimeoutExpired:
       status = 'killed (timeout)'
   return status, time.time() - t0
@@ -171,6 +175,7 @@ def main(argv=None):
     print(f'{status:17s} {seconds:6.1f} s  {m.name}' +
           ('' if status.startswith(expected) else '   <- unexpected'), flush=True)
   killed = sum(r['status'].startswith('killed') for r in results)
+  errors = [r['name'] for r in results if r['status'].startswith('error')]
   real = [r for r in results if not r['equivalent']]
   missed = [r['name'] for r in real if r['status'] == 'survived']
   print(f'score: {killed} of {len(results)} killed ({killed / len(results):.0%}); '
@@ -178,6 +183,10 @@ def main(argv=None):
         + (f'; survivors: {", ".join(missed)}' if missed else ''))
   if args.out:
     pathlib.Path(args.out).write_text(json.dumps(results, indent=1) + '\n')
+  if errors:
+    print(f'error: the tests of {", ".join(errors)} did not run; rerun with --only NAME and '
+          'read pytest\'s output', file=sys.stderr)
+    return 2
   return 1 if missed else 0
 
 
