@@ -144,9 +144,10 @@ def _group(configs, image_shape, mode=None, batched=False):
   random uint8 data: (group, images, initial state)."""
   schedule = loop.Schedule(100, 10_000, 100, 100, 100)
   bs = configs[0].train.batch_size
-  mode = mode or input_pipeline.conversion_modes(configs[0].data)[0]
+  if mode == input_pipeline.SCALE:  # pixels scaled, no binarization draw in the step
+    configs = [sweeps.apply_overrides(c, {'data.binarize': 'static'}) for c in configs]
   mesh = sharding.make_model_mesh(len(configs) if batched else 1)
-  group = members.Group(configs, image_shape, schedule, mode, mesh, False, 100 * bs, batched)
+  group = members.Group(configs, image_shape, schedule, mesh, False, 100 * bs, batched)
   images = sharding.put_examples(
       np.random.default_rng(0).integers(0, 256, (100 * bs,) + image_shape).astype(np.uint8), mesh)
   return group, images, group.init()
@@ -180,7 +181,7 @@ def profile_train(config, image_shape, steps, num_members=None):
   model; with `num_members`, of a group program (betas 0.25..8), per member-step."""
   configs = [config] if num_members is None else _beta_members(config, num_members)
   group, images, state = _group(configs, image_shape, batched=num_members is not None)
-  if step_lib.chunk_loop(config) != 'device':
+  if group.options.chunk_loop != 'device':
     return None  # the host loop is many programs; profile the device loop's single one
   chunk = jax.jit(lambda st, data, keys, hp: group.chunk_fn(st, data, keys, hp, steps))
   return profiling.time_by_category(chunk, (state, images, group.data_keys, group.hp),
@@ -395,7 +396,7 @@ def main():
   pairs = interleaved(lambda: sweep_throughput(mlp, shape, 8, max(10, steps // 4), repeats),
                       lambda: train_throughput(mlp, shape, steps, repeats)[0], rounds)
   results['sweep_vmap_8_members'] = {  # the key predates train.member_loop
-      'member_loop': step_lib.member_loop(mlp, 1),
+      'member_loop': step_lib.member_loop(mlp, 1, jax.default_backend()),
       'examples_per_s_all_members': float(np.median([a for a, _ in pairs])),
       'speedup_vs_one_model': median_ratio(pairs),
       'rounds_8_members_one_model_examples_per_s': pairs}

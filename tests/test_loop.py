@@ -1,5 +1,6 @@
 """End-to-end tests of the training loop (vae/loop.py, vae/step.py, vae/run_dir.py) and train.py: outputs, exact resume, kills, bad input."""
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -193,7 +194,7 @@ def test_train_chunk_compiles_once_for_any_length():
   tx, lr_fn = optim.make_optimizer(c.optim, 10, 100)
   keys = step.root_keys(0)
   state = step.init_state(model, tx, (28, 28, 1), keys, False)
-  step_fn = step.make_train_step(model, tx, lr_fn, c, 'bernoulli', None)
+  step_fn = step.make_train_step(model, tx, lr_fn, _options(c), None)
   chunk = step.make_train_chunk(step_fn, 10, 8, streamed=False)
   chunk = jax.jit(chex.assert_max_traces(chunk, n=1))
   images = jnp.zeros((80, 28, 28, 1), jnp.uint8)
@@ -227,12 +228,17 @@ def test_periodic_iw_nll_and_posterior_collapse_warning(tmp_path, caplog):
   assert any('posterior collapse' in r.message for r in caplog.records)
 
 
+def _options(c):
+  """The StepOptions of config `c` on the CPU, with the plain Bernoulli draw."""
+  return dataclasses.replace(step.step_options(c, 'cpu'), mode='bernoulli')
+
+
 def test_host_dispatched_loop_equals_device_loop():
   c = smoke_config()
   model = models.build_model(c.model, (28, 28, 1))
   tx, lr_fn = optim.make_optimizer(c.optim, 10, 100)
   keys = step.root_keys(0)
-  step_fn = step.make_train_step(model, tx, lr_fn, c, 'bernoulli', None)
+  step_fn = step.make_train_step(model, tx, lr_fn, _options(c), None)
   images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (80, 28, 28, 1)), jnp.uint8)
   hp = step.hyperparameters(c, 10)
   out = {}
@@ -260,7 +266,7 @@ def test_mapped_members_equal_vmapped_members_skip_a_stopped_one_and_report_nan(
   keys = [step.root_keys(s) for s in (0, 1)]
   stack = lambda trees: jax.tree.map(lambda *a: jnp.stack(a), *trees)
   images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (80, 28, 28, 1)), jnp.uint8)
-  step_fn = step.make_train_step(model, tx, lr_fn, c, 'bernoulli', None, freezable=True)
+  step_fn = step.make_train_step(model, tx, lr_fn, _options(c), None, freezable=True)
   state0 = stack([step.init_state(model, tx, (28, 28, 1), k, False) for k in keys])
   data_keys = jnp.stack([k['data'] for k in keys])
   hp = stack([step.hyperparameters(smoke_config(**{'objective.beta': b}), 10)
@@ -298,12 +304,13 @@ def test_mapped_members_equal_vmapped_members_skip_a_stopped_one_and_report_nan(
 
 
 def test_member_loop_auto_maps_on_one_cpu_device_and_vmaps_otherwise():
-  cpu = jax.default_backend() == 'cpu'
-  assert step.member_loop(smoke_config(), 1) == ('map' if cpu else 'vmap')
-  assert step.member_loop(smoke_config(), 4) == 'vmap'
-  assert step.member_loop(smoke_config(**{'train.member_loop': 'vmap'}), 1) == 'vmap'
-  assert step.member_loop(smoke_config(**{'train.member_loop': 'map'}), 4) == 'map'
-  assert step.member_loop(smoke_config(**{'train.loop': 'host'}), 1) == 'vmap'
+  for backend in ('cpu', 'gpu'):
+    cpu = backend == 'cpu'
+    assert step.member_loop(smoke_config(), 1, backend) == ('map' if cpu else 'vmap')
+    assert step.member_loop(smoke_config(), 4, backend) == 'vmap'
+    assert step.member_loop(smoke_config(**{'train.member_loop': 'vmap'}), 1, backend) == 'vmap'
+    assert step.member_loop(smoke_config(**{'train.member_loop': 'map'}), 4, backend) == 'map'
+    assert step.member_loop(smoke_config(**{'train.loop': 'host'}), 1, backend) == 'vmap'
   with pytest.raises(config_lib.ConfigError, match='choose auto, vmap or map'):
     config_lib.check_train(smoke_config(**{'train.member_loop': 'pmap'}))
 
@@ -342,8 +349,9 @@ def test_norm_metrics_last_reports_the_last_steps_norms_and_trains_the_same():
     model = models.build_model(c.model, (28, 28, 1))
     tx, lr_fn = optim.make_optimizer(c.optim, 10, 100)
     keys = step.root_keys(0)
-    step_fn = step.make_train_step(model, tx, lr_fn, c, 'bernoulli', None)
-    chunk = jax.jit(step.make_train_chunk(step_fn, 10, 8, False))
+    step_fn = step.make_train_step(model, tx, lr_fn, _options(c), None)
+    chunk = jax.jit(step.make_train_chunk(step_fn, 10, 8, False,
+                                          last_value=_options(c).last_value_metrics))
     state = step.init_state(model, tx, (28, 28, 1), keys, False)
     means = []
     for n in lengths:

@@ -2,12 +2,14 @@
 draws new noise from fold_in(loop key, step), and a resume continues from the newest step
 that every member has committed."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from tests import helpers
-from vae import checkpointing, config_lib, input_pipeline, models, optim
+from vae import checkpointing, config_lib, models, optim
 from vae import step as step_lib
 
 
@@ -16,8 +18,8 @@ def _smoke_step():
   shape = (28, 28, 1)
   model = models.build_model(c.model, shape)
   tx, lr_fn = optim.make_optimizer(c.optim, 10, 100)
-  mode, _ = input_pipeline.conversion_modes(c.data)
-  train_step = jax.jit(step_lib.make_train_step(model, tx, lr_fn, c, mode, None))
+  options = step_lib.step_options(c, 'cpu')
+  train_step = jax.jit(step_lib.make_train_step(model, tx, lr_fn, options, None))
   state = step_lib.init_state(model, tx, shape, step_lib.root_keys(c.seed), ema=False)
   hp = step_lib.hyperparameters(c, 10)
   x = jax.random.randint(jax.random.key(0), (8,) + shape, 0, 256).astype(jnp.uint8)
@@ -68,3 +70,22 @@ def test_resume_takes_the_newest_step_every_member_committed(tmp_path):
   assert [p.name.split('.')[0] for p in (tmp_path / 'a').glob('30.uncommitted-*')] == ['30']
   for c in (a, b):
     c.close()
+
+
+def test_step_options_come_from_the_config_and_the_backend_in_one_place(smoke_run):
+  """The 'auto' choices resolve by backend (conv on the CPU: the host loop), every option is
+  in the StepOptions the step is built from, and each session's run.json records them."""
+  c = helpers.smoke_config()
+  conv = helpers.smoke_config(**{'model.arch': 'conv'})
+  assert step_lib.step_options(conv, 'cpu').chunk_loop == 'host'
+  assert step_lib.step_options(conv, 'gpu').chunk_loop == 'device'
+  assert step_lib.step_options(c, 'cpu', model_axis_size=1).member_loop == 'map'
+  assert step_lib.step_options(c, 'gpu', model_axis_size=1).member_loop == 'vmap'
+  assert step_lib.step_options(c, 'cpu').member_loop is None
+  old = helpers.smoke_config(**{'train.norm_metrics': 'mean', 'objective.num_samples': 3})
+  o = step_lib.step_options(old, 'cpu')
+  assert o.last_value_metrics == () and o.num_samples == 3
+  assert step_lib.step_options(c, 'cpu').last_value_metrics == ('grad_norm', 'param_norm')
+  workdir, _ = smoke_run
+  session = json.loads((workdir / 'run.json').read_text())['sessions'][-1]
+  assert session['step_options'] == step_lib.step_options(c, 'cpu').record()

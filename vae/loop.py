@@ -244,13 +244,15 @@ def _train_runs(runs, group_dir, dataset, mesh, sched, t_start, preempt, hooks):
   """Builds the group, restores, and dispatches chunks up to the end; returns the results."""
   base, size = runs[0].config, len(runs)
   num_train = len(dataset.train)
-  train_mode, eval_mode = input_pipeline.conversion_modes(base.data)
+  _, eval_mode = input_pipeline.conversion_modes(base.data)
   train_images, val_images, test_images = input_pipeline.prepare_host_splits(dataset, base.data)
   streamed = (base.data.residency == 'host' or (
       base.data.residency == 'auto' and train_images.nbytes > base.data.max_device_bytes))
-  group = members_lib.Group([r.config for r in runs], dataset.image_shape, sched, train_mode,
-                            mesh, streamed, num_train, batched=group_dir is not None,
-                            hooks=hooks)
+  group = members_lib.Group([r.config for r in runs], dataset.image_shape, sched, mesh,
+                            streamed, num_train, batched=group_dir is not None, hooks=hooks)
+  log.info('compiled step: %s', group.options)
+  for r in runs:
+    r.record.note('step_options', group.options.record())
   state, resume_step = _restore(runs, group, sched)
   patience_steps = int(round(base.train.early_stopping_epochs * sched.steps_per_epoch))
   evaluator = _make_evaluator(group, base, mesh, eval_mode, val_images, test_images,

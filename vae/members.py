@@ -78,15 +78,18 @@ class Group:
     configs: member configs (one for a single run).
     image_shape: (H, W, C).
     schedule: the loop's Schedule (steps per epoch, total steps).
-    mode: the training conversion mode (`input_pipeline.conversion_modes`).
     mesh: a ('model', 'data') mesh; members over 'model', batches over 'data'.
     streamed: batches arrive from the host (`input_pipeline.HostFeeder`).
     num_examples: real examples in the resident training set.
     batched: stack the members under vmap (else exactly one member, unbatched).
+    hooks: the tests' `settings.FaultHooks` (None: none).
+
+  `options` are the compiled step's `step_lib.StepOptions`, derived from the first member's
+  config and the backend here, once.
   """
 
-  def __init__(self, configs, image_shape, schedule, mode, mesh, streamed, num_examples,
-               batched, hooks=None):
+  def __init__(self, configs, image_shape, schedule, mesh, streamed, num_examples, batched,
+               hooks=None):
     assert batched or len(configs) == 1
     self.configs, self.batched, self.image_shape = configs, batched, tuple(image_shape)
     self.size = len(configs)
@@ -99,11 +102,14 @@ class Group:
     self.models = [models.build_model(c.model, image_shape, dtype) for c in configs]
     self.replicated = sharding.replicated(mesh)
     batch_sharding = sharding.batch_sharded(mesh)
+    # The compiled step's static options, resolved here once (the backend's 'auto' choices too).
+    self.options = step_lib.step_options(base, jax.default_backend(),
+                                         mesh.shape['model'] if batched else None, hooks)
     if not batched:
       self.model = self.models[0]
       self.hp = step_lib.hyperparameters(base, spe)
-      train_step = step_lib.make_train_step(self.model, self.tx, self.lr_fn, base, mode,
-                                            batch_sharding, hooks=hooks)
+      train_step = step_lib.make_train_step(self.model, self.tx, self.lr_fn, self.options,
+                                            batch_sharding)
       self.state_sharding = self.replicated
       self.data_keys, self.eval_keys = self.keys[0]['data'], self.keys[0]['eval']
     else:
@@ -119,18 +125,17 @@ class Group:
         mask = (np.arange(d_max) < c.model.latent_dim).astype(np.float32) if padded else None
         hps.append(step_lib.hyperparameters(c, spe, mask, lr_scale=c.optim.lr / base.optim.lr))
       self.hp = jax.device_put(stack(hps), self.state_sharding)
-      train_step = step_lib.make_train_step(self.model, self.tx, self.lr_fn, base, mode,
-                                            batch_sharding, freezable=True, hooks=hooks)
+      train_step = step_lib.make_train_step(self.model, self.tx, self.lr_fn, self.options,
+                                            batch_sharding, freezable=True)
       self.data_keys, self.eval_keys = (
           jax.device_put(jnp.stack([k[p] for k in self.keys]), self.state_sharding)
           for p in ('data', 'eval'))
     self.train_step = train_step  # one member's step (unbatched), e.g. for FLOP counts
-    loop = step_lib.chunk_loop(base)
-    self.member_loop = (step_lib.member_loop(base, mesh.shape['model']) if batched
-                        else None)
+    loop, self.member_loop = self.options.chunk_loop, self.options.member_loop
     chunk = step_lib.make_train_chunk(train_step, spe, base.train.batch_size, streamed,
                                       self.size if batched else None, loop=loop,
-                                      num_examples=num_examples, member_loop=self.member_loop)
+                                      num_examples=num_examples, member_loop=self.member_loop,
+                                      last_value=self.options.last_value_metrics)
     self.chunk_fn = jax.jit(chunk, donate_argnums=0) if loop == 'device' else chunk
     self._image_fns = {}
 

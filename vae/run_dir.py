@@ -237,6 +237,12 @@ class RunRecord:
     self.data['sessions'].append(self.session)
     metrics_io.write_json(self.path, self.data)
 
+  def note(self, key, value):
+    """Adds `key` to this session's entry (e.g. the compiled step's options)."""
+    if self.enabled:
+      self.session[key] = value
+      metrics_io.write_json(self.path, self.data)
+
   def finish(self, status, start_step, end_step):
     if not self.enabled:
       return

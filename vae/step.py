@@ -11,9 +11,10 @@ leading model axis (`num_models`), M models, each with its own keys, data
 order and hyperparameters, train in one program (the step is vmapped).
 """
 
+import dataclasses
 import functools
 import logging
-from typing import Any
+from typing import Any, Optional
 
 import flax
 import jax
@@ -28,6 +29,60 @@ KEY_PURPOSES = ('init', 'data', 'loop', 'sample', 'eval')
 
 class NonFiniteError(FloatingPointError):
   """The loss or gradient became NaN or Inf; the message names the step."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+  """Everything static that the compiled step and chunk compute from: derived from the
+  config (and the backend, for the 'auto' choices) in one place, `step_options`, logged
+  and recorded in run.json. The per-model scalars that a vmapped group varies (beta, free
+  bits, warm-up, the learning-rate ratio, active) are traced instead (`hyperparameters`).
+
+  Attributes:
+    mode: the training conversion of uint8 pixels (`input_pipeline.conversion_modes`).
+    num_samples: k, importance samples of the objective (k > 1: IWAE bound).
+    estimator: 'iwae' or 'elbo', how k > 1 samples are combined.
+    ema_decay: parameter EMA decay (0: none).
+    norms_last: gradient and parameter norms at the last step of a chunk only (the
+      train.norm_metrics='last' protocol) rather than at every step, averaged.
+    chunk_loop: 'device' (one compiled while loop per chunk) or 'host' (dispatched steps).
+    member_loop: for a vmapped group, 'vmap' or 'map'; None for a single run.
+    nan_at_step: fault injection of the tests (`settings.FaultHooks`): NaN batch at this step.
+    log_batch_sharding: log the batch's sharding inside the step (diagnostics).
+  """
+  mode: str
+  num_samples: int = 1
+  estimator: str = 'iwae'
+  ema_decay: float = 0.0
+  norms_last: bool = True
+  chunk_loop: str = 'device'
+  member_loop: Optional[str] = None
+  nan_at_step: int = -1
+  log_batch_sharding: bool = False
+
+  @property
+  def last_value_metrics(self):
+    """Metrics a chunk reports at their last value instead of a mean."""
+    return ('grad_norm', 'param_norm') if self.norms_last else ()
+
+  def record(self):
+    """The options as a JSON-able dict (run.json)."""
+    return dataclasses.asdict(self)
+
+
+def step_options(config, backend, model_axis_size=None, hooks=None):
+  """The StepOptions of `config` on `backend` ('cpu', 'gpu', 'tpu'); `model_axis_size`:
+  the devices of the mesh's model axis for a vmapped group (None: a single run)."""
+  mode, _ = input_pipeline.conversion_modes(config.data)
+  loop = chunk_loop(config, backend)
+  return StepOptions(
+      mode=mode, num_samples=int(config.objective.num_samples),
+      estimator=config.objective.estimator, ema_decay=float(config.optim.ema_decay),
+      norms_last=config.train.norm_metrics == 'last', chunk_loop=loop,
+      member_loop=(None if model_axis_size is None
+                   else member_loop(config, model_axis_size, backend)),
+      nan_at_step=-1 if hooks is None else hooks.nan_at_step,
+      log_batch_sharding=hooks is not None and hooks.log_batch_sharding)
 
 
 @flax.struct.dataclass
@@ -82,9 +137,11 @@ def _log_batch_sharding(sharding):
   log.info('batch sharding inside the train step: %s', sharding)
 
 
-def make_train_step(model, tx, schedule_fn, config, mode, batch_sharding, freezable=False,
-                    hooks=None):
+def make_train_step(model, tx, schedule_fn, options, batch_sharding, freezable=False):
   """train_step(state, x_uint8, hp, last) -> (state, metrics, finite): one optimizer update.
+
+  What it computes follows from its arguments alone: the model, the optimizer, the
+  schedule, the StepOptions and, traced, the hyperparameters `hp`.
 
   `hp` holds the per-model scalars (`hyperparameters`), traced, so that many
   models with different values can share one compiled step under vmap. With
@@ -96,19 +153,16 @@ def make_train_step(model, tx, schedule_fn, config, mode, batch_sharding, freeza
   member that only runs while active, `make_train_chunk`'s member_loop='map').
 
   `last` (traced bool, default true): whether this is the last step of a chunk. With
-  train.norm_metrics='last' the gradient and parameter norms (two passes over every
-  parameter) are computed only then and are 0 at other steps; `train_step.last_value_metrics`
-  names them, so that a chunk reports their last value instead of a mean. The loss is
-  checked for NaN/Inf at every step either way.
+  `options.norms_last` the gradient and parameter norms (two passes over every parameter)
+  are computed only then and are 0 at other steps (`options.last_value_metrics` names them,
+  so that a chunk reports their last value instead of a mean). The loss is checked for
+  NaN/Inf at every step either way.
   """
-  num_samples = config.objective.num_samples
-  ema_decay = config.optim.ema_decay
+  num_samples, ema_decay, mode = options.num_samples, options.ema_decay, options.mode
   # Fault injection for the reliability tests (`settings.FaultHooks`): makes the batch NaN
   # at one step. Off in normal runs, and then not even compiled in.
-  nan_step = -1 if hooks is None else hooks.nan_at_step
-  show_sharding = hooks is not None and hooks.log_batch_sharding
-
-  norms_last = config.train.norm_metrics == 'last'
+  nan_step, show_sharding = options.nan_at_step, options.log_batch_sharding
+  norms_last = options.norms_last
 
   def norms(grads, params):
     return optax.tree.norm(grads), optax.tree.norm(params)
@@ -131,7 +185,7 @@ def make_train_step(model, tx, schedule_fn, config, mode, batch_sharding, freeza
       loss, terms = objectives.per_example_objective(
           model, {'params': params}, x, k_z, beta=beta, free_bits=hp['free_bits'],
           num_samples=num_samples, latent_mask=latent_mask,
-          estimator=config.objective.estimator)
+          estimator=options.estimator)
       return jnp.mean(loss), terms
 
     with jax.named_scope('loss'):
@@ -170,12 +224,11 @@ def make_train_step(model, tx, schedule_fn, config, mode, batch_sharding, freeza
       finite = finite | ~keep
     return new_state, metrics, finite
 
-  train_step.last_value_metrics = ('grad_norm', 'param_norm') if norms_last else ()
   return train_step
 
 
 def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_models=None,
-                     loop='device', num_examples=None, member_loop='vmap'):
+                     loop='device', num_examples=None, member_loop='vmap', last_value=()):
   """chunk(state, data, data_key, hp, num_steps) -> (state, mean metrics, first bad step).
 
   `data` is the device-resident uint8 training set [N, H, W, C] (batches are
@@ -203,13 +256,15 @@ def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_mode
   parameters and moments stay in the CPU's cache over its steps, and a stopped member
   costs nothing (its step counter advances, as under vmap). The same batches and keys
   either way; the numbers differ from 'vmap' by float rounding (unbatched vs batched ops).
+
+  last_value: metrics reported at their last step's value, not averaged
+  (`StepOptions.last_value_metrics`).
   """
   multi = num_models is not None
   if multi and member_loop == 'map':
     assert loop == 'device', 'member_loop=map runs the device loop'
     return _mapped_chunk(train_step, steps_per_epoch, batch_size, streamed, num_models,
-                         num_examples)
-  last_value = getattr(train_step, 'last_value_metrics', ())
+                         num_examples, last_value)
   step_fn = (jax.vmap(train_step, in_axes=(0, 0, 0, None, None), spmd_axis_name='model')
              if multi else train_step)
   step_of = (lambda st: st.step[0]) if multi else (lambda st: st.step)
@@ -291,12 +346,11 @@ def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_mode
 
 
 def _mapped_chunk(train_step, steps_per_epoch, batch_size, streamed, num_models,
-                  num_examples):
+                  num_examples, last_value):
   """make_train_chunk's member_loop='map': the members' chunks one after another."""
   member_step = functools.partial(train_step, any_stopped=False)
-  member_step.last_value_metrics = getattr(train_step, 'last_value_metrics', ())
   run_member = make_train_chunk(member_step, steps_per_epoch, batch_size, streamed, loop='device',
-                                num_examples=num_examples)
+                                num_examples=num_examples, last_value=last_value)
   no_step = jnp.iinfo(jnp.int32).max
 
   def chunk(state, data, data_key, hp, num_steps):
@@ -321,22 +375,22 @@ def _mapped_chunk(train_step, steps_per_epoch, batch_size, streamed, num_models,
   return chunk
 
 
-def member_loop(config, model_axis_size):
+def member_loop(config, model_axis_size, backend):
   """'vmap' or 'map' for `make_train_chunk`, from train.member_loop ('auto': map on the
   CPU backend when the members share one device and the device loop runs, else vmap;
   runs saved before the field keep vmap, config_lib.LEGACY_VALUES)."""
-  if chunk_loop(config) != 'device':
+  if chunk_loop(config, backend) != 'device':
     return 'vmap'
   if config.train.member_loop != 'auto':
     return config.train.member_loop
-  return 'map' if jax.default_backend() == 'cpu' and model_axis_size == 1 else 'vmap'
+  return 'map' if backend == 'cpu' and model_axis_size == 1 else 'vmap'
 
 
-def chunk_loop(config):
+def chunk_loop(config, backend):
   """'device' or 'host' for `make_train_chunk`, from train.loop ('auto': host for conv on
   the CPU backend, whose convolutions run >10x slower inside a while loop; the device loop
   everywhere else: on an H200 it trains the default conv model 1.6x faster than the host
   loop, docs/benchmarks.md)."""
   if config.train.loop != 'auto':
     return config.train.loop
-  return 'host' if config.model.arch == 'conv' and jax.default_backend() == 'cpu' else 'device'
+  return 'host' if config.model.arch == 'conv' and backend == 'cpu' else 'device'
