@@ -307,14 +307,97 @@ def profile_importance_sampling(config, image_shape, n, k, chunk=100):
   return profiling.time_by_category(fn, (params, batches, mask, jax.random.key(0)), units)
 
 
+TINY = ('configs/pytorch_example.py:epochs={epochs}', '--config.model.hidden=(32,)',
+        '--config.model.latent_dim=2')
+
+
+def train_py_epochs_rate(repo, epochs, skip_epochs=2, extra=()):
+  """train.py (of the checkout at `repo`) on the tiny model at its default cadence
+  (evaluation every 5 epochs, checkpoints every 5, a log every 100 steps): examples/s from
+  the end of epoch `skip_epochs` (compilation excluded) to the end, evaluations and
+  checkpoints included; and its run.json timing (None before the loop recorded it)."""
+  spec, *flags = TINY
+  with tempfile.TemporaryDirectory() as tmp:
+    cmd = [sys.executable, str(pathlib.Path(repo) / 'train.py'), '--config',
+           spec.format(epochs=epochs), '--workdir', tmp, *flags, *extra]
+    subprocess.run(cmd, cwd=repo, check=True, capture_output=True,
+                   env=dict(os.environ, PYTHONPATH=str(repo)))
+    events = [json.loads(line) for line in open(pathlib.Path(tmp) / 'metrics.jsonl')]
+    session = json.loads((pathlib.Path(tmp) / 'run.json').read_text())['sessions'][-1]
+    end_t = session['end']
+  train = [e for e in events if e['event'] == 'train']
+  spe = train[-1]['step'] / epochs
+  start = min((e for e in train if e['step'] >= skip_epochs * spe), key=lambda e: e['step'])
+  examples = train[-1]['examples_seen'] - start['examples_seen']
+  return examples / (end_t - start['wall_time']), session.get('timing')
+
+
+def host_loop_stand_in(base_ref, epochs, rounds):
+  """The CPU stand-in for what a GPU exposes (a model so small that the host loop is what
+  is left): the tiny model through train.py at default cadence, beside a minimal jitted
+  scan loop of the same model and beside train.py of `base_ref`, in interleaved rounds."""
+  try:
+    images = data_lib.load(default.get_config().data).train.images
+  except data_lib.DataError:
+    images = np.random.default_rng(0).integers(0, 256, (50000, 28, 28, 1)).astype(np.uint8)
+  out = {'command': ' '.join(['python train.py --config', TINY[0].format(epochs=epochs),
+                              *TINY[1:], '--workdir W']),
+         'epochs': epochs, 'steady_from_epoch': 2, 'rounds': []}
+  with tempfile.TemporaryDirectory() as tmp:
+    base = None
+    if base_ref:
+      base = pathlib.Path(tmp) / 'base'
+      subprocess.run(['git', 'worktree', 'add', '--detach', str(base), base_ref], cwd=REPO,
+                     check=True, capture_output=True)
+    try:
+      for _ in range(rounds):
+        row = {'plain_jax_scan': plain_jax_epoch(images[:50000], 3, hidden=32, latent=2)}
+        row['train_py'], timing = train_py_epochs_rate(REPO, epochs)
+        row['host_stall_share'] = None if timing is None else timing['steady']['host_stall_share']
+        if base is not None:
+          row['base_train_py'] = train_py_epochs_rate(base, epochs)[0]
+        out['rounds'].append(row)
+    finally:
+      if base is not None:
+        subprocess.run(['git', 'worktree', 'remove', '--force', str(base)], cwd=REPO,
+                       capture_output=True)
+  med = lambda k: float(np.median([r[k] for r in out['rounds']]))
+  out['train_py_examples_per_s'] = med('train_py')
+  out['plain_jax_scan_examples_per_s'] = med('plain_jax_scan')
+  out['train_py_share_of_plain'] = float(np.median(
+      [r['train_py'] / r['plain_jax_scan'] for r in out['rounds']]))
+  if base_ref:
+    out['base'] = base_ref
+    out['base_train_py_examples_per_s'] = med('base_train_py')
+    out['train_py_speedup_vs_base'] = float(np.median(
+        [r['train_py'] / r['base_train_py'] for r in out['rounds']]))
+  return out
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--quick', action='store_true', help='fewer steps and repeats')
+  parser.add_argument('--host_loop', action='store_true',
+                      help='only the host-loop stand-in: the tiny model through train.py '
+                           'against a minimal scan loop (and --base)')
+  parser.add_argument('--base', default='',
+                      help='with --host_loop: a git commit whose train.py is measured too')
+  parser.add_argument('--epochs', type=int, default=20, help='with --host_loop')
+  parser.add_argument('--rounds', type=int, default=3, help='with --host_loop')
   parser.add_argument('--no_before', action='store_true',
                       help='skip the before/after rows (the older behaviour, measured again)')
   parser.add_argument('--out', default='runs/benchmarks.json',
                       help='the JSON figures (default: runs/benchmarks.json, ignored by git)')
   args = parser.parse_args()
+  if args.host_loop:
+    result = host_loop_stand_in(args.base, args.epochs, args.rounds)
+    result.update(date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
+                  machine=f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores',
+                  backend=jax.default_backend(), jax=jax.__version__)
+    pathlib.Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(args.out).write_text(json.dumps(result, indent=1) + '\n')
+    print(json.dumps({k: v for k, v in result.items() if k != 'rounds'}, indent=1))
+    return
   repeats = 2 if args.quick else 5
   steps = 50 if args.quick else 300
   started = time.time()

@@ -525,3 +525,31 @@ def test_early_stopping_and_the_best_checkpoint_follow_validation_not_test(tmp_p
   assert vae.load(w, 'best').step == 2 * spe
   evals = [e for e in read_events(w) if e['event'] == 'eval']
   assert [e['val/elbo'] for e in evals] == scripted['val'][:4]
+
+
+def test_run_json_records_the_device_timeline_and_the_boundary_seconds(smoke_run):
+  workdir, _ = smoke_run
+  timing = json.loads((workdir / 'run.json').read_text())['sessions'][-1]['timing']
+  for window in ('whole', 'steady'):
+    t = timing[window]
+    assert 0.0 <= t['host_stall_share'] <= 1.0
+    assert 0.0 < t['device_busy_s'] <= t['wall_s'] + 1e-3
+  assert timing['steady']['wall_s'] <= timing['whole']['wall_s']
+  assert timing['eval_s'] > 0 and timing['checkpoint_background_s'] > 0
+
+
+def test_wall_clock_checkpoints_add_saves_and_change_no_number(smoke_run, tmp_path, caplog):
+  """train.checkpoint_every_minutes (here: at every boundary) saves at log boundaries too,
+  in the background, without orbax's per-save warning, and trains exactly as before."""
+  w = tmp_path / 'w'
+  loop.train_and_evaluate(smoke_config(**{'train.checkpoint_every_minutes': 1e-9,
+                                          'train.keep_checkpoints': 10}), str(w))
+  steps = checkpointing.CheckpointReader(w / 'checkpoints').steps()
+  assert steps == [4, 8, 12, 16, 20, 24]  # every log boundary, not only epochs 1 and 2
+  assert not [r for r in caplog.records if 'did not provide metrics' in r.getMessage()]
+  ref_step, ref = final_params(smoke_run[0])
+  step_, got = final_params(w)
+  assert step_ == ref_step
+  for k, v in leaves(ref).items():
+    np.testing.assert_array_equal(leaves(got)[k], v)
+  assert read_events(w) == read_events(smoke_run[0])

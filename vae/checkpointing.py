@@ -26,6 +26,7 @@ group saves its members one after another and keeps at least two checkpoints
 each, so a kill between two members' saves leaves a common step behind.
 """
 
+import concurrent.futures
 import hashlib
 import json
 import logging
@@ -43,6 +44,17 @@ from vae.step import TrainState
 
 BEST_METRIC = 'val_elbo'
 log = logging.getLogger('vae')
+
+
+class _CheckpointWithoutMetric(logging.Filter):
+  """Orbax warns at every save without a ranking metric (those between evaluations, which
+  are never the best by design): once per save is noise, so that warning is dropped."""
+
+  def filter(self, record):
+    return 'did not provide metrics' not in record.getMessage()
+
+
+logging.getLogger('absl').addFilter(_CheckpointWithoutMetric())
 ITEMS = ('params', 'state', 'meta', 'checksums')
 
 
@@ -248,6 +260,64 @@ class Checkpointer:
   def close(self):
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+class BackgroundSaver:
+  """Writes checkpoints on one background thread, in the order they are handed over, so
+  that training goes on while files are written and checksummed.
+
+  The loop hands over snapshots: device copies of the states, taken before the next chunk
+  reuses the state's buffers. The thread copies them to the host, computes the checksums and
+  saves through orbax (atomic: temporary directory, then rename). A group's members of one
+  step are one job, saved one after another (a kill between two of them leaves a step some
+  members lack; `restore_group` resumes below it). An error (a full disk) surfaces in the
+  loop at the next `submit` or at `wait`. A multi-process run saves in the loop's thread
+  (`background=False`): its arrays span processes and orbax coordinates the write.
+  """
+
+  def __init__(self, hooks=None, background=True):
+    self.hooks, self.background = hooks, background
+    self._pool = (concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='vae-save')
+                  if background else None)
+    self._pending = []
+    self.seconds = 0.0  # spent saving (on the thread: not in the loop's way)
+
+  def submit(self, saves):
+    """Queues one job: `saves` is a list of (checkpointer, step, state snapshot, meta,
+    selection ELBO or None)."""
+    self.check()
+    if not saves:
+      return
+    if self._pool is None:
+      self._save(saves)
+    else:
+      self._pending.append(self._pool.submit(self._save, saves))
+
+  def _save(self, saves):
+    t0 = time.perf_counter()
+    for i, (ckpt, step, state, meta, value) in enumerate(saves):
+      if i and self.hooks is not None:
+        self.hooks.between_member_saves(step)
+      ckpt.save(step, jax.device_get(state) if self.background else state, meta, value)
+    self.seconds += time.perf_counter() - t0
+
+  def check(self):
+    """Raises the error of a finished job, if one failed."""
+    done = [f for f in self._pending if f.done()]
+    self._pending = [f for f in self._pending if not f.done()]
+    for f in done:
+      f.result()
+
+  def wait(self):
+    """Waits for every queued job; raises the first error."""
+    pending, self._pending = self._pending, []
+    for f in pending:
+      f.result()
+
+  def close(self):
+    """Waits for the queued jobs (errors are not raised here: `wait` raises them)."""
+    if self._pool is not None:
+      self._pool.shutdown(wait=True)
 
 
 def read_json_item(step_dir, item):

@@ -20,7 +20,7 @@ import math
 
 import ml_collections
 
-RESUMABLE = ('train.num_epochs', 'train.images_every_epochs')
+RESUMABLE = ('train.num_epochs', 'train.images_every_epochs', 'train.checkpoint_every_minutes')
 STRUCTURAL = tuple('model.' + k for k in (
     'type', 'arch', 'latent_dim', 'hidden', 'activation', 'gated', 'conv_channels',
     'conv_dense', 'conv_upsample', 'likelihood', 'gaussian_scale', 'prior', 'prior_components',
@@ -148,6 +148,7 @@ def base_config():
   t.norm_metrics = 'last'
   t.eval_every_epochs = 5.0
   t.checkpoint_every_epochs = 5.0
+  t.checkpoint_every_minutes = 0.0
   t.images_every_epochs = 0.0
   t.keep_checkpoints = 3
   t.early_stopping_epochs = 0.0
@@ -250,6 +251,9 @@ FIELD_DOCS = {
     'train.eval_every_epochs': 'epochs between evaluations (metrics; images: '
                              'train.images_every_epochs)',
     'train.checkpoint_every_epochs': 'epochs between checkpoints',
+    'train.checkpoint_every_minutes': 'also checkpoint at the first boundary (log, eval or '
+                                      'checkpoint step) this many minutes after the last '
+                                      'save (0: off; single-process runs)',
     'train.images_every_epochs': 'epochs between the evaluations that also write images '
                                  '(samples, reconstructions: PNG and TensorBoard); 0: every '
                                  'evaluation. The last step and an early stop always write them',
@@ -376,6 +380,7 @@ def check_train(c):
         f'train.norm_metrics={t.norm_metrics!r}; choose last or mean')
   check(t.eval_every_epochs > 0, 'train.eval_every_epochs must be > 0')
   check(t.checkpoint_every_epochs > 0, 'train.checkpoint_every_epochs must be > 0')
+  check(t.checkpoint_every_minutes >= 0, 'train.checkpoint_every_minutes must be >= 0')
   check(t.images_every_epochs >= 0,
         f'train.images_every_epochs={t.images_every_epochs} must be >= 0 (0: every evaluation)')
   check(t.keep_checkpoints >= 1, 'train.keep_checkpoints must be >= 1')

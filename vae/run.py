@@ -120,6 +120,12 @@ class Run:
     at, value = self.evaluated
     self.checkpointer.save(step, state, self.meta, value if at == step else None)
 
+  def save_job(self, step, state):
+    """`save` as a job for `checkpointing.BackgroundSaver`: (checkpointer, step, state,
+    meta, selection ELBO or None)."""
+    at, value = self.evaluated
+    return (self.checkpointer, step, state, self.meta, value if at == step else None)
+
   def stop_early(self, step, where=''):
     """Ends the run at `step`: its last metrics in HParams, done.json, no more writes."""
     log.info('early stopping %sat step %d: val ELBO last improved at step %d (%.3f)',
