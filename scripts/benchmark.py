@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from configs import default, fashion_mnist_gated  # pylint: disable=g-import-not-at-top
+from configs import default, fashion_mnist_gated, pytorch_example  # pylint: disable=g-import-not-at-top
 from vae import data as data_lib, evaluation, input_pipeline, loop, members, models, profiling
 from vae import config_lib, sharding, step as step_lib, sweeps
 
@@ -361,6 +361,10 @@ def host_loop_stand_in(base_ref, epochs, rounds):
       if base is not None:
         subprocess.run(['git', 'worktree', 'remove', '--force', str(base)], cwd=REPO,
                        capture_output=True)
+  # Where the step's time goes (the host is not in it): the same model's compiled chunk.
+  tiny = sweeps.apply_overrides(pytorch_example.get_config(f'epochs={epochs}'),
+                                {'model.hidden': (32,), 'model.latent_dim': 2})
+  out['profile_train_tiny'] = profile_train(tiny, (28, 28, 1), 300)
   med = lambda k: float(np.median([r[k] for r in out['rounds']]))
   out['train_py_examples_per_s'] = med('train_py')
   out['plain_jax_scan_examples_per_s'] = med('plain_jax_scan')
