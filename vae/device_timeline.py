@@ -21,6 +21,7 @@ class DeviceTimeline:
 
   def __init__(self):
     self.start = time.perf_counter()
+    self.stop = None
     self._events = []
     self._queue = queue.Queue()
     self._thread = threading.Thread(target=self._watch, name='vae-device-timeline',
@@ -55,7 +56,7 @@ class DeviceTimeline:
     the timeline's start), the close]."""
     self.close()
     t0 = self.start if since is None else since
-    t1 = self.stop
+    t1 = self.stop or time.perf_counter()
     busy, end = 0.0, t0
     for _, dispatch, ready in sorted(self._events, key=lambda e: e[1]):
       begin = max(dispatch, end, t0)

@@ -465,6 +465,7 @@ class _Driver:
     """Ends the progress line and waits for the figures still being drawn (raising the
     error of one that failed)."""
     self.progress.close()
+    self.timeline.close()  # its watcher thread ends with the run, also one that failed
     self.files.shutdown(wait=True)
     for f in self.file_jobs:
       f.result()
