@@ -220,11 +220,9 @@ class Checkpointer:
     group trains them again from `step` and saves them anew."""
     newer = [s for s in self.steps() if s > step]
     for s in newer:
-      dst = self.directory / f'{s}.uncommitted-{int(time.time())}'
+      dst = self._rename_aside(s, 'uncommitted')
       log.warning('checkpoint %s was not saved by every member of its group; moved to %s, '
                   'the group resumes at step %d', self.directory / str(s), dst.name, step)
-      if jax.process_index() == 0:
-        os.rename(self.directory / str(s), dst)
     if newer:
       self.manager.reload()
 
@@ -234,13 +232,19 @@ class Checkpointer:
     self.manager.reload()
 
   def _move_aside(self, step, error):
-    src = self.directory / str(step)
-    dst = self.directory / f'{step}.corrupt-{int(time.time())}'
+    dst = self._rename_aside(step, 'corrupt')
     log.warning('checkpoint %s cannot be restored (%s: %s); moved to %s, falling back to '
-                    'the previous checkpoint', src, type(error).__name__, _first_line(error),
-                    dst.name)
+                    'the previous checkpoint', self.directory / str(step),
+                    type(error).__name__, _first_line(error), dst.name)
+
+  def _rename_aside(self, step, why):
+    """Renames step's directory to <step>.<why>-<time> (the chief process does; kept, never
+    deleted) and returns the new path."""
+    src = self.directory / str(step)
+    dst = self.directory / f'{step}.{why}-{int(time.time())}'
     if jax.process_index() == 0 and src.exists():
       os.rename(src, dst)
+    return dst
 
   def _unreadable_step(self):
     """The newest step whose orbax metadata files do not parse, or None."""
@@ -303,8 +307,10 @@ class BackgroundSaver:
 
   def check(self):
     """Raises the error of a finished job, if one failed."""
-    done = [f for f in self._pending if f.done()]
-    self._pending = [f for f in self._pending if not f.done()]
+    done, pending = [], []
+    for f in self._pending:  # one look at each job: one that ends meanwhile is not lost
+      (done if f.done() else pending).append(f)
+    self._pending = pending
     for f in done:
       f.result()
 

@@ -117,8 +117,8 @@ class Run:
   def save(self, step, state):
     """A checkpoint of this run's state, ranked for "best" by the selection ELBO of an
     evaluation at the same step (a checkpoint without one is never the best)."""
-    at, value = self.evaluated
-    self.checkpointer.save(step, state, self.meta, value if at == step else None)
+    checkpointer, *job = self.save_job(step, state)
+    checkpointer.save(*job)
 
   def save_job(self, step, state):
     """`save` as a job for `checkpointing.BackgroundSaver`: (checkpointer, step, state,
