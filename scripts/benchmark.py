@@ -166,10 +166,11 @@ def step_flops(group, image_shape):
 def _group_throughput(configs, image_shape, steps, repeats, mode=None, batched=False):
   """Examples/s summed over the members of the loop's program."""
   group, images, state = _group(configs, image_shape, mode, batched)
-  holder = {'state': state}
+  holder = {'state': state, 'order': group.no_order(images)}
 
   def run():
-    s, m, _ = group.chunk_fn(holder['state'], images, group.data_keys, group.hp, steps)
+    s, m, _, holder['order'] = group.chunk_fn(holder['state'], images, group.data_keys,
+                                              group.hp, steps, holder['order'])
     jax.block_until_ready(m)
     holder['state'] = s
 
@@ -183,9 +184,11 @@ def profile_train(config, image_shape, steps, num_members=None):
   group, images, state = _group(configs, image_shape, batched=num_members is not None)
   if group.options.chunk_loop != 'device':
     return None  # the host loop is many programs; profile the device loop's single one
-  chunk = jax.jit(lambda st, data, keys, hp: group.chunk_fn(st, data, keys, hp, steps))
-  return profiling.time_by_category(chunk, (state, images, group.data_keys, group.hp),
-                                    steps * len(configs))
+  chunk = jax.jit(lambda st, data, keys, hp, order: group.chunk_fn(st, data, keys, hp, steps,
+                                                                   order))
+  return profiling.time_by_category(
+      chunk, (state, images, group.data_keys, group.hp, group.no_order(images)),
+      steps * len(configs))
 
 
 def _beta_members(config, num_members):

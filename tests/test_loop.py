@@ -20,7 +20,8 @@ import vae
 
 from tests.helpers import FIXTURES, SLOW_FLAGS, final_params, leaves, read_events, run_train
 from tests.helpers import smoke_config, tensorboard_values
-from vae import checkpointing, config_lib, evaluation, loop, models, optim, run_dir, step
+from vae import checkpointing, config_lib, evaluation, input_pipeline, loop, models, optim
+from vae import run_dir, step
 
 def test_smoke_run_writes_everything(smoke_run):
   tmp_path, result = smoke_run
@@ -195,14 +196,25 @@ def test_train_chunk_compiles_once_for_any_length():
   keys = step.root_keys(0)
   state = step.init_state(model, tx, (28, 28, 1), keys, False)
   step_fn = step.make_train_step(model, tx, lr_fn, _options(c), None)
-  chunk = step.make_train_chunk(step_fn, 10, 8, streamed=False)
-  chunk = jax.jit(chex.assert_max_traces(chunk, n=1))
-  images = jnp.zeros((80, 28, 28, 1), jnp.uint8)
+  pure = step.make_train_chunk(step_fn, 10, 8, streamed=False)
+  chunk = jax.jit(chex.assert_max_traces(pure, n=1))
+  images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (80, 28, 28, 1)), jnp.uint8)
   hp = step.hyperparameters(c, 10)
-  for n in (3, 7, 1, 10):
-    state, means, bad = chunk(state, images, keys['data'], hp, n)
-  assert int(state.step) == 21 and int(bad) == -1
+  order, fresh_state = pure.no_order(images), state
+  # Lengths that end on an epoch's last step (3 + 7), start inside one, and cross one.
+  for n in (3, 7, 1, 10, 4):
+    state, means, bad, order = chunk(state, images, keys['data'], hp, n, order)
+  assert int(state.step) == 25 and int(bad) == -1 and int(order[0]) == 2
   assert np.isfinite(float(means['loss']))
+  # The order a chunk hands on is the one each chunk would draw afresh: the same batches.
+  fresh = jax.jit(pure)
+  for n in (3, 7, 1, 10, 4):
+    fresh_state, fresh_means, _, fresh_order = fresh(fresh_state, images, keys['data'], hp, n)
+  chex.assert_trees_all_equal(fresh_state.params, state.params)
+  chex.assert_trees_all_equal(fresh_means, means)
+  chex.assert_trees_all_equal(fresh_order, order)
+  np.testing.assert_array_equal(
+      order[1], input_pipeline.epoch_permutation(keys['data'], 2, 80))
 
 
 def test_host_streamed_data_with_parameter_ema(tmp_path):
@@ -246,8 +258,9 @@ def test_host_dispatched_loop_equals_device_loop():
     chunk = step.make_train_chunk(step_fn, 10, 8, False, loop=loop)
     chunk = jax.jit(chunk) if loop == 'device' else chunk
     state = step.init_state(model, tx, (28, 28, 1), keys, False)
+    order = None
     for n in (7, 6):  # crosses an epoch boundary
-      state, means, bad = chunk(state, images, keys['data'], hp, n)
+      state, means, bad, order = chunk(state, images, keys['data'], hp, n, order)
     out[loop] = (state, means, int(bad))
   assert int(out['host'][0].step) == 13 and out['host'][2] == -1
   chex.assert_trees_all_close(out['host'][0].params, out['device'][0].params, rtol=1e-5,
@@ -275,16 +288,17 @@ def test_mapped_members_equal_vmapped_members_skip_a_stopped_one_and_report_nan(
   for member_loop in ('vmap', 'map'):
     chunk = jax.jit(step.make_train_chunk(step_fn, 10, 8, False, 2, member_loop=member_loop))
     state = state0
+    order = None
     for n in (7, 6):  # crosses an epoch boundary
-      state, means, bad = chunk(state, images, data_keys, hp, n)
+      state, means, bad, order = chunk(state, images, data_keys, hp, n, order)
       assert int(bad) == -1
     stopped = dict(hp, active=jnp.array([1.0, 0.0]))
-    frozen, _, bad = chunk(state, images, data_keys, stopped, 4)
+    frozen, _, bad, _ = chunk(state, images, data_keys, stopped, 4, order)
     nan = dict(hp, beta=jnp.array([1.0, jnp.nan]))
-    _, _, nan_bad = chunk(state, images, data_keys, nan, 4)
+    _, _, nan_bad, _ = chunk(state, images, data_keys, nan, 4)
     # Streamed from the host: each member its own batches, [T, M, B, H, W, C].
     streamed = jax.jit(step.make_train_chunk(step_fn, 10, 8, True, 2, member_loop=member_loop))
-    fed, _, _ = streamed(state0, images.reshape(5, 2, 8, 28, 28, 1), data_keys, hp, 5)
+    fed, _, _, _ = streamed(state0, images.reshape(5, 2, 8, 28, 28, 1), data_keys, hp, 5)
     out[member_loop] = (state, means, frozen, int(bad), int(nan_bad), fed)
   (sv, mv, fv, bv, nv, dv), (sm, mm, fm, bm, nm, dm) = out['vmap'], out['map']
   assert sm.step.tolist() == [13, 13] and bm == bv == -1
@@ -355,7 +369,7 @@ def test_norm_metrics_last_reports_the_last_steps_norms_and_trains_the_same():
     state = step.init_state(model, tx, (28, 28, 1), keys, False)
     means = []
     for n in lengths:
-      state, m, bad = chunk(state, images, keys['data'], step.hyperparameters(c, 10), n)
+      state, m, bad, _ = chunk(state, images, keys['data'], step.hyperparameters(c, 10), n)
       assert int(bad) == -1
       means.append(jax.device_get(m))
     out[mode] = (state, means)

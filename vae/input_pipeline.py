@@ -96,7 +96,10 @@ def epoch_permutation(data_key, epoch, num_examples):
 def gather_batch(images, perm, index_in_epoch, batch_size):
   """Batch `index_in_epoch` of the epoch ordered by `perm`: [B, H, W, C] uint8."""
   idx = jax.lax.dynamic_slice_in_dim(perm, index_in_epoch * batch_size, batch_size)
-  return jnp.take(images, idx, axis=0)
+  # Rows of the flattened images: XLA's CPU backend gathers whole rows ~4x faster than
+  # [1, H, W, C] slices; the same bytes.
+  rows = jnp.take(images.reshape(images.shape[0], -1), idx, axis=0)
+  return rows.reshape((batch_size,) + images.shape[1:])
 
 
 def pad_to_batches(images, batch_size):

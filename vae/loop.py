@@ -326,6 +326,7 @@ class _Driver:
     self.files = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='vae-files')
     self.file_jobs = []
     self.steady_from = None
+    self.order = None  # the data order the last chunk left (step_lib.make_train_chunk)
     self.seconds = {'eval': 0.0, 'checkpoint': 0.0, 'images': 0.0}
     size = len(runs)
     self.progress = progress_lib.Progress(
@@ -334,9 +335,11 @@ class _Driver:
 
   def _dispatch(self, state, step, feed):
     end = self.sched.next_boundary(step)
-    group = self.group
-    state, means, bad = group.chunk_fn(state, feed.data(step, end), group.data_keys, group.hp,
-                                       end - step)
+    group, data = self.group, feed.data(step, end)
+    if self.order is None:
+      self.order = group.no_order(data)
+    state, means, bad, self.order = group.chunk_fn(state, data, group.data_keys, group.hp,
+                                                   end - step, self.order)
     self.timeline.dispatched('chunk', bad)
     return end, state, means, bad
 

@@ -104,7 +104,8 @@ class Group:
     batch_sharding = sharding.batch_sharded(mesh)
     # The compiled step's static options, resolved here once (the backend's 'auto' choices too).
     self.options = step_lib.step_options(base, jax.default_backend(),
-                                         mesh.shape['model'] if batched else None, hooks)
+                                         mesh.shape['model'] if batched else None, hooks,
+                                         lr_scaled=len({c.optim.lr for c in configs}) > 1)
     if not batched:
       self.model = self.models[0]
       self.hp = step_lib.hyperparameters(base, spe)
@@ -135,8 +136,11 @@ class Group:
     chunk = step_lib.make_train_chunk(train_step, spe, base.train.batch_size, streamed,
                                       self.size if batched else None, loop=loop,
                                       num_examples=num_examples, member_loop=self.member_loop,
-                                      last_value=self.options.last_value_metrics)
-    self.chunk_fn = jax.jit(chunk, donate_argnums=0) if loop == 'device' else chunk
+                                      last_value=self.options.last_value_metrics,
+                                      order_sharding=self.replicated)
+    self.chunk_fn = jax.jit(chunk, donate_argnums=(0, 5)) if loop == 'device' else chunk
+    # The order argument of a first chunk (`step_lib.make_train_chunk`): no_order(data).
+    self.no_order = chunk.no_order
     self._image_fns = {}
 
   # ------------------------------------------------------------------ states
