@@ -381,23 +381,108 @@ def host_loop_stand_in(base_ref, epochs, rounds):
   return out
 
 
+# The per-step extras of the compiled step that a config switches, each measured against the
+# default chunk of the same model: (row name, overrides).
+STEP_EXTRAS = (
+    ('softplus derivative by autodiff (model.softplus_grad=autodiff)',
+     {'model.softplus_grad': 'autodiff'}),
+    ('norms at every step (train.norm_metrics=mean)', {'train.norm_metrics': 'mean'}),
+    ('parameter EMA (optim.ema_decay=0.999)', {'optim.ema_decay': 0.999}),
+    ('dynamic binarization, 16 bits (data.binarize=dynamic)', {'data.binarize': 'dynamic'}),
+    ('dequantization noise (data.dequantize=True)', {'data.dequantize': True}),
+)
+
+
+def chunk_rate(config, image_shape, steps, repeats, carry_order=True):
+  """Examples/s of one model's compiled chunk of `steps` steps, from a training set of
+  `steps` batches (one epoch per chunk); with carry_order=False each chunk draws its epoch's
+  permutation afresh, as every chunk did before chunks handed their order on."""
+  group, images, state = _group_epoch(config, image_shape, steps)
+  holder = {'state': state, 'order': group.no_order(images)}
+
+  def run():
+    order = holder['order'] if carry_order else group.no_order(images)
+    holder['state'], m, _, holder['order'] = group.chunk_fn(
+        holder['state'], images, group.data_keys, group.hp, steps, order)
+    jax.block_until_ready(m)
+
+  return steps * config.train.batch_size / timed(run, repeats)
+
+
+def _group_epoch(config, image_shape, steps):
+  schedule = loop.Schedule(steps, 1000 * steps, steps, steps, steps)
+  mesh = sharding.make_model_mesh(1)
+  n = steps * config.train.batch_size
+  group = members.Group([config], image_shape, schedule, mesh, False, n, False)
+  images = sharding.put_examples(
+      np.random.default_rng(0).integers(0, 256, (n,) + image_shape).astype(np.uint8), mesh)
+  return group, images, group.init()
+
+
+def lean_step_stand_in(rounds, repeats=3):
+  """The compiled step against a minimal loop (issue: a lean step), on the CPU stand-in: the
+  tiny model's chunk (390 steps, one epoch of 50,000 examples, the permutation carried as
+  train.py carries it) beside the minimal scan loop, in interleaved rounds; then, in the
+  same rounds, the chunk with each per-step extra a config switches on, the chunk that draws
+  its epoch's permutation afresh (what every chunk did before), and the default model."""
+  images = np.random.default_rng(0).integers(0, 256, (50000, 28, 28, 1)).astype(np.uint8)
+  tiny = sweeps.apply_overrides(pytorch_example.get_config('epochs=20'),
+                                {'model.hidden': (32,), 'model.latent_dim': 2})
+  steps = 50000 // tiny.train.batch_size
+  out = {'model': 'pytorch_example with hidden (32,), latent 2, batch 128 (784-32-2)',
+         'steps_per_chunk': steps, 'rounds': []}
+  for _ in range(rounds):
+    row = {'plain_jax_scan': plain_jax_epoch(images, repeats, hidden=32, latent=2),
+           'chunk': chunk_rate(tiny, (28, 28, 1), steps, repeats),
+           'chunk_order_drawn_each_chunk': chunk_rate(tiny, (28, 28, 1), steps, repeats,
+                                                      carry_order=False)}
+    for name, over in STEP_EXTRAS:
+      row[name] = chunk_rate(sweeps.apply_overrides(tiny, over), (28, 28, 1), steps, repeats)
+    mlp = default.get_config()
+    row['default_model_chunk'] = chunk_rate(mlp, (28, 28, 1), 50000 // mlp.train.batch_size,
+                                            repeats)
+    row['default_model_chunk_legacy_softplus'] = chunk_rate(
+        sweeps.apply_overrides(mlp, {'model.softplus_grad': 'autodiff'}), (28, 28, 1),
+        50000 // mlp.train.batch_size, repeats)
+    out['rounds'].append(row)
+    print(json.dumps(row), flush=True)
+  med = lambda f: float(np.median([f(r) for r in out['rounds']]))
+  out['chunk_share_of_plain'] = med(lambda r: r['chunk'] / r['plain_jax_scan'])
+  ms = lambda rate: 1e3 * tiny.train.batch_size / rate
+  out['extra_ms_per_step'] = {
+      name: med(lambda r, n=name: ms(r[n]) - ms(r['chunk']))
+      for name in ['chunk_order_drawn_each_chunk'] + [n for n, _ in STEP_EXTRAS]}
+  out['chunk_ms_per_step'] = med(lambda r: ms(r['chunk']))
+  out['plain_ms_per_step'] = med(lambda r: ms(r['plain_jax_scan']))
+  out['default_model_legacy_softplus_over_default'] = med(
+      lambda r: r['default_model_chunk_legacy_softplus'] / r['default_model_chunk'])
+  tiny_profile = profile_train(tiny, (28, 28, 1), 300)
+  out['profile_train_tiny'] = tiny_profile
+  return out
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--quick', action='store_true', help='fewer steps and repeats')
   parser.add_argument('--host_loop', action='store_true',
                       help='only the host-loop stand-in: the tiny model through train.py '
                            'against a minimal scan loop (and --base)')
+  parser.add_argument('--lean_step', action='store_true',
+                      help='only the compiled step against a minimal loop: the tiny model\'s '
+                           'chunk rate, what each per-step extra costs, the default model')
   parser.add_argument('--base', default='',
                       help='with --host_loop: a git commit whose train.py is measured too')
   parser.add_argument('--epochs', type=int, default=20, help='with --host_loop')
-  parser.add_argument('--rounds', type=int, default=3, help='with --host_loop')
+  parser.add_argument('--rounds', type=int, default=3,
+                      help='with --host_loop or --lean_step')
   parser.add_argument('--no_before', action='store_true',
                       help='skip the before/after rows (the older behaviour, measured again)')
   parser.add_argument('--out', default='runs/benchmarks.json',
                       help='the JSON figures (default: runs/benchmarks.json, ignored by git)')
   args = parser.parse_args()
-  if args.host_loop:
-    result = host_loop_stand_in(args.base, args.epochs, args.rounds)
+  if args.host_loop or args.lean_step:
+    result = (host_loop_stand_in(args.base, args.epochs, args.rounds) if args.host_loop
+              else lean_step_stand_in(args.rounds))
     result.update(date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
                   machine=f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores',
                   backend=jax.default_backend(), jax=jax.__version__)
