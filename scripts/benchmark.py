@@ -393,17 +393,21 @@ STEP_EXTRAS = (
 )
 
 
-def chunk_rate(config, image_shape, steps, repeats, carry_order=True):
-  """Examples/s of one model's compiled chunk of `steps` steps, from a training set of
-  `steps` batches (one epoch per chunk); with carry_order=False each chunk draws its epoch's
-  permutation afresh, as every chunk did before chunks handed their order on."""
+def chunk_rate(config, image_shape, repeats, chunk_steps=100, carry_order=True):
+  """Examples/s of one model's compiled chunks over one epoch of 50,000 examples, in chunks
+  of `chunk_steps` steps as train.py runs them (one per log step: 100 by default), no
+  evaluation or checkpoint between them; with carry_order=False each chunk draws its
+  epoch's permutation afresh, as every chunk did before chunks handed their order on."""
+  steps = 50000 // config.train.batch_size
   group, images, state = _group_epoch(config, image_shape, steps)
   holder = {'state': state, 'order': group.no_order(images)}
+  lengths = [min(chunk_steps, steps - i) for i in range(0, steps, chunk_steps)]
 
   def run():
-    order = holder['order'] if carry_order else group.no_order(images)
-    holder['state'], m, _, holder['order'] = group.chunk_fn(
-        holder['state'], images, group.data_keys, group.hp, steps, order)
+    for n in lengths:
+      order = holder['order'] if carry_order else group.no_order(images)
+      holder['state'], m, _, holder['order'] = group.chunk_fn(
+          holder['state'], images, group.data_keys, group.hp, n, order)
     jax.block_until_ready(m)
 
   return steps * config.train.batch_size / timed(run, repeats)
@@ -421,8 +425,9 @@ def _group_epoch(config, image_shape, steps):
 
 def lean_step_stand_in(rounds, repeats=3):
   """The compiled step against a minimal loop (issue: a lean step), on the CPU stand-in: the
-  tiny model's chunk (390 steps, one epoch of 50,000 examples, the permutation carried as
-  train.py carries it) beside the minimal scan loop, in interleaved rounds; then, in the
+  tiny model's chunks over one epoch of 50,000 examples (chunks of 100 steps, the log
+  cadence, the permutation carried as train.py carries it) beside the minimal scan loop
+  (one scan over the epoch), in interleaved rounds; then, in the
   same rounds, the chunk with each per-step extra a config switches on, the chunk that draws
   its epoch's permutation afresh (what every chunk did before), and the default model."""
   images = np.random.default_rng(0).integers(0, 256, (50000, 28, 28, 1)).astype(np.uint8)
@@ -430,20 +435,18 @@ def lean_step_stand_in(rounds, repeats=3):
                                 {'model.hidden': (32,), 'model.latent_dim': 2})
   steps = 50000 // tiny.train.batch_size
   out = {'model': 'pytorch_example with hidden (32,), latent 2, batch 128 (784-32-2)',
-         'steps_per_chunk': steps, 'rounds': []}
+         'steps_per_epoch': steps, 'steps_per_chunk': 100, 'rounds': []}
   for _ in range(rounds):
     row = {'plain_jax_scan': plain_jax_epoch(images, repeats, hidden=32, latent=2),
-           'chunk': chunk_rate(tiny, (28, 28, 1), steps, repeats),
-           'chunk_order_drawn_each_chunk': chunk_rate(tiny, (28, 28, 1), steps, repeats,
+           'chunk': chunk_rate(tiny, (28, 28, 1), repeats),
+           'chunk_order_drawn_each_chunk': chunk_rate(tiny, (28, 28, 1), repeats,
                                                       carry_order=False)}
     for name, over in STEP_EXTRAS:
-      row[name] = chunk_rate(sweeps.apply_overrides(tiny, over), (28, 28, 1), steps, repeats)
+      row[name] = chunk_rate(sweeps.apply_overrides(tiny, over), (28, 28, 1), repeats)
     mlp = default.get_config()
-    row['default_model_chunk'] = chunk_rate(mlp, (28, 28, 1), 50000 // mlp.train.batch_size,
-                                            repeats)
+    row['default_model_chunk'] = chunk_rate(mlp, (28, 28, 1), repeats)
     row['default_model_chunk_legacy_softplus'] = chunk_rate(
-        sweeps.apply_overrides(mlp, {'model.softplus_grad': 'autodiff'}), (28, 28, 1),
-        50000 // mlp.train.batch_size, repeats)
+        sweeps.apply_overrides(mlp, {'model.softplus_grad': 'autodiff'}), (28, 28, 1), repeats)
     out['rounds'].append(row)
     print(json.dumps(row), flush=True)
   med = lambda f: float(np.median([f(r) for r in out['rounds']]))

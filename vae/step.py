@@ -296,12 +296,16 @@ def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_mode
   def initial_perm(state, data, data_key, order):
     if streamed:
       return jnp.zeros((1,), jnp.int32)
-    epoch = step_of(state) // steps_per_epoch
+    step = step_of(state)
+    epoch = step // steps_per_epoch
     fresh = lambda: perm_for(data, data_key, epoch)
     if order is None:
       return fresh()
     cached_epoch, cached = order
-    return jax.lax.cond(cached_epoch == epoch, lambda: cached, fresh)
+    # A chunk that starts an epoch leaves the draw to its first step (which draws at j = 0).
+    fresh_unless_first = lambda: jax.lax.cond(step % steps_per_epoch == 0,
+                                              lambda: jnp.zeros_like(cached), fresh)
+    return jax.lax.cond(cached_epoch == epoch, lambda: cached, fresh_unless_first)
 
   def order_out(state, perm):
     """(epoch of `perm`, perm) after a chunk: the last step's epoch (a chunk of no steps
