@@ -384,8 +384,8 @@ def host_loop_stand_in(base_ref, epochs, rounds):
 # The per-step extras of the compiled step that a config switches, each measured against the
 # default chunk of the same model: (row name, overrides).
 STEP_EXTRAS = (
-    ('softplus derivative by autodiff (model.softplus_grad=autodiff)',
-     {'model.softplus_grad': 'autodiff'}),
+    ('the Bernoulli by autodiff (model.bernoulli_impl=autodiff)',
+     {'model.bernoulli_impl': 'autodiff'}),
     ('norms at every step (train.norm_metrics=mean)', {'train.norm_metrics': 'mean'}),
     ('parameter EMA (optim.ema_decay=0.999)', {'optim.ema_decay': 0.999}),
     ('dynamic binarization, 16 bits (data.binarize=dynamic)', {'data.binarize': 'dynamic'}),
@@ -445,8 +445,8 @@ def lean_step_stand_in(rounds, repeats=3):
       row[name] = chunk_rate(sweeps.apply_overrides(tiny, over), (28, 28, 1), repeats)
     mlp = default.get_config()
     row['default_model_chunk'] = chunk_rate(mlp, (28, 28, 1), repeats)
-    row['default_model_chunk_legacy_softplus'] = chunk_rate(
-        sweeps.apply_overrides(mlp, {'model.softplus_grad': 'autodiff'}), (28, 28, 1), repeats)
+    row['default_model_chunk_bernoulli_autodiff'] = chunk_rate(
+        sweeps.apply_overrides(mlp, {'model.bernoulli_impl': 'autodiff'}), (28, 28, 1), repeats)
     out['rounds'].append(row)
     print(json.dumps(row), flush=True)
   med = lambda f: float(np.median([f(r) for r in out['rounds']]))
@@ -457,8 +457,8 @@ def lean_step_stand_in(rounds, repeats=3):
       for name in ['chunk_order_drawn_each_chunk'] + [n for n, _ in STEP_EXTRAS]}
   out['chunk_ms_per_step'] = med(lambda r: ms(r['chunk']))
   out['plain_ms_per_step'] = med(lambda r: ms(r['plain_jax_scan']))
-  out['default_model_legacy_softplus_over_default'] = med(
-      lambda r: r['default_model_chunk_legacy_softplus'] / r['default_model_chunk'])
+  out['default_model_bernoulli_autodiff_over_default'] = med(
+      lambda r: r['default_model_chunk_bernoulli_autodiff'] / r['default_model_chunk'])
   tiny_profile = profile_train(tiny, (28, 28, 1), 300)
   out['profile_train_tiny'] = tiny_profile
   return out

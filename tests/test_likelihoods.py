@@ -33,15 +33,15 @@ def test_bernoulli_matches_reference_and_is_finite_for_huge_logits():
   assert np.all(np.isfinite(g))
 
 
-def test_softplus_with_shared_exp_keeps_the_values_and_has_the_sigmoid_as_derivative():
-  """model.softplus_grad='shared_exp' (the default): the same log-likelihood to the bit as
-  jax.nn.softplus, and a gradient x - sigmoid(l) within float32 rounding of autodiff's, for
-  logits from -1e4 to 1e4, NaN passed through."""
+def test_fused_softplus_keeps_the_values_and_has_the_sigmoid_as_derivative():
+  """`softplus` (the continuous Bernoulli's with model.bernoulli_impl=fused): the same
+  log-likelihood to the bit as jax.nn.softplus, and a gradient x - sigmoid(l) within float32
+  rounding of autodiff's, for logits from -1e4 to 1e4, NaN passed through."""
   logits = np.concatenate([RNG.normal(0, 6, 2000), [0.0, -0.0, 1e-8, -1e-8, 30.0, -30.0, 90.0,
                                                      -90.0, 1e4, -1e4]])
   logits = jnp.asarray(logits, jnp.float32)
   x = jnp.asarray(RNG.random(logits.shape), jnp.float32)
-  new = lambda l: likelihoods.bernoulli_log_prob(l, x, 'shared_exp')
+  new = lambda l: likelihoods.bernoulli_log_prob(l, x, 'fused')
   old = lambda l: likelihoods.bernoulli_log_prob(l, x, 'autodiff')
   np.testing.assert_array_equal(new(logits), old(logits))
   value, grad = jax.value_and_grad(lambda l: jnp.sum(new(l)))(logits)
@@ -56,6 +56,35 @@ def test_softplus_with_shared_exp_keeps_the_values_and_has_the_sigmoid_as_deriva
   np.testing.assert_allclose(grad, autodiff, rtol=0, atol=1e-6)
   assert np.isnan(likelihoods.softplus(jnp.float32(np.nan)))
   assert np.isnan(jax.grad(likelihoods.softplus)(jnp.float32(np.nan)))
+
+
+@pytest.mark.parametrize('shape', [(28, 28, 1), (5, 5, 3)])  # 784 = 49 x 16; 75 pads to 80
+@pytest.mark.parametrize('pixels', ['binary', 'grey'])
+def test_fused_bernoulli_sum_and_its_derivative_match_float64(shape, pixels):
+  """model.bernoulli_impl=fused (`bernoulli_log_prob_sum_fused`): the per-example sum and its
+  gradient in the logits agree with a float64 reference and with autodiff of the per-pixel
+  sum, under a sample axis that broadcasts x, for huge logits too; a weighted sum of
+  examples (what the loss is) differentiates to the weighted per-pixel gradients."""
+  logits = RNG.normal(0, 6, (3, 4) + shape)
+  logits[0, 0, 0, 0, 0], logits[1, 1, 0, 0, 0], logits[2, 2, 1, 0, 0] = 1e4, -1e4, 40.0
+  x = RNG.random((4,) + shape)
+  x = (x < 0.4).astype(np.float64) if pixels == 'binary' else x
+  l32, x32 = jnp.asarray(logits, jnp.float32), jnp.asarray(x, jnp.float32)
+  l64 = np.asarray(l32, np.float64)
+  want = np.sum(x * l64 - np.logaddexp(0.0, l64), axis=(-3, -2, -1))
+  got = likelihoods.bernoulli_log_prob_sum_fused(l32, x32)
+  assert got.shape == (3, 4)
+  np.testing.assert_allclose(got, want, rtol=2e-6, atol=2e-3)
+  weights = jnp.asarray(RNG.normal(size=(3, 4)), jnp.float32)
+  grad = jax.grad(lambda l: jnp.sum(weights * likelihoods.bernoulli_log_prob_sum_fused(l, x32)))(
+      l32)
+  want_grad = np.asarray(weights)[..., None, None, None] * (x - np.exp(-np.logaddexp(0.0, -l64)))
+  np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-6)
+  autodiff = jax.grad(lambda l: jnp.sum(weights * jnp.sum(
+      likelihoods.bernoulli_log_prob(l, x32, 'autodiff'), axis=(-3, -2, -1))))(l32)
+  np.testing.assert_allclose(grad, autodiff, rtol=1e-5, atol=1e-6)
+  fused = likelihoods.Likelihood('bernoulli', bernoulli_impl='fused')
+  np.testing.assert_array_equal(fused.log_prob({'logits': l32}, x32), got)
 
 
 @pytest.mark.parametrize('shape', [(28, 28, 1), (5, 5, 3)])  # 784 = 49 x 16; 75 pads to 80

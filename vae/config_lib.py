@@ -28,7 +28,7 @@ STRUCTURAL = tuple('model.' + k for k in (
 # Fields whose default changed what a run computes or logs: a config saved before the
 # field existed ran with the value given here, and a resumed run keeps it (`adopt_legacy`).
 LEGACY_VALUES = {'train.norm_metrics': 'mean', 'data.binarize_bits': 32,
-                 'train.member_loop': 'vmap', 'model.softplus_grad': 'autodiff'}
+                 'train.member_loop': 'vmap', 'model.bernoulli_impl': 'autodiff'}
 VMAPPABLE = ('objective.beta', 'objective.free_bits', 'objective.warmup_epochs', 'optim.lr',
              'seed', 'model.latent_dim')
 
@@ -106,7 +106,7 @@ def base_config():
   m.likelihood = 'bernoulli'
   m.gaussian_scale = 'fixed'
   m.gaussian_fixed_scale = 1.0
-  m.softplus_grad = 'shared_exp'
+  m.bernoulli_impl = 'fused'
   m.clamp_logvar = False
   m.logvar_min = -6.0
   m.logvar_max = 2.0
@@ -200,10 +200,10 @@ FIELD_DOCS = {
     'model.gaussian_scale': 'gaussian decoder scale: fixed | global (one learned) | pixel '
                             '(learned per pixel)',
     'model.gaussian_fixed_scale': 'the fixed gaussian scale',
-    'model.softplus_grad': 'derivative of the (continuous) Bernoulli softplus: shared_exp '
-                           '(sigmoid from the forward pass\'s exp, one exp per pixel) | autodiff '
-                           '(jax.nn.softplus differentiated: a second exp; runs saved before '
-                           'the field); the same values, gradients differ by rounding',
+    'model.bernoulli_impl': '(continuous) Bernoulli log-likelihood: fused (one pass: one exp '
+                            'per pixel, one log per 16 pixels, the derivative from the same '
+                            'exp) | autodiff (the per-pixel sum differentiated by JAX; runs '
+                            'saved before the field); equal to float32 rounding',
     'model.clamp_logvar': 'clamp the encoder log-variance to [logvar_min, logvar_max]',
     'model.logvar_min': 'lower clamp of the encoder log-variance',
     'model.logvar_max': 'upper clamp of the encoder log-variance',

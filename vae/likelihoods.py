@@ -22,7 +22,7 @@ from vae.config_lib import check
 IMAGE_AXES = (-3, -2, -1)
 LIKELIHOODS = ('bernoulli', 'gaussian', 'continuous_bernoulli', 'discretized_logistic')
 GAUSSIAN_SCALES = ('fixed', 'global', 'pixel')
-SOFTPLUS_GRADS = ('shared_exp', 'autodiff')
+BERNOULLI_IMPLS = ('fused', 'autodiff')
 
 
 def check_config(mc, dc):
@@ -32,8 +32,8 @@ def check_config(mc, dc):
   check(mc.gaussian_scale in GAUSSIAN_SCALES,
         f'model.gaussian_scale={mc.gaussian_scale!r}; choose one of {GAUSSIAN_SCALES}')
   check(mc.gaussian_fixed_scale > 0, 'model.gaussian_fixed_scale must be > 0')
-  check(mc.softplus_grad in SOFTPLUS_GRADS,
-        f'model.softplus_grad={mc.softplus_grad!r}; choose one of {SOFTPLUS_GRADS}')
+  check(mc.bernoulli_impl in BERNOULLI_IMPLS,
+        f'model.bernoulli_impl={mc.bernoulli_impl!r}; choose one of {BERNOULLI_IMPLS}')
   if mc.likelihood == 'discretized_logistic':
     check(dc.binarize == 'none' and not dc.dequantize,
           'model.likelihood=discretized_logistic scores 8-bit pixel values; set '
@@ -41,10 +41,11 @@ def check_config(mc, dc):
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
-def bernoulli_log_prob(logits, x, softplus_grad='shared_exp'):
-  """log Bern(x; sigmoid(logits)) = x * l - softplus(l); finite for any logit.
-  `softplus_grad`: how its derivative is computed (`softplus`); the values are the same."""
-  return x * logits - (softplus if softplus_grad == 'shared_exp' else jax.nn.softplus)(logits)
+def bernoulli_log_prob(logits, x, impl='fused'):
+  """log Bern(x; sigmoid(logits)) = x * l - softplus(l) per pixel; finite for any logit.
+  `impl`: how the softplus's derivative is computed, 'fused' (`softplus`) or 'autodiff'
+  (jax.nn.softplus's); the values are the same."""
+  return x * logits - (softplus if impl == 'fused' else jax.nn.softplus)(logits)
 
 
 @jax.custom_jvp
@@ -52,8 +53,7 @@ def softplus(l):
   """jax.nn.softplus(l) = log(1 + e^l), the same values; its derivative sigmoid(l) is
   computed from the forward's exp(-|l|) (one exp per element for both, where autodiff of
   jax.nn.softplus takes a second one, exp(l - softplus(l)); the two derivatives differ by
-  float32 rounding). On a CPU it cuts the Bernoulli likelihood's share of a training step
-  by about a third (docs/benchmarks.md)."""
+  float32 rounding)."""
   return jax.nn.softplus(l)
 
 
@@ -68,6 +68,21 @@ def _softplus_jvp(primals, tangents):
 LOG_GROUP_PIXELS = 16
 
 
+def _flat(v):
+  return v.reshape(v.shape[:-3] + (-1,))
+
+
+def _grouped_sum(logits, x, e, group):
+  """sum of x l - max(l, 0) - log(1 + e) over the last axis, one log per `group` factors."""
+  factor = 1.0 + e
+  pad = -factor.shape[-1] % group
+  if pad:  # a factor of 1 contributes nothing
+    factor = jnp.concatenate([factor, jnp.ones(factor.shape[:-1] + (pad,), factor.dtype)], -1)
+  products = jnp.prod(factor.reshape(factor.shape[:-1] + (-1, group)), axis=-1)
+  return (jnp.sum(x * logits - jnp.maximum(logits, 0.0), axis=-1)
+          - jnp.sum(jnp.log(products), axis=-1))
+
+
 def bernoulli_log_prob_sum(logits, x, group=LOG_GROUP_PIXELS):
   """sum over [H, W, C] of `bernoulli_log_prob`, with one log per `group` pixels.
 
@@ -76,19 +91,45 @@ def bernoulli_log_prob_sum(logits, x, group=LOG_GROUP_PIXELS):
   float32 rounding (a relative 2^-24 per factor) is of the order of the float32 sum's own.
   One exp per pixel and one log per group instead of an exp and a log1p per pixel, one
   fused pass, for binary and grey pixels alike; x l - max(l, 0) is exact for binary x at any
-  logit (no l - softplus(l) cancellation). The importance-sampling estimator scores with it
-  (docs/benchmarks.md); training keeps the per-pixel sum, so resumed runs reproduce their
-  numbers exactly. [..., H, W, C] -> [...] nats per example.
+  logit (no l - softplus(l) cancellation). [..., H, W, C] -> [...] nats per example.
+  The importance-sampling estimator scores with it; `bernoulli_log_prob_sum_fused` is the
+  same value with a derivative for training.
   """
-  flat = lambda v: v.reshape(v.shape[:-3] + (-1,))
-  logits, x = flat(logits), flat(jnp.broadcast_to(x, logits.shape))
-  factor = 1.0 + jnp.exp(-jnp.abs(logits))
-  pad = -factor.shape[-1] % group
-  if pad:  # a factor of 1 contributes nothing
-    factor = jnp.concatenate([factor, jnp.ones(factor.shape[:-1] + (pad,), factor.dtype)], -1)
-  products = jnp.prod(factor.reshape(factor.shape[:-1] + (-1, group)), axis=-1)
-  return (jnp.sum(x * logits - jnp.maximum(logits, 0.0), axis=-1)
-          - jnp.sum(jnp.log(products), axis=-1))
+  logits, x = _flat(logits), _flat(jnp.broadcast_to(x, logits.shape))
+  return _grouped_sum(logits, x, jnp.exp(-jnp.abs(logits)), group)
+
+
+@jax.custom_vjp
+def _fused_sum(logits, x):
+  return bernoulli_log_prob_sum(logits, x)
+
+
+def _fused_sum_fwd(logits, x):
+  flat_l, flat_x = _flat(logits), _flat(x)
+  e = jnp.exp(-jnp.abs(flat_l))
+  value = _grouped_sum(flat_l, flat_x, e, LOG_GROUP_PIXELS)
+  # d/dl = x - sigmoid(l), the sigmoid from the same exp: e / (1 + e) below 0, 1 / (1 + e) above.
+  grad_l = flat_x - jnp.where(flat_l >= 0, 1.0, e) / (1.0 + e)
+  return value, (grad_l.reshape(logits.shape), logits)
+
+
+def _fused_sum_bwd(residuals, cotangent):
+  grad_l, logits = residuals
+  ct = cotangent[..., None, None, None]
+  return ct * grad_l, ct * logits
+
+
+_fused_sum.defvjp(_fused_sum_fwd, _fused_sum_bwd)
+
+
+def bernoulli_log_prob_sum_fused(logits, x):
+  """`bernoulli_log_prob_sum` (the same values) with its derivative x - sigmoid(l) from the
+  forward pass's exp(-|l|), as a custom VJP: forward and backward of the Bernoulli
+  log-likelihood in one pass, one exp per pixel and one log per 16 pixels, where autodiff
+  of the per-pixel sum takes two exps and a log1p per pixel (model.bernoulli_impl=fused:
+  on two CPU cores the tiny model's step is ~25% faster, docs/benchmarks.md). The derivative
+  equals autodiff's within float32 rounding. [..., H, W, C] -> [...] nats per example."""
+  return _fused_sum(logits, jnp.broadcast_to(x, logits.shape).astype(logits.dtype))
 
 
 def gaussian_log_prob(loc, log_scale, x):
@@ -113,9 +154,9 @@ def continuous_bernoulli_log_norm(logits):
   return math.log(2.0) + jnp.where(small, taylor, exact)
 
 
-def continuous_bernoulli_log_prob(logits, x, softplus_grad='shared_exp'):
+def continuous_bernoulli_log_prob(logits, x, impl='fused'):
   """log CB(x; lambda) = x log lambda + (1 - x) log(1 - lambda) + log C(lambda)."""
-  return bernoulli_log_prob(logits, x, softplus_grad) + continuous_bernoulli_log_norm(logits)
+  return bernoulli_log_prob(logits, x, impl) + continuous_bernoulli_log_norm(logits)
 
 
 def continuous_bernoulli_mean(logits):
@@ -177,14 +218,15 @@ class Likelihood:
     fixed_scale: the standard deviation of a fixed-scale Gaussian.
     min_log_scale: lower clamp for learned log standard deviations, which keeps
       a Gaussian or logistic from collapsing onto a pixel value.
-    softplus_grad: the (continuous) Bernoulli's softplus derivative, one of
-      SOFTPLUS_GRADS (`softplus`).
+    bernoulli_impl: how the (continuous) Bernoulli is computed and differentiated, one of
+      BERNOULLI_IMPLS: 'fused' (`bernoulli_log_prob_sum_fused`; the continuous Bernoulli's
+      softplus through `softplus`) or 'autodiff' (the per-pixel sum, differentiated by JAX).
   """
   name: str = 'bernoulli'
   gaussian_scale: str = 'fixed'
   fixed_scale: float = 1.0
   min_log_scale: float = -7.0
-  softplus_grad: str = 'shared_exp'
+  bernoulli_impl: str = 'fused'
 
   def __post_init__(self):
     if self.name not in LIKELIHOODS:
@@ -220,9 +262,9 @@ class Likelihood:
 
   def log_prob_per_pixel(self, params, x):
     if self.name == 'bernoulli':
-      return bernoulli_log_prob(params['logits'], x, self.softplus_grad)
+      return bernoulli_log_prob(params['logits'], x, self.bernoulli_impl)
     if self.name == 'continuous_bernoulli':
-      return continuous_bernoulli_log_prob(params['logits'], x, self.softplus_grad)
+      return continuous_bernoulli_log_prob(params['logits'], x, self.bernoulli_impl)
     if self.name == 'gaussian':
       return gaussian_log_prob(params['loc'], params['log_scale'], x)
     return discretized_logistic_log_prob(params['loc'], params['log_scale'], x)
@@ -230,12 +272,14 @@ class Likelihood:
   def log_prob(self, params, x, grouped_logs=False):
     """log p(x | z) in nats per example: [..., H, W, C] -> [...].
 
-    `grouped_logs`: for the Bernoulli, sum with one log per pixel group
-    (`bernoulli_log_prob_sum`: the same value up to float32 rounding, 1.7x faster on a CPU);
-    the importance-sampling estimator passes it; training keeps the per-pixel sum, so resumed
-    runs reproduce their numbers exactly.
+    The Bernoulli with bernoulli_impl='fused' sums with one log per pixel group and its
+    derivative from the same pass (`bernoulli_log_prob_sum_fused`); with 'autodiff' (runs
+    saved before the field) per pixel, unless `grouped_logs` (the importance-sampling
+    estimator's forward-only `bernoulli_log_prob_sum`). The sums agree to float32 rounding.
     """
     with jax.named_scope('likelihood'):
+      if self.name == 'bernoulli' and self.bernoulli_impl == 'fused':
+        return bernoulli_log_prob_sum_fused(params['logits'], x)
       if self.name == 'bernoulli' and grouped_logs:
         return bernoulli_log_prob_sum(params['logits'], x)
       return jnp.sum(self.log_prob_per_pixel(params, x), axis=IMAGE_AXES)

@@ -496,7 +496,7 @@ def build_model(model_config, image_shape, dtype=None) -> VAE:
   check_config(mc)
   check_image_shape(mc, image_shape)
   likelihood = Likelihood(mc.likelihood, mc.gaussian_scale, mc.gaussian_fixed_scale,
-                          softplus_grad=mc.softplus_grad)
+                          bernoulli_impl=mc.bernoulli_impl)
   height, width, channels = image_shape
   out_shape = (height, width, channels * likelihood.params_per_channel)
   logvar_min = mc.logvar_min if mc.clamp_logvar else None
