@@ -7,13 +7,13 @@ training diverges, 4 when a write fails (disk full).
 """
 
 import os
-import signal
 import sys
 
-if __name__ == '__main__':  # Ctrl-C while the libraries load: one line, no traceback.
-  signal.signal(signal.SIGINT, lambda *_: (
-      print('error: interrupted before training started; nothing was changed',
-            file=sys.stderr), os._exit(130)))
+from vae import interrupts
+
+if __name__ == '__main__':  # a signal while the libraries load: one line, no traceback.
+  interrupts.exit_on_signals('training', 'no step had been taken yet: rerun the same command '
+                             'to start')
 
 import difflib  # pylint: disable=g-import-not-at-top,wrong-import-position
 import re  # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -15,6 +15,11 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from vae import interrupts  # pylint: disable=wrong-import-position
+
+if __name__ == '__main__':  # SIGTERM / SIGINT from the first second on: one line, 143 / 130
+  interrupts.exit_on_signals('the AE/VAE comparison', 'rerun the same command')
+
 import jax  # pylint: disable=g-import-not-at-top
 
 import vae

@@ -1,6 +1,7 @@
 """Tests of vae/data.py (host-side loading) and vae/input_pipeline.py (device-side batches)."""
 
 import gzip
+import os
 import pathlib
 
 import jax
@@ -102,6 +103,34 @@ def test_missing_dataset_names_the_ways_to_get_it(tmp_path, monkeypatch):
   for hint in ('VAE_DATA_DIR', 'TFDS', str(tmp_path), 'synthetic'):
     assert hint in msg
   assert 'apt-get install dataset-fashion-mnist' in data._not_found_message('fashion_mnist')
+
+
+def _fifo_idx_dir(tmp_path):
+  d = tmp_path / 'fifos'
+  d.mkdir()
+  for stem in data.IDX_FILES.values():
+    os.mkfifo(d / stem)
+  return d
+
+
+@pytest.mark.parametrize('make_path,message', [
+    (lambda t: (t / 'empty').mkdir() or t / 'empty', 'lacks'),
+    (lambda t: pathlib.Path('/dev/zero'), 'is not a directory of IDX files'),
+    (_fifo_idx_dir, 'lacks'),
+    (lambda t: _write_idx_dir(t / 'half') and (t / 'half' / 't10k-images-idx3-ubyte.gz').unlink()
+     or t / 'half', 'lacks t10k-images-idx3-ubyte'),
+], ids=['empty directory', '/dev/zero', 'FIFOs', 'three of four files'])
+def test_a_named_data_path_is_used_or_refused_never_substituted(tmp_path, monkeypatch,
+                                                                make_path, message):
+  """With data.path naming no dataset, the system's Fashion-MNIST (or $VAE_DATA_DIR's) is not
+  read in its place: one line naming the path."""
+  _write_idx_dir(tmp_path / 'env' / 'fashion_mnist')
+  monkeypatch.setenv('VAE_DATA_DIR', str(tmp_path / 'env'))
+  path = make_path(tmp_path)
+  for source in ('auto', 'idx'):
+    with pytest.raises(data.DataError, match=message) as e:
+      data.load(_data_config(name='fashion_mnist', source=source, path=str(path)))
+    assert '\n' not in str(e.value) and str(path) in str(e.value)
 
 
 def test_npz_source(tmp_path):

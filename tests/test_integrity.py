@@ -108,6 +108,24 @@ TRAIN_CASES = [
     ('.lock that is a directory', lambda w, t: _replace_with_dir(w / '.lock'), 2, '.lock'),
     ('checkpoints that is a file', lambda w, t: _replace_with_file(w / 'checkpoints'), 2,
      'checkpoints is a file'),
+    ('every checkpoint replaced by a file, done.json gone',
+     lambda w, t: _checkpoints_replaced_by_files(w), 2, 'no checkpoint in'),
+    ('latent size 1e9 (fresh workdir)', lambda w, t: ['--config.model.latent_dim=1000000000'],
+     2, 'mostly from model.latent_dim=1000000000'),
+    ('hidden width 1e8 (fresh workdir)', lambda w, t: ['--config.model.hidden=(100000000,)'],
+     2, 'model.hidden=(100000000,)'),
+    ('a mixture of 1e8 components (fresh workdir)',
+     lambda w, t: ['--config.model.prior=mog', '--config.model.prior_components=100000000'], 2,
+     'model.prior_components=100000000'),
+    ('1e8 picture samples (fresh workdir)',
+     lambda w, t: ['--config.train.num_image_samples=100000000'], 2,
+     'train.num_image_samples=100000000'),
+    ('1e6 importance samples in the objective (fresh workdir)',
+     lambda w, t: ['--config.objective.num_samples=1000000'], 2, 'objective.num_samples=1000000'),
+    ('tensorboard that is a link', lambda w, t: _replace_with_link(w / 'tensorboard', t), 2,
+     'tensorboard is a link'),
+    ('.lock that is a link to a file outside', lambda w, t: _replace_with_link(w / '.lock', t),
+     2, '.lock'),
 ]
 
 
@@ -125,6 +143,26 @@ def _replace_with_dir(path):
   if path.exists():
     path.unlink()
   path.mkdir()
+  return []
+
+
+def _checkpoints_replaced_by_files(work):
+  (work / 'done.json').unlink()
+  for step_dir in (work / 'checkpoints').iterdir():
+    if step_dir.name.isdigit():
+      _replace_with_file(step_dir)
+  return []
+
+
+def _replace_with_link(path, tmp):
+  """`path` replaced by a symlink to a file outside the workdir, which must stay as it is."""
+  victim = tmp / 'outside.txt'
+  victim.write_text('not ours')
+  if path.is_dir():
+    shutil.rmtree(path)
+  elif path.exists():
+    path.unlink()
+  path.symlink_to(victim)
   return []
 
 
@@ -156,6 +194,8 @@ def test_train_bad_input(work, tmp_path, name, setup, code, text):
   assert rc == code, err
   _assert_one_error_line(err, text)
   assert snapshot(work) == before
+  outside = tmp_path / 'outside.txt'  # what a planted link points to is never written
+  assert not outside.exists() or outside.read_text() == 'not ours'
 
 
 def test_full_disk_is_one_line_naming_the_workdir(work, monkeypatch):

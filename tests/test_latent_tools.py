@@ -41,6 +41,25 @@ def test_api_round_trip(workdir):
     vae.load(workdir, 7)
 
 
+@pytest.mark.parametrize('images,message', [
+    (lambda x: x * 255.0, r'float images span \[0, 255\].*uint8'),
+    (lambda x: -x, r'float images span \[-1, 0\]'),
+    (lambda x: (x * 255).astype(np.int64), 'dtype int64'),
+    (lambda x: np.where(x > 0.5, np.nan, x), 'NaN'),
+], ids=['floats in 0..255', 'negative floats', 'int64 pixels', 'NaN'])
+def test_api_refuses_pixels_it_cannot_score(workdir, images, message):
+  """Pixels outside what the model scores are refused with one line, not scored as nan,
+  -inf or a positive "ELBO"; a split that does not exist is named."""
+  m = vae.load(workdir)
+  x = np.asarray(m.to_float(m.load_split('test')[0][:4]))
+  assert np.all(np.isfinite(m.elbo(x)))
+  for method in (m.elbo, m.encode, m.reconstruct):
+    with pytest.raises(ValueError, match=message):
+      method(images(x))
+  with pytest.raises(ValueError, match="no split 'nosuch'; choose one of"):
+    m.load_split('nosuch')
+
+
 def test_manifold_grid_is_prior_quantiles():
   z = plots.manifold_latents(2, 5)
   q = plots.prior_quantile_grid(5)

@@ -4,8 +4,11 @@ docs/reliability.md lists each guarantee next to the test here that shows it.
 """
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import chex
 import pytest
@@ -107,3 +110,36 @@ def test_random_kills_at_scale(tmp_path):
 
 
 
+
+
+@pytest.mark.parametrize('script,sig,delay_s', [
+    ('train.py', 'SIGTERM', 0.3),      # while the libraries load
+    ('scripts/evaluate.py', 'SIGTERM', 0.3),
+    ('scripts/evaluate.py', 'SIGINT', 6.0),  # setup, compilation or the estimate itself
+], ids=['train.py SIGTERM during imports', 'evaluate.py SIGTERM during imports',
+        'evaluate.py SIGINT while it evaluates'])
+def test_commands_answer_signals_from_their_first_second(smoke_run, tmp_path, script, sig,
+                                                        delay_s):
+  """A signal before training's own handling (or to a command without any) gives one
+  `error:` line naming it, no traceback, and exit 128 + the signal, within seconds; nothing
+  of the finished run changes."""
+  signum = getattr(signal, sig)
+  work = tmp_path / 'work'
+  shutil.copytree(smoke_run[0], work)
+  args = (['--config', 'configs/default.py:smoke', '--workdir', str(work)]
+          if script == 'train.py' else ['--workdir', str(work), '--num_samples', '100000'])
+  proc = subprocess.Popen([sys.executable, str(REPO / script), *args], cwd=REPO,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          env=_env())
+  time.sleep(delay_s)
+  assert proc.poll() is None, proc.stderr.read()
+  t0 = time.time()
+  proc.send_signal(signum)
+  _, err = proc.communicate(timeout=60)
+  waited = time.time() - t0
+  lines = [line for line in err.splitlines() if line.strip()]
+  assert proc.returncode == 128 + signum, err
+  assert lines[-1].startswith('error: ') and f'interrupted by {sig}' in lines[-1], err
+  assert 'Traceback' not in err
+  assert waited < 30, waited  # one compilation at most on two loaded cores
+  assert not (work / 'eval.json').exists()

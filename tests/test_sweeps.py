@@ -35,6 +35,38 @@ def test_expansion_helpers():
     config_lib.check_vmappable([smoke_config(), smoke_config(**{'train.batch_size': 32})])
 
 
+def test_member_names_are_one_safe_component_and_members_stay_inside_the_root(tmp_path):
+  """An axis value with '/', '..' or a newline cannot name a directory outside the sweep's
+  root; the names of existing roots stay as they were; a damaged sweep.json naming a path,
+  or a member directory that is a link, is refused with one line."""
+  assert (sweeps.member_name({'model.latent_dim': 2, 'objective.beta': 0.5, 'seed': 0})
+          == 'latent_dim=2,beta=0.5,seed=0')
+  assert sweeps.member_name({'model.hidden': (512, 256)}) == 'hidden=(512, 256)'
+  assert sweeps.member_name({'optim.lr': 1e-05}) == 'lr=1e-05'
+  escaped = sweeps.member_name({'data.path': '../../../x'})
+  assert escaped == 'path=..%2F..%2F..%2Fx'
+  assert sweeps.member_dir(tmp_path, escaped).parent == tmp_path
+  assert sweeps.member_name({'data.path': 'a\nb%'}) == 'path=a%0Ab%25'
+  assert sweeps.member_name({'a': 'x/y'}) != sweeps.member_name({'a': 'x%2Fy'})
+  long_a, long_b = (sweeps.member_name({'data.path': 'a' * 500 + end}) for end in 'xy')
+  assert len(long_a) <= sweeps.NAME_MAX_BYTES and long_a != long_b
+  for bad in ('..', '.', '', 'a/b', '../x'):
+    with pytest.raises(config_lib.ConfigError, match='not one plain directory name'):
+      sweeps.member_dir(tmp_path, bad)
+  (tmp_path / 'linked').symlink_to(tmp_path.parent)
+  with pytest.raises(config_lib.ConfigError, match='a link or a file'):
+    sweeps.member_dir(tmp_path, 'linked')
+  root = tmp_path / 'root'
+  root.mkdir()
+  (root / 'sweep.json').write_text(json.dumps(
+      {'config_overrides': {}, 'members': [{'name': '../evil', 'overrides': {}}]}))
+  with pytest.raises(config_lib.ConfigError, match='not one plain directory name'):
+    sweeps.members(root)
+  with pytest.raises(config_lib.ConfigError, match='not one plain directory name'):
+    sweeps.SweepRecord(root, SPEC, [{'seed': 0}])
+  assert not (tmp_path / 'evil').exists()
+
+
 def test_resize_latent_pads_mean_and_logvar_halves():
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   head = {'gaussian_head': {'kernel': jnp.arange(8.0).reshape(2, 4), 'bias': jnp.arange(4.0)}}

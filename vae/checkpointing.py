@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import pathlib
+import re
 import time
 
 import jax
@@ -213,6 +214,15 @@ class Checkpointer:
       if out is not None:
         return out[0], out[1], step
     return None
+
+  def committed_traces(self):
+    """Names of the entries that show a checkpoint was committed here: step directories (or
+    files in their place) and steps moved aside as corrupt. Not an orbax temporary of a save
+    that never finished, nor a step set aside as uncommitted by its group."""
+    if not self.directory.is_dir():
+      return []
+    return sorted(p.name for p in self.directory.iterdir()
+                  if p.name.isdigit() or re.fullmatch(r'\d+\.corrupt-\d+', p.name))
 
   def set_aside_newer(self, step):
     """Moves every checkpoint newer than `step` to <step>.uncommitted-<time> (kept, never

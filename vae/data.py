@@ -406,7 +406,16 @@ def load(data_config) -> Dataset:
     train, test, validation = splits['train'], splits['test'], splits.get('valid')
     info.update(source='npz', files=[str(pathlib.Path(dc.path).resolve())])
   else:
-    directory = find_idx_dir(name, dc.path) if source in ('auto', 'idx') else None
+    directory = None
+    if dc.path and source in ('auto', 'idx'):
+      # A named path is used or refused, never passed over for the usual places.
+      directory = pathlib.Path(dc.path).expanduser()
+      if not directory.is_dir():
+        raise DataError(f'data.path={dc.path!r} is not a directory of IDX files; for an .npz '
+                        'set data.source=npz, or set data.path= (empty) to search the usual '
+                        'places')
+    elif source in ('auto', 'idx'):
+      directory = find_idx_dir(name)
     if directory is not None:
       train, test, files = load_idx_dir(directory)
       info.update(source='idx', files=sorted(files.values()))

@@ -29,7 +29,7 @@ import ml_collections
 import numpy as np
 
 from vae import checkpointing, config_lib, data as data_lib, device_timeline, evaluation
-from vae import input_pipeline
+from vae import input_pipeline, memory
 from vae import members as members_lib, metrics_io, models, optim, plots
 from vae import progress as progress_lib
 from vae import run as run_lib
@@ -151,6 +151,8 @@ def _train(configs, workdirs, group_dir, chief, t_start, preempt):
   dataset = data_lib.load(base.data)
   validation.validate_for_data(base, dataset.image_shape, len(dataset.train))
   mesh = sharding.make_model_mesh(len(runs) if group_dir is not None else 1)
+  widest = max(configs, key=lambda c: c.model.latent_dim)  # a group pads to its widest
+  memory.check_fits(widest, dataset.image_shape, -(-len(runs) // mesh.shape['model']))
   sched = _check_sizes(base, runs, mesh, len(dataset.train))
   try:
     hooks = settings.fault_hooks()
@@ -201,6 +203,14 @@ def _restore(runs, group, sched):
       [r.checkpointer for r in runs], [group.member_abstract(m) for m in range(size)],
       [r.meta for r in runs], frozen=[m for m, r in enumerate(runs) if r.stopped])
   if restored is None:
+    for r in runs:  # a run that once committed a step never silently starts over
+      traces = r.checkpointer.committed_traces()
+      if traces:
+        shown = ', '.join(traces[:4]) + (f' (+{len(traces) - 4} more)' if len(traces) > 4 else '')
+        raise checkpointing.CheckpointError(
+            f'no checkpoint in {r.checkpointer.directory} restores, though steps were saved '
+            f'there ({shown}; damaged ones are kept as <step>.corrupt-<time>); to start this '
+            'run over, move its workdir aside or use a new --workdir')
     state, resume_step = group.init(), None
     log.info('starting from scratch: %d steps (%d per epoch)%s', sched.total_steps,
              sched.steps_per_epoch,

@@ -18,6 +18,7 @@ import pathlib
 import platform
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -37,10 +38,16 @@ class WorkdirLock:
   def __init__(self, workdir):
     self.path = pathlib.Path(workdir) / '.lock'
     try:
-      self._f = open(self.path, 'a+')
+      # Never through a link: a .lock planted as a symlink would have us truncate its target.
+      fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     except OSError as e:
       raise config_lib.ConfigError(f'cannot open the lock file {self.path} ({e.strerror}); it '
                                    'must be a plain file: remove it and rerun') from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+      os.close(fd)
+      raise config_lib.ConfigError(f'the lock file {self.path} is not a plain file; remove it '
+                                   'and rerun')
+    self._f = os.fdopen(fd, 'r+')
     try:
       fcntl.flock(self._f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -66,6 +73,9 @@ def prepare_workdir(workdir):
     raise config_lib.ConfigError('the workdir is empty; give the directory of the run')
   workdir = pathlib.Path(workdir)
   for sub_dir in ('checkpoints', 'images', 'tensorboard'):
+    if (workdir / sub_dir).is_symlink():
+      raise config_lib.ConfigError(f'{workdir / sub_dir} is a link, where the run keeps its own '
+                                   'directory; move it away or use another --workdir')
     if (workdir / sub_dir).exists() and not (workdir / sub_dir).is_dir():
       raise config_lib.ConfigError(f'{workdir / sub_dir} is a file, where the run keeps a '
                                    'directory; move it away or use another --workdir')

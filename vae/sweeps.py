@@ -22,6 +22,7 @@ members are already done.
 """
 
 import fcntl
+import hashlib
 import importlib.util
 import itertools
 import json
@@ -29,6 +30,7 @@ import logging
 import os
 import pathlib
 import shlex
+import string
 import subprocess
 import sys
 import time
@@ -58,11 +60,43 @@ def zip_axes(**axes):
   return [dict(zip(keys, values)) for values in zip(*(axes[k] for k in keys))]
 
 
+NAME_SAFE = frozenset(string.ascii_letters + string.digits + '=,._+-()[] ')
+NAME_MAX_BYTES = 200
+
+
 def member_name(overrides):
-  """A directory name from the overrides: 'latent_dim=2,beta=0.5,seed=0'."""
+  """A directory name from the overrides: 'latent_dim=2,beta=0.5,seed=0'.
+
+  One path component made of NAME_SAFE characters: any other character (a '/', '..' after
+  one, a newline, '%') is written as %XX of its UTF-8 bytes, so a value can never name a
+  directory outside the sweep's root, and names differ when overrides differ. A name longer
+  than NAME_MAX_BYTES keeps its start and ends in a hash of the whole.
+  """
   if not overrides:
     return 'base'
-  return ','.join(f'{k.split(".")[-1]}={v}' for k, v in overrides.items())
+  raw = ','.join(f'{k.split(".")[-1]}={v}' for k, v in overrides.items())
+  name = ''.join(ch if ch in NAME_SAFE else ''.join(f'%{b:02X}' for b in ch.encode())
+                 for ch in raw)
+  if len(name) > NAME_MAX_BYTES:
+    name = name[:NAME_MAX_BYTES - 17] + '~' + hashlib.sha256(raw.encode()).hexdigest()[:16]
+  return name
+
+
+def member_dir(root, name):
+  """ROOT/<name>, refused with one line unless `name` is one plain component of safe
+  characters and the directory (if it exists) is a real directory, not a link, so that
+  nothing a sweep writes lies outside its root."""
+  root = pathlib.Path(root)
+  if (not isinstance(name, str) or name in ('', '.', '..') or len(name) > NAME_MAX_BYTES
+      or not set(name) <= NAME_SAFE | {'%', '~'}):
+    raise config_lib.ConfigError(
+        f'sweep member name {name!r} is not one plain directory name; member names come from '
+        f'vae.sweeps.member_name: repair or remove {root / "sweep.json"} and rerun')
+  path = root / name
+  if path.is_symlink() or (path.exists() and not path.is_dir()):
+    raise config_lib.ConfigError(f'{path} is not a directory inside {root} (a link or a file); '
+                                 'remove it and rerun')
+  return path
 
 
 def apply_overrides(config, overrides):
@@ -115,7 +149,7 @@ def members(root):
   root = pathlib.Path(root)
   if (root / 'sweep.json').exists():
     data = json.loads((root / 'sweep.json').read_text())
-    return [(m['name'], m['overrides'], root / m['name']) for m in data['members']]
+    return [(m['name'], m['overrides'], member_dir(root, m['name'])) for m in data['members']]
   return [(d.name, {}, d) for d in sorted(root.iterdir()) if (d / 'metrics.jsonl').exists()]
 
 
@@ -146,7 +180,7 @@ class SweepRecord:
     config_overrides = {k: list(v) if isinstance(v, tuple) else v
                         for k, v in (config_overrides or {}).items()}
     members = [{'name': member_name(o), 'overrides': o,
-                'workdir': str(self.root / member_name(o))} for o in overrides]
+                'workdir': str(member_dir(self.root, member_name(o)))} for o in overrides]
     if self.path.exists():
       saved = run_dir.read_json(self.path)
       if saved.get('config_overrides', {}) != config_overrides:
@@ -155,7 +189,7 @@ class SweepRecord:
             f'not {config_overrides}; rerun with the same ones or use a new --workdir')
       names = {m['name'] for m in members}  # members of an earlier --axis cut stay listed
       members += [{'name': m['name'], 'overrides': m['overrides'],
-                   'workdir': str(self.root / m['name'])}  # here, even if the root moved
+                   'workdir': str(member_dir(self.root, m['name']))}  # even if the root moved
                   for m in saved.get('members', []) if m['name'] not in names]
     self.data = {'config': config_arg, 'config_overrides': config_overrides,
                  'members': members}
@@ -338,7 +372,7 @@ def run_sweep(config_spec, root, mode='sequential', parallel=2, dry_run=False, o
   overrides, configs, names, fixed = expand(config_spec, axes, config_overrides)
   root = pathlib.Path(root)
   record = SweepRecord(root, config_spec, overrides, fixed)
-  workdirs = [root / n for n in names]
+  workdirs = [member_dir(root, n) for n in names]
   task_index, num_tasks = task_from_environment(task_index, num_tasks)
   unit = unit or ('group' if mode == 'vmap' else 'member')
   if mode == 'vmap' and unit == 'member' and num_tasks > 1:

@@ -23,6 +23,7 @@ from vae import checkpointing, config_lib, data as data_lib, evaluation, input_p
 from vae import objectives, run_dir
 
 log = logging.getLogger('vae')
+SPLITS = ('train', 'val', 'validation', 'test')
 
 
 def _candidate_steps(ckpt, checkpoint):
@@ -95,12 +96,17 @@ class TrainedModel:
     split, as `load_split` then `to_float` give) or k / 255 for continuous data.
 
     Raises:
-      ValueError: a shape other than [N, H, W, C] of this model, or non-finite values.
+      ValueError: a shape other than [N, H, W, C] of this model, a dtype other than uint8
+        or floating point, non-finite values, or floats outside [0, 1] (pixels in 0..255
+        given as floats: pass them as uint8, or divide by 255).
     """
     x = np.asarray(x) if not isinstance(x, jax.Array) else x
     if x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape:
       raise ValueError(f'images have shape {tuple(x.shape)}; this model takes [N, '
                        f'{", ".join(map(str, self.image_shape))}] (N images of its data)')
+    if x.dtype != np.uint8 and not jnp.issubdtype(x.dtype, jnp.floating):
+      raise ValueError(f'images have dtype {x.dtype}; pass uint8 pixels (0..255) or floats in '
+                       '[0, 1]')
     if x.dtype == np.uint8:
       if self.config.data.binarize in ('dynamic', 'static'):
         x = input_pipeline.binarize_fixed(np.asarray(x), [self.config.data.binarize_seed, 2])
@@ -108,6 +114,10 @@ class TrainedModel:
     x = jnp.asarray(x, jnp.float32)
     if not bool(jnp.all(jnp.isfinite(x))):
       raise ValueError('images contain NaN or infinite values')
+    low, high = float(jnp.min(x)), float(jnp.max(x))
+    if low < 0.0 or high > 1.0:
+      raise ValueError(f'float images span [{low:g}, {high:g}]; this model takes floats in '
+                       '[0, 1] (pixels 0..255: pass them as uint8, or divide by 255)')
     return x
 
   def _latents(self, z):
@@ -178,6 +188,8 @@ class TrainedModel:
     """The run's images of `split` ('train', 'val' or 'test') as uint8, with the fixed
     evaluation binarization applied, and their labels: exactly what training evaluated.
     Every method taking images accepts these directly."""
+    if split not in SPLITS:
+      raise ValueError(f'no split {split!r}; choose one of {SPLITS}')
     ds = data_lib.load(self.config.data)
     train, val, test = input_pipeline.prepare_host_splits(ds, self.config.data)
     images = {'train': train, 'val': val, 'validation': val, 'test': test}[split]
