@@ -95,6 +95,27 @@ def _best_metric(metrics):
   return metrics[BEST_METRIC]
 
 
+def committed_traces(directory):
+  """Names of the entries in a checkpoint directory that show a checkpoint was committed
+  there: step directories (or files in their place) and steps moved aside as corrupt. Not an
+  orbax temporary of a save that never finished, nor a step set aside as uncommitted by its
+  group."""
+  directory = pathlib.Path(directory)
+  if not directory.is_dir():
+    return []
+  return sorted(p.name for p in directory.iterdir()
+                if p.name.isdigit() or re.fullmatch(r'\d+\.corrupt-\d+', p.name))
+
+
+def no_restorable_step_error(directory, traces):
+  """The refusal for a directory where steps were committed but none restores."""
+  shown = ', '.join(traces[:4]) + (f' (+{len(traces) - 4} more)' if len(traces) > 4 else '')
+  return CheckpointError(
+      f'no checkpoint in {directory} restores, though steps were saved there ({shown}; '
+      'damaged ones are kept as <step>.corrupt-<time>); to start this run over, move its '
+      'workdir aside or use a new --workdir')
+
+
 class Checkpointer:
   """Saves and restores (state, meta) with orbax's CheckpointManager."""
 
@@ -216,13 +237,7 @@ class Checkpointer:
     return None
 
   def committed_traces(self):
-    """Names of the entries that show a checkpoint was committed here: step directories (or
-    files in their place) and steps moved aside as corrupt. Not an orbax temporary of a save
-    that never finished, nor a step set aside as uncommitted by its group."""
-    if not self.directory.is_dir():
-      return []
-    return sorted(p.name for p in self.directory.iterdir()
-                  if p.name.isdigit() or re.fullmatch(r'\d+\.corrupt-\d+', p.name))
+    return committed_traces(self.directory)
 
   def set_aside_newer(self, step):
     """Moves every checkpoint newer than `step` to <step>.uncommitted-<time> (kept, never

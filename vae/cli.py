@@ -11,7 +11,9 @@ Exit codes (train.py and every script):
      already written is intact
   5  another process of a multi-process run died (the lost process is named); rerun the
      same command on every host, with any number of processes, to resume
-  130  interrupted (Ctrl-C) before training installed its signal handler
+  143, 130  SIGTERM, SIGINT before training installed its own handling (while the libraries
+     load), or during a command that has nothing to save (evaluation, sampling, figures):
+     one line, at once (vae/interrupts.py); rerun the same command
 
 Every error is one line on stderr, `error: <what> ; <the fix>`.
 """
@@ -27,7 +29,7 @@ import subprocess
 import sys
 import threading
 
-from vae import checkpointing, config_lib, data, settings, step
+from vae import checkpointing, config_lib, data, interrupts, settings, step
 
 BAD_INPUT = (config_lib.ConfigError, data.DataError, checkpointing.CheckpointError)
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_IO, EXIT_LOST_PROCESS = 0, 1, 2, 3, 4, 5
@@ -217,6 +219,7 @@ def supervise(cmd, process_id):
   env = dict(settings.environ(), **{SUPERVISED_ENV: '1', 'PYTHONUNBUFFERED': '1'})
   proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True,
                           preexec_fn=_die_with_parent)
+  interrupts.suspend()  # the child answers signals; this process only forwards them
   for sig in (signal.SIGTERM, signal.SIGINT):
     signal.signal(sig, lambda signum, _: proc.send_signal(signum))
   held = []

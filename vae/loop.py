@@ -176,6 +176,9 @@ def _check_sizes(base, runs, mesh, num_train):
   sched = Schedule.from_config(base, num_train)
   for r in runs:
     saved = r.saved_steps()
+    traces = checkpointing.committed_traces(r.workdir / 'checkpoints')
+    if traces and not saved:  # refused before anything is written (checked again on restore)
+      raise checkpointing.no_restorable_step_error(r.workdir / 'checkpoints', traces)
     config_lib.check(not saved or saved[-1] <= sched.total_steps,
                      f'train.num_epochs={base.train.num_epochs} ends at step {sched.total_steps}, '
                      f'but {r.workdir} holds a checkpoint at step {saved[-1] if saved else 0}; give '
@@ -206,11 +209,7 @@ def _restore(runs, group, sched):
     for r in runs:  # a run that once committed a step never silently starts over
       traces = r.checkpointer.committed_traces()
       if traces:
-        shown = ', '.join(traces[:4]) + (f' (+{len(traces) - 4} more)' if len(traces) > 4 else '')
-        raise checkpointing.CheckpointError(
-            f'no checkpoint in {r.checkpointer.directory} restores, though steps were saved '
-            f'there ({shown}; damaged ones are kept as <step>.corrupt-<time>); to start this '
-            'run over, move its workdir aside or use a new --workdir')
+        raise checkpointing.no_restorable_step_error(r.checkpointer.directory, traces)
     state, resume_step = group.init(), None
     log.info('starting from scratch: %d steps (%d per epoch)%s', sched.total_steps,
              sched.steps_per_epoch,

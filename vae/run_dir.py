@@ -26,7 +26,7 @@ import time
 import jax
 import numpy as np
 
-from vae import config_lib, metrics_io, settings
+from vae import config_lib, interrupts, metrics_io, settings
 
 DONE_FILE = 'done.json'
 GROUP_FILE = 'members.json'  # a vmapped group's member configs
@@ -160,6 +160,7 @@ class Preemption:
     self._old = {}
 
   def install(self):
+    interrupts.suspend()  # a command's exit-at-once answer (vae/interrupts.py) waits meanwhile
     for sig in (signal.SIGTERM, signal.SIGINT):
       try:
         self._old[sig] = signal.signal(sig, self._handle)
@@ -183,6 +184,7 @@ class Preemption:
   def restore(self):
     for sig, handler in self._old.items():
       signal.signal(sig, handler)
+    interrupts.resume()
 
 
 RUN_FILE = 'run.json'

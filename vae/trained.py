@@ -114,7 +114,7 @@ class TrainedModel:
     x = jnp.asarray(x, jnp.float32)
     if not bool(jnp.all(jnp.isfinite(x))):
       raise ValueError('images contain NaN or infinite values')
-    low, high = float(jnp.min(x)), float(jnp.max(x))
+    low, high = float(jnp.min(x)) + 0.0, float(jnp.max(x)) + 0.0  # + 0.0: no '-0' shown
     if low < 0.0 or high > 1.0:
       raise ValueError(f'float images span [{low:g}, {high:g}]; this model takes floats in '
                        '[0, 1] (pixels 0..255: pass them as uint8, or divide by 255)')
