@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from vae import data, input_pipeline
+from vae import config_lib, data, input_pipeline
 
 FASHION_DIR = pathlib.Path('/usr/share/datasets/fashion-mnist')
 
@@ -92,6 +92,37 @@ def test_bad_magic_truncation_and_mismatch(tmp_path):
   (d / 'train-labels-idx1-ubyte').write_bytes(_idx_bytes(np.zeros(7)))
   with pytest.raises(data.DataError, match='30 images but 7 labels'):
     data.load(_data_config(name='mnist', source='idx', path=str(d), val_size=2))
+
+
+def test_idx_sizes_are_checked_before_memory_is_taken(tmp_path):
+  """A header declaring 2^31 x 2^31 x 4 bytes is refused from the header; a gzip file that
+  inflates far past what its header declares is refused after one byte more, with memory
+  bounded by the declared size; a padded plain file likewise."""
+  huge = tmp_path / 'huge'
+  huge.write_bytes(bytes([0, 0, 8, 3]) + b''.join(
+      d.to_bytes(4, 'big') for d in (2 ** 31 - 1, 2 ** 31 - 1, 4)) + b'\0' * 64)
+  with pytest.raises(data.DataError, match='declares .* bytes, more than any dataset'):
+    data.read_idx(huge)
+  bomb = tmp_path / 'bomb.gz'
+  with gzip.open(bomb, 'wb') as f:
+    f.write(_idx_bytes(np.zeros((10, 4, 4))))
+    for _ in range(64):  # 64 MiB of zeros after the declared 160 bytes (~64 KiB on disk)
+      f.write(b'\0' * (1 << 20))
+  assert bomb.stat().st_size < 1 << 20
+  with pytest.raises(data.DataError, match='holds more than 160 data bytes'):
+    data.read_idx(bomb)
+  padded = tmp_path / 'padded'
+  padded.write_bytes(_idx_bytes(np.zeros((10, 4, 4))) + b'\0')
+  with pytest.raises(data.DataError, match='holds more than 160'):
+    data.read_idx(padded)
+
+
+@pytest.mark.parametrize('field,value', [('synthetic_train_size', 0),
+                                         ('synthetic_test_size', 0),
+                                         ('synthetic_shape', (0, 28, 1))])
+def test_empty_synthetic_sets_are_refused(field, value):
+  with pytest.raises(config_lib.ConfigError, match=f'data.{field}'):
+    data.check_config(_data_config(**{field: value}))
 
 
 def test_missing_dataset_names_the_ways_to_get_it(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ in-process through their `main(argv)` (tests/helpers.py: run_script).
 
 import errno
 import hashlib
+import os
 import json
 import shutil
 
@@ -83,6 +84,8 @@ TRAIN_CASES = [
     ('NaN value', lambda w, t: ['--config.optim.lr=nan'], 2, 'optim.lr'),
     ('negative split seed', lambda w, t: ['--config.data.split_seed=-1'], 2, 'data.split_seed'),
     ('empty --workdir', lambda w, t: ['--workdir='], 2, '--workdir'),
+    ('a --workdir too long for the file system',
+     lambda w, t: [f'--workdir={t / ("x" * 300) / "run"}'], 2, 'a path too long'),
     ('fewer epochs than the checkpoint', lambda w, t: ['--config.train.num_epochs=1'], 2,
      'train.num_epochs=1.0 ends at step 12'),
     ('another structural config', lambda w, t: ['--config.model.latent_dim=3'], 2,
@@ -209,6 +212,23 @@ def test_full_disk_is_one_line_naming_the_workdir(work, monkeypatch):
   assert rc == cli.EXIT_IO
   _assert_one_error_line(err, f'no space left on the device while writing {work}')
   assert snapshot(work) == before
+
+
+def test_the_output_probe_finds_a_full_disk_before_the_work(tmp_path, monkeypatch):
+  """cli.check_writable writes PROBE_BYTES and syncs them (an empty probe passes on a full
+  disk); an ENOSPC there is one line naming the path, and no probe file is left."""
+  sizes = []
+  real_fsync = os.fsync
+  monkeypatch.setattr(os, 'fsync', lambda fd: sizes.append(os.fstat(fd).st_size) or
+                      real_fsync(fd))
+  cli.check_writable(tmp_path / 'eval.json')
+  assert sizes == [cli.PROBE_BYTES] and cli.PROBE_BYTES >= 1 << 16
+  def full(fd):
+    raise OSError(errno.ENOSPC, 'No space left on device')
+  monkeypatch.setattr(os, 'fsync', full)
+  with pytest.raises(config_lib.ConfigError, match='eval.json .No space left on device.'):
+    cli.check_writable(tmp_path / 'eval.json')
+  assert list(tmp_path.iterdir()) == []
 
 
 SCRIPT_CASES = [

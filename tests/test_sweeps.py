@@ -473,3 +473,69 @@ def test_a_group_killed_between_two_members_saves_resumes_to_the_same_end(vmappe
     assert ref[0] == got[0]
     for k, v in leaves(ref[1]).items():
       np.testing.assert_array_equal(leaves(got[1])[k], v)
+
+
+def _tree_hashes(root):
+  import hashlib  # pylint: disable=g-import-not-at-top
+  return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest()
+                                     if p.is_file() else 'dir')
+          for p in sorted(root.rglob('*'))}
+
+
+def test_a_refused_vmap_rerun_changes_nothing(vmapped, tmp_path):
+  """A rerun whose cut makes a vmap group of other members than the one saved is refused
+  with exit 2 before anything is written: sweep.json, statuses, member directories and
+  locks stay as they were (no phantom member, no reordering)."""
+  root = tmp_path / 'sweep'
+  shutil.copytree(vmapped, root)
+  (root / 'latent_dim=3,beta=2.0' / 'done.json').unlink()  # one member to train again
+  before = _tree_hashes(root)
+  code, _, err = run_script('sweep', '--config', SPEC, '--workdir', root, '--mode', 'vmap',
+                            '--axis', 'objective.beta=2.0')
+  assert code == 2, err
+  assert 'holds a group of 5 members, not 3' in err and 'Traceback' not in err
+  assert _tree_hashes(root) == before
+
+
+def test_a_sequential_sweep_runs_the_other_members_after_one_fails(tmp_path):
+  """A member that fails (here: its directory holds a run of another config) is recorded as
+  failed and named; the members after it still train; the sweep exits 1."""
+  root = tmp_path / 'seq'
+  broken = root / 'latent_dim=3,beta=0.5'
+  broken.mkdir(parents=True)
+  (broken / 'config.json').write_text(json.dumps(config_lib.config_json(
+      smoke_config(**{'model.latent_dim': 7}))))
+  code, _, err = run_script('sweep', '--config', 'configs/default.py:smoke,sweep=tiny4',
+                            '--workdir', root, '--mode', 'sequential',
+                            '--axis', 'model.latent_dim=3')
+  assert code == 1, err
+  statuses = {m['name']: m['status']
+              for m in json.loads((root / 'sweep.json').read_text())['members']}
+  assert statuses == {'latent_dim=3,beta=0.5': 'failed', 'latent_dim=3,beta=2.0': 'finished'}
+  assert (root / 'latent_dim=3,beta=2.0' / 'done.json').exists()
+
+
+def test_sigterm_to_a_processes_sweep_reaches_its_members_and_leaves_no_orphan(tmp_path):
+  """SIGTERM to `sweep.py --mode processes` is passed on to the running train.py members:
+  each saves and exits, the sweep waits for them, records them as interrupted and exits 0;
+  no member process outlives it."""
+  cmd = _sweep_cmd(tmp_path, '--mode', 'processes', '--parallel', '2', '--axis',
+                   'model.latent_dim=3', '--config.train.num_epochs=60')
+  proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+  names = ['latent_dim=3,beta=0.5', 'latent_dim=3,beta=2.0']
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None and not all(
+      (tmp_path / n / 'checkpoints').is_dir() and any(
+          p.name.isdigit() for p in (tmp_path / n / 'checkpoints').iterdir()) for n in names):
+    time.sleep(0.1)  # both members train and have saved once
+  proc.send_signal(signal.SIGTERM)
+  out = proc.communicate(timeout=120)[0]
+  assert proc.returncode == 0 and 'Traceback' not in out, out[-3000:]
+  left = subprocess.run(['pgrep', '-f', str(tmp_path)], capture_output=True, text=True).stdout
+  assert not left.strip(), left
+  status = {m['name']: m['status'] for m in json.loads((tmp_path / 'sweep.json').read_text())[
+      'members']}
+  assert status == {n: 'interrupted' for n in names}
+  for n in names:
+    assert 'SIGTERM' in (tmp_path / f'{n}.log').read_text()

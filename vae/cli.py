@@ -145,23 +145,37 @@ def run(fn, where=''):
     if is_disk_full(e):
       return fail(f'no space left on the device while writing {where or "the output"}; free '
                   'space or choose another directory, then rerun to resume', EXIT_IO)
+    if isinstance(e, OSError) and e.errno == errno.ENAMETOOLONG:  # bad input, not a failed write
+      return fail(f'{e.filename or where}: a path too long for the file system; choose a '
+                  'shorter --workdir (or --out)', EXIT_BAD_INPUT)
     if isinstance(e, OSError):
       return fail(f'cannot write {e.filename or where} ({e.strerror or e}); check the '
                   'directory and its permissions', EXIT_IO)
     raise
 
 
+PROBE_BYTES = 1 << 16  # an empty probe file fits on a full disk; this much does not
+
+
 def check_writable(path):
-  """Raises ConfigError unless a file can be written at `path` (probed, then removed)."""
+  """Raises ConfigError unless a file can be written at `path`: a probe of PROBE_BYTES is
+  written and synced to the disk (so that a full disk is found before the work, not after
+  it), then removed."""
   path = pathlib.Path(path)
   probe = path.with_name(f'.{path.name}.write-probe')
   try:
     path.parent.mkdir(parents=True, exist_ok=True)
-    probe.write_text('')
-    probe.unlink()
+    try:
+      with open(probe, 'wb') as f:
+        f.write(b'\0' * PROBE_BYTES)
+        f.flush()
+        os.fsync(f.fileno())
+    finally:
+      if probe.exists():
+        probe.unlink()
   except OSError as e:
     raise config_lib.ConfigError(f'cannot write {path} ({e.strerror}); give a writable '
-                                 'path') from None
+                                 'path (with free space)') from None
 
 
 class ArgumentParser(argparse.ArgumentParser):

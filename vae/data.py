@@ -24,7 +24,9 @@ Run `python -m vae.data NAME` to see what a name resolves to.
 import dataclasses
 import gzip
 import logging
+import math
 import pathlib
+import zlib
 from typing import Optional
 
 import numpy as np
@@ -72,6 +74,11 @@ def check_config(dc):
   check(dc.residency in RESIDENCY,
         f'data.residency={dc.residency!r} is unknown; choose one of {RESIDENCY}')
   check(dc.val_size >= 0, f'data.val_size={dc.val_size} must be >= 0')
+  for name in ('synthetic_train_size', 'synthetic_test_size'):
+    check(dc[name] >= 1, f'data.{name}={dc[name]} must be >= 1 (an empty set trains or '
+          'evaluates nothing)')
+  check(len(dc.synthetic_shape) == 3 and all(d >= 1 for d in dc.synthetic_shape),
+        f'data.synthetic_shape={tuple(dc.synthetic_shape)} must be (H, W, C), each >= 1')
 
 
 class DataError(ValueError):
@@ -102,37 +109,49 @@ class Dataset:
 # ----------------------------------------------------------------------------- IDX
 
 
+MAX_IDX_BYTES = 2 ** 34  # 16 GiB: far above any image set this reads; a larger header is damage
+
+
 def read_idx(path) -> np.ndarray:
   """Reads one IDX file (MNIST's format), gzipped if the name ends in .gz.
 
+  Memory stays bounded by what the header declares: the header is read first, a declared
+  size above MAX_IDX_BYTES is refused, and no more than one byte past the declared data is
+  ever inflated (a gzip file that inflates to gigabytes is refused after that byte).
+
   Raises:
-    DataError: bad magic number, unsupported type, or a size that does not
-      match the header (truncated or padded file).
+    DataError: bad magic number, unsupported type, an impossible header, or a size that
+      does not match the header (truncated or padded file).
   """
   path = pathlib.Path(path)
   opener = gzip.open if path.suffix == '.gz' else open
   try:
     with opener(path, 'rb') as f:
-      raw = f.read()
-  except (OSError, EOFError) as e:
+      magic = f.read(4)
+      if len(magic) < 4 or magic[0] != 0 or magic[1] != 0:
+        raise DataError(f'{path} is not an IDX file (bad magic number '
+                        f'{magic.hex() or "<empty>"}); expected 0x0000 08 NN')
+      if magic[2] != 0x08:
+        raise DataError(f'{path}: IDX type code 0x{magic[2]:02x} unsupported; only unsigned '
+                        'bytes (0x08) are image data')
+      ndim = magic[3]
+      head = f.read(4 * ndim)
+      if len(head) < 4 * ndim:
+        raise DataError(f'{path} is truncated inside its header')
+      dims = tuple(int.from_bytes(head[4 * i:4 * i + 4], 'big') for i in range(ndim))
+      expected = math.prod(dims) if dims else 0
+      if expected > MAX_IDX_BYTES:
+        raise DataError(f'{path}: its header {dims} declares {expected:,} bytes, more than '
+                        f'any dataset this reads ({MAX_IDX_BYTES:,}); the file is corrupt: '
+                        're-download it')
+      raw = f.read(expected + 1)
+  except (OSError, EOFError, zlib.error) as e:
     raise DataError(f'cannot read IDX file {path}: {e}; re-download or reinstall it') from e
-  if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-    raise DataError(f'{path} is not an IDX file (bad magic number '
-                    f'{raw[:4].hex() or "<empty>"}); expected 0x0000 08 NN')
-  if raw[2] != 0x08:
-    raise DataError(f'{path}: IDX type code 0x{raw[2]:02x} unsupported; only unsigned '
-                    'bytes (0x08) are image data')
-  ndim = raw[3]
-  header = 4 + 4 * ndim
-  if len(raw) < header:
-    raise DataError(f'{path} is truncated inside its header')
-  dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], 'big') for i in range(ndim))
-  expected = int(np.prod(dims)) if dims else 0
-  got = len(raw) - header
-  if got != expected:
-    raise DataError(f'{path} holds {got} data bytes but its header {dims} says {expected}: '
+  if len(raw) != expected:
+    held = f'more than {expected}' if len(raw) > expected else str(len(raw))
+    raise DataError(f'{path} holds {held} data bytes but its header {dims} says {expected}: '
                     'the file is truncated or corrupt; re-download it')
-  return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+  return np.frombuffer(raw, dtype=np.uint8).reshape(dims)
 
 
 def _find_idx_file(directory: pathlib.Path, stem: str) -> Optional[pathlib.Path]:

@@ -21,6 +21,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import logging
+import pathlib
 import time
 
 import jax
@@ -137,6 +138,15 @@ def train(configs, workdirs, group_dir=None):
     preempt.install()
     stack.callback(preempt.restore)
     return _train(configs, dirs, group_dir, chief, t_start, preempt)
+
+
+def check_group(configs, workdirs, group_dir):
+  """Raises ConfigError when the members saved in a vmapped group's directory
+  (GROUP/members.json) are not these (their number, or a field that cannot change on
+  resume); reads only, so that a sweep can refuse before it writes anything."""
+  configs = [_keep_legacy_fields(c, pathlib.Path(w), quiet=True)
+             for c, w in zip(configs, workdirs)]
+  run_dir.check_group_config(group_dir, [config_lib.config_json(c) for c in configs])
 
 
 def _train(configs, workdirs, group_dir, chief, t_start, preempt):
@@ -498,14 +508,14 @@ class _Driver:
 _device_copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
 
 
-def _keep_legacy_fields(config, workdir):
+def _keep_legacy_fields(config, workdir, quiet=False):
   """`config`, with the older behaviour of fields that the workdir's saved run predates
   (config_lib.LEGACY_VALUES), so that it resumes as it started."""
   path = workdir / 'config.json'
   if not path.exists():
     return config
   config, changed = config_lib.adopt_legacy(run_dir.read_json(path), config)
-  for key, value in changed.items():
+  for key, value in {} if quiet else changed.items():
     log.info('%s was saved before %s existed: it resumes with %s=%r', workdir, key, key, value)
   return config
 

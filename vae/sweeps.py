@@ -30,6 +30,7 @@ import logging
 import os
 import pathlib
 import shlex
+import signal
 import string
 import subprocess
 import sys
@@ -389,6 +390,11 @@ def run_sweep(config_spec, root, mode='sequential', parallel=2, dry_run=False, o
     task = f', task {task_index} of {num_tasks} ({unit}s)' if num_tasks > 1 else ''
     out(f'{len(names)} members, {len(pending)} to run, mode {mode}{task}')
     return record
+  if mode == 'vmap':  # every refusal before anything is written: a refused rerun changes nothing
+    for g, group in enumerate(vmap_groups(configs)):
+      if set(group) <= set(mine) and any(i in pending for i in group):
+        loop.check_group([configs[i] for i in group], [workdirs[i] for i in group],
+                         root / f'_vmap_group_{g}')
   record.save()
   for i in mine:
     if i not in pending and record.status(names[i]) != 'finished':
@@ -400,9 +406,13 @@ def run_sweep(config_spec, root, mode='sequential', parallel=2, dry_run=False, o
       record.set(names[i], 'running')
       try:
         result = loop.train_and_evaluate(configs[i], str(workdirs[i]))
-      except Exception as e:
-        record.set(names[i], 'failed', error=str(e).splitlines()[0][:300] if str(e) else '')
-        raise
+      except Exception as e:  # pylint: disable=broad-except  (the next members still run)
+        error = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+        record.set(names[i], 'failed', error=error)
+        log.error('sweep %s: member %s failed (%s: %s); the other members go on, and the '
+                  'sweep exits 1', root, names[i], type(e).__name__, error)
+        progress.update(done + 1, last=f'{names[i]} failed')
+        continue
       record.set(names[i], _result_status(result['status']))
       progress.update(done + 1, last=names[i])
       if result['status'] not in ENDED:  # a signal: stop the sweep, as the user asked
@@ -435,9 +445,41 @@ def run_sweep(config_spec, root, mode='sequential', parallel=2, dry_run=False, o
 
 def _run_processes(config_spec, configs, overrides, names, workdirs, pending, parallel, record,
                    root, progress):
+  """Runs the pending members as train.py processes, `parallel` at a time. SIGTERM / SIGINT
+  to the sweep are passed on to the running members (each saves at its next chunk boundary
+  and exits 0); no new member starts; the sweep waits for them, records them as
+  interrupted, and returns (rerun the same command to resume)."""
   queue, running, finished = list(pending), {}, 0
-  while queue or running:
-    while queue and len(running) < parallel:
+  stop = []
+
+  def forward(signum, _frame):
+    if not stop:
+      log.warning('sweep %s: %s: passed on to the %d running members; no new member starts',
+                  root, signal.Signals(signum).name, len(running))
+    stop.append(signum)
+    for proc, _ in running.values():
+      if proc.poll() is None:
+        proc.send_signal(signum)
+
+  old = {}
+  for sig in (signal.SIGTERM, signal.SIGINT):
+    try:
+      old[sig] = signal.signal(sig, forward)
+    except ValueError:  # not the main thread
+      pass
+  try:
+    _process_loop(config_spec, configs, overrides, names, workdirs, queue, running, parallel,
+                  record, root, progress, stop)
+  finally:
+    for sig, handler in old.items():
+      signal.signal(sig, handler)
+
+
+def _process_loop(config_spec, configs, overrides, names, workdirs, queue, running, parallel,
+                  record, root, progress, stop):
+  finished = 0
+  while (queue and not stop) or running:
+    while queue and not stop and len(running) < parallel:
       i = queue.pop(0)
       cmd = [sys.executable, str(TRAIN_PY), '--config', config_spec,
              '--workdir', str(workdirs[i])] + [_flag(k, v) for k, v in overrides[i].items()]
@@ -447,7 +489,11 @@ def _run_processes(config_spec, configs, overrides, names, workdirs, pending, pa
     for i, (proc, log_file) in list(running.items()):
       if proc.poll() is not None:
         log_file.close()
-        if proc.returncode:
+        signalled = stop and proc.returncode in (128 + signal.SIGTERM, 128 + signal.SIGINT,
+                                                 -signal.SIGTERM, -signal.SIGINT)
+        if signalled:  # stopped before it could save (e.g. while its libraries loaded)
+          status = 'interrupted'
+        elif proc.returncode:
           status = 'failed'
         else:
           status = ('finished' if run_dir.is_done(workdirs[i], configs[i].train.num_epochs)
