@@ -310,6 +310,25 @@ def test_vae_load_refuses_a_named_damaged_step_and_skips_an_implicit_one(work, c
   assert snapshot(work) == before  # reading never moves or rewrites anything
 
 
+def test_vae_load_retries_checkpoints_rotated_away_while_it_reads(work, monkeypatch, caplog):
+  """A trainer still saving rotates old steps away: vae.load('latest') whose step vanishes
+  while it reads lists the steps again (here 36 has appeared, 24 and 12 are gone) instead of
+  calling them damaged."""
+  ckpts = work / 'checkpoints'
+  real = checkpointing.CheckpointReader.restore_params
+  def rotating(self, step, sharding):
+    if step == 24 and (ckpts / '24').exists():
+      shutil.copytree(ckpts / '24', ckpts / '36')
+      shutil.rmtree(ckpts / '24')
+      shutil.rmtree(ckpts / '12')
+      raise FileNotFoundError(str(ckpts / '24'))
+    return real(self, step, sharding)
+  monkeypatch.setattr(checkpointing.CheckpointReader, 'restore_params', rotating)
+  caplog.set_level('WARNING', logger='vae')
+  assert vae.load(work, 'latest').step == 36
+  assert not any('damaged' in r.message for r in caplog.records)
+
+
 def test_vae_load_reads_verified_parameters_past_damaged_orbax_metadata(work):
   """Empty manager metadata of the newest step no longer stops every load: its parameters
   still match their checksums, so they load; 'best' ranks only the steps it can read."""

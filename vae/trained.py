@@ -47,21 +47,33 @@ def _candidate_steps(ckpt, checkpoint):
   return [step], True
 
 
+ROTATION_RETRIES = 5
+
+
 def _restore_params(ckpt, checkpoint, sharding):
   """(params, step): a damaged step named explicitly is refused with one line; otherwise
-  the next candidate is taken with a warning. Nothing in the workdir is changed."""
-  candidates, explicit = _candidate_steps(ckpt, checkpoint)
-  for step in candidates:
-    try:
-      return ckpt.restore_params(step, sharding), step
-    except Exception as e:  # pylint: disable=broad-except
-      detail = f'{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ""}'
-      if explicit:
-        raise checkpointing.CheckpointError(
-            f'checkpoint {ckpt.directory / str(step)} is damaged ({detail}); choose another '
-            f'--checkpoint from {ckpt.steps()}') from None
-      log.warning('checkpoint %s is damaged (%s); taking the previous one',
-                      ckpt.directory / str(step), detail)
+  the next candidate is taken with a warning. A step that disappears while it is read was
+  rotated away by a training run that is still saving (not damage): the candidates are
+  listed afresh and tried again. Nothing in the workdir is changed."""
+  for _ in range(ROTATION_RETRIES):
+    candidates, explicit = _candidate_steps(ckpt, checkpoint)
+    rotated = False
+    for step in candidates:
+      try:
+        return ckpt.restore_params(step, sharding), step
+      except Exception as e:  # pylint: disable=broad-except
+        if not (ckpt.directory / str(step)).exists():
+          rotated = True  # deleted meanwhile by the trainer's rotation: look again
+          break
+        detail = f'{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ""}'
+        if explicit:
+          raise checkpointing.CheckpointError(
+              f'checkpoint {ckpt.directory / str(step)} is damaged ({detail}); choose another '
+              f'--checkpoint from {ckpt.steps()}') from None
+        log.warning('checkpoint %s is damaged (%s); taking the previous one',
+                    ckpt.directory / str(step), detail)
+    if not rotated:
+      break
   raise checkpointing.CheckpointError(f'every checkpoint in {ckpt.directory} is damaged; '
                                       'retrain or restore the files')
 
