@@ -539,3 +539,28 @@ def test_sigterm_to_a_processes_sweep_reaches_its_members_and_leaves_no_orphan(t
   assert status == {n: 'interrupted' for n in names}
   for n in names:
     assert 'SIGTERM' in (tmp_path / f'{n}.log').read_text()
+
+
+def test_a_diverging_member_of_a_vmap_group_stops_alone(tmp_path):
+  """One member of a vmapped group goes NaN (lr 1e12): it is named, frozen at its last good
+  checkpoint and recorded as diverged; the other trains to the end exactly as it would
+  have (the group restarts from the common checkpoint with the diverged member frozen); a
+  rerun does not train the diverged member again."""
+  configs = [smoke_config(**{'optim.lr': lr}) for lr in (1e-3, 1e12)]
+  dirs = [tmp_path / 'good', tmp_path / 'bad']
+  results = loop.train_members(configs, dirs, tmp_path / 'group')
+  assert [r['status'] for r in results] == ['finished', 'diverged']
+  done = json.loads((dirs[1] / 'done.json').read_text())
+  assert done['status'] == 'diverged' and done['step'] < 24
+  assert np.isfinite(results[0]['test/elbo'])
+  # The good member equals the same group run with a tame second member.
+  alone = loop.train_members([configs[0], smoke_config(**{'optim.lr': 2e-3})],
+                             [tmp_path / 'good2', tmp_path / 'tame'], tmp_path / 'group2')
+  assert alone[0]['test/elbo'] == results[0]['test/elbo']
+  got, want = leaves(final_params(dirs[0])[1]), leaves(final_params(tmp_path / 'good2')[1])
+  assert got.keys() == want.keys()
+  for key in got:
+    np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+  again = loop.train_members(configs, dirs, tmp_path / 'group')
+  assert [r['status'] for r in again] == ['finished', 'diverged']
+  assert sweeps._result_status('diverged') == 'failed'

@@ -149,6 +149,14 @@ def check_group(configs, workdirs, group_dir):
   run_dir.check_group_config(group_dir, [config_lib.config_json(c) for c in configs])
 
 
+class MembersDiverged(Exception):
+  """Some (not all) training members of a vmapped group went NaN/Inf at `step`."""
+
+  def __init__(self, members, step):
+    super().__init__(f'members {members} diverged at step {step}')
+    self.members, self.step = members, step
+
+
 def _train(configs, workdirs, group_dir, chief, t_start, preempt):
   configs = [_keep_legacy_fields(c, w) for c, w in zip(configs, workdirs)]
   runs = [run_lib.Run(c, w, chief) for c, w in zip(configs, workdirs)]
@@ -168,9 +176,15 @@ def _train(configs, workdirs, group_dir, chief, t_start, preempt):
     hooks = settings.fault_hooks()
     _start_runs(runs, dataset.info, group_dir, mesh, chief, hooks)
     return _train_runs(runs, group_dir, dataset, mesh, sched, t_start, preempt, hooks)
+  except MembersDiverged as e:
+    for m in e.members:
+      runs[m].diverged(e.step)
   finally:
     for r in runs:
       r.close()
+  # The others resume from the group's newest common checkpoint, the diverged ones frozen:
+  # what they compute does not depend on a frozen member, so they end as they would have.
+  return _train(configs, workdirs, group_dir, chief, t_start, preempt)
 
 
 def _check_sizes(base, runs, mesh, num_train):
@@ -380,7 +394,7 @@ class _Driver:
       ahead = None
       if end < self.sched.total_steps and not preempted:
         ahead = self._dispatch(state, end, feed)    # the device goes on meanwhile
-      self._check_finite(bad)
+      self._check_finite(bad, means)
       if self.steady_from is None:
         log.info('first chunk finished %.1f s after start', time.time() - self.t_start)
         self.steady_from = time.perf_counter()
@@ -418,10 +432,16 @@ class _Driver:
         self.checkpoint_every_s > 0
         and time.perf_counter() - self.last_save_t >= self.checkpoint_every_s)
 
-  def _check_finite(self, bad):
+  def _check_finite(self, bad, means):
     bad = int(bad)
     if bad >= 0:
       self.saver.wait()  # the good states queued before it are committed first
+      training = self._training()
+      if self.group.batched and len(training) > 1:
+        loss = np.asarray(jax.device_get(means['loss']))
+        culprits = [m for m in training if not np.isfinite(loss[m])]
+        if culprits and len(culprits) < len(training):
+          raise MembersDiverged(culprits, bad)
       latest = self.runs[0].checkpointer.latest_step()
       raise NonFiniteError(
           f'loss or gradient became NaN/Inf at step {bad}; no checkpoint written after it '

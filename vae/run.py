@@ -61,7 +61,7 @@ class Run:
     self.done = (run_dir.read_done(workdir) if run_dir.is_done(workdir, config.train.num_epochs)
                  else None)
     self.stopped = self.done is not None  # ended in an earlier session, or stopped early now
-    self.status = 'early_stopped' if self.stopped else 'finished'
+    self.status = self.done.get('status', 'early_stopped') if self.stopped else 'finished'
     self.last = (dict(metrics_io.last_metrics(workdir), step=self.done['step']) if self.done
                  else {})
     self.best = (-math.inf, 0)
@@ -137,8 +137,19 @@ class Run:
       run_dir.write_done(self.workdir, step, 'early_stopped', self.config.train.num_epochs)
     self.last['step'] = step
 
+  def diverged(self, step):
+    """Ends a member of a vmapped group whose loss or gradient became NaN/Inf at `step`:
+    done.json records it as diverged (a rerun does not train it again, which would only
+    repeat the divergence); its checkpoints end at the last good step."""
+    log.error('%s: loss or gradient became NaN/Inf at step %d; this member stops at its last '
+              'good checkpoint (done.json: diverged) and the others go on; to train it again '
+              'with other settings, use a new workdir', self.workdir, step)
+    self.stopped, self.status = True, 'diverged'
+    if self.chief:
+      run_dir.write_done(self.workdir, step, 'diverged', self.config.train.num_epochs)
+
   def interrupted(self, signal_name):
-    if self.status != 'early_stopped':
+    if self.status not in ('early_stopped', 'diverged'):
       self.status = signal_name
 
   def finish(self, step, resume_step):

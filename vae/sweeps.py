@@ -260,6 +260,8 @@ def _flag(key, value):
 
 
 def _result_status(status):
+  if status == 'diverged':  # a member of a vmapped group that went NaN/Inf (run.Run.diverged)
+    return 'failed'
   return 'finished' if status in ENDED else 'interrupted'
 
 
@@ -397,8 +399,10 @@ def run_sweep(config_spec, root, mode='sequential', parallel=2, dry_run=False, o
                          root / f'_vmap_group_{g}')
   record.save()
   for i in mine:
-    if i not in pending and record.status(names[i]) != 'finished':
-      record.set(names[i], 'finished')
+    if i not in pending:
+      status = _result_status(run_dir.read_done(workdirs[i])['status'])
+      if record.status(names[i]) != status:
+        record.set(names[i], status)
   progress = progress_lib.Progress(len(pending), 'sweep member', min_interval_s=0.0)
   if mode == 'sequential':
     for done, i in enumerate(pending):
@@ -438,7 +442,7 @@ def run_sweep(config_spec, root, mode='sequential', parallel=2, dry_run=False, o
         record.set(names[i], _result_status(r['status']))
       trained += len(todo)
       progress.update(trained, last=f'group {g}')
-      if any(r['status'] not in ENDED for r in results):
+      if any(r['status'] not in ENDED + ('diverged',) for r in results):
         break
   return record
 
