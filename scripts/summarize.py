@@ -14,13 +14,18 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from vae import cli, summaries  # pylint: disable=g-import-not-at-top
 
+
 def main(argv=None):
   parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('root')
   args = parser.parse_args(argv)
-  rows = summaries.summarize(args.root)
-  print((pathlib.Path(args.root) / 'summary.md').read_text())
-  return 0 if rows else 1
+
+  def work():
+    rows = summaries.summarize(args.root)
+    print((pathlib.Path(args.root) / 'summary.md').read_text())
+    return 0 if rows else 1
+
+  return cli.run(work, args.root)
 
 
 if __name__ == '__main__':

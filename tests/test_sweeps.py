@@ -564,3 +564,22 @@ def test_a_diverging_member_of_a_vmap_group_stops_alone(tmp_path):
   again = loop.train_members(configs, dirs, tmp_path / 'group')
   assert [r['status'] for r in again] == ['finished', 'diverged']
   assert sweeps._result_status('diverged') == 'failed'
+
+
+@pytest.mark.parametrize('text', ['{"members": ', '[]', '{"members": [{"overrides": {}}]}',
+                                  '{"members": {"a": 1}}', ''],
+                         ids=['torn', 'a list', 'a member without name', 'members not a list',
+                              'empty'])
+@pytest.mark.parametrize('script', ['sweep', 'evaluate', 'summarize'])
+def test_a_damaged_sweep_json_is_one_line(tmp_path, text, script):
+  root = tmp_path / 'root'
+  root.mkdir()
+  (root / 'sweep.json').write_text(text)
+  argv = {'sweep': ['--config', SPEC, '--workdir', root, '--mode', 'vmap'],
+          'evaluate': ['--sweep', root, '--num_samples', '5'],
+          'summarize': [root]}[script]
+  code, _, err = run_script(script, *argv)
+  assert code == 2, err
+  lines = [line for line in err.splitlines() if line.strip()]
+  assert len(lines) == 1 and 'sweep.json is damaged' in lines[0] and 'Traceback' not in err
+  assert (root / 'sweep.json').read_text() == text

@@ -149,9 +149,26 @@ def members(root):
   or moved keeps its members (the absolute paths sweep.json records are not used)."""
   root = pathlib.Path(root)
   if (root / 'sweep.json').exists():
-    data = json.loads((root / 'sweep.json').read_text())
+    data = read_sweep_json(root / 'sweep.json')
     return [(m['name'], m['overrides'], member_dir(root, m['name'])) for m in data['members']]
   return [(d.name, {}, d) for d in sorted(root.iterdir()) if (d / 'metrics.jsonl').exists()]
+
+
+def read_sweep_json(path):
+  """ROOT/sweep.json checked for its shape (an object whose members are objects with a name
+  and their overrides), or ConfigError naming it."""
+  data = run_dir.read_json(path)
+  ok = isinstance(data, dict) and isinstance(data.get('members', []), list) and all(
+      isinstance(m, dict) and isinstance(m.get('name'), str)
+      and isinstance(m.get('overrides', {}), dict) for m in data.get('members', []))
+  if not ok:
+    raise config_lib.ConfigError(f'{path} is damaged (not a sweep record: members need a name '
+                                 'and overrides); restore it, or move it aside and rerun the '
+                                 'sweep command to write it again')
+  for m in data.get('members', []):
+    m.setdefault('overrides', {})
+  data.setdefault('members', [])
+  return data
 
 
 STATUS_FILE = 'sweep_status.json'
@@ -183,7 +200,7 @@ class SweepRecord:
     members = [{'name': member_name(o), 'overrides': o,
                 'workdir': str(member_dir(self.root, member_name(o)))} for o in overrides]
     if self.path.exists():
-      saved = run_dir.read_json(self.path)
+      saved = read_sweep_json(self.path)
       if saved.get('config_overrides', {}) != config_overrides:
         raise config_lib.ConfigError(
             f'{self.path} was run with --config overrides {saved.get("config_overrides", {})}, '
