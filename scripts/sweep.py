@@ -29,7 +29,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from vae import cli, sweeps  # pylint: disable=g-import-not-at-top
+from vae import cli, metrics_io, sweeps  # pylint: disable=g-import-not-at-top
 
 
 def main(argv=None):
@@ -93,6 +93,12 @@ def main(argv=None):
     if args.dry_run:
       return cli.EXIT_OK
     members = record.data['members']
+    width = max(len(m['name']) for m in members)
+    for m in members:  # one line per member: its status and newest test ELBO (nats/example)
+      elbo = metrics_io.last_metrics(m['workdir']).get('test/elbo') if pathlib.Path(
+          m['workdir'], 'metrics.jsonl').exists() else None
+      shown = f'test ELBO {elbo:.3f}' if elbo is not None else 'no test ELBO yet'
+      print(f'  {m["name"]:<{width}}  {m["status"]:<12} {shown}')
     failed = [m['name'] for m in members if m['status'] == 'failed']
     interrupted = [m['name'] for m in members if m['status'] == 'interrupted']
     print(f'sweep {args.workdir}: {len(members)} members, failed: {failed or "none"}, '

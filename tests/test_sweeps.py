@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -505,10 +506,13 @@ def test_a_sequential_sweep_runs_the_other_members_after_one_fails(tmp_path):
   broken.mkdir(parents=True)
   (broken / 'config.json').write_text(json.dumps(config_lib.config_json(
       smoke_config(**{'model.latent_dim': 7}))))
-  code, _, err = run_script('sweep', '--config', 'configs/default.py:smoke,sweep=tiny4',
-                            '--workdir', root, '--mode', 'sequential',
-                            '--axis', 'model.latent_dim=3')
+  code, out, err = run_script('sweep', '--config', 'configs/default.py:smoke,sweep=tiny4',
+                              '--workdir', root, '--mode', 'sequential',
+                              '--axis', 'model.latent_dim=3')
   assert code == 1, err
+  # The end prints one line per member: its status and its test ELBO.
+  assert re.search(r'latent_dim=3,beta=2\.0\s+finished\s+test ELBO -\d+\.\d{3}', out), out
+  assert re.search(r'latent_dim=3,beta=0\.5\s+failed\s+no test ELBO yet', out), out
   statuses = {m['name']: m['status']
               for m in json.loads((root / 'sweep.json').read_text())['members']}
   assert statuses == {'latent_dim=3,beta=0.5': 'failed', 'latent_dim=3,beta=2.0': 'finished'}

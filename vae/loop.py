@@ -458,9 +458,14 @@ class _Driver:
     training = self._training()
     for m in training:
       runs[m].log_train(step, epoch, examples, group.pick(means, m))
-    first = runs[training[0]].last
-    self.progress.update(step, loss=first.get('train/loss', float('nan')),
-                         elbo=first.get('train/elbo', float('nan')))
+    if several:  # the range over the members still training, said as such
+      losses = [runs[m].last.get('train/loss', float('nan')) for m in training]
+      self.progress.update(step, loss=f'{min(losses):.2f}..{max(losses):.2f} over '
+                           f'{len(training)} training members')
+    else:
+      first = runs[training[0]].last
+      self.progress.update(step, loss=first.get('train/loss', float('nan')),
+                           elbo=first.get('train/elbo', float('nan')))
     stopping = set()
     if sums is not None:
       t0 = time.perf_counter()
