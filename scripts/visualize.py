@@ -19,6 +19,9 @@ import vae  # pylint: disable=g-import-not-at-top
 from vae import cli, figures
 
 
+MAX_GRID = 200  # 40,000 decoded images, ~125 MB of 28x28 floats
+
+
 def main(argv=None):
   parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--workdir', required=True)
@@ -26,7 +29,9 @@ def main(argv=None):
   parser.add_argument('--out', required=True)
   parser.add_argument('--checkpoint', default='best')
   parser.add_argument('--num_examples', type=cli.positive_int, default=5000)
-  parser.add_argument('--grid', type=cli.positive_int, default=15)
+  parser.add_argument('--grid', type=cli.int_between(1, MAX_GRID), default=15,
+                      help=f'images per side of a manifold grid (1..{MAX_GRID}: the grid '
+                           'decodes its square, all at once)')
   args = parser.parse_args(argv)
 
   def work():

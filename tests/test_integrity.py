@@ -11,13 +11,16 @@ import hashlib
 import os
 import json
 import shutil
+import subprocess
+import sys
+import textwrap
 
 import chex
 import numpy as np
 import pytest
 
 import vae
-from tests.helpers import final_params, read_events, run_script, smoke_config
+from tests.helpers import REPO, final_params, read_events, run_script, smoke_config
 from vae import checkpointing, cli, config_lib, loop, metrics_io
 
 SMOKE = 'configs/default.py:smoke'
@@ -214,6 +217,29 @@ def test_full_disk_is_one_line_naming_the_workdir(work, monkeypatch):
   assert snapshot(work) == before
 
 
+def test_a_full_disk_in_other_threads_leaves_only_the_one_error_line(tmp_path):
+  """With a command line's logging (cli.setup_logging), a full disk's exception logged by a
+  writer thread (as orbax's do) or raised in one prints nothing; other errors still print."""
+  code = textwrap.dedent("""
+      import errno, logging, threading
+      from vae import cli
+      cli.setup_logging()
+      full = OSError(errno.ENOSPC, 'No space left on device', '/w/checkpoints/24')
+      def writer():
+        try:
+          raise full
+        except OSError:
+          logging.getLogger('absl').error('write failed', exc_info=True)
+        raise full
+      t = threading.Thread(target=writer); t.start(); t.join()
+      t = threading.Thread(target=lambda: 1 / 0); t.start(); t.join()
+      """)
+  out = subprocess.run([sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
+  assert 'No space left' not in out.stderr and 'write failed' not in out.stderr, out.stderr
+  assert 'ZeroDivisionError' in out.stderr  # only the full disk is left to the error line
+
+
 def test_the_output_probe_finds_a_full_disk_before_the_work(tmp_path, monkeypatch):
   """cli.check_writable writes PROBE_BYTES and syncs them (an empty probe passes on a full
   disk); an ENOSPC there is one line naming the path, and no probe file is left."""
@@ -239,6 +265,8 @@ SCRIPT_CASES = [
     ('evaluate', ['--out', '{file}/eval.json', '--num_samples', '5'], 2, 'eval.json'),
     ('visualize', ['--what', 'manifold', '--out', '{tmp}/v.png', '--grid', '0'], 2, '--grid'),
     ('visualize', ['--what', 'nosuch', '--out', '{tmp}/v.png'], 2, '--what'),
+    ('visualize', ['--what', 'manifold', '--out', '{tmp}/v.png', '--grid', '10000'], 2,
+     '10000 must be <= 200'),
     ('gradient_variance', ['--out', '{tmp}/g.png', '--samples', '1,0'], 2, '--samples'),
     ('compare_ae_vae', ['--vae', '{work}', '--ae', '{work}', '--out', '{tmp}/c.png'], 2,
      'holds a model.type=vae run'),

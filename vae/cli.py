@@ -40,13 +40,32 @@ _PEER_FAILURE = ('Gloo', 'Connection closed by peer', 'Connection reset by peer'
                  'coordination service', 'Barrier failed', 'UNAVAILABLE')
 
 
+class _DiskFullTracebacks(logging.Filter):
+  """Drops log records that carry a full disk's exception (orbax's writer threads log one
+  traceback each); the command's one `error:` line reports it (`run`)."""
+
+  def filter(self, record):
+    return not (record.exc_info and is_disk_full(record.exc_info[1]))
+
+
+def _quiet_disk_full_in_threads(default_hook):
+  def hook(args):
+    if not is_disk_full(args.exc_value):  # else the main thread reports it in one line
+      default_hook(args)
+  return hook
+
+
 def setup_logging():
-  """INFO lines from the library on stderr, absl's (orbax's) from WARNING up. For a command
-  line's `__main__` only: it replaces the root logger's handlers."""
+  """INFO lines from the library on stderr, absl's (orbax's) from WARNING up; a full disk's
+  tracebacks from other threads are left to the one error line. For a command line's
+  `__main__` only: it replaces the root logger's handlers and the threads' excepthook."""
   logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s',
                       force=True)
+  for handler in logging.getLogger().handlers:
+    handler.addFilter(_DiskFullTracebacks())
   logging.getLogger('absl').setLevel(logging.WARNING)
   logging.getLogger('jax').setLevel(logging.WARNING)
+  threading.excepthook = _quiet_disk_full_in_threads(threading.__excepthook__)
 
 
 COMPILATION_CACHE_ENV = settings.COMPILATION_CACHE_ENV
@@ -199,6 +218,16 @@ def _int_at_least(text, low):
 def positive_int(text):
   """argparse type: an integer >= 1."""
   return _int_at_least(text, 1)
+
+
+def int_between(low, high):
+  """argparse type: an integer in [low, high] (a size beyond `high` would not fit)."""
+  def parse(text):
+    value = _int_at_least(text, low)
+    if value > high:
+      raise argparse.ArgumentTypeError(f'{value} must be <= {high}')
+    return value
+  return parse
 
 
 def non_negative_int(text):
