@@ -16,7 +16,7 @@ import pytest
 
 import vae
 from tests.helpers import REPO, final_params, leaves, read_events, run_script, smoke_config
-from vae import config_lib, figures, loop, members, summaries, sweeps
+from vae import config_lib, figures, loop, members, run_dir, summaries, sweeps
 
 SPEC = 'configs/default.py:smoke,sweep=tiny'
 
@@ -189,7 +189,13 @@ def test_summary_numbers_equal_the_members_metrics(vmapped, tmp_path):
     assert int(row['best_val_step']) == best['step'] == vae.load(vmapped / name, 'best').step
     assert float(row['test_elbo']) == pytest.approx(best['test/elbo'])
     assert float(row['test_kl']) == pytest.approx(best['test/kl'])
+    # What a figure was computed on, and each member's share of its group's time.
+    assert int(row['test_images']) == best['test/count'] == 256
+    assert row['trained_with'] == 'a vmap group of 5 (time shared)'
+    assert float(row['wall_time_s']) == pytest.approx(
+        run_dir.training_seconds(vmapped / name) / 5)
   md = (vmapped / 'summary.md').read_text()
+  assert 'over test_images test images' in md and 'iw_images' in md
   assert 'Mean +- std over seeds' in md and '| 2 |' in md  # latent 5, beta 2: two seeds
   assert '(n = 2)' in md and '(n = 1)' in md and '+- 0.000' not in md
   out, rd, styles = figures.sweep_curves(vmapped, tmp_path / 'curves.png')

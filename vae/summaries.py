@@ -22,10 +22,14 @@ from vae.progress import Progress
 
 
 COLUMNS = ('best_val_step', 'test_elbo', 'test_kl', 'test_recon', 'test_active_units',
-           'final_test_elbo', 'test_log_likelihood', 'iw_samples', 'steps', 'wall_time_s')
+           'test_images', 'final_test_elbo', 'test_log_likelihood', 'iw_samples', 'iw_images',
+           'steps', 'wall_time_s', 'trained_with')
 
 
-def member_row(name, overrides, workdir):
+def member_row(name, overrides, workdir, group_size=1):
+  """One member's row. `group_size`: the members of the vmapped program it trained in; its
+  `wall_time_s` is then the program's time divided among them (each member's share), and
+  `trained_with` says so."""
   events = metrics_io.read_metrics(workdir / 'metrics.jsonl')
   evals = [e for e in events if 'test/elbo' in e]
   row = {'name': name, **{k.split('.')[-1]: v for k, v in overrides.items()}}
@@ -35,16 +39,20 @@ def member_row(name, overrides, workdir):
     row.update(best_val_step=best['step'], test_elbo=best['test/elbo'],
                test_kl=best['test/kl'], test_recon=best['test/recon'],
                test_active_units=best.get('test/active_units'),
+               test_images=best.get('test/count'),
                final_test_elbo=evals[-1]['test/elbo'])
   if events:
     row['steps'] = events[-1]['step']
     seconds = run_dir.training_seconds(workdir)  # sessions only, not the gaps between them
-    row['wall_time_s'] = seconds if seconds is not None else (
-        events[-1]['wall_time'] - events[0]['wall_time'] + events[0]['elapsed_s'])
+    row['wall_time_s'] = (seconds if seconds is not None else (
+        events[-1]['wall_time'] - events[0]['wall_time'] + events[0]['elapsed_s'])) / group_size
+    row['trained_with'] = (f'a vmap group of {group_size} (time shared)' if group_size > 1
+                           else 'alone')
   if (workdir / 'eval.json').exists():
     result = json.loads((workdir / 'eval.json').read_text())
     row['test_log_likelihood'] = result.get('log_likelihood')
     row['iw_samples'] = result.get('num_samples')
+    row['iw_images'] = result.get('num_examples')
   return row
 
 
@@ -56,7 +64,8 @@ def _fmt(v):
 
 def summarize(root):
   root = pathlib.Path(root)
-  rows = [member_row(*m) for m in sweeps.members(root)]
+  sizes = _group_sizes(root)
+  rows = [member_row(*m, group_size=sizes.get(m[0], 1)) for m in sweeps.members(root)]
   keys = ['name'] + sorted({k for r in rows for k in r} - set(COLUMNS) - {'name'}) + list(COLUMNS)
   with open(root / 'summary.csv', 'w', newline='') as f:
     writer = csv.DictWriter(f, fieldnames=keys)
@@ -89,9 +98,30 @@ def summarize(root):
       else:
         cells.append('')
     lines.append('| ' + ' | '.join(cells) + ' |')
-  text = f'# Sweep summary: {root}\n\nnats per example; ELBO is a lower bound on log p(x).\n\n'
+  text = (f'# Sweep summary: {root}\n\nnats per example; ELBO is a lower bound on log p(x). '
+          'test_elbo, test_kl, test_recon: at the best validation ELBO, over test_images test '
+          'images; test_log_likelihood: over iw_images test images with iw_samples importance '
+          'samples each (scripts/evaluate.py), which may be fewer images: compare like with '
+          'like. wall_time_s: training sessions only; for members trained in one vmap group, '
+          'their share of the group\'s time.\n\n')
   (root / 'summary.md').write_text(text + '\n'.join(lines) + '\n')
   return rows
+
+
+def _group_sizes(root):
+  """{member name: members of the vmap group it trained in} from sweep.json (empty when
+  the members trained alone or the sweep predates the record)."""
+  path = pathlib.Path(root) / 'sweep.json'
+  if not path.exists():
+    return {}
+  members = sweeps.read_sweep_json(path)['members']
+  groups = {}
+  for m in members:
+    group = (sweeps.read_status(pathlib.Path(root) / m['name']) or {}).get('group',
+                                                                          m.get('group'))
+    if group is not None:
+      groups.setdefault(group, []).append(m['name'])
+  return {name: len(names) for names in groups.values() for name in names}
 
 
 def evaluate_workdir(workdir, checkpoint='best', split='test', num_samples=5000, batch_size=500,
