@@ -46,6 +46,8 @@ def main(argv=None):
                       help='slurm: GPUs per array task')
   parser.add_argument('--time', default='24:00:00', help='slurm: time limit per task')
   parser.add_argument('--mem', default='32G', help='slurm: memory per task')
+  parser.add_argument('--cpus_per_task', type=cli.positive_int, default=4,
+                      help='slurm: CPU cores per task (the data pipeline and the host loop)')
   parser.add_argument('--parallel', type=cli.positive_int, default=2, help='processes at a time')
   parser.add_argument('--dry_run', action='store_true')
   parser.add_argument('--task_index', type=cli.non_negative_int, default=None,
@@ -78,7 +80,11 @@ def main(argv=None):
       count = len(sweeps.units_of(configs, unit))
       text = sweeps.slurm_script(args.config, args.workdir, count, task_mode, unit, axes,
                                  overrides, args.partition, args.gpus_per_task, args.time,
-                                 args.mem)
+                                 args.mem, cpus_per_task=args.cpus_per_task)
+      if count == 1 and len(configs) > 1:
+        print(f'warning: all {len(configs)} members form one {unit}: the array has one task '
+              '(one job, no parallelism); use --unit member to spread them over tasks',
+              file=sys.stderr)
       path = pathlib.Path(args.workdir) / 'sweep.sbatch'
       path.parent.mkdir(parents=True, exist_ok=True)
       path.write_text(text)

@@ -593,3 +593,20 @@ def test_a_damaged_sweep_json_is_one_line(tmp_path, text, script):
   lines = [line for line in err.splitlines() if line.strip()]
   assert len(lines) == 1 and 'sweep.json is damaged' in lines[0] and 'Traceback' not in err
   assert (root / 'sweep.json').read_text() == text
+
+
+def test_slurm_script_warns_of_a_one_task_array_and_refuses_line_breaks(tmp_path):
+  root = tmp_path / 'slurm'
+  code, _, err = run_script('sweep', '--config', SPEC, '--workdir', root, '--mode', 'slurm',
+                            '--unit', 'group', '--cpus_per_task', '16')
+  assert code == 0, err
+  assert 'warning: all 5 members form one group: the array has one task' in err
+  assert '#SBATCH --cpus-per-task=16' in (root / 'sweep.sbatch').read_text()
+  for flag in ('--partition', '--time'):
+    code, _, err = run_script('sweep', '--config', SPEC, '--workdir', tmp_path / 'other',
+                              '--mode', 'slurm', flag, 'gpu\nrm -rf ~')
+    assert code == 2 and f'{flag} ' in err and 'line break' in err, err
+    assert not (tmp_path / 'other' / 'sweep.sbatch').exists()
+  code, _, err = run_script('sweep', '--config', SPEC, '--workdir', f'{tmp_path}/x\ny',
+                            '--mode', 'slurm')
+  assert code == 2 and 'line break' in err, err

@@ -531,7 +531,7 @@ SWEEP_PY = pathlib.Path(__file__).resolve().parents[1] / 'scripts' / 'sweep.py'
 
 def slurm_script(config_spec, root, num_units, task_mode, unit, axes=None, config_overrides=None,
                  partition='', gpus_per_task=1, time_limit='24:00:00', mem='32G',
-                 python=sys.executable):
+                 python=sys.executable, cpus_per_task=4):
   """A SLURM array script: one array task per unit of the sweep.
 
   Each task runs `scripts/sweep.py` on its own unit (`--task_index` from the array
@@ -540,6 +540,12 @@ def slurm_script(config_spec, root, num_units, task_mode, unit, axes=None, confi
   limit (the command is exec'd, so the trainer itself gets the signal) and `--requeue`
   lets the scheduler run a preempted task again.
   """
+  for what, text in [('--workdir', str(root)), ('--partition', partition), ('--time', time_limit),
+                     ('--mem', mem), ('--config', config_spec)] + [
+                         (f'--config.{k}', str(v)) for k, v in (config_overrides or {}).items()]:
+    if any(ch in text for ch in '\n\r\0'):  # a line break would write a runnable line
+      raise config_lib.ConfigError(f'{what} {text!r} holds a line break or NUL; the job script '
+                                   'takes one line per value')
   root = pathlib.Path(root).absolute()
   path, colon, arg = config_spec.partition(':')  # the task may start in another directory
   config_spec = str(pathlib.Path(path).resolve()) + colon + arg
@@ -554,7 +560,7 @@ def slurm_script(config_spec, root, num_units, task_mode, unit, axes=None, confi
            f'#SBATCH --array=0-{num_units - 1}',
            f'#SBATCH --time={time_limit}',
            f'#SBATCH --mem={mem}',
-           '#SBATCH --cpus-per-task=4',
+           f'#SBATCH --cpus-per-task={cpus_per_task}',
            '#SBATCH --signal=B:TERM@120',
            '#SBATCH --requeue',
            f'#SBATCH --output={root}/slurm-%A_%a.out']
