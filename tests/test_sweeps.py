@@ -177,7 +177,7 @@ def test_interrupted_member_resumes(tmp_path):
   assert events == read_events(straight)
 
 
-def test_summary_numbers_equal_the_members_metrics(vmapped, tmp_path):
+def test_summary_numbers_equal_the_members_metrics(vmapped, tmp_path, caplog):
   rows = summaries.summarize(vmapped)
   assert len(rows) == 5
   with open(vmapped / 'summary.csv') as f:
@@ -198,7 +198,11 @@ def test_summary_numbers_equal_the_members_metrics(vmapped, tmp_path):
   assert 'over test_images test images' in md and 'iw_images' in md
   assert 'Mean +- std over seeds' in md and '| 2 |' in md  # latent 5, beta 2: two seeds
   assert '(n = 2)' in md and '(n = 1)' in md and '+- 0.000' not in md
+  caplog.set_level('WARNING', logger='vae')
   out, rd, styles = figures.sweep_curves(vmapped, tmp_path / 'curves.png')
+  evals_per_member = len([e for e in read_events(vmapped / name) if e['event'] == 'eval'])
+  assert (evals_per_member < 3) == any('fewer than 3 evaluations' in r.message
+                                       for r in caplog.records)
   # One colour per latent size, one line style per beta: every setting is told apart.
   assert len(styles) == 4 and len(set(styles.values())) == 4
   by_latent = {}

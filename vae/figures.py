@@ -17,12 +17,15 @@ caller or test needs to check it. The latent-space pictures (`draw`, one of
   reconstructions test images beside their reconstructions
 """
 
+import logging
 import pathlib
 
 import jax
 import numpy as np
 
 from vae import data, evaluation, metrics_io, objectives, plots, sweeps
+
+log = logging.getLogger('vae')
 
 
 def _pyplot():
@@ -193,7 +196,7 @@ def sweep_curves(root, out):
   colour = {d: palette[i % len(palette)] for i, d in enumerate(latents)}
   dash = {b: LINE_STYLES[i % len(LINE_STYLES)] for i, b in enumerate(betas)}
   marker = {b: MARKERS[i % len(MARKERS)] for i, b in enumerate(betas)}
-  styles, bands = {}, []
+  styles, bands, sparse = {}, [], []
   fig, axes = plt.subplots(1, 2, figsize=(14, 5.5), sharey=True)
   for setting, runs in sorted(groups.items(), key=lambda kv: [order(v) for _, v in kv[0]]):
     label = ', '.join(f'{k}={v}' for k, v in setting) or 'run'
@@ -206,6 +209,8 @@ def sweep_curves(root, out):
       if not curves:
         continue
       n = min(len(cv) for cv in curves)
+      if key == 'test/elbo' and n < 3:
+        sparse.append(label)
       xs = curves[0][:n, 0]
       ys = np.stack([cv[:n, 1] for cv in curves])
       is_val = key == 'val/elbo'
@@ -223,6 +228,9 @@ def sweep_curves(root, out):
     ax.set_xlabel('training examples seen')
     ax.set_title(title)
     ax.grid(alpha=0.3, which='both')
+  if sparse:  # a curve of one or two points is no curve
+    log.warning('the test panel has fewer than 3 evaluations for %d settings (e.g. %s): evaluate '
+                'more often (train.eval_every_epochs) to see curves', len(sparse), sparse[0])
   ylim = focus_ylim(bands)
   if ylim:
     axes[0].set_ylim(*ylim)
