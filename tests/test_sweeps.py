@@ -614,3 +614,27 @@ def test_slurm_script_warns_of_a_one_task_array_and_refuses_line_breaks(tmp_path
   code, _, err = run_script('sweep', '--config', SPEC, '--workdir', f'{tmp_path}/x\ny',
                             '--mode', 'slurm')
   assert code == 2 and 'line break' in err, err
+
+
+def test_a_finished_vmap_sweep_grows_by_new_groups(tmp_path):
+  """A vmap sweep run on a cut (latent size 3: two members, group 0), then on the whole
+  preset: exactly the three new members train, in a new group (1); the old members' files
+  stay byte-identical; every member ends finished."""
+  root = tmp_path / 'grow'
+  assert run_script('sweep', '--config', SPEC, '--workdir', root, '--mode', 'vmap', '--axis',
+                    'model.latent_dim=3')[0] == 0
+  old = ['latent_dim=3,beta=0.5', 'latent_dim=3,beta=2.0']
+  before = {n: _tree_hashes(root / n) for n in old}
+  group0 = _tree_hashes(root / '_vmap_group_0')
+  code, out, err = run_script('sweep', '--config', SPEC, '--workdir', root, '--mode', 'vmap')
+  assert code == 0, err
+  assert {n: _tree_hashes(root / n) for n in old} == before
+  assert _tree_hashes(root / '_vmap_group_0') == group0
+  members = json.loads((root / '_vmap_group_1' / 'members.json').read_text())
+  assert len(members) == 3
+  assert sweeps.statuses(root) == dict.fromkeys(
+      old + ['latent_dim=5,beta=0.5', 'latent_dim=5,beta=2.0', 'latent_dim=5,beta=2.0,seed=1'],
+      'finished')
+  assert {n: sweeps.read_status(root / n)['group'] for n in sweeps.statuses(root)} == {
+      **dict.fromkeys(old, 0), **dict.fromkeys(['latent_dim=5,beta=0.5', 'latent_dim=5,beta=2.0',
+                                                'latent_dim=5,beta=2.0,seed=1'], 1)}

@@ -142,6 +142,55 @@ def vmap_groups(configs):
   return list(groups.values())
 
 
+def saved_groups(root):
+  """{group index: [(position in the group or None, member name)]} of the vmap groups a sweep
+  root has trained, from the members' status files ('group', 'group_position'; roots saved
+  before the position was recorded have None)."""
+  groups = {}
+  root = pathlib.Path(root)
+  if not root.is_dir():
+    return groups
+  for d in sorted(root.iterdir()):
+    status = read_status(d) if d.is_dir() and not d.is_symlink() else None
+    if status and status.get('group') is not None:
+      groups.setdefault(int(status['group']), []).append((status.get('group_position'), d.name))
+  return groups
+
+
+def plan_groups(root, configs, names, pending):
+  """[(group index, member indices)]: the vmap groups to run. A member that trained in a saved
+  group stays in it (the group reruns whole while any of its members is pending, and must
+  then be selected whole); pending members in no saved group form new groups with new
+  indices, one per class of members a program can stack (`vmap_groups`). So a sweep grows:
+  new seeds or settings train in new groups and the existing groups' files stay untouched.
+
+  Raises:
+    ConfigError: a saved group with a pending member is selected only in part.
+  """
+  index = {n: i for i, n in enumerate(names)}
+  saved, plan, placed = saved_groups(root), [], set()
+  for g, entries in sorted(saved.items()):
+    group_names = [n for _, n in entries]
+    position = {n: p for p, n in entries}
+    chosen = sorted((index[n] for n in group_names if n in index),  # the order it was saved in
+                    key=lambda i: (position[names[i]] if position[names[i]] is not None else i))
+    placed.update(chosen)
+    if any(i in pending for i in chosen):
+      if len(chosen) < len(group_names):
+        raise config_lib.ConfigError(
+            f'{pathlib.Path(root) / f"_vmap_group_{g}"} holds a group of {len(group_names)} '
+            f'members, not {len(chosen)}; select all of its members to resume it (or use a '
+            'new sweep root)')
+      plan.append((g, chosen))
+  next_index = max(saved, default=-1) + 1
+  for group in vmap_groups(configs):
+    new = [i for i in group if i in pending and i not in placed]
+    if new:
+      plan.append((next_index, new))
+      next_index += 1
+  return plan
+
+
 def members(root):
   """(name, overrides, workdir) of every member: from sweep.json, else subdirectories.
 
@@ -409,15 +458,19 @@ def run_sweep(config_spec, root, mode='sequential', parallel=2, dry_run=False, o
     task = f', task {task_index} of {num_tasks} ({unit}s)' if num_tasks > 1 else ''
     out(f'{len(names)} members, {len(pending)} to run, mode {mode}{task}')
     return record
+  plan = []
   if mode == 'vmap':  # every refusal before anything is written: a refused rerun changes nothing
-    for g, group in enumerate(vmap_groups(configs)):
-      if set(group) <= set(mine) and any(i in pending for i in group):
+    plan = (plan_groups(root, configs, names, pending) if num_tasks == 1
+            else [(g, group) for g, group in enumerate(vmap_groups(configs))
+                  if set(group) <= set(mine)])
+    for g, group in plan:
+      if any(i in pending for i in group):
         loop.check_group([configs[i] for i in group], [workdirs[i] for i in group],
                          root / f'_vmap_group_{g}')
   record.save()
   for i in mine:
     if i not in pending:
-      status = _result_status(run_dir.read_done(workdirs[i])['status'])
+      status = _result_status(run_dir.read_done(workdirs[i]).get('status', 'finished'))
       if record.status(names[i]) != status:
         record.set(names[i], status)
   progress = progress_lib.Progress(len(pending), 'sweep member', min_interval_s=0.0)
@@ -443,14 +496,13 @@ def run_sweep(config_spec, root, mode='sequential', parallel=2, dry_run=False, o
                    pending, parallel, record, root, progress)
   else:
     trained = 0
-    for g, group in enumerate(vmap_groups(configs)):
+    for g, group in plan:
       todo = [i for i in group if i in pending]
-      if not set(group) <= set(mine):
-        continue
       if not todo:
         continue
-      for i in group:
-        record.set(names[i], 'running' if i in todo else record.status(names[i]), group=g)
+      for position, i in enumerate(group):
+        record.set(names[i], 'running' if i in todo else record.status(names[i]), group=g,
+                   group_position=position)
       log.info('sweep %s: vmap group %d, %d members (%d to train)', root, g, len(group),
                len(todo))
       results = loop.train_members([configs[i] for i in group], [workdirs[i] for i in group],
