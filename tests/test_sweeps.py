@@ -422,6 +422,15 @@ def test_generated_slurm_array_completes_the_sweep_task_by_task(tmp_path):
   assert "--axis objective.beta=0.5" in text and '--mode vmap' in text
   env = dict(os.environ, SLURM_ARRAY_TASK_ID='7', SLURM_ARRAY_TASK_MIN='7',
              SLURM_ARRAY_TASK_COUNT='1')
+  # GPUs asked for, and this jax has none: the job fails at once with one line.
+  no_gpu = subprocess.run(['bash', str(script)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+  assert no_gpu.returncode == 2 and 'has no accelerator' in no_gpu.stderr, no_gpu.stderr
+  assert not (root / 'latent_dim=3,beta=0.5').exists()
+  out = subprocess.run(_sweep_cmd(root, '--mode', 'slurm', '--unit', 'group', '--axis',
+                                  'objective.beta=0.5', '--gpus_per_task', '0'),
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0 and 'has no accelerator' not in script.read_text(), out.stderr
   run = subprocess.run(['bash', str(script)], cwd=tmp_path, env=env, capture_output=True,
                        text=True, timeout=600)
   assert run.returncode == 0, run.stderr[-3000:]
