@@ -66,6 +66,16 @@ def test_idx_directory_roundtrip(tmp_path, gz):
   assert sorted(map(bytes, together)) == sorted(map(bytes, original.astype(np.uint8)))
 
 
+def test_the_data_line_is_logged_once_per_dataset(tmp_path, caplog):
+  """A sweep's members load the same data: its description is logged once per process."""
+  _write_idx_dir(tmp_path / 'mnist')
+  caplog.set_level('INFO')
+  dc = _data_config(name='mnist', source='idx', path=str(tmp_path / 'mnist'), val_size=10)
+  for _ in range(3):
+    data.load(dc)
+  assert sum(r.getMessage().startswith('data: ') for r in caplog.records) == 1
+
+
 def test_vae_data_dir_environment_variable(tmp_path, monkeypatch):
   _write_idx_dir(tmp_path / 'kmnist')
   monkeypatch.setenv('VAE_DATA_DIR', str(tmp_path))

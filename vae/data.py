@@ -452,8 +452,14 @@ def load(data_config) -> Dataset:
   check_splits(train, validation, test, name)
   info.update(shape=list(train.images.shape[1:]), num_train=len(train),
               num_validation=len(validation), num_test=len(test))
-  logging.info('data: %s', info)
+  text = str(info)
+  if text not in _DESCRIBED:  # once per process: a sweep's members share their data
+    _DESCRIBED.add(text)
+    logging.info('data: %s', text)
   return Dataset(train, validation, test, info)
+
+
+_DESCRIBED = set()
 
 
 def describe(dataset):
