@@ -293,7 +293,8 @@ def test_compare_runs_pairs_rows_over_the_same_test_images(smoke_run, tmp_path):
   assert rows['b']['diff_vs_reference'] == pytest.approx(float(np.mean(ll[1] - ll[0])), abs=1e-9)
   assert 0 < rows['b']['diff_se'] < 1.0
   assert rows['both']['log_likelihood_sd_over_seeds'] > 0 and rows['both']['seeds'] == [0, 0]
-  assert out.read_text() == text and text.count('\n') == 6
+  assert out.read_text() == text and text.count('\n') == 8  # 6 table lines, a blank, a caption
+  assert 'Every figure: the same 64 test images' in text and 'k = 20 importance samples' in text
   # A sweep member's directory holds commas; a row named twice gathers both DIRs.
   member = tmp_path / 'prior=vamp,seed=0'
   shutil.copytree(dirs[1], member)

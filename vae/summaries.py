@@ -286,4 +286,10 @@ def compare_rows(rows, reference=None):
                  f'{f2(r["log_likelihood_sd_over_seeds"]) or "n = 1"} | {f2(r["elbo"])} | {kl} | '
                  f'{au} | {epochs} | {f2(r["minutes"])} | '
                  f'{",".join(str(s) for s in r["seeds"])} | {vs} |')
+  data_name = (first.get('data') or {}).get('name', '')
+  lines += ['', f'Every figure: the same {first.get("num_examples")} {first.get("split", "test")} '
+                f'images{f" of {data_name}" if data_name else ""} (scripts/evaluate.py), log p(x) '
+                f'with k = {k} importance samples each, ELBO and KL on those images too '
+                '(nats per example); minutes: training sessions of each run (a vmap group\'s '
+                'whole time).']
   return '\n'.join(lines) + '\n', table
