@@ -153,3 +153,23 @@ def test_figures_carry_axis_values_labels_and_class_names(workdir, tmp_path):
   want = data.class_names(m.config.data.name, int(labels[:200].max()) + 1)
   assert names == list(want) and fig.axes[0].get_xlabel() == 'z1'
   assert data.class_names('fashion_mnist', 10)[9] == 'Ankle boot'
+
+
+def test_point_labels_are_placed_without_overlap():
+  """The rate-distortion figure's beta labels: crowded points (8 within a few pixels, as
+  betas 0.25..8 at one latent size can be) get label boxes that do not intersect."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(6.5, 5))
+  xs, ys = np.linspace(10, 10.6, 8), np.linspace(200, 201, 8)
+  ax.plot(xs, ys, 'o-')
+  ax.set_xlim(0, 40)
+  ax.set_ylim(150, 260)
+  boxes = figures.place_labels(fig, ax, [(f'beta={b}', (x, y)) for b, x, y in zip(
+      [0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0, 8.0], xs, ys)])
+  assert len(boxes) == 8
+  for i, a in enumerate(boxes):
+    for b in boxes[i + 1:]:
+      assert not a.overlaps(b)
+  plt.close(fig)

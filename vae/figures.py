@@ -253,18 +253,47 @@ def sweep_curves(root, out):
     pts.sort()
     rate, dist = [p[1] for p in pts], [p[2] for p in pts]
     ax.plot(rate, dist, 'o-', color=colour[d], label=f'latent_dim={d}')
-    for beta, r, dd in pts:
-      ax.annotate(f'beta={beta}', (r, dd), fontsize=7, xytext=(3, 3), textcoords='offset points')
   ax.set_xlabel('rate: test KL(q(z|x) || p(z)) (nats per example)')
   ax.set_ylabel('distortion: -E_q log p(x|z) (nats per example)')
   ax.set_title('rate-distortion across beta (final test values)')
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
+  labels = [(f'beta={beta}', (r, dd)) for _, pts in sorted(by_latent.items(),
+                                                            key=lambda kv: order(kv[0]))
+            for beta, r, dd in pts]
+  place_labels(fig, ax, labels)
   rd = out.with_name(out.stem + '_rate_distortion' + out.suffix)
   fig.savefig(rd, dpi=110)
   plt.close(fig)
   return out, rd, styles
+
+
+# Offsets (points) tried in turn for a point's label: right-up first, then around it, farther.
+_LABEL_OFFSETS = [(dx * r, dy * r) for r in (1, 2, 3, 4)
+                  for dx, dy in ((3, 3), (3, -9), (-30, 3), (-30, -9), (3, 10), (3, -16))]
+
+
+def place_labels(fig, ax, labels, fontsize=7):
+  """Annotates each (text, (x, y)) at the first offset whose box meets no box placed
+  before it (nor the axes' edge); returns the boxes, in display pixels, of the labels."""
+  renderer = fig.canvas.get_renderer()
+  frame = ax.get_window_extent(renderer)
+  placed = []
+  for text, xy in labels:
+    note = None
+    for offset in _LABEL_OFFSETS:
+      if note is not None:
+        note.remove()
+      note = ax.annotate(text, xy, fontsize=fontsize, xytext=offset,
+                         textcoords='offset points')
+      box = note.get_window_extent(renderer)
+      inside = (frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0
+                and box.y1 <= frame.y1)
+      if inside and not any(box.overlaps(b) for b in placed):
+        break
+    placed.append(note.get_window_extent(renderer))
+  return placed
 
 
 def ae_vs_vae(panels, out):
