@@ -1,9 +1,10 @@
 """Trains a VAE: python train.py --config configs/default.py --workdir runs/default.
 
-A thin entry point: flags in, `vae.loop.train_and_evaluate(config, workdir)`
-out. Every error is one line on stderr with a documented exit code
-(vae/cli.py): 2 for bad input (config, data, workdir, checkpoint), 3 when
-training diverges, 4 when a write fails (disk full).
+Trains the config's model into WORKDIR (checkpoints, metrics.jsonl, TensorBoard
+events, images, run.json) and evaluates it; rerunning the same command resumes
+an interrupted run exactly, and a finished one is left as it is. A thin entry
+point: flags in, `vae.loop.train_and_evaluate(config, workdir)` out. Every error
+is one line on stderr with a documented exit code (below).
 """
 
 import os
@@ -68,8 +69,23 @@ def _flag_error(error, argv):
   return reasons[-1] if reasons else text
 
 
+HELP_FLAGS = ('--help', '-h', '--helpshort', '--helpfull', '-help')
+
+
+def help_text():
+  """--help: what train.py does, every flag with its default, overrides and exit codes."""
+  flags_help = FLAGS.get_help().split('\nabsl.flags:', 1)[0].strip()
+  flags_help = flags_help.split('\n', 1)[1] if flags_help.startswith('train') else flags_help
+  return '\n\n'.join([__doc__.strip(), 'usage: python train.py --config configs/x.py[:arg] '
+                      '--workdir DIR [--config.a.b=value ...]', 'flags:\n' + flags_help,
+                      cli.CONFIG_OVERRIDES_HELP, cli.exit_codes_help()])
+
+
 def main(argv=None):
   argv = list(sys.argv if argv is None else argv)
+  if any(a in HELP_FLAGS for a in argv[1:]):
+    print(help_text())
+    return cli.EXIT_OK
   try:
     FLAGS(argv)
     config = FLAGS.config

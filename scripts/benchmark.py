@@ -27,7 +27,6 @@ start, before the conv and importance-sampling rows, and at its end). The figure
 in docs/benchmarks.md.
 """
 
-import argparse
 import json
 import os
 import pathlib
@@ -47,7 +46,7 @@ import optax
 
 from configs import default, fashion_mnist_gated, pytorch_example  # pylint: disable=g-import-not-at-top
 from vae import data as data_lib, evaluation, input_pipeline, loop, members, models, profiling
-from vae import config_lib, sharding, step as step_lib, sweeps
+from vae import cli, config_lib, sharding, step as step_lib, sweeps
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -464,8 +463,8 @@ def lean_step_stand_in(rounds, repeats=3):
   return out
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None):
+  parser = cli.ArgumentParser(description=__doc__)
   parser.add_argument('--quick', action='store_true', help='fewer steps and repeats')
   parser.add_argument('--host_loop', action='store_true',
                       help='only the host-loop stand-in: the tiny model through train.py '
@@ -482,7 +481,7 @@ def main():
                       help='skip the before/after rows (the older behaviour, measured again)')
   parser.add_argument('--out', default='runs/benchmarks.json',
                       help='the JSON figures (default: runs/benchmarks.json, ignored by git)')
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   if args.host_loop or args.lean_step:
     result = (host_loop_stand_in(args.base, args.epochs, args.rounds) if args.host_loop
               else lean_step_stand_in(args.rounds))

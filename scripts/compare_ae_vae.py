@@ -27,13 +27,16 @@ from vae import cli, evaluation, figures
 
 
 def main(argv=None):
-  parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = cli.ArgumentParser(description=__doc__)
   parser.add_argument('--vae', required=True, help='workdir of the VAE')
   parser.add_argument('--ae', required=True, help='workdir of the autoencoder')
   parser.add_argument('--out', required=True, help='figure path (.png)')
-  parser.add_argument('--checkpoint', default='best')
-  parser.add_argument('--max_examples', type=cli.positive_int, default=5000)
-  parser.add_argument('--seed', type=cli.non_negative_int, default=0)
+  parser.add_argument('--checkpoint', default='best',
+                      help='which checkpoint of each workdir: best, latest or a step number')
+  parser.add_argument('--max_examples', type=cli.positive_int, default=5000,
+                      help='test images encoded for the latent-space comparison')
+  parser.add_argument('--seed', type=cli.non_negative_int, default=0,
+                      help='seed of the samples and the probes between codes')
   args = parser.parse_args(argv)
 
   results, panels = {}, []

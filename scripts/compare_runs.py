@@ -57,7 +57,7 @@ def _merge(rows):
 
 
 def main(argv=None):
-  parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = cli.ArgumentParser(description=__doc__)
   parser.add_argument('--sweep', default=None, metavar='ROOT',
                       help='a row per setting of this sweep (its evaluated members, seeds '
                            'grouped), before any --row')

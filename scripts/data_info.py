@@ -14,14 +14,15 @@ from vae import cli, data
 
 
 def main(argv=None):
-  argv = sys.argv[1:] if argv is None else argv
-  if not argv:
-    print(__doc__.splitlines()[0], file=sys.stderr)
-    return 2
+  parser = cli.ArgumentParser(description=__doc__)
+  parser.add_argument('name', help='data.name, e.g. fashion_mnist, mnist, cifar10, synthetic')
+  parser.add_argument('source', nargs='?', default='auto',
+                      help='data.source: auto, idx, tfds, npz or synthetic')
+  args = parser.parse_args(argv)
   dc = default.get_config().data
   with dc.unlocked():
-    dc.name = argv[0]
-    dc.source = argv[1] if len(argv) > 1 else 'auto'
+    dc.name = args.name
+    dc.source = args.source
   try:
     ds = data.load(dc)
   except data.DataError as e:

@@ -51,19 +51,24 @@ def print_table(result, header):
 
 
 def main(argv=None):
-  parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = cli.ArgumentParser(description=__doc__)
   where = parser.add_mutually_exclusive_group(required=True)
   where.add_argument('--workdir', help='a training workdir')
   where.add_argument('--sweep', help='a sweep root: every finished member (resumable)')
   parser.add_argument('--checkpoint', default='best', help='best, latest or a step')
-  parser.add_argument('--num_samples', type=cli.positive_int, default=5000)
-  parser.add_argument('--split', default='test', choices=('test', 'val', 'train'))
-  parser.add_argument('--batch_size', type=cli.positive_int, default=500)
+  parser.add_argument('--num_samples', type=cli.positive_int, default=5000,
+                      help='importance samples k per image (the published protocol: 5000)')
+  parser.add_argument('--split', default='test', choices=('test', 'val', 'train'),
+                      help='which split is evaluated')
+  parser.add_argument('--batch_size', type=cli.positive_int, default=500,
+                      help='images per compiled evaluation call (memory, not results)')
   parser.add_argument('--chunk_size', type=cli.positive_int, default=100,
-                      help='samples per chunk')
+                      help='importance samples per chunk of a batch (memory, not results)')
   parser.add_argument('--max_examples', type=cli.non_negative_int, default=0,
-                      help='0 = the whole split')
-  parser.add_argument('--seed', type=cli.non_negative_int, default=0)
+                      help='evaluate only the first N images (0 = the whole split); a cheap estimate '
+                           'for a sweep, with a standard error that grows as 1/sqrt(N)')
+  parser.add_argument('--seed', type=cli.non_negative_int, default=0,
+                      help='seed of the importance samples')
   parser.add_argument('--out', default='', help='default: WORKDIR/eval.json')
   args = parser.parse_args(argv)
   options = dict(split=args.split, batch_size=args.batch_size, chunk_size=args.chunk_size,

@@ -20,7 +20,6 @@ runs ended with equal metrics.jsonl (minus wall-clock fields) and equal
 parameters, and whether any event is duplicated. Exit code 0 when all hold.
 """
 
-import argparse
 import json
 import pathlib
 import random
@@ -31,6 +30,8 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import numpy as np  # pylint: disable=g-import-not-at-top
+
+from vae import cli  # pylint: disable=g-import-not-at-top
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_FLAGS = ('--config.train.num_epochs=6', '--config.train.checkpoint_every_epochs=0.5',
@@ -152,11 +153,15 @@ def run_sweep_campaign(workdir, kills=24, seed=0, flags=SWEEP_FLAGS):
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--workdir', required=True)
-  parser.add_argument('--kills', type=int, default=10)
-  parser.add_argument('--seed', type=int, default=0)
-  parser.add_argument('--config', default='configs/default.py:smoke')
+  parser = cli.ArgumentParser(description=__doc__, config_overrides=True)
+  parser.add_argument('--workdir', required=True,
+                      help='directory for the reference and the killed runs (created)')
+  parser.add_argument('--kills', type=cli.positive_int, default=10,
+                      help='SIGKILLs at random moments before the run may finish')
+  parser.add_argument('--seed', type=cli.non_negative_int, default=0,
+                      help='seed of the kill delays')
+  parser.add_argument('--config', default='configs/default.py:smoke',
+                      help='config of the runs; further --config.a.b=value flags go to train.py')
   parser.add_argument('--sweep', action='store_true',
                       help='kill a vmap sweep instead (random moments and injection points)')
   parser.add_argument('--out', default='', help='also write the report (JSON) here')

@@ -60,14 +60,18 @@ def setup(workdir, batch, seed):
 
 
 def main(argv=None):
-  parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--out', required=True)
+  parser = cli.ArgumentParser(description=__doc__)
+  parser.add_argument('--out', required=True, help='figure path (.png); the numbers go beside it as .json')
   parser.add_argument('--workdir', default='', help='a trained workdir; default: fresh model')
-  parser.add_argument('--samples', default='1,10,100,1000')
-  parser.add_argument('--repeats', type=cli.positive_int, default=64)
-  parser.add_argument('--reference_samples', type=cli.positive_int, default=10000)
-  parser.add_argument('--batch', type=cli.positive_int, default=32)
-  parser.add_argument('--seed', type=cli.non_negative_int, default=0)
+  parser.add_argument('--samples', default='1,10,100,1000',
+                      help='comma-separated Monte Carlo sample counts per estimator')
+  parser.add_argument('--repeats', type=cli.positive_int, default=64,
+                      help='independent gradient estimates per sample count')
+  parser.add_argument('--reference_samples', type=cli.positive_int, default=10000,
+                      help='samples of the reference ("true") gradient')
+  parser.add_argument('--batch', type=cli.positive_int, default=32,
+                      help='test images in the batch whose gradient is estimated')
+  parser.add_argument('--seed', type=cli.non_negative_int, default=0, help='seed of the estimates')
   args = parser.parse_args(argv)
   try:
     counts = [cli.positive_int(s) for s in args.samples.split(',')]

@@ -16,7 +16,6 @@ mutant whose snippet is no longer in its file (the table needs updating), or tes
 not run at all (pytest's exit code other than 0 or 1).
 """
 
-import argparse
 import dataclasses
 import json
 import os
@@ -28,6 +27,10 @@ import tempfile
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from vae import cli  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 IGNORE = shutil.ignore_patterns('.git', '.venv', '.dev', 'runs', 'workdirs', '__pycache__',
                                 '.pytest_cache', '*.egg-info')
 
@@ -153,7 +156,7 @@ def run(mutant, timeout_s):
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  p = cli.ArgumentParser(description=__doc__)
   p.add_argument('--only', default='', help='run the mutants whose name contains this string')
   p.add_argument('--list', action='store_true', help='print the mutants and exit')
   p.add_argument('--timeout_s', type=float, default=600.0, help='per mutant')

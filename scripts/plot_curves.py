@@ -18,9 +18,10 @@ from vae import cli, figures  # pylint: disable=g-import-not-at-top
 
 
 def main(argv=None):
-  parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('root')
-  parser.add_argument('--out', required=True)
+  parser = cli.ArgumentParser(description=__doc__)
+  parser.add_argument('root', help='sweep root directory (holds sweep.json)')
+  parser.add_argument('--out', required=True,
+                      help='figure path of the ELBO curves; the rate-distortion figure goes beside it')
   args = parser.parse_args(argv)
   for path in figures.sweep_curves(args.root, args.out)[:2]:
     print(path)

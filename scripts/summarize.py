@@ -16,8 +16,8 @@ from vae import cli, summaries  # pylint: disable=g-import-not-at-top
 
 
 def main(argv=None):
-  parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('root')
+  parser = cli.ArgumentParser(description=__doc__)
+  parser.add_argument('root', help='sweep root directory (holds sweep.json)')
   args = parser.parse_args(argv)
 
   def work():

@@ -33,11 +33,12 @@ from vae import cli, metrics_io, sweeps  # pylint: disable=g-import-not-at-top
 
 
 def main(argv=None):
-  parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
+  parser = cli.ArgumentParser(description=__doc__, config_overrides=True)
   parser.add_argument('--config', required=True, help='configs/x.py[:arg] with get_sweep')
   parser.add_argument('--workdir', required=True, help='sweep root directory')
   parser.add_argument('--mode', default='sequential',
-                      choices=('sequential', 'processes', 'vmap', 'slurm'))
+                      choices=('sequential', 'processes', 'vmap', 'slurm'),
+                      help='how the members run (see above)')
   parser.add_argument('--task_mode', choices=('sequential', 'vmap'), default=None,
                       help='slurm: how each array task runs its unit (default: vmap for '
                       'groups, sequential for members)')
@@ -49,7 +50,8 @@ def main(argv=None):
   parser.add_argument('--cpus_per_task', type=cli.positive_int, default=4,
                       help='slurm: CPU cores per task (the data pipeline and the host loop)')
   parser.add_argument('--parallel', type=cli.positive_int, default=2, help='processes at a time')
-  parser.add_argument('--dry_run', action='store_true')
+  parser.add_argument('--dry_run', action='store_true',
+                      help='print the members and their directories; run nothing')
   parser.add_argument('--task_index', type=cli.non_negative_int, default=None,
                       help='run only the units of this task (default: from SLURM_ARRAY_*)')
   parser.add_argument('--num_tasks', type=cli.positive_int, default=None,

@@ -23,12 +23,15 @@ MAX_GRID = 200  # 40,000 decoded images, ~125 MB of 28x28 floats
 
 
 def main(argv=None):
-  parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--workdir', required=True)
-  parser.add_argument('--what', required=True, choices=figures.WHAT + ('all',))
-  parser.add_argument('--out', required=True)
-  parser.add_argument('--checkpoint', default='best')
-  parser.add_argument('--num_examples', type=cli.positive_int, default=5000)
+  parser = cli.ArgumentParser(description=__doc__)
+  parser.add_argument('--workdir', required=True, help='a training workdir')
+  parser.add_argument('--what', required=True, choices=figures.WHAT + ('all',),
+                      help='which figure')
+  parser.add_argument('--out', required=True,
+                      help='figure path (.png); with --what all, one file per figure: OUT_STEM_<what>.png')
+  parser.add_argument('--checkpoint', default='best', help='best, latest or a step number')
+  parser.add_argument('--num_examples', type=cli.positive_int, default=5000,
+                      help='test images encoded for the latent-space figures')
   parser.add_argument('--grid', type=cli.int_between(1, MAX_GRID), default=15,
                       help=f'images per side of a manifold grid (1..{MAX_GRID}: the grid '
                            'decodes its square, all at once)')

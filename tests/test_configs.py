@@ -77,6 +77,18 @@ def test_family_fields_are_checked_with_one_line_naming_the_fix(fields, text):
     validation.validate(c)
 
 
+def test_early_stopping_without_a_validation_split_is_refused_in_one_line(tmp_path):
+  """It would select on the test set; runs without early stopping stay allowed."""
+  rc, out, err = run_script('train', '--config', 'configs/fashion_mnist_gated.py:smoke',
+                            '--workdir', tmp_path / 'w', '--config.data.val_size=0')
+  assert rc == 2 and err.count('\n') == 1, err
+  assert 'needs a validation split' in err and 'data.val_size > 0' in err
+  assert not (tmp_path / 'w').exists()
+  c = config_lib.base_config()
+  c.data.val_size, c.train.early_stopping_epochs = 0, 0.0
+  validation.validate(c)
+
+
 def test_latent_size_is_vmappable_only_for_the_analytic_family():
   a, b = config_lib.base_config(), config_lib.base_config()
   b.model.latent_dim = 5

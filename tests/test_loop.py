@@ -541,6 +541,23 @@ def test_early_stopping_and_the_best_checkpoint_follow_validation_not_test(tmp_p
   assert [e['val/elbo'] for e in evals] == scripted['val'][:4]
 
 
+def test_without_a_validation_split_best_is_the_latest_never_chosen_on_test(tmp_path):
+  """No early stopping there (a config error); "best" falls back to the latest checkpoint
+  and the summary row to the last evaluation, however the test ELBO moved."""
+  from vae import summaries  # pylint: disable=g-import-not-at-top
+  w = tmp_path / 'w'
+  loop.train_and_evaluate(smoke_config(**{
+      'data.val_size': 0, 'train.num_epochs': 3.0, 'train.eval_every_epochs': 1.0,
+      'train.checkpoint_every_epochs': 1.0, 'train.keep_checkpoints': 5}), str(w))
+  ckpt = checkpointing.CheckpointReader(w / 'checkpoints')
+  assert len(ckpt.steps()) == 3 and ckpt.best_step() is None
+  assert vae.load(w, 'best').step == ckpt.steps()[-1]
+  evals = [e for e in read_events(w) if e['event'] == 'eval']
+  assert len(evals) == 3 and all('val/elbo' not in e for e in evals)
+  row = summaries.member_row('m', {}, w)
+  assert row['best_val_step'] is None and row['test_elbo'] == evals[-1]['test/elbo']
+
+
 def test_run_json_records_the_device_timeline_and_the_boundary_seconds(smoke_run):
   workdir, _ = smoke_run
   timing = json.loads((workdir / 'run.json').read_text())['sessions'][-1]['timing']

@@ -33,9 +33,9 @@ def _evals(run, elbos, patience, every=10, test=None):
   return None
 
 
-def test_selection_is_by_validation_and_test_only_without_it():
+def test_selection_is_by_validation_and_never_by_test():
   assert run_lib.selection_elbo({'val/elbo': -3.0, 'test/elbo': -1.0}) == -3.0
-  assert run_lib.selection_elbo({'test/elbo': -1.0}) == -1.0
+  assert run_lib.selection_elbo({'test/elbo': -1.0}) is None
   assert run_lib.selection_elbo({'train/elbo': -1.0}) is None
   events = [{'event': 'eval', 'step': 10, 'val/elbo': -5.0},
             {'event': 'train', 'step': 20, 'train/elbo': 0.0, 'val/elbo': 9.0},

@@ -197,8 +197,52 @@ def check_writable(path):
                                  'path (with free space)') from None
 
 
+def exit_codes_help():
+  """The exit-code table of this module's docstring (the epilog of every --help)."""
+  table = __doc__.split('Exit codes (train.py and every script):\n', 1)[1]
+  return 'exit codes:\n' + table.split('\n\n', 1)[0]
+
+
+CONFIG_OVERRIDES_HELP = """config overrides:
+  --config.a.b=value  set one field of the config (repeatable), e.g.
+                      --config.model.latent_dim=20 --config.objective.beta=4
+                      --config.model.hidden="(400,)"; an unknown field is refused, naming
+                      the closest one. configs/x.py:arg hands `arg` to its get_config, e.g.
+                      configs/fashion_mnist_gated.py:layers=2,prior=vamp. Every field with
+                      its meaning: train.py --config configs/default.py --show_config"""
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+  """Keeps the description's layout and appends each flag's default."""
+
+  def _get_help_string(self, action):
+    text = action.help or ''
+    if ('%(default)' not in text and action.option_strings and action.nargs != 0
+        and action.default not in (None, '', False, [], argparse.SUPPRESS)):
+      text += ' (default: %(default)s)'
+    return text
+
+
 class ArgumentParser(argparse.ArgumentParser):
-  """argparse with a one-line error and exit code 2 (no usage block)."""
+  """argparse for the scripts: every flag explained, with defaults and exit codes.
+
+  `--help` prints the script's docstring, every flag with its meaning and
+  default, and the exit codes (with `config_overrides=True` also the
+  --config.a.b=value syntax). A flag without help text is a programming error,
+  raised when the command line is parsed. An error is one line with exit code 2.
+  """
+
+  def __init__(self, *args, config_overrides=False, **kwargs):
+    kwargs.setdefault('formatter_class', _HelpFormatter)
+    epilog = ([CONFIG_OVERRIDES_HELP] if config_overrides else []) + [exit_codes_help()]
+    kwargs.setdefault('epilog', '\n\n'.join(epilog))
+    super().__init__(*args, **kwargs)
+
+  def parse_known_args(self, args=None, namespace=None):
+    undocumented = [a.dest for a in self._actions if not a.help]
+    if undocumented:
+      raise ValueError(f'flags without help text: {", ".join(undocumented)}')
+    return super().parse_known_args(args, namespace)
 
   def error(self, message):
     print(f'error: {one_line(message)} (see --help)', file=sys.stderr)

@@ -263,7 +263,7 @@ FIELD_DOCS = {
                                  '(samples, reconstructions: PNG and TensorBoard); 0: every '
                                  'evaluation. The last step and an early stop always write them',
     'train.keep_checkpoints': 'latest checkpoints kept (besides the best by val ELBO)',
-    'train.early_stopping_epochs': 'stop when val ELBO has not improved for this long (0: off)',
+    'train.early_stopping_epochs': 'stop when val ELBO has not improved for this long (0: off; needs data.val_size > 0)',
     'train.eval_batch_size': 'evaluation batch size',
     'train.num_image_samples': 'prior samples decoded into images at each evaluation',
     'train.eval_iw_samples': '> 0: also estimate validation log p(x) with k samples at eval',
@@ -390,6 +390,10 @@ def check_train(c):
         f'train.images_every_epochs={t.images_every_epochs} must be >= 0 (0: every evaluation)')
   check(t.keep_checkpoints >= 1, 'train.keep_checkpoints must be >= 1')
   check(t.early_stopping_epochs >= 0, 'train.early_stopping_epochs must be >= 0')
+  check(not t.early_stopping_epochs or c.data.val_size > 0,
+        f'train.early_stopping_epochs={t.early_stopping_epochs:g} needs a validation split '
+        '(without one it would select on the test set); set data.val_size > 0 or '
+        'train.early_stopping_epochs=0')
   check(t.num_image_samples >= 1, 'train.num_image_samples must be >= 1')
 
 

@@ -27,9 +27,10 @@ log = logging.getLogger('vae')
 
 def selection_elbo(eval_metrics):
   """The figure that model selection (early stopping, the best checkpoint) ranks by: the
-  validation ELBO in nats per example; the test ELBO only for runs without a validation split
-  (train.early_stopping_epochs then selects on test, docs/results.md). None when neither."""
-  return eval_metrics.get('val/elbo', eval_metrics.get('test/elbo'))
+  validation ELBO in nats per example. None without a validation split: such a run has no
+  early stopping (a config error) and its "best" checkpoint is the latest one, never one
+  chosen on test."""
+  return eval_metrics.get('val/elbo')
 
 
 def best_event(events, upto=None):

@@ -2,8 +2,8 @@
 
 Writes ROOT/summary.csv and ROOT/summary.md: each member's overrides; the test
 figures at its best validation ELBO (the checkpoint `vae.load(member, 'best')`
-returns: test ELBO, KL, reconstruction, active units, nats per example) and
-its final test ELBO, from its metrics.jsonl; the importance-weighted test
+returns; the last evaluation for a run without a validation split): test ELBO,
+KL, reconstruction, active units, nats per example) and its final test ELBO, from its metrics.jsonl; the importance-weighted test
 log-likelihood where `scripts/evaluate.py` (or `--sweep`) wrote eval.json;
 steps and the seconds spent training (sessions only, not the gaps between an
 interrupted run and its resumption); then mean +- sample standard deviation
@@ -17,7 +17,7 @@ import pathlib
 
 import numpy as np
 
-from vae import cli, evaluation, metrics_io, run_dir, sweeps, trained
+from vae import checkpointing, cli, evaluation, metrics_io, run_dir, sweeps, trained
 from vae.progress import Progress
 
 
@@ -34,9 +34,11 @@ def member_row(name, overrides, workdir, group_size=1):
   evals = [e for e in events if 'test/elbo' in e]
   row = {'name': name, **{k.split('.')[-1]: v for k, v in overrides.items()}}
   if evals:
-    # Chosen by validation, reported on test (never the maximum over test events).
-    best = max(evals, key=lambda e: e.get('val/elbo', e['test/elbo']))
-    row.update(best_val_step=best['step'], test_elbo=best['test/elbo'],
+    # Chosen by validation, reported on test; without a validation split, the last
+    # evaluation (best_val_step None), never the maximum over test events.
+    validated = [e for e in evals if 'val/elbo' in e]
+    best = max(validated, key=lambda e: e['val/elbo']) if validated else evals[-1]
+    row.update(best_val_step=best['step'] if validated else None, test_elbo=best['test/elbo'],
                test_kl=best['test/kl'], test_recon=best['test/recon'],
                test_active_units=best.get('test/active_units'),
                test_images=best.get('test/count'),
@@ -137,6 +139,10 @@ def evaluate_workdir(workdir, checkpoint='best', split='test', num_samples=5000,
   if max_examples:
     images = images[:max_examples]
   result = evaluation.evaluate_model(model, images, num_samples, batch_size, chunk_size, seed)
+  if checkpoint == 'best':  # a run without a validation split has no best: its latest
+    has_best = checkpointing.CheckpointReader(workdir / 'checkpoints').best_step() is not None
+    result['checkpoint_chosen_by'] = ('validation ELBO' if has_best else
+                                      'latest (no validation split; never chosen on test)')
   result.update(workdir=str(workdir), checkpoint=str(checkpoint), checkpoint_step=model.step,
                 split=split, data=model.data_info, seed=seed)
   per_example = result.pop('log_likelihood_per_example', None)
