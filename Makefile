@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 WORKDIR ?= runs/default
 CONFIG ?= configs/default.py
 
-.PHONY: venv data train test test-all benchmark clean
+.PHONY: venv tensorboard data train test test-all benchmark clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	touch $@
 
 venv: $(VENV)/.installed
+
+# Optional: TensorBoard, to view runs and sweeps (the version of requirements.txt's comment).
+tensorboard: venv
+	$(PY) -m pip install -q "$$(sed -n 's/^#   tensorboard==/tensorboard==/p' requirements.txt)"
 
 # Fashion-MNIST: local files if present, else Debian's package where apt works, else TFDS.
 data: venv

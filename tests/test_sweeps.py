@@ -86,6 +86,34 @@ def vmapped(tmp_path_factory):
   return root
 
 
+def test_tensorboard_reads_one_run_per_member_with_every_setting(vmapped):
+  """Through TensorBoard's own reader (the `tensorboard` extra): one run per member, its
+  HParams in the run's own events (tuple-valued settings as text), metrics that are the
+  run's scalar tags."""
+  pytest.importorskip('tensorboard')
+  from tensorboard.backend.event_processing import event_multiplexer  # pylint: disable=g-import-not-at-top
+  from tensorboard.plugins.hparams import plugin_data_pb2  # pylint: disable=g-import-not-at-top
+  members = [m['name'] for m in json.loads((vmapped / 'sweep.json').read_text())['members']]
+  mux = event_multiplexer.EventMultiplexer()
+  mux.AddRunsFromDirectory(str(vmapped))
+  mux.Reload()
+  assert sorted(mux.Runs()) == sorted(f'{m}/tensorboard' for m in members)
+  hparams = mux.PluginRunToTagToContent('hparams')
+  for member in members:
+    run = f'{member}/tensorboard'
+    config = json.loads((vmapped / member / 'config.json').read_text())
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        hparams[run]['_hparams_/session_start_info']).session_start_info.hparams
+    assert start['model.hidden'].string_value == str(tuple(config['model']['hidden']))
+    assert start['model.latent_dim'].number_value == config['model']['latent_dim']
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(
+        hparams[run]['_hparams_/experiment']).experiment
+    tags = {m.name.tag for m in experiment.metric_infos}
+    assert 'test/elbo' in tags and tags <= set(mux.GetAccumulator(run).Tags()['scalars'])
+    elbo = mux.Scalars(run, 'test/elbo')[-1].value
+    assert elbo == pytest.approx(read_events(vmapped / member)[-1]['test/elbo'], abs=1e-4)
+
+
 @pytest.mark.parametrize('name,overrides', [
     ('latent_dim=3,beta=2.0', {'model.latent_dim': 3, 'objective.beta': 2.0}),  # padded 3 -> 5
     ('latent_dim=5,beta=2.0,seed=1', {'model.latent_dim': 5, 'objective.beta': 2.0,

@@ -118,15 +118,18 @@ class MetricsWriter:
       self._tb.flush()
 
   def hparams(self, hparams, metrics):
-    """The run's hyperparameters with its final metrics (TensorBoard's HParams view), so a
-    sweep's members can be compared side by side."""
+    """The run's hyperparameters and its final metrics for TensorBoard's HParams view, so a
+    sweep's members compare side by side. Written into the run's own event file (one
+    TensorBoard run per workdir); the metrics are the run's scalar tags, not copies."""
     if not self.enabled:
       return
+    from tensorboardX import summary  # pylint: disable=g-import-not-at-top
     clean = lambda v: v if isinstance(v, (bool, int, float, str)) else str(v)
-    self._tb.add_hparams({k: clean(v) for k, v in hparams.items()},
-                         {k: float(v) for k, v in metrics.items()
-                          if isinstance(v, (int, float)) and math.isfinite(v)},
-                         name='hparams')
+    tags = {k: float(v) for k, v in metrics.items()
+            if '/' in k and isinstance(v, (int, float)) and math.isfinite(v)}
+    writer = self._tb._get_file_writer()  # pylint: disable=protected-access  (as add_hparams)
+    for proto in summary.hparams({k: clean(v) for k, v in hparams.items()}, tags):
+      writer.add_summary(proto)
     self._tb.flush()
 
   def close(self):

@@ -47,9 +47,11 @@ def best_event(events, upto=None):
 
 
 def hparams(config_json):
-  """The scalar fields of a run's config, for TensorBoard's HParams view."""
-  return {k: v for k, v in config_lib.flatten(config_json).items()
-          if isinstance(v, (bool, int, float, str))}
+  """Every field of a run's config for TensorBoard's HParams view: numbers, booleans and
+  strings as they are; tuples (e.g. model.hidden) and None as their text, "(300, 300)"."""
+  text = lambda v: str(tuple(v)) if isinstance(v, list) else str(v)
+  return {k: v if isinstance(v, (bool, int, float, str)) else text(v)
+          for k, v in config_lib.flatten(config_json).items()}
 
 
 class Run:
