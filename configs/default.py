@@ -1,7 +1,7 @@
 """Default: MLP VAE on dynamically binarized Fashion-MNIST, 20 latents, Bernoulli decoder.
 
 784-512-256-20 ReLU MLP encoder (decoder mirrored), Adam 1e-3, batch 128,
-30 epochs (14,040 steps); 50,000 train / 10,000 validation (carved with seed 0)
+30 epochs (11,700 steps: 390 per epoch); 50,000 train / 10,000 validation (carved with seed 0)
 / 10,000 test images; training images re-binarized from the pixel intensities
 at every step, evaluation images binarized once with a fixed seed.
 

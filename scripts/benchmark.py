@@ -215,7 +215,7 @@ def legacy(config):
 
 
 class old_importance_sampler:  # pylint: disable=invalid-name
-  """Context: the importance-sampling estimator as it was before issue 15 (the per-pixel
+  """Context: the earlier importance-sampling estimator (the per-pixel
   Bernoulli sum x l - softplus(l), whole chunks decoded at once)."""
 
   def __enter__(self):
@@ -228,7 +228,7 @@ class old_importance_sampler:  # pylint: disable=invalid-name
 
 class concatenated_q_z1:  # pylint: disable=invalid-name
   """Context: the two-level model's q(z1 | x, z2) on the broadcast concatenation [x, z2]
-  under sample axes, as before session 8 (x's part of the first layer once per sample)."""
+  under sample axes, the earlier form (x's part of the first layer computed for every sample)."""
 
   def __enter__(self):
     models.MLPEncoder.accepts_shared_input = False
@@ -423,7 +423,7 @@ def _group_epoch(config, image_shape, steps):
 
 
 def lean_step_stand_in(rounds, repeats=3):
-  """The compiled step against a minimal loop (issue: a lean step), on the CPU stand-in: the
+  """The compiled step against a minimal loop, on the CPU stand-in: the
   tiny model's chunks over one epoch of 50,000 examples (chunks of 100 steps, the log
   cadence, the permutation carried as train.py carries it) beside the minimal scan loop
   (one scan over the epoch), in interleaved rounds; then, in the
@@ -681,7 +681,7 @@ def main(argv=None):
     results['before_after']['importance_sampling_share_of_peak'] = tuple(
         v * scale for v in results['before_after']['importance_sampling_share_of_peak'])
 
-  results['issue15'] = {  # each row of the issue's table: (measured, aim)
+  results['targets'] = {  # each headline row: (measured, the figure aimed at)
       'step_share_of_matmul_twin': (
           results['train_mlp_vs_matmul_twin']['step_share_of_twin_speed'], '>= 0.80'),
       'pytorch_model_train_py_slowdown': (

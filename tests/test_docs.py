@@ -1,0 +1,45 @@
+"""The user documentation: current figures with their sources, no history of the work."""
+
+import pathlib
+import re
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DOCS = [REPO / 'README.md'] + sorted((REPO / 'docs').glob('*.md'))
+# What a work diary says and user documentation does not: numbered work periods and issues,
+# machines lent or given back, other tenants, notes kept elsewhere. (run.json's "sessions",
+# a run's starts and resumes, are a record of the run, not of the work, and are allowed.)
+HISTORY = [r'\b[Ss]essions? \d', r'\b[Ii]ssues? \d', r'\(issue\b', r'\bwork(ing)? (period|day)',
+           r'\blent\b', r'\bgiven back\b', r'\bco-tenants?\b', r'\bin the notes\b',
+           r'\bSIGSTOP\b', r'\bthis session\b']
+
+
+def history_lines(text):
+  return [line for line in text.splitlines() if any(re.search(p, line) for p in HISTORY)]
+
+
+def test_the_history_check_catches_diary_text():
+  diary = ('## Issue 15, session 4: profiles\nmeasured on the lent H200 before it was given '
+           'back\nthe table run paused (SIGSTOP)\nrun.json records each session of a run')
+  assert len(history_lines(diary)) == 3
+
+
+@pytest.mark.parametrize('path', DOCS, ids=lambda p: p.name)
+def test_docs_tell_no_history_of_the_work(path):
+  assert not history_lines(path.read_text()), path.name
+
+
+def test_every_data_file_in_docs_is_named_by_content_and_cited():
+  text = '\n'.join(p.read_text() for p in DOCS)
+  for path in sorted((REPO / 'docs').iterdir()):
+    if path.is_dir() or path.suffix == '.md':
+      continue
+    assert not re.search(r'session|issue', path.name), path.name
+    assert path.name in text, f'docs/{path.name} is cited by no page'
+
+
+def test_every_docs_file_a_page_names_exists():
+  text = '\n'.join(p.read_text() for p in DOCS)
+  for name in set(re.findall(r'docs/([\w./-]+\.(?:json|png|md|npz))', text)):
+    assert (REPO / 'docs' / name).exists(), name
