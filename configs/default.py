@@ -19,7 +19,7 @@ Sweeps (scripts/sweep.py --config configs/default.py:sweep=NAME --workdir ROOT):
   ablation  latent_dim {2, 5, 10, 20} x beta {0.5, 1, 2, 4} x seed {0, 1, 2}
 """
 
-from vae import config_lib, sweeps
+from vae import config_lib
 
 _ARGS = dict(latent_dim=20, arch='mlp', likelihood='bernoulli', model='vae', smoke=False,
              sweep='ablation', epochs=30.0)
@@ -46,17 +46,17 @@ def get_config(arg=None):
 def get_sweep(arg=None):
   a = config_lib.parse_arg(arg, **_ARGS)
   if a.sweep == 'beta8':
-    return sweeps.product(**{'objective.beta': [0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0, 8.0]})
+    return config_lib.product(**{'objective.beta': [0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0, 8.0]})
   if a.sweep == 'ablation':
-    return sweeps.product(**{'model.latent_dim': [2, 5, 10, 20],
+    return config_lib.product(**{'model.latent_dim': [2, 5, 10, 20],
                              'objective.beta': [0.5, 1.0, 2.0, 4.0], 'seed': [0, 1, 2]})
   if a.sweep == 'tiny4':  # for tests: 2 latent sizes x 2 betas
-    return sweeps.product(**{'model.latent_dim': [3, 5], 'objective.beta': [0.5, 2.0]})
+    return config_lib.product(**{'model.latent_dim': [3, 5], 'objective.beta': [0.5, 2.0]})
   if a.sweep == 'tiny':  # for tests: 2 latent sizes x 2 betas, plus a seed
-    return sweeps.product(**{'model.latent_dim': [3, 5], 'objective.beta': [0.5, 2.0]}) + [
+    return config_lib.product(**{'model.latent_dim': [3, 5], 'objective.beta': [0.5, 2.0]}) + [
         {'model.latent_dim': 5, 'objective.beta': 2.0, 'seed': 1}]
   if a.sweep == 'tiny_groups':  # for tests: 2 vmap groups (activation) x 2 betas, 6 epochs
-    return sweeps.product(**{'model.activation': ['relu', 'tanh'], 'objective.beta': [0.5, 2.0],
+    return config_lib.product(**{'model.activation': ['relu', 'tanh'], 'objective.beta': [0.5, 2.0],
                              'train.num_epochs': [6.0]})
   raise config_lib.ConfigError(f'unknown sweep {a.sweep!r}; choose beta8, ablation, tiny, tiny4 '
                                'or tiny_groups')

@@ -17,7 +17,7 @@ Published test NLL (nats): VAE 86.76 / 86.47 / 86.35 and IWAE 86.76 / 85.54 /
 `:stages=N` shortens the schedule to N stages (sum of 3^i epochs).
 """
 
-from vae import config_lib, sweeps
+from vae import config_lib
 
 
 def get_config(arg=None):
@@ -52,5 +52,5 @@ def get_config(arg=None):
 
 def get_sweep(arg=None):
   del arg
-  return sweeps.product(**{'objective.estimator': ['elbo', 'iwae'],
+  return config_lib.product(**{'objective.estimator': ['elbo', 'iwae'],
                            'objective.num_samples': [1, 5, 50]})[1:]  # k=1 is the same for both

@@ -21,7 +21,7 @@ datapoint, higher for larger latent spaces up to ~20 (no overfitting at 200
 thanks to the prior). Our Fashion-MNIST figure is in docs/results.md.
 """
 
-from vae import config_lib, sweeps
+from vae import config_lib
 
 
 def get_config(arg=None):
@@ -56,4 +56,4 @@ def get_sweep(arg=None):
   axes = {'model.latent_dim': [3, 5, 10, 20] if a.smoke else [3, 5, 10, 20, 200]}
   if a.seeds > 1:  # (one seed keeps the member names of sweeps made before this argument)
     axes['seed'] = list(range(a.seeds))
-  return sweeps.product(**axes)
+  return config_lib.product(**axes)

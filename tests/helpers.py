@@ -14,7 +14,7 @@ import numpy as np
 
 import vae
 from configs import default
-from vae import metrics_io
+from vae import config_lib, metrics_io
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FIXTURES = REPO / 'tests' / 'fixtures'
@@ -28,11 +28,7 @@ def smoke_config(**overrides):
   c = default.get_config('smoke')
   with c.unlocked():
     for key, value in overrides.items():
-      node = c
-      *path, last = key.split('.')
-      for p in path:
-        node = node[p]
-      node[last] = value
+      config_lib.set_field(c, key, value)
   return c
 
 

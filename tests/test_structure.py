@@ -29,6 +29,14 @@ def test_config_schema_is_a_leaf():
     assert not ours, (name, ours)
 
 
+def test_configs_import_only_the_config_schema():
+  """A config file is data plus arithmetic: it imports `vae.config_lib` (and other configs),
+  never the training loop."""
+  for path in sorted((REPO / 'configs').glob('*.py')):
+    ours = [m for m in _imports(path) if m.split('.')[0] == 'vae']
+    assert set(ours) <= {'vae', 'vae.config_lib'}, (path.name, ours)
+
+
 def test_tests_do_not_import_scripts():
   for path in sorted((REPO / 'tests').glob('*.py')):
     bad = [m for m in _imports(path) if m.split('.')[0] == 'scripts']

@@ -22,11 +22,11 @@ SPEC = 'configs/default.py:smoke,sweep=tiny'
 
 
 def test_expansion_helpers():
-  members = sweeps.product(**{'model.latent_dim': [2, 5], 'objective.beta': [1.0, 4.0]})
+  members = config_lib.product(**{'model.latent_dim': [2, 5], 'objective.beta': [1.0, 4.0]})
   assert len(members) == 4 and members[1] == {'model.latent_dim': 2, 'objective.beta': 4.0}
-  assert sweeps.zip_axes(a=[1, 2], b=[3, 4]) == [{'a': 1, 'b': 3}, {'a': 2, 'b': 4}]
+  assert config_lib.zip_axes(a=[1, 2], b=[3, 4]) == [{'a': 1, 'b': 3}, {'a': 2, 'b': 4}]
   with pytest.raises(config_lib.ConfigError):
-    sweeps.zip_axes(a=[1, 2], b=[3])
+    config_lib.zip_axes(a=[1, 2], b=[3])
   assert sweeps.member_name({'model.latent_dim': 2, 'seed': 1}) == 'latent_dim=2,seed=1'
   c = sweeps.apply_overrides(smoke_config(), {'objective.beta': 4, 'seed': 3})
   assert c.objective.beta == 4.0 and isinstance(c.objective.beta, float) and c.seed == 3

@@ -15,6 +15,7 @@ Field roles, declared once (dotted names):
 """
 
 import copy
+import itertools
 import json
 import math
 
@@ -298,16 +299,28 @@ def with_saved_values(saved):
   flat = flatten(saved)
   for key, value in LEGACY_VALUES.items():
     if key not in flat:
-      _set(c, key, value)
+      set_field(c, key, value)
   return c
 
 
-def _set(c, dotted, value):
-  node = c
+def get_field(config, dotted):
+  """config['a']['b'] for 'a.b'; ConfigError naming the key when there is no such field."""
+  node = config
+  try:
+    for name in dotted.split('.'):
+      node = node[name]
+  except (KeyError, TypeError):
+    raise ConfigError(f'{dotted!r} is not a config field') from None
+  return node
+
+
+def set_field(config, dotted, value):
+  """Sets the field 'a.b' of an unlocked config (an int given for a float field becomes a
+  float); ConfigError naming the key when there is no such field."""
   *path, last = dotted.split('.')
-  for name in path:
-    node = node[name]
-  node[last] = value
+  node = get_field(config, '.'.join(path)) if path else config
+  current = get_field(config, dotted)
+  node[last] = float(value) if isinstance(current, float) and isinstance(value, int) else value
 
 
 def adopt_legacy(saved, config):
@@ -320,7 +333,7 @@ def adopt_legacy(saved, config):
     return config, changed
   config = copy.deepcopy(config)
   for key, value in changed.items():
-    _set(config, key, value)
+    set_field(config, key, value)
   return config, changed
 
 
@@ -353,6 +366,22 @@ def check(cond, msg):
   """Raises ConfigError(msg) unless `cond`: the one way modules reject a config value."""
   if not cond:
     raise ConfigError(msg)
+
+
+def product(**axes):
+  """A sweep's members as the Cartesian product of the axes (configs' `get_sweep`):
+  product(a=[1, 2], b=[3]) -> [{a: 1, b: 3}, {a: 2, b: 3}]."""
+  keys = list(axes)
+  return [dict(zip(keys, values)) for values in itertools.product(*(axes[k] for k in keys))]
+
+
+def zip_axes(**axes):
+  """A sweep's members as the element-wise pairing of equally long axes."""
+  lengths = {len(v) for v in axes.values()}
+  if len(lengths) > 1:
+    raise ConfigError(f'zip_axes needs axes of one length, got {lengths}')
+  keys = list(axes)
+  return [dict(zip(keys, values)) for values in zip(*(axes[k] for k in keys))]
 
 
 def flatten(d, prefix=''):

@@ -18,7 +18,7 @@ Sources (`data.source`):
   synthetic  class-structured random images generated from `data.seed`.
   auto       idx files if found, else TFDS.
 
-Run `python -m vae.data NAME` to see what a name resolves to.
+`python scripts/data_info.py NAME` prints what a name resolves to.
 """
 
 import dataclasses

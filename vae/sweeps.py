@@ -1,12 +1,12 @@
 """Sweeps: expanding `get_sweep(arg)` override lists, naming members, running them, their status.
 
 A config file may define `get_sweep(arg)` next to `get_config(arg)`, returning a
-list of override dicts built with `product` and `zip_axes`, e.g.
+list of override dicts built with `config_lib.product` and `config_lib.zip_axes`, e.g.
 
     def get_sweep(arg=None):
-      return sweeps.product(**{'model.latent_dim': [2, 5, 10, 20],
-                               'objective.beta': [0.5, 1.0, 2.0, 4.0],
-                               'seed': [0, 1, 2]})
+      return config_lib.product(**{'model.latent_dim': [2, 5, 10, 20],
+                                   'objective.beta': [0.5, 1.0, 2.0, 4.0],
+                                   'seed': [0, 1, 2]})
 
 `run_sweep` (scripts/sweep.py's library call) turns it into runs under
 ROOT/<member name>/ and keeps ROOT/sweep.json with each member's overrides,
@@ -24,7 +24,6 @@ members are already done.
 import fcntl
 import hashlib
 import importlib.util
-import itertools
 import json
 import logging
 import os
@@ -44,21 +43,6 @@ from vae import validation
 log = logging.getLogger('vae')
 TRAIN_PY = pathlib.Path(__file__).resolve().parents[1] / 'train.py'
 ENDED = ('finished', 'early_stopped')
-
-
-def product(**axes):
-  """Cartesian product of the axes: product(a=[1, 2], b=[3]) -> [{a:1,b:3}, {a:2,b:3}]."""
-  keys = list(axes)
-  return [dict(zip(keys, values)) for values in itertools.product(*(axes[k] for k in keys))]
-
-
-def zip_axes(**axes):
-  """Element-wise pairing of equally long axes."""
-  lengths = {len(v) for v in axes.values()}
-  if len(lengths) > 1:
-    raise config_lib.ConfigError(f'zip_axes needs axes of one length, got {lengths}')
-  keys = list(axes)
-  return [dict(zip(keys, values)) for values in zip(*(axes[k] for k in keys))]
 
 
 NAME_SAFE = frozenset(string.ascii_letters + string.digits + '=,._+-()[] ')
@@ -104,17 +88,10 @@ def apply_overrides(config, overrides):
   """A locked copy of `config` with dotted-key overrides; unknown keys are errors."""
   c = ml_collections.ConfigDict(config.to_dict())
   for key, value in overrides.items():
-    node = c
-    *path, last = key.split('.')
     try:
-      for p in path:
-        node = node[p]
-      current = node[last]
-    except KeyError:
+      config_lib.set_field(c, key, value)
+    except config_lib.ConfigError:
       raise config_lib.ConfigError(f'sweep override {key!r} is not a config field') from None
-    if isinstance(current, float) and isinstance(value, int):
-      value = float(value)
-    node[last] = value
   c.lock()
   return c
 
@@ -356,10 +333,7 @@ def _field(config, key, what):
   flat = config_lib.flatten(config_lib.config_json(config))
   if key not in flat:
     raise config_lib.ConfigError(f'{what} {key!r} is not a config field')
-  node = config
-  for part in key.split('.'):
-    node = node[part]
-  return node
+  return config_lib.get_field(config, key)
 
 
 def select_members(base, overrides, axes):
