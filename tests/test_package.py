@@ -34,7 +34,12 @@ def test_compilation_cache_makes_a_relaunch_reuse_compiled_programs(tmp_path, mo
   second = subprocess.run(cmd + ['--workdir', str(tmp_path / 'b')], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
   assert second.returncode == 0, second.stderr[-2000:]
-  assert sorted(p.name for p in cache.iterdir()) == entries  # every program came from it
+  # The programs that take seconds to compile (the training chunk, the initialization) came
+  # from the cache; a small program whose compile time lands near the cache's 0.5 s floor may
+  # be written by either launch, so only those two are checked by name.
+  new = {p.name for p in cache.iterdir()} - set(entries)
+  assert any(n.startswith('jit_chunk') for n in entries), entries
+  assert not [n for n in new if n.startswith(('jit_chunk', 'jit__member_init'))], new
   monkeypatch.setenv('VAE_COMPILATION_CACHE', 'off')
   from vae import cli  # pylint: disable=g-import-not-at-top
   assert cli.enable_compilation_cache() is None
