@@ -32,8 +32,7 @@ def get_config(arg=None):
   c.model.arch = a.arch
   c.model.type = a.model
   c.model.likelihood = a.likelihood
-  if a.likelihood in ('gaussian', 'continuous_bernoulli'):
-    c.data.binarize = 'none'
+  c.data.binarize = config_lib.binarize_for(a.likelihood)
   c.train.num_epochs = a.epochs
   if a.sweep == 'beta8':
     c.train.num_epochs = 3.0

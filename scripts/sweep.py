@@ -1,27 +1,7 @@
 """Runs a config's sweep: python scripts/sweep.py --config configs/x.py[:arg] --workdir ROOT.
 
-  --mode sequential  members one after another in this process (default)
-  --mode processes   members as separate train.py processes, --parallel at a time
-  --mode vmap        members that differ only in beta, free bits, warm-up, lr,
-                     seed or latent size train together in one compiled program
-                     (vae/loop.py: train_members); others are grouped by what they share
-  --mode slurm       write ROOT/sweep.sbatch, a SLURM array (one task per unit: a member,
-                     or a vmap group with --unit group) and print the sbatch command;
-                     resubmitting it skips finished members and resumes interrupted ones
-  --task_index I --num_tasks N  run only the units of task I of N (unit k goes to task
-                     k mod N; defaults from SLURM_ARRAY_TASK_ID/_MIN/_COUNT): tasks may
-                     run at once on one shared file system
-  --dry_run          print the members and their directories; run nothing
-  --axis KEY=V1,V2   keep only the members whose KEY is one of the values (repeatable):
-                     --axis model.latent_dim=2 --axis objective.beta=1,4 --axis seed=0
-  --config.a.b=v     set a field for every member (recorded in sweep.json; a rerun with
-                     other overrides is refused)
-
-Each member runs into ROOT/<name>/ (name from its overrides, e.g.
-`latent_dim=2,beta=0.5,seed=0`) with the files of a single run. Finished
-members are skipped, interrupted ones resume, and ROOT/sweep.json records each
-member's overrides and status (vae/sweeps.py). Then: scripts/summarize.py ROOT
-and scripts/plot_curves.py ROOT --out FILE.
+The checkout's entry point of `vae-sweep` (vae/commands/sweep.py, which holds the flags,
+the --help text and `main(argv)`); `python scripts/sweep.py --help` lists them.
 """
 
 import pathlib
@@ -29,93 +9,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from vae import cli, metrics_io, sweeps  # pylint: disable=g-import-not-at-top
-
-
-def main(argv=None):
-  parser = cli.ArgumentParser(description=__doc__, config_overrides=True)
-  parser.add_argument('--config', required=True, help='configs/x.py[:arg] with get_sweep')
-  parser.add_argument('--workdir', required=True, help='sweep root directory')
-  parser.add_argument('--mode', default='sequential',
-                      choices=('sequential', 'processes', 'vmap', 'slurm'),
-                      help='how the members run (see above)')
-  parser.add_argument('--task_mode', choices=('sequential', 'vmap'), default=None,
-                      help='slurm: how each array task runs its unit (default: vmap for '
-                      'groups, sequential for members)')
-  parser.add_argument('--partition', default='', help='slurm: partition')
-  parser.add_argument('--gpus_per_task', type=cli.non_negative_int, default=1,
-                      help='slurm: GPUs per array task')
-  parser.add_argument('--time', default='24:00:00', help='slurm: time limit per task')
-  parser.add_argument('--mem', default='32G', help='slurm: memory per task')
-  parser.add_argument('--cpus_per_task', type=cli.positive_int, default=4,
-                      help='slurm: CPU cores per task (the data pipeline and the host loop)')
-  parser.add_argument('--parallel', type=cli.positive_int, default=2, help='processes at a time')
-  parser.add_argument('--dry_run', action='store_true',
-                      help='print the members and their directories; run nothing')
-  parser.add_argument('--task_index', type=cli.non_negative_int, default=None,
-                      help='run only the units of this task (default: from SLURM_ARRAY_*)')
-  parser.add_argument('--num_tasks', type=cli.positive_int, default=None,
-                      help='number of tasks the sweep is split into')
-  parser.add_argument('--unit', choices=('member', 'group'), default=None,
-                      help='what a task runs: members, or whole vmap groups (default in vmap)')
-  parser.add_argument('--axis', action='append', default=[], metavar='KEY=V1,V2',
-                      help='keep only the members whose KEY is one of the values (repeatable)')
-  args, rest = parser.parse_known_args(argv)
-  overrides = {}
-  for item in rest:  # --config.a.b=value: the same for every member
-    key, eq, value = item.partition('=')
-    if not key.startswith('--config.') or not eq:
-      parser.error(f'unrecognized argument {item!r} (overrides are --config.a.b=value)')
-    overrides[key[len('--config.'):]] = value
-  axes = {}
-  for item in args.axis:
-    key, eq, values = item.partition('=')
-    if not eq or not values:
-      parser.error(f'--axis {item!r}: write --axis KEY=V1,V2')
-    axes[key] = values.split(',')
-
-  def work():
-    if args.mode == 'slurm':
-      unit = args.unit or ('group' if args.task_mode == 'vmap' else 'member')
-      task_mode = args.task_mode or ('vmap' if unit == 'group' else 'sequential')
-      _, configs, _, _ = sweeps.expand(args.config, axes, overrides)
-      count = len(sweeps.units_of(configs, unit))
-      text = sweeps.slurm_script(args.config, args.workdir, count, task_mode, unit, axes,
-                                 overrides, args.partition, args.gpus_per_task, args.time,
-                                 args.mem, cpus_per_task=args.cpus_per_task)
-      if count == 1 and len(configs) > 1:
-        print(f'warning: all {len(configs)} members form one {unit}: the array has one task '
-              '(one job, no parallelism); use --unit member to spread them over tasks',
-              file=sys.stderr)
-      path = pathlib.Path(args.workdir) / 'sweep.sbatch'
-      path.parent.mkdir(parents=True, exist_ok=True)
-      path.write_text(text)
-      print(f'{count} array tasks ({unit}s, each run with --mode {task_mode}); submit with:')
-      print(f'sbatch {path}')
-      return cli.EXIT_OK
-    if args.mode in ('sequential', 'vmap'):  # in this process: later members reuse programs
-      cli.enable_compilation_cache()
-    record = sweeps.run_sweep(args.config, args.workdir, args.mode, args.parallel, args.dry_run,
-                              axes=axes, config_overrides=overrides, task_index=args.task_index,
-                              num_tasks=args.num_tasks, unit=args.unit)
-    if args.dry_run:
-      return cli.EXIT_OK
-    members = record.data['members']
-    width = max(len(m['name']) for m in members)
-    for m in members:  # one line per member: its status and newest test ELBO (nats/example)
-      elbo = metrics_io.last_metrics(m['workdir']).get('test/elbo') if pathlib.Path(
-          m['workdir'], 'metrics.jsonl').exists() else None
-      shown = f'test ELBO {elbo:.3f}' if elbo is not None else 'no test ELBO yet'
-      print(f'  {m["name"]:<{width}}  {m["status"]:<12} {shown}')
-    failed = [m['name'] for m in members if m['status'] == 'failed']
-    interrupted = [m['name'] for m in members if m['status'] == 'interrupted']
-    print(f'sweep {args.workdir}: {len(members)} members, failed: {failed or "none"}, '
-          f'interrupted: {interrupted or "none"}')
-    return cli.EXIT_FAILED if failed else cli.EXIT_OK
-
-  return cli.run(work, args.workdir)
-
+from vae.commands.sweep import main, run  # pylint: disable=g-import-not-at-top,unused-import
 
 if __name__ == '__main__':
-  cli.setup_logging()
-  sys.exit(main())
+  run()

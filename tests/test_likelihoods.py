@@ -182,7 +182,7 @@ def test_likelihood_sums_over_pixels_and_means_in_unit_interval():
   lp = lik.log_prob(params, x)
   assert lp.shape == (3,)
   np.testing.assert_allclose(lp, jnp.sum(lik.log_prob_per_pixel(params, x), axis=(1, 2, 3)))
-  for name in likelihoods.LIKELIHOODS:
+  for name in likelihoods.REGISTRY:
     lik = Likelihood(name)
     r = raw[..., :lik.params_per_channel]
     m = lik.mean(lik.params(r))

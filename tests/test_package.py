@@ -1,6 +1,8 @@
 """The package is installed (`make` runs `pip install -e . --no-deps`): importable anywhere."""
 
+import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -90,3 +92,31 @@ def test_cpu_convolutions_run_outside_ynnpack_and_stay_exact(tmp_path):
   flags, probe = out.stdout.strip().splitlines()[-2:]
   assert vae.CPU_CONV_FLAG not in flags.split()
   assert probe.split()[1] != '0' and float(probe.split()[3]) < 1e-3, probe
+
+
+def _console(name):
+  """A console script of pyproject.toml, as `make` installs it into the environment."""
+  path = pathlib.Path(sys.executable).parent / name
+  assert path.exists(), f'{path} is missing: reinstall the package (pip install -e . --no-deps)'
+  return str(path)
+
+
+def test_console_scripts_train_and_sweep_from_outside_the_repository(tmp_path):
+  """From a directory outside the repository, with no PYTHONPATH: vae-train trains the
+  two-level config's smoke run (configs found through the installed package), and a
+  `processes` sweep starts its member through the package's own entry point."""
+  env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+  run = lambda *cmd: subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                                    timeout=600)
+  out = run(_console('vae-train'), '--config', 'configs/fashion_mnist_hvae.py:smoke=True',
+            '--workdir', 'hvae')
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert json.loads((tmp_path / 'hvae' / 'done.json').read_text())['status'] == 'finished'
+  assert 'test/kl_z2=' in out.stdout  # the two-level model's metrics
+  out = run(_console('vae-sweep'), '--config', 'configs/default.py:smoke,sweep=tiny', '--workdir',
+            'sw', '--mode', 'processes', '--axis', 'model.latent_dim=3', '--axis',
+            'objective.beta=0.5')
+  assert out.returncode == 0, out.stderr[-2000:]
+  member = json.loads((tmp_path / 'sw' / 'sweep.json').read_text())['members'][0]
+  assert member['status'] == 'finished' and member.get('returncode') == 0
+  assert (tmp_path / 'sw' / member['name'] / 'done.json').exists()

@@ -2,6 +2,7 @@
 
 import ast
 import pathlib
+import re
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LEAVES = ('config_lib',)  # modules that import nothing of ours
@@ -35,6 +36,15 @@ def test_configs_import_only_the_config_schema():
   for path in sorted((REPO / 'configs').glob('*.py')):
     ours = [m for m in _imports(path) if m.split('.')[0] == 'vae']
     assert set(ours) <= {'vae', 'vae.config_lib'}, (path.name, ours)
+
+
+def test_no_library_module_locates_the_checkouts_commands():
+  """The library starts its commands as modules of the package (`python -m vae.commands.*`,
+  console scripts), never by a path to train.py or scripts/ in a checkout."""
+  for path in sorted((REPO / 'vae').rglob('*.py')):
+    code = re.sub(r'(?s)""".*?"""', '', path.read_text())  # docstrings may name them
+    code = '\n'.join(line.split('#')[0] for line in code.splitlines())
+    assert not re.search(r"""['"](train\.py|scripts|sweep\.py)['"]""", code), path.name
 
 
 def test_tests_do_not_import_scripts():

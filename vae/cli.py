@@ -303,7 +303,7 @@ def supervise(cmd, process_id):
   Returns:
     the exit code: the child's, or EXIT_LOST_PROCESS.
   """
-  env = dict(settings.environ(), **{SUPERVISED_ENV: '1', 'PYTHONUNBUFFERED': '1'})
+  env = dict(settings.command('vae')[1], **{SUPERVISED_ENV: '1', 'PYTHONUNBUFFERED': '1'})
   proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True,
                           preexec_fn=_die_with_parent)
   interrupts.suspend()  # the child answers signals; this process only forwards them

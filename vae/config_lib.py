@@ -15,9 +15,11 @@ Field roles, declared once (dotted names):
 """
 
 import copy
+import importlib.util
 import itertools
 import json
 import math
+import pathlib
 
 import ml_collections
 
@@ -345,7 +347,7 @@ def smoke(c):
   c.data.val_size = 256
   c.data.synthetic_train_size = 1024
   c.data.synthetic_test_size = 256
-  if tuple(c.data.synthetic_shape) == (28, 28, 1) and c.model.likelihood == 'discretized_logistic':
+  if tuple(c.data.synthetic_shape) == (28, 28, 1) and pixel_protocol(c.model.likelihood) == '8bit':
     c.data.synthetic_shape = (32, 32, 3)
   c.train.batch_size = 64
   c.train.num_epochs = 2.0
@@ -366,6 +368,68 @@ def check(cond, msg):
   """Raises ConfigError(msg) unless `cond`: the one way modules reject a config value."""
   if not cond:
     raise ConfigError(msg)
+
+
+# The data protocol each likelihood scores, the one rule that binds model.likelihood to the
+# data fields: 'binary' pixels (binarized: data.binarize dynamic or static), 'continuous'
+# grey levels in [0, 1] (data.binarize=none) or '8bit' values k / 255 (data.binarize=none,
+# no dequantization). `likelihoods.register` adds the protocol of a new likelihood.
+PIXEL_PROTOCOLS = {'bernoulli': 'binary', 'continuous_bernoulli': 'continuous',
+                   'gaussian': 'continuous', 'discretized_logistic': '8bit'}
+
+
+def register_pixel_protocol(likelihood, pixels):
+  """Records the data protocol of a likelihood (`likelihoods.register` calls this)."""
+  check(pixels in ('binary', 'continuous', '8bit'),
+        f'pixel protocol {pixels!r} of likelihood {likelihood!r}: choose binary, continuous or '
+        '8bit')
+  PIXEL_PROTOCOLS[likelihood] = pixels
+
+
+def pixel_protocol(likelihood):
+  """'binary', 'continuous' or '8bit' for a known likelihood name; None otherwise."""
+  return PIXEL_PROTOCOLS.get(likelihood)
+
+
+def binarize_for(likelihood):
+  """The data.binarize a likelihood's pixels want: 'dynamic' for binary pixels, else 'none'."""
+  return 'dynamic' if pixel_protocol(likelihood) == 'binary' else 'none'
+
+
+def is_analytic_family(model):
+  """N(0, I) prior, diagonal posterior, one stochastic layer (`model`: config.model, or its
+  JSON dict): the KL is analytic per dimension, so free bits apply, and members of
+  different latent sizes can share one vmapped program (padded under a mask)."""
+  return (model['prior'], model['posterior'], model['stochastic_layers']) == (
+      'standard', 'diagonal', 1)
+
+
+def resolve_config_spec(spec):
+  """'configs/x.py[:arg]' as given when the file exists from the working directory; else, for
+  a relative path under configs/, the file of the installed `configs` package (so that the
+  console scripts, and the sweep members and SLURM tasks they start, run from any
+  directory); else unchanged (the loader then names the missing file)."""
+  path, colon, arg = spec.partition(':')
+  if not path or pathlib.Path(path).exists() or pathlib.Path(path).is_absolute():
+    return spec
+  found = importlib.util.find_spec('configs')
+  for location in (found.submodule_search_locations or []) if found else []:
+    candidate = pathlib.Path(location).parent / path
+    if candidate.is_file():
+      return str(candidate) + colon + arg
+  return spec
+
+
+def resolve_config_argv(argv):
+  """argv with the value of --config (`--config X` or `--config=X`) through
+  `resolve_config_spec`."""
+  out = list(argv)
+  for i, a in enumerate(out):
+    if a.startswith('--config='):
+      out[i] = '--config=' + resolve_config_spec(a[len('--config='):])
+    elif a == '--config' and i + 1 < len(out):
+      out[i + 1] = resolve_config_spec(out[i + 1])
+  return out
 
 
 def product(**axes):
@@ -459,8 +523,7 @@ def check_numbers(c):
 def vmappable_fields(c):
   """The VMAPPABLE fields for config `c`: model.latent_dim only where padded latents are
   equivalent (N(0, I) prior, diagonal posterior, one stochastic layer)."""
-  m = c['model']
-  simple = (m['prior'], m['posterior'], m['stochastic_layers']) == ('standard', 'diagonal', 1)
+  simple = is_analytic_family(c['model'])
   return VMAPPABLE if simple else tuple(k for k in VMAPPABLE if k != 'model.latent_dim')
 
 

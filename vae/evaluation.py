@@ -6,9 +6,10 @@ Evaluation data arrives padded to whole batches with a validity mask
 every random draw comes from a fixed key, so numbers are deterministic.
 """
 
+import dataclasses
 import math
 import time
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -104,6 +105,52 @@ def _decode_tile(chunk_size, batch):
   return max(fits, default=1)
 
 
+@dataclasses.dataclass(frozen=True)
+class EvalSum:
+  """A per-example quantity that evaluation sums over a split (`register_eval_sum`).
+
+  Attributes:
+    name: the key of its sum.
+    fn: (model, variables, x, mean, logvar, terms) -> [B] or, with `latent_axis`, [B, L]
+      (mean, logvar: `VAE.encode`'s [B, L], masked for a padded member; terms: the
+      per-example objective's terms).
+    latent_axis: one value per latent dimension: a member padded to a larger latent size in
+      a vmapped group has its sum cut to its own dimensions (`latent_axis_sums`).
+    applies: which models compute it (default: all).
+    summarize: (sum, count, split) -> {metric name: value} for metrics.jsonl, or None.
+  """
+  name: str
+  fn: Callable
+  latent_axis: bool = False
+  applies: Callable = lambda model: True
+  summarize: Optional[Callable] = None
+
+
+EVAL_SUMS = {}
+
+
+def register_eval_sum(eval_sum):
+  """Adds an EvalSum to every evaluation built after this call (training's and
+  `scripts/evaluate.py`'s compiled evaluation)."""
+  EVAL_SUMS[eval_sum.name] = eval_sum
+  return eval_sum
+
+
+def latent_axis_sums():
+  """Names of the evaluation sums that have a latent axis, as their producers declare."""
+  return {'z_mean_sum', 'z_mean_sq_sum'} | {n for n, e in EVAL_SUMS.items() if e.latent_axis}
+
+
+def _kl_per_dimension(model, variables, x, mean, logvar, terms):  # pylint: disable=unused-argument
+  return jnp.zeros_like(mean) if model.deterministic else objectives.gaussian_kl_per_dim(
+      mean, logvar)
+
+
+# The per-dimension KL exists only for the analytic family.
+register_eval_sum(EvalSum('kl_dim', _kl_per_dimension, latent_axis=True,
+                          applies=lambda model: model.analytic_kl))
+
+
 def make_eval_fn(model, mode, iw_samples=0, iw_chunk=100):
   """Builds eval_fn(params, batches, mask, key) -> dict of sums over valid examples.
 
@@ -118,9 +165,11 @@ def make_eval_fn(model, mode, iw_samples=0, iw_chunk=100):
     A function (jit it) of params, batches [nb, B, H, W, C] uint8, mask [nb, B],
     a key and an optional latent mask [D], returning sums: count, elbo, recon,
     kl, z_mean_sum [L], z_mean_sq_sum [L] (L = model.total_latent_dim; the means of
-    `VAE.encode`), kl_dim [L] (analytic family only), kl_z1 and kl_z2 (two layers)
-    and, with iw_samples, iw_ll.
+    `VAE.encode`), kl_z1 and kl_z2 (two layers), with iw_samples iw_ll, and every
+    registered `EvalSum` that applies to the model (kl_dim [L]: the analytic family).
   """
+  extras = [e for e in EVAL_SUMS.values() if e.applies(model)]
+
   def eval_fn(params, batches, mask, key, latent_mask=None):
     variables = {'params': params}
 
@@ -142,10 +191,9 @@ def make_eval_fn(model, mode, iw_samples=0, iw_chunk=100):
           'z_mean_sum': jnp.sum(w[:, None] * mean, axis=0),
           'z_mean_sq_sum': jnp.sum(w[:, None] * jnp.square(mean), axis=0),
       }
-      if model.analytic_kl:  # the per-dimension KL exists only for this family
-        kl_dim = (jnp.zeros_like(mean) if model.deterministic
-                  else objectives.gaussian_kl_per_dim(mean, logvar))
-        new['kl_dim'] = jnp.sum(w[:, None] * kl_dim, axis=0)
+      for extra in extras:
+        value = extra.fn(model, variables, x, mean, logvar, terms)
+        new[extra.name] = jnp.sum((w[:, None] if extra.latent_axis else w) * value, axis=0)
       for name in ('kl_z1', 'kl_z2'):
         if name in terms:
           new[name] = jnp.sum(w * terms[name])
@@ -158,8 +206,8 @@ def make_eval_fn(model, mode, iw_samples=0, iw_chunk=100):
     d = model.total_latent_dim
     init = {'count': 0.0, 'elbo': 0.0, 'recon': 0.0, 'kl': 0.0,
             'z_mean_sum': jnp.zeros(d), 'z_mean_sq_sum': jnp.zeros(d)}
-    if model.analytic_kl:
-      init['kl_dim'] = jnp.zeros(d)
+    for extra in extras:
+      init[extra.name] = jnp.zeros(d) if extra.latent_axis else 0.0
     if model.layers == 2:
       init.update(kl_z1=0.0, kl_z2=0.0)
     if iw_samples:
@@ -204,6 +252,9 @@ def summarize_sums(sums, num_dims, prefix, active_threshold=0.01):
   if 'iw_ll' in sums:
     out[f'{prefix}/iw_ll'] = float(sums['iw_ll']) / n
     out[f'{prefix}/iw_nll'] = -out[f'{prefix}/iw_ll']
+  for name, extra in EVAL_SUMS.items():
+    if name in sums and extra.summarize is not None:
+      out.update(extra.summarize(np.asarray(sums[name]), n, prefix))
   return out
 
 

@@ -8,6 +8,11 @@ picture to look at (a mean in [0, 1]), never logits.
 Pixel conventions: `x` is float in [0, 1]. For the Bernoulli and continuous
 Bernoulli it is binary or a grey level; for the discretized logistic it is
 k / 255 for an 8-bit value k.
+
+Every observation model is a `Family` in `REGISTRY`: a new one is one subclass (its
+decoder parameters, per-pixel log density and mean image) plus
+`register(family, pixels)`, where `pixels` is the data protocol it scores ('binary',
+'continuous' or '8bit', `config_lib.PIXEL_PROTOCOLS`). `model.likelihood` may then name it.
 """
 
 import dataclasses
@@ -17,27 +22,29 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from vae import config_lib
 from vae.config_lib import check
 
 IMAGE_AXES = (-3, -2, -1)
-LIKELIHOODS = ('bernoulli', 'gaussian', 'continuous_bernoulli', 'discretized_logistic')
 GAUSSIAN_SCALES = ('fixed', 'global', 'pixel')
 BERNOULLI_IMPLS = ('fused', 'autodiff')
 
 
 def check_config(mc, dc):
   """Checks `config.model`'s likelihood fields, and that the data protocol suits them."""
-  check(mc.likelihood in LIKELIHOODS,
-        f'model.likelihood={mc.likelihood!r} is unknown; choose one of {LIKELIHOODS}')
+  check(mc.likelihood in REGISTRY,
+        f'model.likelihood={mc.likelihood!r} is unknown; choose one of {tuple(REGISTRY)}')
   check(mc.gaussian_scale in GAUSSIAN_SCALES,
         f'model.gaussian_scale={mc.gaussian_scale!r}; choose one of {GAUSSIAN_SCALES}')
   check(mc.gaussian_fixed_scale > 0, 'model.gaussian_fixed_scale must be > 0')
   check(mc.bernoulli_impl in BERNOULLI_IMPLS,
         f'model.bernoulli_impl={mc.bernoulli_impl!r}; choose one of {BERNOULLI_IMPLS}')
-  if mc.likelihood == 'discretized_logistic':
+  if config_lib.pixel_protocol(mc.likelihood) == '8bit':
     check(dc.binarize == 'none' and not dc.dequantize,
-          'model.likelihood=discretized_logistic scores 8-bit pixel values; set '
+          f'model.likelihood={mc.likelihood} scores 8-bit pixel values; set '
           'data.binarize=none and data.dequantize=False')
+
+
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
@@ -206,12 +213,124 @@ def bits_per_dim(nats_per_example, num_dims):
   return nats_per_example / (num_dims * math.log(2.0))
 
 
+class Family:
+  """An observation model p(x | z), registered under `name` (`register`).
+
+  Methods take the `Likelihood` (its options: gaussian_scale, fixed_scale, min_log_scale,
+  bernoulli_impl) first. A family overrides `log_prob_per_pixel` and `mean`; `params`
+  (decoder output -> named parameters), `learned_scale_shape` (a free learned scale
+  parameter) and `log_prob` (the sum over image axes) have defaults.
+  """
+  name = None
+  params_per_channel = 1  # decoder output channels per image channel
+
+  def learned_scale_shape(self, lik, image_shape):  # pylint: disable=unused-argument
+    return None
+
+  def params(self, lik, raw, learned_log_scale):  # pylint: disable=unused-argument
+    return {'logits': raw}
+
+  def log_prob_per_pixel(self, lik, params, x):
+    raise NotImplementedError
+
+  def log_prob(self, lik, params, x, grouped_logs):  # pylint: disable=unused-argument
+    return jnp.sum(self.log_prob_per_pixel(lik, params, x), axis=IMAGE_AXES)
+
+  def mean(self, lik, params):
+    raise NotImplementedError
+
+
+REGISTRY = {}
+
+
+def register(family, pixels):
+  """Makes `family` (a Family instance) available as model.likelihood=family.name, scoring
+  pixels of the protocol `pixels` ('binary', 'continuous' or '8bit')."""
+  config_lib.register_pixel_protocol(family.name, pixels)
+  REGISTRY[family.name] = family
+  return family
+
+
+class Bernoulli(Family):
+  """Binary (or grey) pixels with p = sigmoid(logits)."""
+  name = 'bernoulli'
+
+  def log_prob_per_pixel(self, lik, params, x):
+    return bernoulli_log_prob(params['logits'], x, lik.bernoulli_impl)
+
+  def log_prob(self, lik, params, x, grouped_logs):
+    if lik.bernoulli_impl == 'fused':
+      return bernoulli_log_prob_sum_fused(params['logits'], x)
+    if grouped_logs:
+      return bernoulli_log_prob_sum(params['logits'], x)
+    return super().log_prob(lik, params, x, grouped_logs)
+
+  def mean(self, lik, params):
+    return jax.nn.sigmoid(params['logits'])
+
+
+class ContinuousBernoulli(Family):
+  """The continuous Bernoulli (Loaiza-Ganem & Cunningham 2019) on grey levels."""
+  name = 'continuous_bernoulli'
+
+  def log_prob_per_pixel(self, lik, params, x):
+    return continuous_bernoulli_log_prob(params['logits'], x, lik.bernoulli_impl)
+
+  def mean(self, lik, params):
+    return continuous_bernoulli_mean(params['logits'])
+
+
+class Gaussian(Family):
+  """N(x; loc, scale^2) per pixel; the scale fixed, one learned scalar or learned per pixel."""
+  name = 'gaussian'
+
+  def learned_scale_shape(self, lik, image_shape):
+    if lik.gaussian_scale == 'fixed':
+      return None
+    return () if lik.gaussian_scale == 'global' else tuple(image_shape)
+
+  def params(self, lik, raw, learned_log_scale):
+    if learned_log_scale is None:
+      log_scale = jnp.full_like(raw, math.log(lik.fixed_scale))
+    else:
+      log_scale = jnp.broadcast_to(jnp.maximum(learned_log_scale, lik.min_log_scale), raw.shape)
+    return {'loc': raw, 'log_scale': log_scale}
+
+  def log_prob_per_pixel(self, lik, params, x):
+    return gaussian_log_prob(params['loc'], params['log_scale'], x)
+
+  def mean(self, lik, params):
+    return params['loc']
+
+
+class DiscretizedLogistic(Family):
+  """The discretized logistic over 256 bins (PixelCNN++, IAF), location in [-1, 1]."""
+  name = 'discretized_logistic'
+  params_per_channel = 2
+
+  def params(self, lik, raw, learned_log_scale):
+    loc, log_scale = jnp.split(raw, 2, axis=-1)
+    return {'loc': jnp.tanh(loc), 'log_scale': jnp.maximum(log_scale, lik.min_log_scale)}
+
+  def log_prob_per_pixel(self, lik, params, x):
+    return discretized_logistic_log_prob(params['loc'], params['log_scale'], x)
+
+  def mean(self, lik, params):
+    return 0.5 * (params['loc'] + 1.0)
+
+
+for _family, _pixels in ((Bernoulli(), 'binary'), (ContinuousBernoulli(), 'continuous'),
+                         (Gaussian(), 'continuous'), (DiscretizedLogistic(), '8bit')):
+  register(_family, _pixels)
+
+
 @dataclasses.dataclass(frozen=True)
 class Likelihood:
-  """Maps decoder output to distribution parameters and scores images.
+  """Maps decoder output to distribution parameters and scores images: the registered
+  `Family` named `name`, with its options.
 
   Attributes:
-    name: one of LIKELIHOODS.
+    name: a key of REGISTRY.
     gaussian_scale: for 'gaussian', how the standard deviation is set: 'fixed'
       (to `fixed_scale`), 'global' (one learned scalar) or 'pixel' (one learned
       value per pixel and channel).
@@ -229,45 +348,31 @@ class Likelihood:
   bernoulli_impl: str = 'fused'
 
   def __post_init__(self):
-    if self.name not in LIKELIHOODS:
-      raise ValueError(f'unknown likelihood {self.name!r}; choose one of {LIKELIHOODS}')
+    if self.name not in REGISTRY:
+      raise ValueError(f'unknown likelihood {self.name!r}; choose one of {tuple(REGISTRY)}')
     if self.gaussian_scale not in GAUSSIAN_SCALES:
       raise ValueError(f'unknown gaussian_scale {self.gaussian_scale!r}; '
                        f'choose one of {GAUSSIAN_SCALES}')
 
   @property
+  def family(self) -> Family:
+    return REGISTRY[self.name]
+
+  @property
   def params_per_channel(self) -> int:
     """How many decoder output channels each image channel needs."""
-    return 2 if self.name == 'discretized_logistic' else 1
+    return self.family.params_per_channel
 
   def learned_scale_shape(self, image_shape) -> Optional[tuple]:
     """Shape of a free (not z-dependent) learned log-scale parameter, or None."""
-    if self.name != 'gaussian' or self.gaussian_scale == 'fixed':
-      return None
-    return () if self.gaussian_scale == 'global' else tuple(image_shape)
+    return self.family.learned_scale_shape(self, image_shape)
 
   def params(self, raw, learned_log_scale=None):
     """Splits raw decoder output [..., H, W, C * params_per_channel] into a dict."""
-    if self.name in ('bernoulli', 'continuous_bernoulli'):
-      return {'logits': raw}
-    if self.name == 'gaussian':
-      if learned_log_scale is None:
-        log_scale = jnp.full_like(raw, math.log(self.fixed_scale))
-      else:
-        log_scale = jnp.broadcast_to(
-            jnp.maximum(learned_log_scale, self.min_log_scale), raw.shape)
-      return {'loc': raw, 'log_scale': log_scale}
-    loc, log_scale = jnp.split(raw, 2, axis=-1)
-    return {'loc': jnp.tanh(loc), 'log_scale': jnp.maximum(log_scale, self.min_log_scale)}
+    return self.family.params(self, raw, learned_log_scale)
 
   def log_prob_per_pixel(self, params, x):
-    if self.name == 'bernoulli':
-      return bernoulli_log_prob(params['logits'], x, self.bernoulli_impl)
-    if self.name == 'continuous_bernoulli':
-      return continuous_bernoulli_log_prob(params['logits'], x, self.bernoulli_impl)
-    if self.name == 'gaussian':
-      return gaussian_log_prob(params['loc'], params['log_scale'], x)
-    return discretized_logistic_log_prob(params['loc'], params['log_scale'], x)
+    return self.family.log_prob_per_pixel(self, params, x)
 
   def log_prob(self, params, x, grouped_logs=False):
     """log p(x | z) in nats per example: [..., H, W, C] -> [...].
@@ -278,25 +383,13 @@ class Likelihood:
     estimator's forward-only `bernoulli_log_prob_sum`). The sums agree to float32 rounding.
     """
     with jax.named_scope('likelihood'):
-      if self.name == 'bernoulli' and self.bernoulli_impl == 'fused':
-        return bernoulli_log_prob_sum_fused(params['logits'], x)
-      if self.name == 'bernoulli' and grouped_logs:
-        return bernoulli_log_prob_sum(params['logits'], x)
-      return jnp.sum(self.log_prob_per_pixel(params, x), axis=IMAGE_AXES)
+      return self.family.log_prob(self, params, x, grouped_logs)
 
   def mean(self, params):
     """The image to show, clipped to [0, 1]: [..., H, W, C]."""
-    if self.name == 'bernoulli':
-      m = jax.nn.sigmoid(params['logits'])
-    elif self.name == 'continuous_bernoulli':
-      m = continuous_bernoulli_mean(params['logits'])
-    elif self.name == 'gaussian':
-      m = params['loc']
-    else:
-      m = 0.5 * (params['loc'] + 1.0)
-    return jnp.clip(m, 0.0, 1.0)
+    return jnp.clip(self.family.mean(self, params), 0.0, 1.0)
 
   @property
   def is_discrete_8bit(self) -> bool:
     """Whether log_prob is a mass over 8-bit values, so bits/dim is a code length."""
-    return self.name == 'discretized_logistic'
+    return config_lib.pixel_protocol(self.name) == '8bit'

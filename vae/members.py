@@ -63,9 +63,10 @@ def unstack(tree, i):
 
 
 def unpad_sums(sums, latent_dim):
-  """Evaluation sums of a padded member, cut to its own latent dimensions."""
+  """Evaluation sums of a padded member, cut to its own latent dimensions (the sums whose
+  producers declared a latent axis, `evaluation.latent_axis_sums`)."""
   out = dict(sums)
-  for k in ('kl_dim', 'z_mean_sum', 'z_mean_sq_sum'):
+  for k in evaluation.latent_axis_sums():
     if k in sums:
       out[k] = np.asarray(sums[k])[:latent_dim]
   return out

@@ -14,6 +14,9 @@ Every prior here is a mixture of K diagonal Gaussians, described by
             the encoder's base Gaussians at the pseudo-inputs (the flow's density
             at an arbitrary z would need the flow inverted per component).
 `mixture_log_prob` scores z in nats; `sample_mixture` draws from it.
+
+The priors are registered by name in `REGISTRY` (`register(name, build)`): a new one is a
+Flax module with `components(encode)` plus a registration; `model.prior` may then name it.
 """
 
 import math
@@ -24,13 +27,13 @@ import jax.numpy as jnp
 
 from vae.config_lib import check
 
-PRIORS = ('standard', 'mog', 'vamp')
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
 def check_config(mc):
   """Checks `model.prior` and `model.prior_components`."""
-  check(mc.prior in PRIORS, f'model.prior={mc.prior!r} is unknown; choose one of {PRIORS}')
+  check(mc.prior in REGISTRY,
+        f'model.prior={mc.prior!r} is unknown; choose one of {tuple(REGISTRY)}')
   check(mc.prior_components >= 1,
         f'model.prior_components={mc.prior_components} must be >= 1')
 
@@ -97,11 +100,24 @@ class VampPrior(nn.Module):
     return jnp.full((k,), -math.log(k)), means, logvars
 
 
+REGISTRY = {}
+
+
+def register(name, build):
+  """Makes `build(model_config, image_shape)` available as model.prior=name: it returns a
+  Flax module whose `components(encode)` gives (log_weights [K], means [K, D], logvars
+  [K, D]) of the mixture on the top layer, where `encode` maps images to that layer's
+  posterior (mean, logvar) (the VampPrior uses it), or None for N(0, I)."""
+  REGISTRY[name] = build
+  return build
+
+
+register('standard', lambda mc, image_shape: None)  # N(0, I): analytic, no parameters
+register('mog', lambda mc, image_shape: MixturePrior(mc.latent_dim, mc.prior_components))
+register('vamp', lambda mc, image_shape: VampPrior(mc.prior_components, tuple(image_shape)))
+
+
 def build_prior(mc, image_shape):
   """The prior module of `config.model` (on z2 when there are two stochastic layers); None
   for N(0, I), which `VAE` handles analytically and which has no parameters."""
-  if mc.prior == 'mog':
-    return MixturePrior(mc.latent_dim, mc.prior_components)
-  if mc.prior == 'vamp':
-    return VampPrior(mc.prior_components, tuple(image_shape))
-  return None
+  return REGISTRY[mc.prior](mc, image_shape)

@@ -17,7 +17,9 @@ from its config and the hooks passed down. README's "Environment variables" list
 
 import dataclasses
 import os
+import pathlib
 import signal
+import sys
 import threading
 
 SUPERVISED_ENV = 'VAE_SUPERVISED'
@@ -27,6 +29,23 @@ COMPILATION_CACHE_ENV = 'VAE_COMPILATION_CACHE'
 def environ():
   """A copy of the whole environment, for starting child processes."""
   return dict(os.environ)
+
+
+def package_root():
+  """The directory that holds the `vae` package (a checkout's root, for an editable install)."""
+  return str(pathlib.Path(__file__).resolve().parents[1])
+
+
+def command(module):
+  """(argv prefix, environment) that start `python -m MODULE` of this package in a child
+  process: this interpreter, and the directory that holds the `vae` package first on
+  PYTHONPATH, so the child imports this very package from any working directory, installed
+  or not."""
+  root = package_root()
+  env = environ()
+  env['PYTHONPATH'] = os.pathsep.join([root] + [p for p in env.get('PYTHONPATH', '').split(
+      os.pathsep) if p and p != root])
+  return [sys.executable, '-m', module], env
 
 
 def data_dir():
