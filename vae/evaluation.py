@@ -151,6 +151,33 @@ register_eval_sum(EvalSum('kl_dim', _kl_per_dimension, latent_axis=True,
                           applies=lambda model: model.analytic_kl))
 
 
+def example_terms(model, variables, x, k_z, k_iw=None, iw_samples=0, iw_chunk=100,
+                  report_at: Sequence[int] = (), latent_mask=None):
+  """What evaluation computes per example of a batch x [B, H, W, C] (floats): the one path of
+  training's evaluation (`make_eval_fn` sums it) and `scripts/evaluate.py`
+  (`evaluate_model` keeps it per image).
+
+  Returns:
+    dict of [B] arrays (nats per example): elbo, recon, kl (and kl_z1, kl_z2 with two
+    layers); mean and logvar [B, L] (`VAE.encode`, masked for a padded member); iw
+    [len(report_at) + 1, B] with `iw_samples` (`iw_log_likelihood` with key `k_iw`); and
+    every registered `EvalSum` that applies to the model ([B] or [B, L]).
+  """
+  _, terms = objectives.per_example_objective(model, variables, x, k_z, latent_mask=latent_mask)
+  mean, logvar = model.apply(variables, x, method=model.encode)
+  if latent_mask is not None:
+    mean, logvar = mean * latent_mask, logvar * latent_mask
+  out = {k: terms[k] for k in ('elbo', 'recon', 'kl', 'kl_z1', 'kl_z2') if k in terms}
+  out.update(mean=mean, logvar=logvar)
+  for extra in EVAL_SUMS.values():
+    if extra.applies(model):
+      out[extra.name] = extra.fn(model, variables, x, mean, logvar, terms)
+  if iw_samples:
+    out['iw'] = iw_log_likelihood(model, variables, x, k_iw, iw_samples,
+                                  min(iw_chunk, iw_samples), report_at, latent_mask=latent_mask)
+  return out
+
+
 def make_eval_fn(model, mode, iw_samples=0, iw_chunk=100):
   """Builds eval_fn(params, batches, mask, key) -> dict of sums over valid examples.
 
@@ -178,29 +205,18 @@ def make_eval_fn(model, mode, iw_samples=0, iw_chunk=100):
       k_data, k_z, k_iw = jax.random.split(jax.random.fold_in(key, i), 3)
       x = input_pipeline.to_float(xb, mode, k_data)
       w = mb.astype(jnp.float32)
-      _, terms = objectives.per_example_objective(model, variables, x, k_z,
-                                                  latent_mask=latent_mask)
-      mean, logvar = model.apply(variables, x, method=model.encode)
-      if latent_mask is not None:
-        mean, logvar = mean * latent_mask, logvar * latent_mask
-      new = {
-          'count': jnp.sum(w),
-          'elbo': jnp.sum(w * terms['elbo']),
-          'recon': jnp.sum(w * terms['recon']),
-          'kl': jnp.sum(w * terms['kl']),
-          'z_mean_sum': jnp.sum(w[:, None] * mean, axis=0),
-          'z_mean_sq_sum': jnp.sum(w[:, None] * jnp.square(mean), axis=0),
-      }
+      t = example_terms(model, variables, x, k_z, k_iw, iw_samples, iw_chunk,
+                        latent_mask=latent_mask)
+      new = {'count': jnp.sum(w), 'z_mean_sum': jnp.sum(w[:, None] * t['mean'], axis=0),
+             'z_mean_sq_sum': jnp.sum(w[:, None] * jnp.square(t['mean']), axis=0)}
+      for name in ('elbo', 'recon', 'kl', 'kl_z1', 'kl_z2'):
+        if name in t:
+          new[name] = jnp.sum(w * t[name])
       for extra in extras:
-        value = extra.fn(model, variables, x, mean, logvar, terms)
-        new[extra.name] = jnp.sum((w[:, None] if extra.latent_axis else w) * value, axis=0)
-      for name in ('kl_z1', 'kl_z2'):
-        if name in terms:
-          new[name] = jnp.sum(w * terms[name])
+        new[extra.name] = jnp.sum((w[:, None] if extra.latent_axis else w) * t[extra.name],
+                                  axis=0)
       if iw_samples:
-        ll = iw_log_likelihood(model, variables, x, k_iw, iw_samples,
-                               min(iw_chunk, iw_samples), latent_mask=latent_mask)[-1]
-        new['iw_ll'] = jnp.sum(w * ll)
+        new['iw_ll'] = jnp.sum(w * t['iw'][-1])
       return jax.tree.map(jnp.add, sums, new), None
 
     d = model.total_latent_dim
@@ -419,7 +435,8 @@ def latent_summary(model, images, labels, key, num_samples=64):
   return diag, np.asarray(mean), samples
 
 
-def evaluate_model(model, images, num_samples, batch_size=500, chunk_size=100, seed=0):
+def evaluate_model(model, images, num_samples, batch_size=500, chunk_size=100, seed=0,
+                   split='test'):
   """scripts/evaluate.py's report of a `vae.load` TrainedModel on uint8 `images`.
 
   Returns:
@@ -427,17 +444,17 @@ def evaluate_model(model, images, num_samples, batch_size=500, chunk_size=100, s
     example) and its standard error, the nested estimates at k = 1, 10, ...
     < S, ELBO / recon / KL (analytic or single-draw, as in `per_example_objective`),
     with two layers kl_z1 / kl_z2 and active units per layer, bits/dim, active
-    units, KL per dimension (analytic family only), the latent diagnostics, and
-    log_likelihood_per_example (a numpy array [N]); every draw comes from `seed`.
+    units, KL per dimension (analytic family only), the registered evaluation sums'
+    metrics (named for `split`), the latent diagnostics, and log_likelihood_per_example (a
+    numpy array [N]); every draw comes from `seed`. Each batch goes through
+    `example_terms`, the computation training's evaluation sums.
   """
   ks = [k for k in (1, 10, 100, 1000, 5000, 10000) if k < num_samples]
   key = jax.random.key(seed)
-  iw_fn = jax.jit(lambda p, x, k: iw_log_likelihood(
-      model.model, {'params': p}, x, k, num_samples, min(chunk_size, num_samples), ks))
-  terms_fn = jax.jit(lambda p, x, k: objectives.per_example_objective(
-      model.model, {'params': p}, x, k)[1])
-  ests, elbo, recon, kl, means, logvars = [], [], [], [], [], []
-  layer_kl = {'kl_z1': [], 'kl_z2': []} if model.model.layers == 2 else {}
+  iw = 0 if model.model.deterministic else num_samples
+  terms_fn = jax.jit(lambda p, x, k_z, k_iw: example_terms(
+      model.model, {'params': p}, x, k_z, k_iw, iw, chunk_size, ks))
+  per_batch = []
   t0 = time.time()
   num_batches = -(-len(images) // batch_size)
   progress = Progress(num_batches, f'evaluation batch (of {batch_size} examples x '
@@ -445,32 +462,25 @@ def evaluate_model(model, images, num_samples, batch_size=500, chunk_size=100, s
   for b, start in enumerate(range(0, len(images), batch_size)):
     kb = jax.random.fold_in(key, b)
     x = model.to_float(images[start:start + batch_size], jax.random.fold_in(kb, 0))
-    if not model.model.deterministic:
-      ests.append(np.asarray(iw_fn(model.params, x, jax.random.fold_in(kb, 1))))
-    t = terms_fn(model.params, x, jax.random.fold_in(kb, 2))
-    elbo.append(np.asarray(t['elbo']))
-    recon.append(np.asarray(t['recon']))
-    kl.append(np.asarray(t['kl']))
-    for name, values in layer_kl.items():
-      values.append(np.asarray(t[name]))
-    m, lv = model.encode(x)
-    means.append(np.asarray(m))
-    logvars.append(np.asarray(lv))
+    per_batch.append(jax.device_get(terms_fn(model.params, x, jax.random.fold_in(kb, 2),
+                                             jax.random.fold_in(kb, 1))))
     progress.update(b + 1)
   progress.close()
   seconds = time.time() - t0
   n = len(images)
   num_dims = int(np.prod(model.image_shape))
-  elbo, recon, kl = map(np.concatenate, (elbo, recon, kl))
-  mean, logvar = np.concatenate(means), np.concatenate(logvars)
+  t = {k: np.concatenate([np.asarray(b[k]) for b in per_batch], axis=-1 if k == 'iw' else 0)
+       for k in per_batch[0]}
+  elbo, recon, kl, mean, logvar = t['elbo'], t['recon'], t['kl'], t['mean'], t['logvar']
   se = lambda v: float(np.std(v, ddof=1) / math.sqrt(len(v)))
   out = {'num_examples': n, 'num_samples': num_samples, 'seconds': seconds,
          'elbo': float(elbo.mean()), 'elbo_se': se(elbo), 'recon': float(recon.mean()),
          'kl': float(kl.mean()), 'elbo_bpd': float(bits_per_dim(-elbo.mean(), num_dims))}
-  for name, values in layer_kl.items():
-    out[name] = float(np.concatenate(values).mean())
-  if ests:
-    est = np.concatenate(ests, axis=1)  # [len(ks) + 1, N]
+  layer_kl = [k for k in ('kl_z1', 'kl_z2') if k in t]
+  for name in layer_kl:
+    out[name] = float(t[name].mean())
+  if 'iw' in t:
+    est = t['iw']  # [len(ks) + 1, N]
     ll = est[-1]
     out.update(log_likelihood=float(ll.mean()), log_likelihood_se=se(ll),
                nll=float(-ll.mean()), nll_bpd=float(bits_per_dim(-ll.mean(), num_dims)),
@@ -478,6 +488,9 @@ def evaluate_model(model, images, num_samples, batch_size=500, chunk_size=100, s
     # Per test image, in the images' order: rows evaluated on the same images can be
     # compared with paired standard errors (scripts/evaluate.py saves it beside the JSON).
     out['log_likelihood_per_example'] = ll
+  for name, extra in EVAL_SUMS.items():  # the registered sums, as training's evaluation
+    if name in t and extra.summarize is not None:
+      out.update(extra.summarize(t[name].sum(axis=0), float(n), split))
   d = model.config.train.active_unit_threshold
   num_active, var = active_units(mean.sum(0), (mean ** 2).sum(0), n, d)
   out['active_units'] = num_active
@@ -486,9 +499,8 @@ def evaluate_model(model, images, num_samples, batch_size=500, chunk_size=100, s
     out['active_units_z1'] = int(np.sum(var[:half] > d))
     out['active_units_z2'] = int(np.sum(var[half:] > d))
   out['posterior_mean_variance_per_dim'] = var.tolist()
-  if model.model.analytic_kl and not model.model.deterministic:
-    out['kl_per_dim'] = np.mean(
-        np.asarray(objectives.gaussian_kl_per_dim(mean, logvar)), axis=0).tolist()
+  if 'kl_dim' in t and not model.model.deterministic:  # the analytic family's registered sum
+    out['kl_per_dim'] = t['kl_dim'].mean(axis=0).tolist()
   out['latent'] = model_latent_diagnostics(
       model, jnp.asarray(mean), jnp.asarray(logvar), jax.random.fold_in(key, 10 ** 6))
   return out

@@ -138,7 +138,8 @@ def evaluate_workdir(workdir, checkpoint='best', split='test', num_samples=5000,
   images, _ = model.load_split(split)
   if max_examples:
     images = images[:max_examples]
-  result = evaluation.evaluate_model(model, images, num_samples, batch_size, chunk_size, seed)
+  result = evaluation.evaluate_model(model, images, num_samples, batch_size, chunk_size, seed,
+                                     split)
   if checkpoint == 'best':  # a run without a validation split has no best: its latest
     has_best = checkpointing.CheckpointReader(workdir / 'checkpoints').best_step() is not None
     result['checkpoint_chosen_by'] = ('validation ELBO' if has_best else
