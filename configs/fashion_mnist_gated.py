@@ -15,9 +15,10 @@ Published: VAE with Gaussian prior -228.70 +- 0.15 nats (test log p(x), k=5000).
 A shortened run (`:epochs=N,warmup=M`) and what it reached here are in
 docs/results.md.
 
-The model families of the same protocol (configs/fashion_mnist_{mog,vamp,iaf,hvae,iwae}.py)
-are this config with arguments: prior=standard|mog|vamp, components=K, posterior=
-diagonal|iaf, flow_steps=T, layers=1|2, k=importance samples in training (IWAE bound).
+The model families of the same protocol (configs/fashion_mnist_{mog,vamp,exemplar,iaf,hvae,
+iwae}.py) are this config with arguments: prior=standard|mog|vamp|exemplar, components=K,
+posterior=diagonal|iaf, flow_steps=T, layers=1|2, k=importance samples in training (IWAE
+bound), exemplar_k and candidates (the Exemplar prior's retrieval).
 """
 
 from vae import config_lib
@@ -30,7 +31,8 @@ def get_config(arg=None):
 def _args(arg):
   return config_lib.parse_arg(arg, epochs=2000.0, warmup=100.0, patience=50.0, smoke=False,
                               prior='standard', components=500, posterior='diagonal',
-                              flow_steps=2, layers=1, k=1, seed=0, seeds=1)
+                              flow_steps=2, layers=1, k=1, seed=0, seeds=1, exemplar_k=10,
+                              candidates=25000)
 
 
 # The rows of docs/results.md's table: each differs from the baseline in one family field,
@@ -47,6 +49,8 @@ TABLE_ROWS = (
     {'model.stochastic_layers': 2, 'model.prior': 'vamp'},
     {'objective.num_samples': 5},
     {'model.stochastic_layers': 2, 'model.prior': 'vamp', 'model.posterior': 'iaf'},
+    {'model.prior': 'exemplar'},
+    {'model.stochastic_layers': 2, 'model.prior': 'exemplar'},
 )
 
 
@@ -75,6 +79,8 @@ def protocol(a):
   c.model.logvar_max = 2.0
   c.model.prior = a.prior
   c.model.prior_components = a.components
+  c.model.exemplar_k = a.exemplar_k           # the Exemplar prior (prior=exemplar) only: each
+  c.model.exemplar_candidates = a.candidates  # example's 10 nearest of 25,000 random exemplars
   c.model.posterior = a.posterior
   c.model.flow_steps = a.flow_steps
   c.model.stochastic_layers = a.layers

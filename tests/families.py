@@ -48,8 +48,13 @@ def gaussian_log_pdf(x, mean, cov):
   return -0.5 * (x.shape[-1] * np.log(2 * np.pi) + logdet + np.sum(diff * sol, axis=-1))
 
 
+EXEMPLAR_MEANS = np.array([[-1.5, 0.5], [0.0, -1.0], [1.2, 1.0]], np.float32)
+
+
 def one_layer(prior='standard', posterior='diagonal', n=5, d=2, k=3, sigma=0.6, seed=0):
-  """p(z) (N(0, I) or a mixture), p(x | z) = N(W z + b, sigma^2 I).
+  """p(z) (N(0, I) or a mixture), p(x | z) = N(W z + b, sigma^2 I). For the Exemplar prior
+  the k exemplars' means are fixed (EXEMPLAR_MEANS, given as the 'exemplars' variables, as
+  evaluation gives all N), the shared variance a parameter: `extra(model)` returns them.
 
   Returns:
     (model, params, log_px(x [B, 1, 1, n], params=None) -> [B] float64,
@@ -59,6 +64,8 @@ def one_layer(prior='standard', posterior='diagonal', n=5, d=2, k=3, sigma=0.6, 
     prior_module = priors.MixturePrior(d, k)
   elif prior == 'vamp':
     prior_module = priors.VampPrior(k, (1, 1, n))
+  elif prior == 'exemplar':
+    prior_module = priors.ExemplarPrior(d)
   else:
     prior_module = None
   flow = flows.IAF(2, (8, 8)) if posterior == 'iaf' else None
@@ -69,6 +76,8 @@ def one_layer(prior='standard', posterior='diagonal', n=5, d=2, k=3, sigma=0.6, 
   if prior == 'vamp':  # pseudo-inputs spread over [0, 1] so the components differ
     raw = jax.random.uniform(jax.random.key(seed + 2), (k, 1, 1, n))
     params = dict(params, prior={'pseudo_inputs': raw})
+  if prior == 'exemplar':
+    params = dict(params, prior={'log_variance': jnp.float32(-0.8)})
   if prior == 'mog':
     params = dict(params, prior={
         'means': 1.5 * jax.random.normal(jax.random.key(seed + 3), (k, d)),
@@ -78,7 +87,7 @@ def one_layer(prior='standard', posterior='diagonal', n=5, d=2, k=3, sigma=0.6, 
     w = np.asarray(p['decoder']['out']['kernel'], np.float64).T   # [n, d]
     b = np.asarray(p['decoder']['out']['bias'], np.float64)
     log_w, means, logvars = (np.asarray(a, np.float64) for a in model.apply(
-        {'params': p}, method=model.prior_components))
+        variables(model, p), method=model.prior_components))
     x_means = [w @ means[j] + b for j in range(len(log_w))]
     x_covs = [w @ np.diag(np.exp(logvars[j])) @ w.T + sigma ** 2 * np.eye(n)
               for j in range(len(log_w))]
@@ -93,6 +102,14 @@ def one_layer(prior='standard', posterior='diagonal', n=5, d=2, k=3, sigma=0.6, 
     return np.logaddexp.reduce(np.stack(comps), axis=0)
 
   return model, params, log_px, _mixture_draws(*marginal(params), 64, seed + 4)
+
+
+def variables(model, params):
+  """model.apply's variables: the parameters, and the fixed exemplars of an Exemplar prior."""
+  out = {'params': params}
+  if priors.uses_exemplars(model):
+    out.update(priors.exemplar_variables(means=jnp.asarray(EXEMPLAR_MEANS)))
+  return out
 
 
 def _mixture_draws(log_w, means, covs, num, seed):
@@ -146,7 +163,8 @@ def fit_posterior(model, params, x, steps=300, lr=0.03):
 
   def loss(q_params, key):
     full = dict(params, **q_params)
-    return -jnp.mean(objectives.per_example_objective(model, {'params': full}, x, key)[1]['elbo'])
+    return -jnp.mean(objectives.per_example_objective(model, variables(model, full), x,
+                                                      key)[1]['elbo'])
 
   @jax.jit
   def run(q_params):

@@ -186,7 +186,7 @@ def test_compare_ae_vae_writes_figure_and_table(trained_pair, tmp_path):
                     '--out', out)[0] == 2
 
 
-@pytest.mark.parametrize('family', ['standard', 'mog', 'vamp', 'iaf', 'two_layer',
+@pytest.mark.parametrize('family', ['standard', 'mog', 'vamp', 'exemplar', 'iaf', 'two_layer',
                                     'two_layer_iaf'])
 def test_iw_estimate_approaches_the_exact_log_px_for_every_family(family):
   """Linear-Gaussian models of each family (tests/families.py), whose log p(x) is a
@@ -199,12 +199,13 @@ def test_iw_estimate_approaches_the_exact_log_px_for_every_family(family):
         posterior='iaf' if family.endswith('iaf') else 'diagonal')
   else:
     model, params, log_px, x = families.one_layer(
-        prior=family if family in ('mog', 'vamp') else 'standard',
+        prior=family if family in ('mog', 'vamp', 'exemplar') else 'standard',
         posterior='iaf' if family == 'iaf' else 'diagonal')
   params = families.fit_posterior(model, params, x)
   truth = log_px(x, params)
   est = jax.jit(lambda p: evaluation.iw_log_likelihood(
-      model, {'params': p}, x, jax.random.key(0), 4000, 500, report_at=(1, 100)))(params)
+      model, families.variables(model, p), x, jax.random.key(0), 4000, 500,
+      report_at=(1, 100)))(params)
   est = np.asarray(est, np.float64)                    # [3, N]: k = 1, 100, 4000
   errors = [np.mean(np.abs(e - truth)) for e in est]
   assert errors[0] > errors[1] > errors[2], errors
@@ -218,6 +219,8 @@ FAMILIES = {
                  '--config.model.posterior=iaf', '--config.model.flow_hidden=(32,)'],
     'two_layer_vamp': ['--config.model.stochastic_layers=2', '--config.model.prior=vamp',
                        '--config.model.prior_components=8'],
+    'exemplar': ['--config.model.prior=exemplar', '--config.model.exemplar_candidates=300'],
+    'two_layer_exemplar': ['--config.model.stochastic_layers=2', '--config.model.prior=exemplar'],
 }
 
 

@@ -558,6 +558,37 @@ def test_without_a_validation_split_best_is_the_latest_never_chosen_on_test(tmp_
   assert row['best_val_step'] is None and row['test_elbo'] == evals[-1]['test/elbo']
 
 
+@pytest.mark.parametrize('member_loop', ['map', 'vmap'])
+def test_exemplar_prior_resumes_bit_identically_and_trains_in_a_vmapped_group(tmp_path,
+                                                                               member_loop):
+  """The Exemplar prior's cache of exemplar means lives in the train state and its
+  checkpoints: a run stopped after one epoch and resumed ends with the parameters of an
+  uninterrupted one. Two members of one program (betas 0.5, 2) follow their runs alone: the
+  cache refresh at an epoch's start is a branch on an unbatched flag, under vmap too."""
+  from vae import sweeps  # pylint: disable=g-import-not-at-top
+  ov = {'model.prior': 'exemplar', 'model.exemplar_candidates': 300,
+        'model.latent_dim': 3, 'train.member_loop': member_loop}
+  a, b = tmp_path / 'a', tmp_path / 'b'
+  loop.train_and_evaluate(smoke_config(**ov, **{'objective.beta': 0.5}), str(a))
+  if member_loop == 'map':
+    loop.train_and_evaluate(smoke_config(**ov, **{'objective.beta': 0.5,
+                                                  'train.num_epochs': 1.0}), str(b))
+    loop.train_and_evaluate(smoke_config(**ov, **{'objective.beta': 0.5}), str(b))
+    pa, pb = leaves(final_params(a)[1]), leaves(final_params(b)[1])
+    assert all(np.array_equal(pa[k], pb[k]) for k in pa)
+  record = sweeps.run_sweep('configs/default.py:smoke,sweep=tiny', tmp_path / 'sw', mode='vmap',
+                            axes={'model.latent_dim': ['3'], 'objective.beta': ['0.5', '2.0']},
+                            config_overrides={k: v for k, v in ov.items()
+                                              if k != 'model.latent_dim'})
+  assert [m['status'] for m in record.data['members']] == ['finished', 'finished']
+  member = next(m for m in record.data['members'] if m['overrides']['objective.beta'] == 0.5)
+  alone = [e for e in read_events(a) if e['event'] == 'eval']
+  grouped = [e for e in read_events(tmp_path / 'sw' / member['name']) if e['event'] == 'eval']
+  assert [e['step'] for e in alone] == [e['step'] for e in grouped]
+  for x, y in zip(alone, grouped):
+    assert x['test/elbo'] == pytest.approx(y['test/elbo'], rel=2e-4, abs=2e-3)
+
+
 def test_run_json_records_the_device_timeline_and_the_boundary_seconds(smoke_run):
   workdir, _ = smoke_run
   timing = json.loads((workdir / 'run.json').read_text())['sessions'][-1]['timing']

@@ -124,3 +124,82 @@ def test_family_samples_come_from_the_chosen_prior():
   expected = model.apply({'params': params}, z_mix, method=model.decode_mean)
   np.testing.assert_allclose(np.asarray(img), np.asarray(expected), rtol=1e-6)
   assert means.shape == (3, 2)
+
+
+def _exemplar_model(d=3, **model):
+  return models.build_model(_config(prior='exemplar', latent_dim=d, **model).model, (28, 28, 1))
+
+
+def test_exemplar_density_is_the_log_mean_exp_over_the_exemplars_in_float64():
+  """All N exemplars (evaluation), through the blocked sum over components too."""
+  model = _exemplar_model()
+  x = jnp.zeros((1, 28, 28, 1))
+  params = model.init(jax.random.key(0), x, jax.random.key(1))['params']
+  params = dict(params, prior={'log_variance': jnp.float32(-0.7)})
+  rng = np.random.default_rng(0)
+  means = rng.normal(size=(1000, 3))
+  z = rng.normal(size=(4, 6, 3)) * 1.5
+  direct = (np.logaddexp.reduce(_log_normal_diag64(z[..., None, :], means, -0.7), axis=-1)
+            - np.log(1000))
+  variables = dict({'params': params}, **priors.exemplar_variables(
+      means=jnp.asarray(means, jnp.float32)))
+  got = model.apply(variables, jnp.asarray(z, jnp.float32), method=model.log_prior)
+  np.testing.assert_allclose(np.asarray(got), direct, rtol=1e-5, atol=1e-4)
+  blocked = priors.mixture_log_prob(
+      jnp.asarray(z, jnp.float32), jnp.full((1000,), -np.log(1000), jnp.float32),
+      jnp.asarray(means, jnp.float32), jnp.full((1000, 3), -0.7, jnp.float32), block=128)
+  np.testing.assert_allclose(np.asarray(blocked), direct, rtol=1e-5, atol=1e-4)
+  # Training passes images: the prior encodes them with the model's encoder.
+  images = jax.random.uniform(jax.random.key(2), (5, 28, 28, 1))
+  enc = np.asarray(model.apply({'params': params}, images, method=model.encode)[0], np.float64)
+  variables = dict({'params': params}, **priors.exemplar_variables(images=images))
+  got = model.apply(variables, jnp.asarray(z, jnp.float32), method=model.log_prior)
+  direct = (np.logaddexp.reduce(_log_normal_diag64(z[..., None, :], enc, -0.7), axis=-1)
+            - np.log(5))
+  np.testing.assert_allclose(np.asarray(got), direct, rtol=1e-5, atol=1e-4)
+
+
+def test_leave_one_out_removes_exactly_the_examples_own_exemplar():
+  rng = np.random.default_rng(1)
+  n, d = 12, 2
+  cache = jnp.asarray(rng.normal(size=(n, d)), jnp.float32)
+  batch_ids = jnp.array([3, 7, 11], jnp.int32)
+  ids, log_w = priors.retrieve(jax.random.key(0), cache, cache[batch_ids], batch_ids, 0, n)
+  ids, w = np.asarray(ids), np.exp(np.asarray(log_w, np.float64))
+  for row, own in enumerate(np.asarray(batch_ids)):
+    kept = {int(i) for i, wi in zip(ids, w[row]) if wi > 0}
+    assert kept == set(range(n)) - {int(own)}                   # every exemplar but its own
+    np.testing.assert_allclose(w[row][w[row] > 0], 1.0 / (n - 1), rtol=1e-6)
+  _, log_w = priors.retrieve(jax.random.key(0), cache, cache[batch_ids], batch_ids, 0, n,
+                             leave_one_out=False)
+  np.testing.assert_allclose(np.exp(np.asarray(log_w, np.float64)).sum(1), 1.0, rtol=1e-6)
+
+
+def test_retrieval_with_k_equal_to_n_is_the_full_prior_and_small_k_the_nearest():
+  rng = np.random.default_rng(2)
+  n, d = 20, 3
+  cache = rng.normal(size=(n, d))
+  batch_ids = np.array([0, 5])
+  z = rng.normal(size=(2, d))
+  logvar = -1.0
+  ids, log_w = priors.retrieve(jax.random.key(0), jnp.asarray(cache, jnp.float32),
+                               jnp.asarray(cache[batch_ids], jnp.float32),
+                               jnp.asarray(batch_ids, jnp.int32), n, n)
+  got = priors.mixture_log_prob(jnp.asarray(z, jnp.float32), log_w,
+                                jnp.asarray(cache[np.asarray(ids)], jnp.float32),
+                                jnp.full((len(ids), d), logvar, jnp.float32))
+  for b, own in enumerate(batch_ids):
+    others = np.delete(cache, own, axis=0)
+    direct = np.logaddexp.reduce(_log_normal_diag64(z[b], others, logvar)) - np.log(n - 1)
+    np.testing.assert_allclose(float(got[b]), direct, rtol=1e-5, atol=1e-4)
+  # k = 3 of all candidates: the batch's mixture is over the union of every example's 3
+  # nearest exemplars (as the reference code's), each example's own left out of its row.
+  ids, log_w = priors.retrieve(jax.random.key(0), jnp.asarray(cache, jnp.float32),
+                               jnp.asarray(cache[batch_ids], jnp.float32),
+                               jnp.asarray(batch_ids, jnp.int32), 0, 3)
+  dist = ((cache[batch_ids][:, None] - cache[None]) ** 2).sum(-1)
+  union = set(np.argsort(dist, axis=1)[:, :3].ravel().tolist())
+  for b in range(2):
+    kept = {int(i) for i, lw in zip(np.asarray(ids), np.asarray(log_w[b])) if lw > -np.inf}
+    assert kept == union - {int(batch_ids[b])}
+    np.testing.assert_allclose(np.exp(np.asarray(log_w[b], np.float64)).sum(), 1.0, rtol=1e-6)

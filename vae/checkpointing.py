@@ -429,6 +429,8 @@ def check_compatible(meta, expected, where):
 def split_state(state):
   """TrainState -> (params item, rest item): the evaluation parameters and everything else."""
   rest = {'step': state.step, 'opt_state': state.opt_state, 'rng': state.rng}
+  if state.prior_state:  # the Exemplar prior's cache (absent for every other prior)
+    rest['prior_state'] = state.prior_state
   if state.ema_params:
     rest['params'] = state.params
     return state.ema_params, rest
@@ -437,11 +439,12 @@ def split_state(state):
 
 def join_state(params, rest):
   """The inverse of `split_state`."""
+  prior_state = rest.get('prior_state', {})
   if 'params' in rest:
     return TrainState(step=rest['step'], params=rest['params'], opt_state=rest['opt_state'],
-                      ema_params=params, rng=rest['rng'])
+                      ema_params=params, rng=rest['rng'], prior_state=prior_state)
   return TrainState(step=rest['step'], params=params, opt_state=rest['opt_state'],
-                    ema_params={}, rng=rest['rng'])
+                    ema_params={}, rng=rest['rng'], prior_state=prior_state)
 
 
 def restore_group(ckpts, abstracts, metas, frozen=()):

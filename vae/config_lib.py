@@ -27,7 +27,8 @@ RESUMABLE = ('train.num_epochs', 'train.images_every_epochs', 'train.checkpoint_
 STRUCTURAL = tuple('model.' + k for k in (
     'type', 'arch', 'latent_dim', 'hidden', 'activation', 'gated', 'conv_channels',
     'conv_dense', 'conv_upsample', 'likelihood', 'gaussian_scale', 'prior', 'prior_components',
-    'posterior', 'flow_steps', 'flow_hidden', 'stochastic_layers'))
+    'posterior', 'flow_steps', 'flow_hidden', 'stochastic_layers', 'exemplar_k',
+    'exemplar_candidates', 'exemplar_leave_one_out'))
 # Fields whose default changed what a run computes or logs: a config saved before the
 # field existed ran with the value given here, and a resumed run keeps it (`adopt_legacy`).
 LEGACY_VALUES = {'train.norm_metrics': 'mean', 'data.binarize_bits': 32,
@@ -117,6 +118,9 @@ def base_config():
   m.init_std = 0.0
   m.prior = 'standard'
   m.prior_components = 500
+  m.exemplar_k = 10
+  m.exemplar_candidates = 0
+  m.exemplar_leave_one_out = True
   m.posterior = 'diagonal'
   m.flow_steps = 2
   m.flow_hidden = (320, 320)
@@ -215,7 +219,13 @@ FIELD_DOCS = {
     'model.init_std': '> 0: MLP weights from N(0, init_std^2); 0: LeCun normal',
     'model.prior': 'p(z) on the top layer: standard (N(0, I)) | mog (learned mixture of '
                    'prior_components Gaussians) | vamp (VampPrior, prior_components '
-                   'pseudo-inputs)',
+                   'pseudo-inputs) | exemplar (Exemplar VAE: a Gaussian at the encoder mean '
+                   'of every training exemplar, shared learned variance)',
+    'model.exemplar_k': 'exemplar prior, training: nearest exemplars retrieved per example',
+    'model.exemplar_candidates': 'exemplar prior, training: exemplars drawn at random per '
+                                 'step among which the nearest are retrieved (0: all N)',
+    'model.exemplar_leave_one_out': 'exemplar prior, training: drop each example\'s own '
+                                    'exemplar from its prior',
     'model.prior_components': 'mixture components of the mog prior / pseudo-inputs of vamp',
     'model.posterior': 'q(z | x): diagonal (Gaussian) | iaf (diagonal Gaussian + flow_steps '
                        'inverse autoregressive flow steps)',

@@ -178,7 +178,7 @@ def example_terms(model, variables, x, k_z, k_iw=None, iw_samples=0, iw_chunk=10
   return out
 
 
-def make_eval_fn(model, mode, iw_samples=0, iw_chunk=100):
+def make_eval_fn(model, mode, iw_samples=0, iw_chunk=100, num_exemplars=0):
   """Builds eval_fn(params, batches, mask, key) -> dict of sums over valid examples.
 
   Args:
@@ -187,6 +187,9 @@ def make_eval_fn(model, mode, iw_samples=0, iw_chunk=100):
     iw_samples: if > 0, also sums an importance-weighted log-likelihood with
       this many samples.
     iw_chunk: samples per chunk for that estimate.
+    num_exemplars: N, the training examples (the Exemplar prior: eval_fn's `train_data`
+      [>= N, H, W, C] uint8 gives the exemplars, encoded under `params` for every
+      evaluation, all N of them in the prior).
 
   Returns:
     A function (jit it) of params, batches [nb, B, H, W, C] uint8, mask [nb, B],
@@ -197,8 +200,11 @@ def make_eval_fn(model, mode, iw_samples=0, iw_chunk=100):
   """
   extras = [e for e in EVAL_SUMS.values() if e.applies(model)]
 
-  def eval_fn(params, batches, mask, key, latent_mask=None):
+  def eval_fn(params, batches, mask, key, latent_mask=None, train_data=None):
     variables = {'params': params}
+    if priors.uses_exemplars(model):
+      means = priors.exemplar_means(model, params, train_data, num_exemplars)
+      variables.update(priors.exemplar_variables(means=means))
 
     def body(sums, inp):
       xb, mb, i = inp
@@ -452,8 +458,8 @@ def evaluate_model(model, images, num_samples, batch_size=500, chunk_size=100, s
   ks = [k for k in (1, 10, 100, 1000, 5000, 10000) if k < num_samples]
   key = jax.random.key(seed)
   iw = 0 if model.model.deterministic else num_samples
-  terms_fn = jax.jit(lambda p, x, k_z, k_iw: example_terms(
-      model.model, {'params': p}, x, k_z, k_iw, iw, chunk_size, ks))
+  terms_fn = jax.jit(lambda v, x, k_z, k_iw: example_terms(
+      model.model, v, x, k_z, k_iw, iw, chunk_size, ks))
   per_batch = []
   t0 = time.time()
   num_batches = -(-len(images) // batch_size)
@@ -462,7 +468,7 @@ def evaluate_model(model, images, num_samples, batch_size=500, chunk_size=100, s
   for b, start in enumerate(range(0, len(images), batch_size)):
     kb = jax.random.fold_in(key, b)
     x = model.to_float(images[start:start + batch_size], jax.random.fold_in(kb, 0))
-    per_batch.append(jax.device_get(terms_fn(model.params, x, jax.random.fold_in(kb, 2),
+    per_batch.append(jax.device_get(terms_fn(model.variables, x, jax.random.fold_in(kb, 2),
                                              jax.random.fold_in(kb, 1))))
     progress.update(b + 1)
   progress.close()

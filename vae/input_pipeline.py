@@ -102,6 +102,12 @@ def gather_batch(images, perm, index_in_epoch, batch_size):
   return rows.reshape((batch_size,) + images.shape[1:])
 
 
+def gather_rows(images, ids):
+  """images[ids] [len(ids), H, W, C], gathered as rows of the flattened images."""
+  rows = jnp.take(images.reshape(images.shape[0], -1), ids, axis=0)
+  return rows.reshape(ids.shape + images.shape[1:])
+
+
 def pad_to_batches(images, batch_size):
   """Pads [N, ...] to whole batches: returns ([nb, B, ...], mask [nb, B]) on the host."""
   n = len(images)

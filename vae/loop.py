@@ -378,6 +378,7 @@ class _Driver:
 
   def run(self, state, step, feed):
     """Trains from `step` to the end (or a stop); returns the step reached."""
+    self.train_data = feed.resident  # the Exemplar prior's exemplars (None when streamed)
     if self.preempt.agreed():
       log.warning('%s received before the first step; nothing changed: rerun the same command '
                   'to start', self.preempt.requested)
@@ -414,7 +415,8 @@ class _Driver:
     sched, group = self.sched, self.group
     sums = None
     if sched.is_eval(step):
-      sums = {s: self.evaluator.fn(state, b, mk) for s, (b, mk) in self.evaluator.sets.items()}
+      sums = {s: self.evaluator.fn(state, b, mk, self.train_data)
+              for s, (b, mk) in self.evaluator.sets.items()}
       for v in sums.values():
         self.timeline.dispatched('eval', v)
     self.seconds['eval'] += time.perf_counter() - t0
@@ -485,7 +487,8 @@ class _Driver:
       t0 = time.perf_counter()
       for m in training:
         if sched.is_images(step) or m in stopping:
-          _write_images(runs[m].writer, step, snapshots[m].eval_params(), group.image_fns(m),
+          _write_images(runs[m].writer, step, group.image_variables(snapshots[m]),
+                        group.image_fns(m),
                         self.evaluator.recon_inputs[m], self.evaluator.sample_keys[m],
                         runs[m].chief, self._submit_file)
       self.seconds['images'] += time.perf_counter() - t0
@@ -564,7 +567,7 @@ def _warn_collapse(metrics, config, where=None):
                 config.train.active_unit_threshold)
 
 
-def _write_images(writer, step, params, fns, inputs, sample_key, write, submit=None):
+def _write_images(writer, step, variables, fns, inputs, sample_key, write, submit=None):
   """Reconstructions (means, not logits) of fixed test images and fixed prior samples, as
   PNG files in images/ and in TensorBoard.
 
@@ -573,8 +576,8 @@ def _write_images(writer, step, params, fns, inputs, sample_key, write, submit=N
   a figure: they are drawn while training goes on).
   """
   recon_fn, sample_fn = fns
-  recon = recon_fn(params, inputs)
-  samples = sample_fn(params, sample_key)
+  recon = recon_fn(variables, inputs)
+  samples = sample_fn(variables, sample_key)
   if not write:
     return
   images = writer.path.parent / 'images'

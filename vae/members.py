@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vae import evaluation, models, optim, sharding, step as step_lib
+from vae import config_lib, evaluation, models, optim, priors, sharding, step as step_lib
 
 
 def resize_latent(tree, target, path_filter='gaussian_head'):
@@ -98,6 +98,7 @@ class Group:
     spe = schedule.steps_per_epoch
     self.keys = [step_lib.root_keys(c.seed) for c in configs]
     self.ema = base.optim.ema_decay > 0
+    self.num_exemplars = num_examples  # the Exemplar prior's N
     self.tx, self.lr_fn = optim.make_optimizer(base.optim, spe, schedule.total_steps)
     dtype = step_lib.compute_dtype(base)
     self.models = [models.build_model(c.model, image_shape, dtype) for c in configs]
@@ -111,7 +112,7 @@ class Group:
       self.model = self.models[0]
       self.hp = step_lib.hyperparameters(base, spe)
       train_step = step_lib.make_train_step(self.model, self.tx, self.lr_fn, self.options,
-                                            batch_sharding)
+                                            batch_sharding, num_exemplars=num_examples)
       self.state_sharding = self.replicated
       self.data_keys, self.eval_keys = self.keys[0]['data'], self.keys[0]['eval']
     else:
@@ -128,10 +129,15 @@ class Group:
         hps.append(step_lib.hyperparameters(c, spe, mask, lr_scale=c.optim.lr / base.optim.lr))
       self.hp = jax.device_put(stack(hps), self.state_sharding)
       train_step = step_lib.make_train_step(self.model, self.tx, self.lr_fn, self.options,
-                                            batch_sharding, freezable=True)
+                                            batch_sharding, freezable=True,
+                                            num_exemplars=num_examples)
       self.data_keys, self.eval_keys = (
           jax.device_put(jnp.stack([k[p] for k in self.keys]), self.state_sharding)
           for p in ('data', 'eval'))
+    if streamed and step_lib.uses_exemplars(self.model):
+      raise config_lib.ConfigError(
+          'model.prior=exemplar retrieves exemplars from the training set on the device; set '
+          'data.residency=device (or raise data.max_device_bytes)')
     self.train_step = train_step  # one member's step (unbatched), e.g. for FLOP counts
     loop, self.member_loop = self.options.chunk_loop, self.options.member_loop
     chunk = step_lib.make_train_chunk(train_step, spe, base.train.batch_size, streamed,
@@ -147,8 +153,8 @@ class Group:
   # ------------------------------------------------------------------ states
 
   def _member_init(self, m, model=None):
-    return step_lib.init_state(self.models[m] if model is None else model, self.tx, self.image_shape, self.keys[m],
-                               self.ema)
+    return step_lib.init_state(self.models[m] if model is None else model, self.tx,
+                               self.image_shape, self.keys[m], self.ema, self.num_exemplars)
 
   def member_abstract(self, m):
     """Member m's own TrainState shapes, replicated over the mesh (what its checkpoint holds)."""
@@ -204,25 +210,38 @@ class Group:
   # ------------------------------------------------------------------ evaluation
 
   def make_eval_fn(self, mode, iw_samples):
-    """eval(state, batches, mask) -> sums per member (leading model axis when batched)."""
-    fn = evaluation.make_eval_fn(self.model, mode, iw_samples)
+    """eval(state, batches, mask, train_data) -> sums per member (leading model axis when
+    batched); `train_data`, the resident uint8 training set, gives the Exemplar prior its
+    exemplars (unused otherwise)."""
+    fn = evaluation.make_eval_fn(self.model, mode, iw_samples, num_exemplars=self.num_exemplars)
     if not self.batched:
-      return jax.jit(lambda state, b, mk: fn(state.eval_params(), b, mk, self.eval_keys))
+      return jax.jit(lambda state, b, mk, data: fn(state.eval_params(), b, mk, self.eval_keys,
+                                                   None, data))
     mask = self.hp.get('latent_mask')
-    vmapped = jax.vmap(fn, in_axes=(0, None, None, 0, None if mask is None else 0))
-    return jax.jit(lambda state, b, mk: vmapped(state.eval_params(), b, mk, self.eval_keys,
-                                                self.hp.get('latent_mask')))
+    vmapped = jax.vmap(fn, in_axes=(0, None, None, 0, None if mask is None else 0, None))
+    return jax.jit(lambda state, b, mk, data: vmapped(state.eval_params(), b, mk, self.eval_keys,
+                                                      self.hp.get('latent_mask'), data))
+
+  @staticmethod
+  def image_variables(state):
+    """The variables a member's images are drawn with: its evaluation parameters, and for the
+    Exemplar prior its cache of exemplar means (those of the training parameters)."""
+    variables = {'params': state.eval_params()}
+    if state.prior_state:
+      variables.update(priors.exemplar_variables(means=state.prior_state['means']))
+    return variables
 
   def image_fns(self, m):
     """(reconstruct, sample) jitted for member m's own model (shared by size):
-    reconstruct(params, x) decodes the noise-free posterior latent (`VAE.latent_point`);
-    sample(params, key) decodes train.num_image_samples draws from the prior (`generate`)."""
+    reconstruct(variables, x) decodes the noise-free posterior latent (`VAE.latent_point`);
+    sample(variables, key) decodes train.num_image_samples draws from the prior (`generate`);
+    `variables` from `image_variables`."""
     model = self.models[m]
     key = model.latent_dim
     if key not in self._image_fns:
       n = self.configs[m].train.num_image_samples
-      recon = jax.jit(lambda p, x: model.apply({'params': p}, model.apply(
-          {'params': p}, x, method=model.latent_point), method=model.decode_mean))
-      sample = jax.jit(lambda p, k: model.apply({'params': p}, k, n, method=model.generate))
+      recon = jax.jit(lambda v, x: model.apply(v, model.apply(
+          v, x, method=model.latent_point), method=model.decode_mean))
+      sample = jax.jit(lambda v, k: model.apply(v, k, n, method=model.generate))
       self._image_fns[key] = (recon, sample)
     return self._image_fns[key]

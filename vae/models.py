@@ -309,6 +309,11 @@ class VAE(nn.Module):
       out = self.encoder_z1(jnp.concatenate([flat, z2], axis=-1))
     return out[0], out[1], (out[2] if len(out) > 2 else None)
 
+  def top_mean(self, x):
+    """The mean of the top layer's posterior q(z_top | x) [..., latent_dim] (an exemplar's
+    centre under the Exemplar prior)."""
+    return self._q_top(x)[0]
+
   def encode(self, x):
     """x [..., H, W, C] -> (mean, logvar), each [..., total_latent_dim]: the diagonal
     Gaussian(s) the posterior starts from. With an IAF posterior this is the Gaussian
@@ -404,6 +409,19 @@ class VAE(nn.Module):
     mean, logvar = self.encode(x)
     z = mean if self.deterministic else reparameterize(key, mean, logvar)
     return {'params': self.decode(z), 'mean': mean, 'logvar': logvar, 'z': z}
+
+  def generate_near(self, key, x, n, temperature=1.0):
+    """The Exemplar prior's exemplar-based generation: n images per image of x [M, H, W, C]
+    decoded from the prior's component at x, z_top = mu(x) + temperature sigma eps (two
+    layers: z1 ~ p(z1 | z2) with scaled noise too): [n, M, H, W, C] means."""
+    centres = self._q_top(x)[0]                                      # [M, D]
+    eps = jax.random.normal(key, (n,) + centres.shape)
+    z = centres + temperature * jnp.exp(0.5 * self.prior.log_variance) * eps
+    if self.layers == 2:
+      pm, plv = self.prior_z1(z)
+      eps1 = jax.random.normal(jax.random.fold_in(key, 1), pm.shape)
+      z = jnp.concatenate([pm + temperature * jnp.exp(0.5 * plv) * eps1, z], -1)
+    return self.decode_mean(z)
 
   def generate(self, key, n, temperature=1.0):
     """n images decoded from the prior: [n, H, W, C] means. Every prior draw's noise is

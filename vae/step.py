@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vae import input_pipeline, objectives, optim
+from vae import input_pipeline, objectives, optim, priors
 
 log = logging.getLogger('vae')
 KEY_PURPOSES = ('init', 'data', 'loop', 'sample', 'eval')
@@ -52,6 +52,8 @@ class StepOptions:
       member, is not applied.
     nan_at_step: fault injection of the tests (`settings.FaultHooks`): NaN batch at this step.
     log_batch_sharding: log the batch's sharding inside the step (diagnostics).
+    exemplar_k, exemplar_candidates, exemplar_leave_one_out: the Exemplar prior's retrieval
+      (model.exemplar_*; used only by model.prior=exemplar).
   """
   mode: str
   num_samples: int = 1
@@ -63,6 +65,9 @@ class StepOptions:
   lr_scaled: bool = False
   nan_at_step: int = -1
   log_batch_sharding: bool = False
+  exemplar_k: int = 10
+  exemplar_candidates: int = 0
+  exemplar_leave_one_out: bool = True
 
   @property
   def last_value_metrics(self):
@@ -88,7 +93,10 @@ def step_options(config, backend, model_axis_size=None, hooks=None, lr_scaled=Fa
                    else member_loop(config, model_axis_size, backend)),
       lr_scaled=bool(lr_scaled),
       nan_at_step=-1 if hooks is None else hooks.nan_at_step,
-      log_batch_sharding=hooks is not None and hooks.log_batch_sharding)
+      log_batch_sharding=hooks is not None and hooks.log_batch_sharding,
+      exemplar_k=int(config.model.exemplar_k),
+      exemplar_candidates=int(config.model.exemplar_candidates),
+      exemplar_leave_one_out=bool(config.model.exemplar_leave_one_out))
 
 
 @flax.struct.dataclass
@@ -98,6 +106,9 @@ class TrainState:
   opt_state: Any
   ema_params: Any        # {} when EMA is off
   rng: jax.Array         # uint32 [2], the loop key; step keys are fold_in(rng, step)
+  # Non-parameter state of the prior ({} for most): the Exemplar prior's cache of exemplar
+  # means {'means': [N, D]}, refreshed at every epoch's start and by each batch.
+  prior_state: Any = flax.struct.field(default_factory=dict)
 
   def eval_params(self):
     """The parameters evaluation and checkpoints' `params` item use (EMA when kept)."""
@@ -113,13 +124,20 @@ def compute_dtype(config):
   return jnp.bfloat16 if config.model.compute_dtype == 'bfloat16' else None
 
 
-def init_state(model, tx, image_shape, keys, ema):
-  """A fresh TrainState (pure; use under jax.eval_shape / jit)."""
+def init_state(model, tx, image_shape, keys, ema, num_exemplars=0):
+  """A fresh TrainState (pure; use under jax.eval_shape / jit). `num_exemplars`: the
+  training examples N, the size of an Exemplar prior's cache (zeros until the first step
+  fills it)."""
   k_params, k_z = jax.random.split(keys['init'])
   x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
   params = model.init(k_params, x, k_z)['params']
+  prior_state = ({'means': jnp.zeros((num_exemplars, model.latent_dim), jnp.float32)}
+                 if uses_exemplars(model) else {})
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                    ema_params=params if ema else {}, rng=keys['loop'])
+                    ema_params=params if ema else {}, rng=keys['loop'], prior_state=prior_state)
+
+
+uses_exemplars = priors.uses_exemplars
 
 
 def hyperparameters(config, steps_per_epoch, latent_mask=None, lr_scale=1.0):
@@ -143,7 +161,8 @@ def _log_batch_sharding(sharding):
   log.info('batch sharding inside the train step: %s', sharding)
 
 
-def make_train_step(model, tx, schedule_fn, options, batch_sharding, freezable=False):
+def make_train_step(model, tx, schedule_fn, options, batch_sharding, freezable=False,
+                    num_exemplars=0):
   """train_step(state, x_uint8, hp, last) -> (state, metrics, finite): one optimizer update.
 
   What it computes follows from its arguments alone: the model, the optimizer, the
@@ -163,6 +182,14 @@ def make_train_step(model, tx, schedule_fn, options, batch_sharding, freezable=F
   are computed only then and are 0 at other steps (`options.last_value_metrics` names them,
   so that a chunk reports their last value instead of a mean). The loss is checked for
   NaN/Inf at every step either way.
+
+  With the Exemplar prior (`uses_exemplars`; then `train_step.needs_batch`), `batch` holds
+  the batch's indices in the training set ('ids' [B]), the resident training set ('data',
+  uint8) and whether the step starts an epoch ('epoch_start', unbatched): the cache of
+  exemplar means (`TrainState.prior_state`) is recomputed at an epoch's start and takes the
+  batch's own means at every step; each example's prior is the mixture over its retrieved
+  exemplars (`priors.retrieve`), encoded inside the loss so that gradients reach the encoder
+  through the prior too. `num_exemplars`: N, the real examples of the training set.
   """
   num_samples, ema_decay, mode = options.num_samples, options.ema_decay, options.mode
   # Fault injection for the reliability tests (`settings.FaultHooks`): makes the batch NaN
@@ -173,7 +200,22 @@ def make_train_step(model, tx, schedule_fn, options, batch_sharding, freezable=F
   def norms(grads, params):
     return optax.tree.norm(grads), optax.tree.norm(params)
 
-  def train_step(state, x_uint8, hp, last=True, any_stopped=None):
+  exemplar = uses_exemplars(model)
+
+  def exemplar_batch(params, cache, x, batch, key):
+    """(the prior's 'exemplars' variables for this batch, the updated cache)."""
+    data, ids = batch['data'], batch['ids']
+    cache = jax.lax.cond(batch['epoch_start'],
+                         lambda: priors.exemplar_means(model, params, data, num_exemplars),
+                         lambda: cache)
+    means = jax.lax.stop_gradient(model.apply({'params': params}, x, method=model.top_mean))
+    cache = cache.at[ids].set(means)
+    ex_ids, log_w = priors.retrieve(key, cache, means, ids, options.exemplar_candidates,
+                                    options.exemplar_k, options.exemplar_leave_one_out)
+    images = input_pipeline.gather_rows(data, ex_ids).astype(jnp.float32) / 255.0
+    return priors.exemplar_variables(images=images, log_weights=log_w), {'means': cache}
+
+  def train_step(state, x_uint8, hp, last=True, any_stopped=None, batch=None):
     # Named scopes label the profile (scripts/benchmark.py --profile); they change nothing.
     k_data, k_z = jax.random.split(jax.random.fold_in(state.rng, state.step))
     with jax.named_scope('data'):
@@ -186,10 +228,15 @@ def make_train_step(model, tx, schedule_fn, options, batch_sharding, freezable=F
         jax.debug.inspect_array_sharding(x, callback=_log_batch_sharding)
     beta = objectives.kl_weight(state.step, hp['beta'], hp['warmup_steps'])
     latent_mask = hp.get('latent_mask')
+    extra, prior_state = {}, state.prior_state
+    if exemplar:
+      with jax.named_scope('exemplars'):
+        extra, prior_state = exemplar_batch(state.params, state.prior_state['means'], x, batch,
+                                            jax.random.fold_in(k_data, 1))
 
     def loss_fn(params):
       loss, terms = objectives.per_example_objective(
-          model, {'params': params}, x, k_z, beta=beta, free_bits=hp['free_bits'],
+          model, dict({'params': params}, **extra), x, k_z, beta=beta, free_bits=hp['free_bits'],
           num_samples=num_samples, latent_mask=latent_mask,
           estimator=options.estimator)
       return jnp.mean(loss), terms
@@ -219,7 +266,7 @@ def make_train_step(model, tx, schedule_fn, options, batch_sharding, freezable=F
         metrics[name] = jnp.mean(terms[name])
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                              ema_params=ema)
+                              ema_params=ema, prior_state=prior_state)
     if freezable and any_stopped is not False:
       keep = hp['active'] > 0
       frozen = state.replace(step=state.step + 1)
@@ -231,6 +278,7 @@ def make_train_step(model, tx, schedule_fn, options, batch_sharding, freezable=F
       finite = finite | ~keep
     return new_state, metrics, finite
 
+  train_step.needs_batch = exemplar
   return train_step
 
 
@@ -278,14 +326,17 @@ def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_mode
   lie, so that the first chunk's call and later ones share one signature (one compilation).
   """
   multi = num_models is not None
+  needs_batch = getattr(train_step, 'needs_batch', False)
+  assert not (needs_batch and streamed), 'the Exemplar prior needs the resident training set'
   pin = ((lambda order: order) if order_sharding is None
          else (lambda order: jax.lax.with_sharding_constraint(order, order_sharding)))
   if multi and member_loop == 'map':
     assert loop == 'device', 'member_loop=map runs the device loop'
     return _mapped_chunk(train_step, steps_per_epoch, batch_size, streamed, num_models,
                          num_examples, last_value, order_sharding)
-  step_fn = (jax.vmap(train_step, in_axes=(0, 0, 0, None, None), spmd_axis_name='model')
-             if multi else train_step)
+  batch_axes = ({'ids': 0, 'data': None, 'epoch_start': None},) if needs_batch else ()
+  step_fn = (jax.vmap(train_step, in_axes=(0, 0, 0, None, None) + batch_axes,
+                      spmd_axis_name='model') if multi else train_step)
   step_of = (lambda st: st.step[0]) if multi else (lambda st: st.step)
 
   def perm_for(data, data_key, epoch):
@@ -323,10 +374,16 @@ def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_mode
                             lambda: perm)
         gather = lambda p: input_pipeline.gather_batch(data, p, j, batch_size)
         xb = jax.vmap(gather)(perm) if multi else gather(perm)
-    if multi:
-      new_st, metrics, finite = step_fn(st, xb, hp, last, jnp.any(hp['active'] <= 0))
+    extra = {}
+    if needs_batch:  # the Exemplar prior: the batch's indices, the set, an epoch's start
+      ids_of = lambda p: jax.lax.dynamic_slice_in_dim(p, j * batch_size, batch_size)
+      extra = {'batch': {'ids': jax.vmap(ids_of)(perm) if multi else ids_of(perm),
+                         'data': data, 'epoch_start': j == 0}}
+    if multi:  # vmap maps keyword arguments over axis 0: the batch goes by position
+      new_st, metrics, finite = step_fn(st, xb, hp, last, jnp.any(hp['active'] <= 0),
+                                        *extra.values())
     else:
-      new_st, metrics, finite = step_fn(st, xb, hp, last)
+      new_st, metrics, finite = step_fn(st, xb, hp, last, **extra)
     bad = jnp.where(jnp.all(finite) | (bad >= 0), bad, step)
     sums = jax.tree.map(jnp.add, sums, metrics)  # last-value metrics are 0 but at the last step
     return new_st, perm, sums, bad
@@ -335,7 +392,14 @@ def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_mode
     x0 = jnp.zeros(((num_models,) if multi else ()) + (batch_size,) + data.shape[-3:],
                    data.dtype)
     extra = (True, jnp.bool_(False)) if multi else (True,)
-    shapes = jax.eval_shape(step_fn, state, x0, hp, *extra)[1]
+    batch = {}
+    if needs_batch:
+      ids = jnp.zeros(((num_models,) if multi else ()) + (batch_size,), jnp.int32)
+      batch = {'batch': {'ids': ids, 'data': data, 'epoch_start': jnp.bool_(False)}}
+    if multi:
+      extra += tuple(batch.values())
+      batch = {}
+    shapes = jax.eval_shape(functools.partial(step_fn, **batch), state, x0, hp, *extra)[1]
     return jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), shapes)
 
   def means_of(sums, n):
@@ -399,6 +463,7 @@ def _mapped_chunk(train_step, steps_per_epoch, batch_size, streamed, num_models,
                   num_examples, last_value, order_sharding):
   """make_train_chunk's member_loop='map': the members' chunks one after another."""
   member_step = functools.partial(train_step, any_stopped=False)
+  member_step.needs_batch = getattr(train_step, 'needs_batch', False)
   run_member = make_train_chunk(member_step, steps_per_epoch, batch_size, streamed, loop='device',
                                 num_examples=num_examples, last_value=last_value)
   no_step = jnp.iinfo(jnp.int32).max

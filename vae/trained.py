@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vae import checkpointing, config_lib, data as data_lib, evaluation, input_pipeline, models
-from vae import objectives, run_dir
+from vae import objectives, priors, run_dir
 
 log = logging.getLogger('vae')
 SPLITS = ('train', 'val', 'validation', 'test')
@@ -84,14 +84,31 @@ class TrainedModel:
   def __init__(self, model, params, config, step, data_info):
     self.model, self.params, self.config = model, params, config
     self.step, self.data_info = step, data_info
-    self._variables = {'params': params}
-    self._encode = jax.jit(lambda p, x: model.apply({'params': p}, x, method=model.encode))
-    self._decode = jax.jit(lambda p, z: model.apply({'params': p}, z, method=model.decode_mean))
-    self._point = jax.jit(lambda p, x: model.apply({'params': p}, x, method=model.latent_point))
+    self._variables = None
+    self._encode = jax.jit(lambda v, x: model.apply(v, x, method=model.encode))
+    self._decode = jax.jit(lambda v, z: model.apply(v, z, method=model.decode_mean))
+    self._point = jax.jit(lambda v, x: model.apply(v, x, method=model.latent_point))
     self._generate = jax.jit(
-        lambda p, k, n, t: model.apply({'params': p}, k, n, t, method=model.generate),
-        static_argnums=2)
-    self._prior = jax.jit(lambda p: model.apply({'params': p}, method=model.prior_components))
+        lambda v, k, n, t: model.apply(v, k, n, t, method=model.generate), static_argnums=2)
+    self._generate_near = jax.jit(
+        lambda v, k, x, n, t: model.apply(v, k, x, n, t, method=model.generate_near),
+        static_argnums=3)
+    self._prior = jax.jit(lambda v: model.apply(v, method=model.prior_components))
+
+  @property
+  def variables(self):
+    """What the model is applied with: {'params': ...} and, for the Exemplar prior, the
+    means of all N training exemplars under these parameters (computed once, from
+    `load_split('train')`, the images training used)."""
+    if self._variables is None:
+      variables = {'params': self.params}
+      if priors.uses_exemplars(self.model):
+        train, _ = self.load_split('train')
+        means = jax.jit(lambda p, d: priors.exemplar_means(self.model, p, d, d.shape[0]))(
+            self.params, jnp.asarray(train))
+        variables.update(priors.exemplar_variables(means=means))
+      self._variables = variables
+    return self._variables
 
   @property
   def latent_dim(self):
@@ -144,21 +161,21 @@ class TrainedModel:
     Gaussian the posterior starts from: q(z | x) itself for the diagonal posterior; the
     Gaussian before the flow for model.posterior=iaf; for two stochastic layers [z1, z2]
     (D = 2 latent_dim) along the mean path, q(z2 | x) then q(z1 | x, z2 = its mean)."""
-    return self._encode(self.params, self.images(x))
+    return self._encode(self.variables, self.images(x))
 
   def latent_point(self, x):
     """The noise-free posterior latent [N, D] (means pushed through any flow): what
     `reconstruct` decodes."""
-    return self._point(self.params, self.images(x))
+    return self._point(self.variables, self.images(x))
 
   def prior_components(self):
     """(log_weights [K], means [K, d], logvars [K, d]) of the prior on the top layer, a
     mixture of diagonal Gaussians (K = 1 at N(0, I) for the standard prior)."""
-    return self._prior(self.params)
+    return self._prior(self.variables)
 
   def decode(self, z):
     """z [..., D] -> mean images [..., H, W, C] in [0, 1]."""
-    return self._decode(self.params, self._latents(z))
+    return self._decode(self.variables, self._latents(z))
 
   def sample(self, key, n, temperature=1.0):
     """n >= 1 images decoded from the run's prior (`VAE.generate`): z ~ N(0, temperature^2
@@ -167,20 +184,34 @@ class TrainedModel:
     if int(n) < 1 or not temperature >= 0:
       raise ValueError(f'sample needs n >= 1 and temperature >= 0, got n={n}, '
                        f'temperature={temperature}')
-    return self._generate(self.params, key, int(n), jnp.float32(temperature))
+    return self._generate(self.variables, key, int(n), jnp.float32(temperature))
 
   def reconstruct(self, x):
     """Mean images decoded from the noise-free posterior latents of x (`latent_point`)."""
-    return self._decode(self.params, self.latent_point(x))
+    return self._decode(self.variables, self.latent_point(x))
+
+  def sample_near(self, key, x, n, temperature=1.0):
+    """Exemplar-based generation (model.prior=exemplar): for each image of x [M, H, W, C],
+    n images decoded from its component of the prior, z_top ~ N(mu(x), temperature^2
+    sigma^2 I) (with two layers z1 ~ p(z1 | z2) then, its noise scaled too): [n, M, H, W,
+    C] mean images, variations on each given image."""
+    if not priors.uses_exemplars(self.model):
+      raise ValueError(f'sample_near draws from the Exemplar prior\'s components; this model '
+                       f'has model.prior={self.config.model.prior}')
+    if int(n) < 1 or not temperature >= 0:
+      raise ValueError(f'sample_near needs n >= 1 and temperature >= 0, got n={n}, '
+                       f'temperature={temperature}')
+    return self._generate_near(self.variables, key, self.images(x), int(n),
+                               jnp.float32(temperature))
 
   @functools.partial(jax.jit, static_argnums=0)
-  def _elbo(self, params, x, key):
-    return objectives.per_example_objective(self.model, {'params': params}, x, key)[1]['elbo']
+  def _elbo(self, variables, x, key):
+    return objectives.per_example_objective(self.model, variables, x, key)[1]['elbo']
 
   def elbo(self, x, key=None):
     """Single-sample ELBO with the analytic KL, per example: [N]."""
     key = jax.random.key(0) if key is None else key
-    return self._elbo(self.params, self.images(x), key)
+    return self._elbo(self.variables, self.images(x), key)
 
   def log_likelihood(self, x, num_samples=1000, key=None, chunk_size=100):
     """Importance-weighted log p(x) with `num_samples` >= 1 samples from q(z | x): [N]."""
@@ -188,13 +219,12 @@ class TrainedModel:
       raise ValueError(f'log_likelihood needs num_samples >= 1 and chunk_size >= 1, got '
                        f'{num_samples} and {chunk_size}')
     key = jax.random.key(0) if key is None else key
-    return self._iw(self.params, self.images(x), key, int(num_samples),
+    return self._iw(self.variables, self.images(x), key, int(num_samples),
                     min(int(chunk_size), int(num_samples)))[-1]
 
   @functools.partial(jax.jit, static_argnums=(0, 4, 5))
-  def _iw(self, params, x, key, num_samples, chunk_size):
-    return evaluation.iw_log_likelihood(self.model, {'params': params}, x, key, num_samples,
-                                        chunk_size)
+  def _iw(self, variables, x, key, num_samples, chunk_size):
+    return evaluation.iw_log_likelihood(self.model, variables, x, key, num_samples, chunk_size)
 
   def load_split(self, split='test'):
     """The run's images of `split` ('train', 'val' or 'test') as uint8, with the fixed
