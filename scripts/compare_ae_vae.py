@@ -5,7 +5,7 @@
 The figure has, for each model, prior samples z ~ N(0, I) decoded to images,
 and the test-set posterior means (first two principal axes when D > 2) drawn
 over the prior's 1, 2 and 3 sigma circles, coloured by label. The diagnostics
-(vae/evaluation.py: latent_diagnostics) go to OUT with the suffix .json and
+(vae/latent_space.py: latent_diagnostics) go to OUT with the suffix .json and
 are printed as a table.
 """
 
@@ -23,7 +23,7 @@ if __name__ == '__main__':  # SIGTERM / SIGINT from the first second on: one lin
 import jax  # pylint: disable=g-import-not-at-top
 
 import vae
-from vae import cli, evaluation, figures
+from vae import cli, figures, latent_space
 
 
 def main(argv=None):
@@ -52,7 +52,7 @@ def main(argv=None):
                       cli.EXIT_BAD_INPUT)
     images, labels = model.load_split('test')
     images, labels = images[:args.max_examples], labels[:args.max_examples]
-    diag, means, samples = evaluation.latent_summary(model, images, labels,
+    diag, means, samples = latent_space.latent_summary(model, images, labels,
                                                      jax.random.key(args.seed))
     results[name] = diag
     panels.append((name, means, labels, samples))

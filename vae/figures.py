@@ -23,7 +23,7 @@ import pathlib
 import jax
 import numpy as np
 
-from vae import data, evaluation, metrics_io, objectives, plots, sweeps
+from vae import data, latent_space, metrics_io, objectives, plots, sweeps
 
 log = logging.getLogger('vae')
 
@@ -62,7 +62,7 @@ def draw(what, model, images, labels, out, n=15, seed=0, keep_figure=False):
   d = model.latent_dim
   decoded = None
   if what == 'manifold':
-    basis = None if d <= 2 else evaluation.project_2d(mean)[1]
+    basis = None if d <= 2 else latent_space.project_2d(mean)[1]
     z = plots.manifold_latents(d, n, basis)
     decoded = np.asarray(model.decode(z))
     fig, ax = _figure(plt, size=(9, 9.4))
@@ -81,7 +81,7 @@ def draw(what, model, images, labels, out, n=15, seed=0, keep_figure=False):
     ax[0, 0].set_xlabel('z1' if d <= 2 else 'coordinate along PC1 (prior sd units)')
     ax[0, 0].set_ylabel('z2' if d <= 2 else 'coordinate along PC2 (prior sd units)')
   elif what == 'scatter':
-    xy, _ = evaluation.project_2d(mean)
+    xy, _ = latent_space.project_2d(mean)
     fig, ax = _figure(plt, size=(8, 7))
     num_classes = int(np.max(labels)) + 1 if len(labels) else 1
     names = data.class_names(model.config.data.name, num_classes)
@@ -311,7 +311,7 @@ def ae_vs_vae(panels, out):
                         plots.tile(samples, 8), cmap='gray', vmin=0, vmax=1)
     axes[0, col].set_title(f'{name}: 64 prior samples z ~ N(0, I), decoded')
     axes[0, col].axis('off')
-    xy, _ = evaluation.project_2d(means)
+    xy, _ = latent_space.project_2d(means)
     ax = axes[1, col]
     sc = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap='tab10', s=3, alpha=0.6)
     for r in (1, 2, 3):
