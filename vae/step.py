@@ -320,8 +320,8 @@ def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_mode
   order: (epoch, permutation) of the resident data as the previous chunk left it (None: none
   yet). A chunk that starts inside that epoch reuses it rather than drawing the epoch's
   permutation again (a sort of the whole training set: ~23 ms for 50,000 examples on two CPU
-  cores, paid at every chunk boundary, i.e. every log step, before); any other epoch is
-  drawn. The returned order is the one the last step used; pass it to the next chunk.
+  cores, which every chunk boundary, i.e. every log step, would otherwise pay); any other
+  epoch is drawn. The returned order is the one the last step used; pass it to the next chunk.
   `order_sharding` (e.g. replicated over the mesh): where the returned order and `no_order`'s
   lie, so that the first chunk's call and later ones share one signature (one compilation).
   """
