@@ -10,6 +10,9 @@ and log q(z_T | x) = log N(z_0; mean, var) - sum_t sum_d log sigmoid(s_{t,d}).
 The gate's bias starts at `FORGET_BIAS` (sigmoid ~ 0.88), so each step starts
 close to the identity. Steps alternate the order (forward, reversed, ...).
 `inverse_step` undoes one step by solving it dimension by dimension.
+
+The posteriors are registered by name in `REGISTRY` (`register`): 'diagonal' (no flow) and
+'iaf'; `model.posterior` may name any registered one.
 """
 
 from typing import Optional, Sequence
@@ -21,14 +24,13 @@ import numpy as np
 
 from vae.config_lib import check
 
-POSTERIORS = ('diagonal', 'iaf')
 FORGET_BIAS = 2.0
 
 
 def check_config(mc):
   """Checks `model.posterior`, `model.flow_steps` and `model.flow_hidden`."""
-  check(mc.posterior in POSTERIORS,
-        f'model.posterior={mc.posterior!r} is unknown; choose one of {POSTERIORS}')
+  check(mc.posterior in REGISTRY,
+        f'model.posterior={mc.posterior!r} is unknown; choose one of {tuple(REGISTRY)}')
   check(mc.flow_steps >= 1, f'model.flow_steps={mc.flow_steps} must be >= 1')
   check(len(mc.flow_hidden) >= 1 and all(h >= 1 for h in mc.flow_hidden),
         f'model.flow_hidden={mc.flow_hidden} needs at least one width >= 1')
@@ -133,3 +135,19 @@ def inverse_step(step_fn, z_new, reverse=False):
     sigma = nn.sigmoid(s[..., d])
     z = z.at[..., d].set((z_new[..., d] - (1.0 - sigma) * m[..., d]) / sigma)
   return z
+
+
+REGISTRY = {}
+
+
+def register(name, build, context=False):
+  """Makes model.posterior=name available: `build(model_config, dtype)` returns the flow
+  applied to the diagonal Gaussian's reparameterized draw, a module (z, context) -> (z',
+  log |det dz'/dz|), or None for the diagonal Gaussian itself; with `context` the encoders
+  also return their last hidden layer, which the flow reads."""
+  REGISTRY[name] = (build, context)
+  return build
+
+
+register('diagonal', lambda mc, dtype: None)
+register('iaf', lambda mc, dtype: IAF(mc.flow_steps, tuple(mc.flow_hidden), dtype), context=True)

@@ -516,7 +516,7 @@ def build_model(model_config, image_shape, dtype=None) -> VAE:
   out_shape = (height, width, channels * likelihood.params_per_channel)
   logvar_min = mc.logvar_min if mc.clamp_logvar else None
   logvar_max = mc.logvar_max if mc.clamp_logvar else None
-  features = mc.posterior == 'iaf'
+  build_flow, features = flows.REGISTRY[mc.posterior]  # features: the flow's context
   if mc.arch == 'mlp':
     encoder = MLPEncoder(mc.latent_dim, tuple(mc.hidden), mc.activation, mc.gated,
                          logvar_min, logvar_max, dtype, mc.init_std, features)
@@ -527,8 +527,7 @@ def build_model(model_config, image_shape, dtype=None) -> VAE:
                           mc.activation, logvar_min, logvar_max, dtype, features)
     decoder = ConvDecoder(out_shape, tuple(mc.conv_channels), mc.conv_dense, mc.activation,
                           mc.conv_upsample, dtype)
-  make_flow = lambda: (flows.IAF(mc.flow_steps, tuple(mc.flow_hidden), dtype) if features
-                       else None)
+  make_flow = lambda: build_flow(mc, dtype)
   two = mc.stochastic_layers == 2
   gaussian_mlp = lambda hidden, feats: MLPEncoder(
       mc.latent_dim, hidden, mc.activation, mc.gated, logvar_min, logvar_max, dtype,
