@@ -21,7 +21,7 @@ import vae
 from tests.helpers import FIXTURES, SLOW_FLAGS, final_params, leaves, read_events, run_train
 from tests.helpers import smoke_config, tensorboard_values
 from vae import checkpointing, config_lib, evaluation, input_pipeline, loop, models, optim
-from vae import run_dir, step
+from vae import run_dir, run_record, step
 
 def test_smoke_run_writes_everything(smoke_run):
   tmp_path, result = smoke_run
@@ -474,7 +474,7 @@ def test_run_record_names_the_code_versions_and_sessions(smoke_run):
   assert session['devices'] and session['host'] and session['cpu']
   assert session['status'] == 'finished' and session['end_step'] == 24
   assert session['end'] >= session['start']
-  assert run_dir.training_seconds(smoke_run[0]) == pytest.approx(
+  assert run_record.training_seconds(smoke_run[0]) == pytest.approx(
       session['end'] - session['start'])
 
 
@@ -489,10 +489,10 @@ def test_training_seconds_counts_killed_sessions_to_their_last_kept_event(tmp_pa
             (500, 9200.0)]                            # session 3: its recorded end counts
   (tmp_path / 'metrics.jsonl').write_text(''.join(
       json.dumps({'event': 'eval', 'step': s, 'wall_time': t}) + '\n' for s, t in events))
-  assert run_dir.training_seconds(tmp_path) == pytest.approx(700 + 400 + 500)
+  assert run_record.training_seconds(tmp_path) == pytest.approx(700 + 400 + 500)
   # A killed session that logged nothing counts 0; so does everything without metrics.
   (tmp_path / 'metrics.jsonl').unlink()
-  assert run_dir.training_seconds(tmp_path) == pytest.approx(500)
+  assert run_record.training_seconds(tmp_path) == pytest.approx(500)
 
 
 def test_tensorboard_has_hparams_images_and_the_config(smoke_run):

@@ -16,7 +16,7 @@ import pytest
 
 import vae
 from tests.helpers import REPO, final_params, leaves, read_events, run_script, smoke_config
-from vae import config_lib, figures, loop, members, run_dir, summaries, sweeps
+from vae import config_lib, figures, loop, members, run_record, summaries, sweeps
 
 SPEC = 'configs/default.py:smoke,sweep=tiny'
 
@@ -221,7 +221,7 @@ def test_summary_numbers_equal_the_members_metrics(vmapped, tmp_path, caplog):
     assert int(row['test_images']) == best['test/count'] == 256
     assert row['trained_with'] == 'a vmap group of 5 (time shared)'
     assert float(row['wall_time_s']) == pytest.approx(
-        run_dir.training_seconds(vmapped / name) / 5)
+        run_record.training_seconds(vmapped / name) / 5)
   md = (vmapped / 'summary.md').read_text()
   assert 'over test_images test images' in md and 'iw_images' in md
   assert 'Mean +- std over seeds' in md and '| 2 |' in md  # latent 5, beta 2: two seeds

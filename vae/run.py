@@ -20,7 +20,7 @@ import json
 import logging
 import math
 
-from vae import checkpointing, config_lib, metrics_io, run_dir
+from vae import checkpointing, config_lib, metrics_io, run_dir, run_record
 
 log = logging.getLogger('vae')
 
@@ -80,7 +80,7 @@ class Run:
 
   def start(self, dataset_info, keep, hooks=None):
     """Writes config.json and data.json (chief), opens the run record and the checkpointer."""
-    self.record = run_dir.RunRecord(self.workdir, dataset_info.get('files', ()),
+    self.record = run_record.RunRecord(self.workdir, dataset_info.get('files', ()),
                                     enabled=self.chief and not self.stopped)
     if self.chief:
       metrics_io.write_json(self.workdir / 'config.json', self.config_json)

@@ -17,7 +17,7 @@ import pathlib
 
 import numpy as np
 
-from vae import checkpointing, cli, evaluation, metrics_io, run_dir, sweeps, trained
+from vae import checkpointing, cli, evaluation, metrics_io, run_dir, run_record, sweeps, trained
 from vae.progress import Progress
 
 
@@ -45,7 +45,7 @@ def member_row(name, overrides, workdir, group_size=1):
                final_test_elbo=evals[-1]['test/elbo'])
   if events:
     row['steps'] = events[-1]['step']
-    seconds = run_dir.training_seconds(workdir)  # sessions only, not the gaps between them
+    seconds = run_record.training_seconds(workdir)  # sessions only, not the gaps between them
     row['wall_time_s'] = (seconds if seconds is not None else (
         events[-1]['wall_time'] - events[0]['wall_time'] + events[0]['elapsed_s'])) / group_size
     row['trained_with'] = (f'a vmap group of {group_size} (time shared)' if group_size > 1
@@ -223,7 +223,7 @@ def _row_run(workdir):
   if evals:
     best_epoch = max(evals, key=lambda e: e['val/elbo'])['epoch']
   return {'result': result, 'll': ll, 'seed': config.get('seed'), 'epochs': epochs,
-          'best_epoch': best_epoch, 'seconds': run_dir.training_seconds(workdir)}
+          'best_epoch': best_epoch, 'seconds': run_record.training_seconds(workdir)}
 
 
 def compare_rows(rows, reference=None):
