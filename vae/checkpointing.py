@@ -181,10 +181,14 @@ class Checkpointer:
   def restore(self, step, abstract_state):
     """Restores the TrainState at `step` onto the shardings of `abstract_state`."""
     if self.is_legacy(step):
+      # The whole TrainState as one item, from before the state had a prior_state (none of
+      # these runs has an Exemplar prior): restored with the fields it was saved with.
+      fields = ('step', 'params', 'opt_state', 'ema_params', 'rng')
+      target = {k: getattr(abstract_state, k) for k in fields}
       out = self.manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+          state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
       self._verify(step, {'state': out['state']})
-      return out['state'], out['meta']
+      return TrainState(**out['state']), out['meta']
     params, rest = split_state(abstract_state)
     out = self.manager.restore(step, args=ocp.args.Composite(
         params=ocp.args.StandardRestore(params), state=ocp.args.StandardRestore(rest),
