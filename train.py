@@ -5,7 +5,7 @@ the --help text and `main(argv)`); `python train.py --help` lists them.
 """
 
 
-from vae import interrupts
+from vae.training import interrupts
 
 if __name__ == '__main__':  # a signal while the libraries load: one line, no traceback.
   interrupts.exit_on_signals('training', 'no step had been taken yet: rerun the same command '

@@ -5,7 +5,7 @@
 The figure has, for each model, prior samples z ~ N(0, I) decoded to images,
 and the test-set posterior means (first two principal axes when D > 2) drawn
 over the prior's 1, 2 and 3 sigma circles, coloured by label. The diagnostics
-(vae/latent_space.py: latent_diagnostics) go to OUT with the suffix .json and
+(vae/evaluation/latent_space.py: latent_diagnostics) go to OUT with the suffix .json and
 are printed as a table.
 """
 
@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from vae import interrupts  # pylint: disable=wrong-import-position
+from vae.training import interrupts  # pylint: disable=wrong-import-position
 
 if __name__ == '__main__':  # SIGTERM / SIGINT from the first second on: one line, 143 / 130
   interrupts.exit_on_signals('the AE/VAE comparison', 'rerun the same command')
@@ -23,7 +23,9 @@ if __name__ == '__main__':  # SIGTERM / SIGINT from the first second on: one lin
 import jax  # pylint: disable=g-import-not-at-top
 
 import vae
-from vae import cli, figures, latent_space
+from vae.commands import cli
+from vae.evaluation import latent_space
+from vae.reporting import figures
 
 
 def main(argv=None):

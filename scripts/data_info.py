@@ -10,7 +10,8 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from configs import default  # pylint: disable=g-import-not-at-top
-from vae import cli, data
+from vae.commands import cli
+from vae.data import datasets
 
 
 def main(argv=None):
@@ -24,10 +25,10 @@ def main(argv=None):
     dc.name = args.name
     dc.source = args.source
   try:
-    ds = data.load(dc)
-  except data.DataError as e:
+    ds = datasets.load(dc)
+  except datasets.DataError as e:
     return cli.fail(e, cli.EXIT_BAD_INPUT)
-  for line in data.describe(ds):
+  for line in datasets.describe(ds):
     print(line)
   return 0
 

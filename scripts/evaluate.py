@@ -9,7 +9,7 @@ estimate of log p(x) with S samples (nats per example) and its standard error
 over examples, the estimate at k = 1, 10, 100, 1000, ... <= S (the same
 samples, nested) to show convergence, ELBO / reconstruction / KL, bits/dim,
 active units, KL per latent dimension, the mutual information I(x; z), the
-aggregate-posterior KL and the prior-hole measures (vae/evaluation.py). Every
+aggregate-posterior KL and the prior-hole measures (vae/evaluation/estimates.py). Every
 random draw comes from --seed, so the result is deterministic.
 """
 
@@ -18,12 +18,13 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from vae import interrupts  # pylint: disable=wrong-import-position
+from vae.training import interrupts  # pylint: disable=wrong-import-position
 
 if __name__ == '__main__':  # SIGTERM / SIGINT from the first second on: one line, 143 / 130
   interrupts.exit_on_signals('evaluation', 'rerun the same command')
 
-from vae import cli, summaries
+from vae.commands import cli
+from vae.evaluation import report
 
 
 def print_table(result, header):
@@ -76,14 +77,14 @@ def main(argv=None):
 
   def work():
     if args.sweep:
-      results = summaries.evaluate_sweep(args.sweep, args.num_samples, args.checkpoint,
+      results = report.evaluate_sweep(args.sweep, args.num_samples, args.checkpoint,
                                          **options)
       for name, r in results.items():
         print(f'{name:<48} log p(x) {r.get("log_likelihood", float("nan")):.3f} +- '
               f'{r.get("log_likelihood_se", float("nan")):.3f}  ELBO {r["elbo"]:.3f}')
       print(f'{len(results)} members evaluated; scripts/summarize.py {args.sweep} tabulates them')
       return
-    result, out = summaries.evaluate_workdir(args.workdir, args.checkpoint,
+    result, out = report.evaluate_workdir(args.workdir, args.checkpoint,
                                              num_samples=args.num_samples, out=args.out or None,
                                              **options)
     print_table(result, f'{args.workdir} step {result["checkpoint_step"]}, {args.split} split '

@@ -31,7 +31,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-from vae import cli  # pylint: disable=g-import-not-at-top
+from vae.commands import cli  # pylint: disable=g-import-not-at-top
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_FLAGS = ('--config.train.num_epochs=6', '--config.train.checkpoint_every_epochs=0.5',
@@ -44,7 +44,7 @@ def _cmd(config, workdir, flags):
 
 
 def _events(workdir):
-  from vae import metrics_io  # pylint: disable=g-import-not-at-top
+  from vae.training import metrics_io  # pylint: disable=g-import-not-at-top
   return [{k: v for k, v in e.items() if k not in ('wall_time', 'elapsed_s')}
           for e in metrics_io.read_metrics(pathlib.Path(workdir) / 'metrics.jsonl')]
 

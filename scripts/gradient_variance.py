@@ -5,7 +5,7 @@
 
 For the encoder's parameters of a model (fresh, from --config, or trained, from
 --workdir), estimates d/dphi E_q[log p(x|z)] on a batch of images with each
-estimator of vae/gradient_estimators.py and S samples per example, `repeats`
+estimator of vae/evaluation/gradient_estimators.py and S samples per example, `repeats`
 times; compares them with a pathwise reference from --reference_samples
 samples: total variance (sum over parameters) and cosine similarity, as S
 grows. Also reports the norm of the gradient that z drawn without
@@ -19,7 +19,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from vae import interrupts  # pylint: disable=wrong-import-position
+from vae.training import interrupts  # pylint: disable=wrong-import-position
 
 if __name__ == '__main__':  # SIGTERM / SIGINT from the first second on: one line, 143 / 130
   interrupts.exit_on_signals('the gradient-variance study', 'rerun the same command')
@@ -29,8 +29,12 @@ import jax.numpy as jnp
 
 import vae  # pylint: disable=g-import-not-at-top
 from configs import default
-from vae import cli, config_lib, data as data_lib, figures, gradient_estimators, input_pipeline
-from vae import models
+from vae import config_lib
+from vae.commands import cli
+from vae.data import datasets as data_lib, input_pipeline
+from vae.evaluation import gradient_estimators
+from vae.reporting import figures
+from vae.families import models
 
 
 def setup(workdir, batch, seed):

@@ -14,7 +14,8 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 
-from vae import cli, figures  # pylint: disable=g-import-not-at-top
+from vae.commands import cli  # pylint: disable=g-import-not-at-top
+from vae.reporting import figures
 
 
 def main(argv=None):

@@ -12,7 +12,8 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from vae import cli, summaries  # pylint: disable=g-import-not-at-top
+from vae.commands import cli  # pylint: disable=g-import-not-at-top
+from vae.reporting import summaries
 
 
 def main(argv=None):

@@ -1,7 +1,7 @@
 """Pictures of a trained model's latent space: python scripts/visualize.py --workdir DIR --what W --out FILE.
 
   manifold, scatter, interpolation, traversal, samples, reconstructions: see the
-  list in vae/figures.py
+  list in vae/reporting/figures.py
   all             every figure above, OUT's stem + '_' + name + suffix
 """
 
@@ -10,13 +10,14 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from vae import interrupts  # pylint: disable=wrong-import-position
+from vae.training import interrupts  # pylint: disable=wrong-import-position
 
 if __name__ == '__main__':  # SIGTERM / SIGINT from the first second on: one line, 143 / 130
   interrupts.exit_on_signals('drawing', 'rerun the same command')
 
 import vae  # pylint: disable=g-import-not-at-top
-from vae import cli, figures
+from vae.commands import cli
+from vae.reporting import figures
 
 
 MAX_GRID = 200  # 40,000 decoded images, ~125 MB of 28x28 floats

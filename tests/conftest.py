@@ -5,7 +5,7 @@ import pytest
 
 from configs import ae_vs_vae
 from tests import helpers, linear_gaussian
-from vae import loop
+from vae.training import loop
 
 
 def pytest_addoption(parser):

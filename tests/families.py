@@ -1,6 +1,6 @@
 """Small linear-Gaussian models of every family whose log p(x) is known in closed form.
 
-Each builder returns a real `vae.models.VAE` (linear modules in place of the MLPs) with
+Each builder returns a real `vae.families.models.VAE` (linear modules in place of the MLPs) with
 parameters, and the exact log p(x) for a batch of x, computed in float64 from the
 marginal N(x; mean, cov) (or a mixture of such), so that tests check the library's
 importance-weighted estimates, priors and flows against the truth.
@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vae import flows, objectives, priors
-from vae.likelihoods import Likelihood
-from vae.models import VAE
+from vae.families import flows, objectives, priors
+from vae.families.likelihoods import Likelihood
+from vae.families.models import VAE
 
 
 class LinearGaussianMap(nn.Module):

@@ -14,7 +14,8 @@ import numpy as np
 
 import vae
 from configs import default
-from vae import config_lib, metrics_io
+from vae import config_lib
+from vae.training import metrics_io
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FIXTURES = REPO / 'tests' / 'fixtures'

@@ -3,7 +3,7 @@
 p(z) = N(0, I_d), p(x | z) = N(W z + b, sigma^2 I_n), so p(x) = N(b, W W^T + sigma^2 I).
 W has orthogonal columns (W = Q diag(s)), so the exact posterior
 N(M^-1 W^T (x - b) / sigma^2, M^-1) with M = I + W^T W / sigma^2 is diagonal and
-a diagonal-Gaussian encoder can represent it. The model is a real `vae.models.VAE`
+a diagonal-Gaussian encoder can represent it. The model is a real `vae.families.models.VAE`
 (linear encoder and decoder modules), so tests exercise the library's code paths.
 """
 
@@ -11,8 +11,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from vae.likelihoods import Likelihood
-from vae.models import VAE
+from vae.families.likelihoods import Likelihood
+from vae.families.models import VAE
 
 
 class LinearEncoder(nn.Module):

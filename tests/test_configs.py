@@ -6,7 +6,9 @@ import re
 import pytest
 
 from tests.helpers import run_script
-from vae import config_lib, loop, sweeps, validation
+from vae import config_lib
+from vae.sweeps import plan
+from vae.training import loop, validation
 
 CONFIGS = sorted(p.name for p in (pathlib.Path(__file__).parents[1] / 'configs').glob('*.py')
                  if p.name != '__init__.py')
@@ -14,7 +16,7 @@ CONFIGS = sorted(p.name for p in (pathlib.Path(__file__).parents[1] / 'configs')
 
 @pytest.mark.parametrize('name', CONFIGS)
 def test_config_loads_and_validates(name):
-  module, _ = sweeps.load_config_module(f'configs/{name}')
+  module, _ = plan.load_config_module(f'configs/{name}')
   for arg in (None, 'smoke'):
     c = module.get_config(arg)
     validation.validate(c)
@@ -29,7 +31,7 @@ def test_config_loads_and_validates(name):
 @pytest.mark.parametrize('spec', ['configs/iwae.py:smoke,k=5,stages=1',
                                   'configs/cifar10_conv.py:smoke'])
 def test_preset_smoke_runs(spec, tmp_path):
-  module, arg = sweeps.load_config_module(spec)
+  module, arg = plan.load_config_module(spec)
   result = loop.train_and_evaluate(module.get_config(arg), str(tmp_path))
   assert result['status'] == 'finished'
   assert result['test/elbo'] < 0 and result['test/bpd'] > 0
@@ -106,4 +108,4 @@ def test_latent_size_is_vmappable_only_for_the_analytic_family():
     c3.model[field] = value
     c3.objective.beta = 4.0
     config_lib.check_vmappable([a2, c3])  # other fields still stack
-    assert len(sweeps.vmap_groups([a2, b2, c3])) == 2
+    assert len(plan.vmap_groups([a2, b2, c3])) == 2

@@ -1,7 +1,7 @@
 """Integrity under damaged files and bad input (docs/reliability.md lists every case).
 
 Each bad input must give exactly one `error:` line naming the field, file or path, a
-documented exit code (vae/cli.py), and leave what was in the workdir unchanged. Damaged
+documented exit code (vae/commands/cli.py), and leave what was in the workdir unchanged. Damaged
 checkpoints and metrics are recovered from with a warning. Command lines are called
 in-process through their `main(argv)` (tests/helpers.py: run_script).
 """
@@ -21,7 +21,9 @@ import pytest
 
 import vae
 from tests.helpers import REPO, final_params, read_events, run_script, smoke_config
-from vae import checkpointing, cli, config_lib, loop, metrics_io
+from vae import config_lib
+from vae.commands import cli
+from vae.training import checkpointing, loop, metrics_io
 
 SMOKE = 'configs/default.py:smoke'
 
@@ -222,7 +224,7 @@ def test_a_full_disk_in_other_threads_leaves_only_the_one_error_line(tmp_path):
   writer thread (as orbax's do) or raised in one prints nothing; other errors still print."""
   code = textwrap.dedent("""
       import errno, logging, threading
-      from vae import cli
+      from vae.commands import cli
       cli.setup_logging()
       full = OSError(errno.ENOSPC, 'No space left on device', '/w/checkpoints/24')
       def writer():
@@ -241,19 +243,19 @@ def test_a_full_disk_in_other_threads_leaves_only_the_one_error_line(tmp_path):
 
 
 def test_the_output_probe_finds_a_full_disk_before_the_work(tmp_path, monkeypatch):
-  """cli.check_writable writes PROBE_BYTES and syncs them (an empty probe passes on a full
-  disk); an ENOSPC there is one line naming the path, and no probe file is left."""
+  """metrics_io.check_writable writes PROBE_BYTES and syncs them (an empty probe passes on a
+  full disk); an ENOSPC there is one line naming the path, and no probe file is left."""
   sizes = []
   real_fsync = os.fsync
   monkeypatch.setattr(os, 'fsync', lambda fd: sizes.append(os.fstat(fd).st_size) or
                       real_fsync(fd))
-  cli.check_writable(tmp_path / 'eval.json')
-  assert sizes == [cli.PROBE_BYTES] and cli.PROBE_BYTES >= 1 << 16
+  metrics_io.check_writable(tmp_path / 'eval.json')
+  assert sizes == [metrics_io.PROBE_BYTES] and metrics_io.PROBE_BYTES >= 1 << 16
   def full(fd):
     raise OSError(errno.ENOSPC, 'No space left on device')
   monkeypatch.setattr(os, 'fsync', full)
   with pytest.raises(config_lib.ConfigError, match='eval.json .No space left on device.'):
-    cli.check_writable(tmp_path / 'eval.json')
+    metrics_io.check_writable(tmp_path / 'eval.json')
   assert list(tmp_path.iterdir()) == []
 
 

@@ -23,7 +23,7 @@ def test_vae_imports_and_loads_outside_the_repository(tmp_path):
 
 
 def test_compilation_cache_makes_a_relaunch_reuse_compiled_programs(tmp_path, monkeypatch):
-  """train.py turns on XLA's persistent cache (vae/cli.py): the second identical launch finds
+  """train.py turns on XLA's persistent cache (vae/commands/cli.py): the second identical launch finds
   entries written by the first; VAE_COMPILATION_CACHE=off leaves no cache."""
   cache = tmp_path / 'cache'
   env = dict(os.environ, VAE_COMPILATION_CACHE=str(cache))
@@ -43,8 +43,8 @@ def test_compilation_cache_makes_a_relaunch_reuse_compiled_programs(tmp_path, mo
   assert any(n.startswith('jit_chunk') for n in entries), entries
   assert not [n for n in new if n.startswith(('jit_chunk', 'jit__member_init'))], new
   monkeypatch.setenv('VAE_COMPILATION_CACHE', 'off')
-  from vae import cli  # pylint: disable=g-import-not-at-top
-  assert cli.enable_compilation_cache() is None
+  from vae.commands import compilation_cache  # pylint: disable=g-import-not-at-top
+  assert compilation_cache.enable() is None
 
 
 CONV_PROBE = r'''

@@ -10,7 +10,11 @@ import pytest
 
 from tests import helpers
 from tests.helpers import read_events, run_script, smoke_config
-from vae import config_lib, evaluation, likelihoods, loop, priors, sweeps
+from vae import config_lib
+from vae.evaluation import estimates
+from vae.families import likelihoods, priors
+from vae.sweeps import runner
+from vae.training import loop
 
 
 class WidePrior(nn.Module):
@@ -44,7 +48,7 @@ def registries(monkeypatch):
   monkeypatch.setattr(priors, 'REGISTRY', dict(priors.REGISTRY))
   monkeypatch.setattr(likelihoods, 'REGISTRY', dict(likelihoods.REGISTRY))
   monkeypatch.setattr(config_lib, 'PIXEL_PROTOCOLS', dict(config_lib.PIXEL_PROTOCOLS))
-  monkeypatch.setattr(evaluation, 'EVAL_SUMS', dict(evaluation.EVAL_SUMS))
+  monkeypatch.setattr(estimates, 'EVAL_SUMS', dict(estimates.EVAL_SUMS))
 
 
 def test_a_registered_prior_and_likelihood_train_and_evaluate(registries, tmp_path):
@@ -66,7 +70,7 @@ def test_a_registered_prior_and_likelihood_train_and_evaluate(registries, tmp_pa
   assert report['log_likelihood'] > report['elbo']
   # An unregistered name is still a one-line config error naming the registered ones.
   with pytest.raises(config_lib.ConfigError, match='wide_test'):
-    from vae import validation  # pylint: disable=g-import-not-at-top
+    from vae.training import validation  # pylint: disable=g-import-not-at-top
     validation.validate(smoke_config(**{'model.prior': 'nosuch'}))
 
 
@@ -74,14 +78,14 @@ def test_a_registered_metric_with_a_latent_axis_is_cut_to_each_padded_member(reg
   """Members of latent sizes 3 and 5 in one vmapped program (3 padded to 5): the metric's
   producer declares its latent axis, and each member reports its own dimensions."""
   del registries
-  evaluation.register_eval_sum(evaluation.EvalSum(
+  estimates.register_eval_sum(estimates.EvalSum(
       'z_abs_test', lambda model, variables, x, mean, logvar, terms: jnp.abs(mean),
       latent_axis=True,
       summarize=lambda value, n, split: {f'{split}/z_abs_dims': len(value),
                                          f'{split}/z_abs_mean': float(value.sum() / n)}))
-  assert 'z_abs_test' in evaluation.latent_axis_sums()
+  assert 'z_abs_test' in estimates.latent_axis_sums()
   root = tmp_path / 'sweep'
-  record = sweeps.run_sweep('configs/default.py:smoke,sweep=tiny', root, mode='vmap',
+  record = runner.run_sweep('configs/default.py:smoke,sweep=tiny', root, mode='vmap',
                             axes={'model.latent_dim': ['3', '5'], 'objective.beta': ['0.5']})
   members = record.data['members']
   assert len(members) == 2 and all(m['status'] == 'finished' for m in members)

@@ -3,6 +3,7 @@
 docs/reliability.md lists each guarantee next to the test here that shows it.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -14,7 +15,7 @@ import chex
 import pytest
 
 from tests.helpers import REPO, SLOW_FLAGS, read_events, final_params, run_train, smoke_config
-from vae import checkpointing, loop, step
+from vae.training import checkpointing, loop
 
 
 @pytest.fixture

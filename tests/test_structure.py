@@ -19,7 +19,7 @@ def _imports(path):
 
 
 def test_library_never_imports_configs_or_scripts():
-  for path in sorted((REPO / 'vae').glob('*.py')):
+  for path in sorted((REPO / 'vae').rglob('*.py')):
     bad = [m for m in _imports(path) if m.split('.')[0] in ('configs', 'scripts')]
     assert not bad, (path.name, bad)
 
@@ -48,16 +48,16 @@ def test_no_library_module_locates_the_checkouts_commands():
 
 
 def test_tests_do_not_import_scripts():
-  for path in sorted((REPO / 'tests').glob('*.py')):
+  for path in sorted((REPO / 'tests').rglob('*.py')):
     bad = [m for m in _imports(path) if m.split('.')[0] == 'scripts']
     assert not bad, (path.name, bad)
 
 
 def test_no_module_uses_another_modules_private_names():
   """`module._name` across files: a name another module needs is public where it lives."""
-  modules = {p.stem for p in (REPO / 'vae').glob('*.py')}
+  modules = {p.stem for p in (REPO / 'vae').rglob('*.py')}
   offenders = []
-  for path in sorted(list((REPO / 'vae').glob('*.py')) + list((REPO / 'scripts').glob('*.py'))
+  for path in sorted(list((REPO / 'vae').rglob('*.py')) + list((REPO / 'scripts').glob('*.py'))
                      + [REPO / 'train.py']):
     for node in ast.walk(ast.parse(path.read_text())):
       if (isinstance(node, ast.Attribute) and node.attr.startswith('_')
@@ -79,7 +79,36 @@ def test_every_planted_bug_of_the_mutation_script_still_finds_its_line():
 
 def test_only_the_settings_module_reads_the_environment():
   """vae/settings.py reads every environment variable; the rest of the library asks it."""
-  for path in sorted((REPO / 'vae').glob('*.py')):
+  for path in sorted((REPO / 'vae').rglob('*.py')):
     if path.name != 'settings.py':
       text = path.read_text()
       assert 'os.environ' not in text and 'getenv' not in text, path.name
+
+
+SUBPACKAGES = ('benchmarking', 'commands', 'data', 'evaluation', 'families', 'reporting',
+               'sweeps', 'training')
+
+
+def test_the_library_is_in_sub_packages_that_say_what_they_hold():
+  """vae/ keeps at its top only the public API, the config schema and the environment; the
+  rest lives in sub-packages, each with an `__init__` docstring, and tests/ mirrors them."""
+  top = sorted(p.name for p in (REPO / 'vae').glob('*.py'))
+  assert top == ['__init__.py', 'config_lib.py', 'settings.py'], top
+  packages = sorted(p.parent.name for p in (REPO / 'vae').glob('*/__init__.py'))
+  assert packages == sorted(SUBPACKAGES), packages
+  for name in packages:
+    doc = ast.get_docstring(ast.parse((REPO / 'vae' / name / '__init__.py').read_text()))
+    assert doc and len(doc) > 40, name
+  mirrored = sorted(p.parent.name for p in (REPO / 'tests').glob('*/__init__.py'))
+  assert set(mirrored) <= set(SUBPACKAGES), mirrored
+  pyproject = (REPO / 'pyproject.toml').read_text()
+  assert all(f'"vae.{name}"' in pyproject for name in packages)  # installed, not only editable
+
+
+def test_the_public_api_stays_at_the_top(monkeypatch):
+  import vae  # pylint: disable=g-import-not-at-top
+  from vae.evaluation import trained  # pylint: disable=g-import-not-at-top
+  from vae.families import objectives  # pylint: disable=g-import-not-at-top
+  assert vae.reparameterize is objectives.reparameterize
+  monkeypatch.setattr(trained, 'load', lambda workdir, checkpoint: (workdir, checkpoint))
+  assert vae.load('runs/x') == ('runs/x', 'best')

@@ -1,4 +1,11 @@
-"""VAE research library. `vae.load(workdir)` returns a trained model (see vae/trained.py)."""
+"""VAE research library, in sub-packages by responsibility: families (models, likelihoods,
+priors, flows, objectives), data, training, evaluation, reporting, sweeps, commands and
+benchmarking (README.md, "Library layout").
+
+The public API at the top: `vae.load(workdir)` returns a trained model
+(vae/evaluation/trained.py); `vae.reparameterize(key, mean, logvar)` is the pathwise draw
+z = mean + exp(logvar / 2) * eps (vae/families/objectives.py). Both import JAX on first use,
+so `import vae` stays light (it only sets XLA's CPU flags below)."""
 
 from vae import settings
 
@@ -29,6 +36,13 @@ _set_cpu_conv_flag()
 
 
 def load(workdir, checkpoint='best'):
-  """Loads a trained model from a training workdir; see `vae.trained.load`."""
-  from vae import trained  # pylint: disable=g-import-not-at-top
+  """Loads a trained model from a training workdir; see `vae.evaluation.trained.load`."""
+  from vae.evaluation import trained  # pylint: disable=g-import-not-at-top
   return trained.load(workdir, checkpoint)
+
+
+def __getattr__(name):
+  if name == 'reparameterize':
+    from vae.families.objectives import reparameterize  # pylint: disable=g-import-not-at-top
+    return reparameterize
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

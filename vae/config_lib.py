@@ -4,7 +4,7 @@ A leaf module: it imports nothing of ours. Every experiment file in configs/
 starts from `base_config()` and changes what it needs, so all configs share one
 schema: an unknown key is an error (configs are locked). Each module checks the
 fields it owns (`check_config` in data, models, likelihoods, objectives, optim;
-`check_train` here) and `vae.validation.validate` composes those checks, so an
+`check_train` here) and `vae.training.validation.validate` composes those checks, so an
 impossible value stops a run with one line naming the field before any data is
 read or anything compiles.
 

@@ -6,7 +6,7 @@
   --mode processes   members as separate vae-train processes, --parallel at a time
   --mode vmap        members that differ only in beta, free bits, warm-up, lr,
                      seed or latent size train together in one compiled program
-                     (vae/loop.py: train_members); others are grouped by what they share
+                     (vae/training/loop.py: train_members); others are grouped by what they share
   --mode slurm       write ROOT/sweep.sbatch, a SLURM array (one task per unit: a member,
                      or a vmap group with --unit group) and print the sbatch command;
                      resubmitting it skips finished members and resumes interrupted ones
@@ -22,14 +22,17 @@
 Each member runs into ROOT/<name>/ (name from its overrides, e.g.
 `latent_dim=2,beta=0.5,seed=0`) with the files of a single run. Finished
 members are skipped, interrupted ones resume, and ROOT/sweep.json records each
-member's overrides and status (vae/sweeps.py). Then: scripts/summarize.py ROOT
+member's overrides and status (vae/sweeps/runner.py). Then: scripts/summarize.py ROOT
 and scripts/plot_curves.py ROOT --out FILE.
 """
 
 import pathlib
 import sys
 
-from vae import cli, config_lib, metrics_io, sweeps
+from vae import config_lib
+from vae.commands import cli, compilation_cache
+from vae.sweeps import plan, runner
+from vae.training import metrics_io
 
 
 def main(argv=None):
@@ -79,9 +82,9 @@ def main(argv=None):
     if args.mode == 'slurm':
       unit = args.unit or ('group' if args.task_mode == 'vmap' else 'member')
       task_mode = args.task_mode or ('vmap' if unit == 'group' else 'sequential')
-      _, configs, _, _ = sweeps.expand(args.config, axes, overrides)
-      count = len(sweeps.units_of(configs, unit))
-      text = sweeps.slurm_script(args.config, args.workdir, count, task_mode, unit, axes,
+      _, configs, _, _ = plan.expand(args.config, axes, overrides)
+      count = len(plan.units_of(configs, unit))
+      text = runner.slurm_script(args.config, args.workdir, count, task_mode, unit, axes,
                                  overrides, args.partition, args.gpus_per_task, args.time,
                                  args.mem, cpus_per_task=args.cpus_per_task)
       if count == 1 and len(configs) > 1:
@@ -95,8 +98,8 @@ def main(argv=None):
       print(f'sbatch {path}')
       return cli.EXIT_OK
     if args.mode in ('sequential', 'vmap'):  # in this process: later members reuse programs
-      cli.enable_compilation_cache()
-    record = sweeps.run_sweep(args.config, args.workdir, args.mode, args.parallel, args.dry_run,
+      compilation_cache.enable()
+    record = runner.run_sweep(args.config, args.workdir, args.mode, args.parallel, args.dry_run,
                               axes=axes, config_overrides=overrides, task_index=args.task_index,
                               num_tasks=args.num_tasks, unit=args.unit)
     if args.dry_run:

@@ -3,21 +3,22 @@
 Trains the config's model into WORKDIR (checkpoints, metrics.jsonl, TensorBoard
 events, images, run.json) and evaluates it; rerunning the same command resumes
 an interrupted run exactly, and a finished one is left as it is. A thin entry
-point: flags in, `vae.loop.train_and_evaluate(config, workdir)` out. Every error
+point: flags in, `vae.training.loop.train_and_evaluate(config, workdir)` out. Every error
 is one line on stderr with a documented exit code (below). A relative config path
 that does not exist from the working directory is looked up in the installed
 configs package, so the command runs from any directory.
 """
 
 import difflib
-import os
 import re
 import sys
 
 from absl import flags
 from ml_collections import config_flags
 
-from vae import cli, config_lib, interrupts, loop
+from vae import config_lib, settings
+from vae.commands import cli, compilation_cache, supervisor
+from vae.training import interrupts, loop
 
 
 def define_flags():
@@ -105,14 +106,14 @@ def main(argv=None, as_command=False):
     return cli.fail('--workdir is missing or empty; give the directory of the run',
                     cli.EXIT_BAD_INPUT)
   distributed = fv.distributed or fv.coordinator_address
-  if distributed and os.environ.get(cli.SUPERVISED_ENV) != '1' and as_command:
+  if distributed and not settings.supervised() and as_command:
     # The training process runs as a child, so that a lost peer ends it with one line.
-    return cli.supervise([sys.executable, '-m', 'vae.commands.train'] + argv[1:],
+    return supervisor.supervise([sys.executable, '-m', 'vae.commands.train'] + argv[1:],
                          fv.process_id or 0)
 
   def work():
     if not distributed:  # one process: relaunches reuse compiled programs
-      cli.enable_compilation_cache()
+      compilation_cache.enable()
     if distributed:
       import jax  # pylint: disable=g-import-not-at-top
       jax.distributed.initialize(coordinator_address=fv.coordinator_address,

@@ -1,0 +1,304 @@
+"""The benchmark suites whose JSON figures docs/benchmarks.md cites: `full` (the machine's
+matmul rate; training, sweep, conv, evaluation and importance-sampling throughput as shares
+of it; launch to first step; before/after rows), `host_loop` (the loop around the step, on a
+model so small that the loop is what is left) and `lean_step` (the compiled chunk against a
+minimal loop, and what each per-step extra costs). Configs and data come from the caller
+(scripts/benchmark.py), so the library names no experiment."""
+
+import json
+import resource
+import time
+
+import jax
+import numpy as np
+
+from vae import config_lib
+from vae.benchmarking import launches, programs, timing
+from vae.data import input_pipeline
+from vae.sweeps import plan
+from vae.training import step as step_lib
+
+
+def host_loop(tiny, images, epochs, rounds, trainer, base_trainer=None, base_name=None):
+  """The CPU stand-in for what a GPU exposes (a model so small that the host loop is what
+  is left): the tiny model (`launches.TINY`; `tiny` its config) through `trainer` at default
+  cadence, beside a minimal jitted scan loop of the same model on `images` and beside
+  `base_trainer` (another checkout's train.py, named `base_name`), in interleaved rounds."""
+  out = {'command': ' '.join(['python train.py --config',
+                              launches.TINY[0].format(epochs=epochs), *launches.TINY[1:],
+                              '--workdir W']),
+         'epochs': epochs, 'steady_from_epoch': 2, 'rounds': []}
+  for _ in range(rounds):
+    row = {'plain_jax_scan': programs.plain_jax_epoch(images[:50000], 3, hidden=32, latent=2)}
+    row['train_py'], recorded = launches.epochs_rate(trainer, epochs)
+    row['host_stall_share'] = None if recorded is None else recorded['steady']['host_stall_share']
+    if base_trainer is not None:
+      row['base_train_py'] = launches.epochs_rate(base_trainer, epochs)[0]
+    out['rounds'].append(row)
+  # Where the step's time goes (the host is not in it): the same model's compiled chunk.
+  out['profile_train_tiny'] = programs.profile_train(tiny, (28, 28, 1), 300)
+  med = lambda k: float(np.median([r[k] for r in out['rounds']]))
+  out['train_py_examples_per_s'] = med('train_py')
+  out['plain_jax_scan_examples_per_s'] = med('plain_jax_scan')
+  out['train_py_share_of_plain'] = float(np.median(
+      [r['train_py'] / r['plain_jax_scan'] for r in out['rounds']]))
+  if base_trainer is not None:
+    out['base'] = base_name
+    out['base_train_py_examples_per_s'] = med('base_train_py')
+    out['train_py_speedup_vs_base'] = float(np.median(
+        [r['train_py'] / r['base_train_py'] for r in out['rounds']]))
+  return out
+
+
+def lean_step(tiny, mlp, rounds, repeats=3):
+  """The compiled step against a minimal loop, on the CPU stand-in: the
+  tiny model's chunks over one epoch of 50,000 examples (chunks of 100 steps, the log
+  cadence, the permutation carried as train.py carries it) beside the minimal scan loop
+  (one scan over the epoch), in interleaved rounds; then, in the
+  same rounds, the chunk with each per-step extra a config switches on, the chunk that draws
+  its epoch's permutation afresh (what every chunk did before), and the default model."""
+  images = np.random.default_rng(0).integers(0, 256, (50000, 28, 28, 1)).astype(np.uint8)
+  steps = 50000 // tiny.train.batch_size
+  out = {'model': 'pytorch_example with hidden (32,), latent 2, batch 128 (784-32-2)',
+         'steps_per_epoch': steps, 'steps_per_chunk': 100, 'rounds': []}
+  for _ in range(rounds):
+    row = {'plain_jax_scan': programs.plain_jax_epoch(images, repeats, hidden=32, latent=2),
+           'chunk': programs.chunk_rate(tiny, (28, 28, 1), repeats),
+           'chunk_order_drawn_each_chunk': programs.chunk_rate(tiny, (28, 28, 1), repeats,
+                                                      carry_order=False)}
+    for name, over in programs.STEP_EXTRAS:
+      row[name] = programs.chunk_rate(plan.apply_overrides(tiny, over), (28, 28, 1), repeats)
+    row['default_model_chunk'] = programs.chunk_rate(mlp, (28, 28, 1), repeats)
+    row['default_model_chunk_bernoulli_autodiff'] = programs.chunk_rate(
+        plan.apply_overrides(mlp, {'model.bernoulli_impl': 'autodiff'}), (28, 28, 1), repeats)
+    out['rounds'].append(row)
+    print(json.dumps(row), flush=True)
+  med = lambda f: float(np.median([f(r) for r in out['rounds']]))
+  out['chunk_share_of_plain'] = med(lambda r: r['chunk'] / r['plain_jax_scan'])
+  ms = lambda rate: 1e3 * tiny.train.batch_size / rate
+  out['extra_ms_per_step'] = {
+      name: med(lambda r, n=name: ms(r[n]) - ms(r['chunk']))
+      for name in ['chunk_order_drawn_each_chunk'] + [n for n, _ in programs.STEP_EXTRAS]}
+  out['chunk_ms_per_step'] = med(lambda r: ms(r['chunk']))
+  out['plain_ms_per_step'] = med(lambda r: ms(r['plain_jax_scan']))
+  out['default_model_bernoulli_autodiff_over_default'] = med(
+      lambda r: r['default_model_chunk_bernoulli_autodiff'] / r['default_model_chunk'])
+  tiny_profile = programs.profile_train(tiny, (28, 28, 1), 300)
+  out['profile_train_tiny'] = tiny_profile
+  return out
+
+
+def full(mlp, conv, best, images, spec, trainer, quick=False, no_before=False):
+  """The full suite (scripts/benchmark.py without --host_loop / --lean_step).
+
+  Args:
+    mlp, conv: the default MLP and conv configs; best: the table's best combination (two
+      layers, VampPrior, IAF) for its importance-sampling row.
+    images: uint8 [N, 28, 28, 1] for the pytorch/examples rows; spec: the config spec that
+      trains that model on the same data, launched through `trainer` (`launches.Trainer`).
+    quick: fewer steps and repeats; no_before: skip the before/after rows.
+  Returns:
+    the figures, as the JSON of docs/benchmarks.md holds them.
+  """
+  fm = images
+  repeats = 2 if quick else 5
+  steps = 50 if quick else 300
+  started = time.time()
+  results = dict(timing.machine(),
+                 default_matmul_precision=str(jax.config.jax_default_matmul_precision))
+  peak = timing.matmul_peak(repeats)
+  results['matmul_gflops'] = peak
+  ref_peak = peak['2048x2048x2048']
+  peaks = [ref_peak]  # the 2048^3 rate again before the conv and importance-sampling rows
+  again = lambda: peaks.append(timing.matmul_peak(max(1, repeats // 2))['2048x2048x2048'])
+
+  shape = (28, 28, 1)
+  share = lambda flops, per_s: flops * per_s / 1e9 / ref_peak  # the one share formula
+  ex_s, f_step = programs.train_throughput(mlp, shape, steps, repeats)
+  fwd = timing.dense_flops(mlp.model, shape)
+  bs = mlp.train.batch_size
+  results['train_mlp'] = {
+      'examples_per_s': ex_s, 'xla_flops_per_step': f_step,
+      'analytic_matmul_flops_per_step': 3 * fwd * bs,
+      'achieved_gflops': f_step * ex_s / bs / 1e9,
+      'share_of_2048_peak': share(f_step, ex_s / bs),
+      'share_of_128x784x500_peak': f_step * ex_s / bs / 1e9 / peak['128x784x500']}
+  ex_s_nobin, _ = programs.train_throughput(mlp, shape, steps, repeats, mode=input_pipeline.SCALE)
+  results['train_mlp_without_binarization'] = {'examples_per_s': ex_s_nobin}
+  big = plan.apply_overrides(mlp, {'train.batch_size': 1024})
+  ex_s_big, f_big = programs.train_throughput(big, shape, max(10, steps // 8), repeats)
+  results['train_mlp_batch1024'] = {'examples_per_s': ex_s_big, 'xla_flops_per_step': f_big,
+                                    'share_of_2048_peak': share(f_big, ex_s_big / 1024)}
+
+  # bfloat16 layers (parameters, losses and the optimizer stay fp32).
+  for b in (128, 1024):
+    cfg = plan.apply_overrides(mlp, {'train.batch_size': b, 'model.compute_dtype': 'bfloat16'})
+    rate, _ = programs.train_throughput(cfg, shape, max(10, steps // (1 if b == 128 else 8)), repeats)
+    f32 = ex_s if b == 128 else ex_s_big
+    results[f'train_mlp_bf16_batch{b}'] = {'examples_per_s': rate,
+                                           'speedup_vs_float32': rate / f32}
+
+  # The step against its own matmul ceiling: the same dense layers, forward and backward.
+  # Ratios of two timings come from interleaved rounds (a, b, a, b, ...), their median
+  # reported: on a shared machine the speed drifts by 10-30 % within minutes.
+  rounds = 1 if quick else 3
+  twin_flops = programs.matmul_twin(mlp.model, shape, bs, 1)[1]
+  pairs = timing.interleaved(lambda: programs.matmul_twin(mlp.model, shape, bs, repeats)[0],
+                      lambda: bs / programs.train_throughput(mlp, shape, steps, repeats)[0], rounds)
+  twin_s, step_s = (float(np.median(v)) for v in zip(*pairs))
+  results['train_mlp_vs_matmul_twin'] = {
+      'step_ms': 1e3 * step_s, 'twin_step_ms': 1e3 * twin_s,
+      'step_share_of_twin_speed': timing.median_ratio(pairs),
+      'rounds_twin_ms_step_ms': [(1e3 * a, 1e3 * b) for a, b in pairs],
+      'twin_xla_flops_per_step': twin_flops, 'step_xla_flops_per_step': f_step}
+  results['profile_train_mlp'] = programs.profile_train(mlp, shape, min(steps, 100))
+
+  # The pytorch/examples model: a minimal plain-JAX loop vs the same model through train.py.
+  pairs = timing.interleaved(lambda: programs.plain_jax_epoch(fm, max(2, repeats // 2)),
+                      lambda: launches.steady_examples_per_s(trainer, spec, 1.0 if quick else 3.0),
+                      rounds)
+  plain, ours = (float(np.median(v)) for v in zip(*pairs))
+  results['pytorch_example_model'] = {
+      'plain_jax_scan_examples_per_s': plain, 'train_py_steady_examples_per_s': ours,
+      'train_py_slowdown_vs_plain_jax': timing.median_ratio(pairs),
+      'rounds_plain_ours_examples_per_s': pairs}
+
+  pairs = timing.interleaved(lambda: programs.sweep_throughput(mlp, shape, 8, max(10, steps // 4), repeats),
+                      lambda: programs.train_throughput(mlp, shape, steps, repeats)[0], rounds)
+  results['sweep_vmap_8_members'] = {  # the key predates train.member_loop
+      'member_loop': step_lib.member_loop(mlp, 1, jax.default_backend()),
+      'examples_per_s_all_members': float(np.median([a for a, _ in pairs])),
+      'speedup_vs_one_model': timing.median_ratio(pairs),
+      'rounds_8_members_one_model_examples_per_s': pairs}
+  results['profile_vmap_8_members'] = programs.profile_train(mlp, shape, min(steps, 50), 8)
+  if jax.default_backend() != 'cpu':  # an accelerator has room for more members at once
+    rate = programs.sweep_throughput(mlp, shape, 32, max(10, steps // 4), repeats)
+    results['sweep_vmap_32_members'] = {'examples_per_s_all_members': rate,
+                                        'speedup_vs_one_model': rate / ex_s}
+
+  again()
+  ex_s_conv, f_conv = programs.train_throughput(conv, shape, max(5, steps // 15), min(repeats, 3))
+  ex_s_conv_device, _ = programs.train_throughput(plan.apply_overrides(conv, {'train.loop': 'device'}),
+                                         shape, 3, 1)
+  cfw = timing.conv_flops(conv.model, shape)
+  results['train_conv'] = {
+      'examples_per_s': ex_s_conv, 'xla_flops_per_step': f_conv,
+      'analytic_flops_per_step': 3 * cfw * conv.train.batch_size,
+      'achieved_gflops': f_conv * ex_s_conv / conv.train.batch_size / 1e9,
+      'share_of_2048_peak': share(f_conv, ex_s_conv / conv.train.batch_size),
+      'examples_per_s_in_device_while_loop': ex_s_conv_device}
+
+  again()
+  results['eval_examples_per_s'] = programs.eval_throughput(mlp, shape, 5000, repeats)
+  k = 100 if quick else 1000
+  n_iw = 200 if quick else 500
+  iw_rate = programs.eval_throughput(mlp, shape, n_iw, max(1, repeats // 2), iw_samples=k)
+  f_chunk = programs.iw_chunk_flops(mlp, shape, min(n_iw, 500))
+  chunks_per_s = iw_rate / min(n_iw, 500) * (k / 100)
+  results['importance_sampling'] = {
+      'k': k, 'examples_per_s': iw_rate, 'samples_per_s': iw_rate * k,
+      'xla_flops_per_chunk_of_100_samples_for_a_batch': f_chunk,
+      'analytic_decoder_flops_per_sample': timing.dense_flops(mlp.model, shape) / 2,
+      'achieved_gflops': f_chunk * chunks_per_s / 1e9,
+      'share_of_2048_peak': share(f_chunk, chunks_per_s),
+      'seconds_for_k5000_on_10000': 10000 * 5000 / (iw_rate * k)}
+  results['programs.profile_importance_sampling'] = programs.profile_importance_sampling(
+      mlp, shape, min(n_iw, 500), 200)
+  # The table's best combination (two layers, VampPrior, IAF; gated 300-300, z = 40 + 40).
+  n_best = 100 if quick else 250
+  results['importance_sampling_two_layer_vamp_iaf'] = {
+      'k': k, 'examples_per_s': programs.eval_throughput(best, shape, n_best, 1, iw_samples=k)}
+  cold, warm = launches.first_step_seconds(trainer)
+  results['seconds_to_first_step'] = {'cold_compilation_cache': cold,
+                                      'warm_compilation_cache': warm}
+  results['peak_host_memory_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+  # Before/after, in this same run: the rows again with the older behaviour.
+  if not no_before:
+    steps_pairs = timing.interleaved(
+        lambda: bs / programs.train_throughput(programs.legacy(mlp), shape, steps, repeats)[0],
+        lambda: bs / programs.train_throughput(mlp, shape, steps, repeats)[0], rounds)
+    step_old, step_new = (float(np.median(v)) for v in zip(*steps_pairs))
+    legacy_args = [f'--config.{k}={v}' for k, v in config_lib.LEGACY_VALUES.items()]
+    torch_pairs = timing.interleaved(
+        lambda: programs.plain_jax_epoch(fm, max(2, repeats // 2)),
+        lambda: launches.steady_examples_per_s(trainer, spec, 1.0 if quick else 3.0, legacy_args),
+        rounds)
+    iw = lambda: programs.eval_throughput(mlp, shape, n_iw, max(1, repeats // 2), iw_samples=k)
+
+    def iw_old():
+      with programs.old_importance_sampler():
+        return iw()
+
+    iw_pairs = timing.interleaved(iw_old, iw, rounds)  # examples/s
+    iw_best = lambda: programs.eval_throughput(best, shape, n_best, 1, iw_samples=k)
+
+    def iw_best_old():
+      with programs.concatenated_q_z1():
+        return iw_best()
+
+    iw_best_pairs = timing.interleaved(iw_best_old, iw_best, rounds)
+    vmap_pairs = timing.interleaved(
+        lambda: programs.sweep_throughput(programs.legacy(mlp), shape, 8, max(10, steps // 4), repeats),
+        lambda: programs.train_throughput(programs.legacy(mlp), shape, steps, repeats)[0], rounds)
+    iw_share = lambda rate: share(f_chunk, rate / min(n_iw, 500) * (k / 100))
+    iw_seconds = lambda rate: 10000 * 5000 / (rate * k)
+    results['before_after'] = {  # (before, after), each the median over interleaved rounds
+        'default_step_ms': (1e3 * step_old, 1e3 * step_new),
+        'step_share_of_matmul_twin': (twin_s / step_old, twin_s / step_new),
+        'pytorch_model_train_py_slowdown': (
+            timing.median_ratio(torch_pairs),
+            results['pytorch_example_model']['train_py_slowdown_vs_plain_jax']),
+        'importance_sampling_share_of_peak': tuple(
+            iw_share(float(np.median(v))) for v in zip(*iw_pairs)),
+        'importance_sampling_seconds_k5000_on_10000': tuple(
+            iw_seconds(float(np.median(v))) for v in zip(*iw_pairs)),
+        'importance_sampling_two_layer_vamp_iaf_seconds_k5000_on_10000': tuple(
+            iw_seconds(float(np.median(v))) for v in zip(*iw_best_pairs)),
+        'vmap_8_members_vs_one_model': (
+            timing.median_ratio(vmap_pairs), results['sweep_vmap_8_members']['speedup_vs_one_model'])}
+
+  # Every share against the highest 2048^3 rate of the run (at its start, before the conv and
+  # importance-sampling rows, at its end): a machine slowed at one moment must not make
+  # the shares look high.
+  again()
+  scale = ref_peak / max(peaks)
+  results['matmul_2048_gflops_samples'] = peaks
+  results['share_reference_gflops'] = max(peaks)
+  for row in ('train_mlp', 'train_mlp_batch1024', 'train_conv', 'importance_sampling'):
+    results[row]['share_of_2048_peak'] *= scale
+  if 'before_after' in results:
+    results['before_after']['importance_sampling_share_of_peak'] = tuple(
+        v * scale for v in results['before_after']['importance_sampling_share_of_peak'])
+
+  results['targets'] = {  # each headline row: (measured, the figure aimed at)
+      'step_share_of_matmul_twin': (
+          results['train_mlp_vs_matmul_twin']['step_share_of_twin_speed'], '>= 0.80'),
+      'pytorch_model_train_py_slowdown': (
+          results['pytorch_example_model']['train_py_slowdown_vs_plain_jax'], '<= 1.05'),
+      'importance_sampling_share_of_peak': (
+          results['importance_sampling']['share_of_2048_peak'], '>= 0.60'),
+      'conv_training_share_of_peak': (results['train_conv']['share_of_2048_peak'], '>= 0.50'),
+      'vmap_8_members_vs_one_model': (
+          results['sweep_vmap_8_members']['speedup_vs_one_model'], '>= 1.0'),
+      'seconds_to_first_step_cold_cache': (cold, '<= 5 (EPYC), 8 (Xeon)'),
+      'seconds_to_first_step_warm_cache': (warm, '<= 5 (EPYC), 8 (Xeon)')}
+
+  results['wall_seconds'] = time.time() - started
+  return results
+
+
+def print_table(results):
+  """The full suite's figures as a two-column table on stdout."""
+  print(f'{"measure":<44} value')
+  for key, value in results.items():
+    if key.startswith('profile_') and value:
+      print(f'{key + ".wall_ms":<44} {value["wall_ms"]:.4g}')
+      for cat, ms in value['ms_per_category'].items():
+        print(f'{key + "." + cat + "_ms":<44} {ms:.4g}')
+    elif isinstance(value, dict):
+      for k2, v2 in value.items():
+        print(f'{key + "." + k2:<44} {v2:.4g}' if isinstance(v2, float) else
+              f'{key + "." + k2:<44} {v2}')
+    else:
+      print(f'{key:<44} {value:.4g}' if isinstance(value, float) else f'{key:<44} {value}')

@@ -1,0 +1,542 @@
+"""Flax encoders, decoders, the VAE and its deterministic twin, the plain autoencoder.
+
+Shapes: images are [..., H, W, C] floats in [0, 1]; latents are [..., D]. Any
+number of leading axes is allowed (the importance sampler decodes [S, B, D]).
+The encoder returns the mean and log-variance of a diagonal Gaussian q(z | x);
+the decoder returns the raw parameters of the likelihood, which `VAE.decode`
+turns into a dict through `Likelihood.params`.
+"""
+
+from typing import Callable, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vae.config_lib import check
+from vae import config_lib
+from vae.families import flows, priors
+from vae.families.likelihoods import Likelihood
+from vae.families.objectives import gaussian_kl, gaussian_kl_pair, log_normal_diag
+from vae.families.objectives import log_standard_normal, reparameterize
+
+ACTIVATIONS = {
+    'relu': nn.relu,
+    'tanh': jnp.tanh,
+    'gelu': nn.gelu,
+    'softplus': nn.softplus,
+    'elu': nn.elu,
+    'swish': nn.swish,
+    'leaky_relu': nn.leaky_relu,
+}
+ARCHS = ('mlp', 'conv')
+UPSAMPLE = ('subpixel', 'transpose')
+
+
+def kernel_init(init_std):
+  """N(0, init_std^2) weights when init_std > 0, else Flax's default (LeCun normal)."""
+  return nn.initializers.normal(init_std) if init_std else nn.linear.default_kernel_init
+
+
+class GatedDense(nn.Module):
+  """h = (W x + b) * sigmoid(V x + c), the gated layer of Tomczak & Welling's VampPrior code."""
+  features: int
+  dtype: Optional[jnp.dtype] = None
+  init_std: float = 0.0
+
+  @nn.compact
+  def __call__(self, x):
+    init = kernel_init(self.init_std)
+    dense = SharedInputDense if isinstance(x, tuple) else nn.Dense
+    h = dense(self.features, dtype=self.dtype, kernel_init=init, name='value')(x)
+    g = dense(self.features, dtype=self.dtype, kernel_init=init, name='gate')(x)
+    return h * nn.sigmoid(g)
+
+
+class SharedInputDense(nn.Module):
+  """nn.Dense of concat([shared, own], -1) for a pair (shared [B, P], own [..., B, Q]) whose
+  `shared` part is the same for every leading sample axis of `own`: shared @ W[:P] + b runs
+  once and broadcasts over the samples, own @ W[P:] runs per sample. The parameters are
+  nn.Dense's (`kernel` [P + Q, F], `bias`), so it reads the weights of a Dense of that name;
+  the value equals the concatenated layer's up to float rounding (the two-level model's
+  q(z1 | x, z2) under S importance samples: x's 784 inputs no longer go through the first
+  layer S times)."""
+  features: int
+  dtype: Optional[jnp.dtype] = None
+  kernel_init: Callable = nn.linear.default_kernel_init
+
+  @nn.compact
+  def __call__(self, inputs):
+    shared, own = inputs
+    p = shared.shape[-1]
+    kernel = self.param('kernel', self.kernel_init, (p + own.shape[-1], self.features),
+                        jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
+    shared, own, kernel, bias = nn.dtypes.promote_dtype(shared, own, kernel, bias,
+                                                        dtype=self.dtype)
+    return (shared @ kernel[:p] + bias) + own @ kernel[p:]
+
+
+class MLP(nn.Module):
+  """Hidden layers only: Dense + activation, or gated dense layers. The input is an array,
+  or a pair (shared, own) that the first layer reads as their concatenation
+  (`SharedInputDense`); hidden must not be empty then."""
+  hidden: Sequence[int]
+  activation: str = 'relu'
+  gated: bool = False
+  dtype: Optional[jnp.dtype] = None
+  init_std: float = 0.0
+
+  @nn.compact
+  def __call__(self, x):
+    act = ACTIVATIONS[self.activation]
+    for i, width in enumerate(self.hidden):
+      if self.gated:
+        x = GatedDense(width, dtype=self.dtype, init_std=self.init_std, name=f'gated_{i}')(x)
+      else:
+        dense = SharedInputDense if isinstance(x, tuple) else nn.Dense
+        x = act(dense(width, dtype=self.dtype, kernel_init=kernel_init(self.init_std),
+                      name=f'dense_{i}')(x))
+    return x
+
+
+def _gaussian_head(h, latent_dim, logvar_min, logvar_max, dtype, init_std=0.0):
+  out = nn.Dense(2 * latent_dim, dtype=dtype, kernel_init=kernel_init(init_std),
+                 name='gaussian_head')(h)
+  mean, logvar = jnp.split(out.astype(jnp.float32), 2, axis=-1)
+  if logvar_min is not None or logvar_max is not None:
+    logvar = jnp.clip(logvar, logvar_min, logvar_max)
+  return mean, logvar
+
+
+class MLPEncoder(nn.Module):
+  """[..., H, W, C] -> (mean [..., D], logvar [..., D]); with `return_features` also the last
+  hidden layer [..., hidden[-1]] (an IAF's context). `flat_input` takes vectors [..., P]
+  instead of images (the two-level model's q(z1 | x, z2) and p(z1 | z2))."""
+  latent_dim: int
+  hidden: Sequence[int] = (500,)
+  activation: str = 'relu'
+  gated: bool = False
+  logvar_min: Optional[float] = None
+  logvar_max: Optional[float] = None
+  dtype: Optional[jnp.dtype] = None
+  init_std: float = 0.0
+  return_features: bool = False
+  flat_input: bool = False
+
+  # A flat input may come as a pair (shared [B, P], own [S..., B, Q]): the concatenation,
+  # with the shared part's first layer computed once (`SharedInputDense`).
+  accepts_shared_input = True
+
+  @nn.compact
+  def __call__(self, x):
+    dtype = self.dtype or jnp.float32
+    if isinstance(x, tuple):
+      assert self.flat_input and self.hidden, 'a (shared, own) pair needs flat_input, hidden'
+      h = tuple(a.astype(dtype) for a in x)
+    else:
+      h = (x if self.flat_input else x.reshape(x.shape[:-3] + (-1,))).astype(dtype)
+    h = MLP(self.hidden, self.activation, self.gated, self.dtype, self.init_std, name='mlp')(h)
+    mean, logvar = _gaussian_head(h, self.latent_dim, self.logvar_min, self.logvar_max,
+                                  self.dtype, self.init_std)
+    return (mean, logvar, h.astype(jnp.float32)) if self.return_features else (mean, logvar)
+
+
+class MLPDecoder(nn.Module):
+  """[..., D] -> raw likelihood parameters [..., H, W, C * params_per_channel]."""
+  out_shape: Sequence[int]
+  hidden: Sequence[int] = (500,)
+  activation: str = 'relu'
+  gated: bool = False
+  dtype: Optional[jnp.dtype] = None
+  init_std: float = 0.0
+
+  @nn.compact
+  def __call__(self, z):
+    h = MLP(self.hidden, self.activation, self.gated, self.dtype, self.init_std, name='mlp')(
+        z.astype(self.dtype or jnp.float32))
+    size = 1
+    for s in self.out_shape:
+      size *= s
+    out = nn.Dense(size, dtype=self.dtype, kernel_init=kernel_init(self.init_std),
+                   name='output')(h)
+    return out.astype(jnp.float32).reshape(z.shape[:-1] + tuple(self.out_shape))
+
+
+class ConvEncoder(nn.Module):
+  """Strided 4x4 convolutions, each halving H and W, then a dense Gaussian head."""
+  latent_dim: int
+  channels: Sequence[int] = (32, 64)
+  dense: int = 256
+  activation: str = 'relu'
+  logvar_min: Optional[float] = None
+  logvar_max: Optional[float] = None
+  dtype: Optional[jnp.dtype] = None
+  return_features: bool = False
+
+  @nn.compact
+  def __call__(self, x):
+    act = ACTIVATIONS[self.activation]
+    lead = x.shape[:-3]
+    h = x.reshape((-1,) + x.shape[-3:]).astype(self.dtype or jnp.float32)
+    for i, ch in enumerate(self.channels):
+      h = act(nn.Conv(ch, (4, 4), strides=(2, 2), padding='SAME', dtype=self.dtype,
+                      name=f'conv_{i}')(h))
+    h = h.reshape(h.shape[0], -1)
+    if self.dense:
+      h = act(nn.Dense(self.dense, dtype=self.dtype, name='dense')(h))
+    mean, logvar = _gaussian_head(h, self.latent_dim, self.logvar_min, self.logvar_max,
+                                  self.dtype)
+    out = (mean.reshape(lead + mean.shape[-1:]), logvar.reshape(lead + logvar.shape[-1:]))
+    if self.return_features:
+      out += (h.astype(jnp.float32).reshape(lead + h.shape[-1:]),)
+    return out
+
+
+def depth_to_space(h, factor=2):
+  """[B, H, W, C * f^2] -> [B, H * f, W * f, C] (the pixel shuffle)."""
+  b, height, width, c = h.shape
+  c_out = c // (factor * factor)
+  h = h.reshape(b, height, width, factor, factor, c_out).transpose(0, 1, 3, 2, 4, 5)
+  return h.reshape(b, height * factor, width * factor, c_out)
+
+
+class ConvDecoder(nn.Module):
+  """Dense to an [H / 2^L, W / 2^L] map, then L stride-2 upsampling layers.
+
+  `upsample='transpose'` uses 4x4 stride-2 transposed convolutions;
+  'subpixel' (Shi et al. 2016) a 3x3 convolution to 4x the channels followed by
+  a pixel shuffle, which spans the same family of maps and whose gradient is
+  about 6x faster on XLA's CPU backend (docs/benchmarks.md).
+  """
+  out_shape: Sequence[int]
+  channels: Sequence[int] = (32, 64)  # listed as in the encoder; used in reverse
+  dense: int = 256
+  activation: str = 'relu'
+  upsample: str = 'subpixel'
+  dtype: Optional[jnp.dtype] = None
+
+  @nn.compact
+  def __call__(self, z):
+    act = ACTIVATIONS[self.activation]
+    height, width, out_ch = self.out_shape
+    factor = 2 ** len(self.channels)
+    lead = z.shape[:-1]
+    h = z.reshape(-1, z.shape[-1]).astype(self.dtype or jnp.float32)
+    if self.dense:
+      h = act(nn.Dense(self.dense, dtype=self.dtype, name='dense')(h))
+    top = self.channels[-1]
+    h = act(nn.Dense(height // factor * width // factor * top, dtype=self.dtype,
+                     name='project')(h))
+    h = h.reshape(-1, height // factor, width // factor, top)
+    for i, ch in enumerate(reversed(self.channels)):
+      if self.upsample == 'transpose':
+        h = nn.ConvTranspose(ch, (4, 4), strides=(2, 2), padding='SAME', dtype=self.dtype,
+                             name=f'deconv_{i}')(h)
+      else:
+        h = depth_to_space(nn.Conv(4 * ch, (3, 3), padding='SAME', dtype=self.dtype,
+                                   name=f'upconv_{i}')(h))
+      h = act(h)
+    out = nn.Conv(out_ch, (3, 3), padding='SAME', dtype=self.dtype, name='output')(h)
+    return out.astype(jnp.float32).reshape(lead + tuple(self.out_shape))
+
+
+class VAE(nn.Module):
+  """Encoder, reparameterized posterior, prior, decoder and likelihood.
+
+  One stochastic layer (the default): q(z | x) is the diagonal Gaussian of
+  `encoder`, pushed through an inverse autoregressive flow when `flow` is set
+  (its context is the encoder's last hidden layer); p(z) is N(0, I) when
+  `prior` is None, else a mixture (`vae.families.priors`); p(x | z) is `decoder` and
+  `likelihood`.
+
+  Two stochastic layers (`encoder_z1` set; Tomczak & Welling's HVAE):
+  q(z2 | x) from `encoder` (+ `flow`), q(z1 | x, z2) from `encoder_z1` on
+  [x, z2] (+ `flow_z1`); the prior on z2, p(z1 | z2) from `prior_z1`, and
+  p(x | z1, z2) from `decoder` on z = [z1, z2]. Each layer has `latent_dim`
+  dimensions; the decoder's input has `total_latent_dim`.
+
+  With `deterministic=True` it is the plain autoencoder built from the same
+  modules: z = mean, and the objective drops the KL term.
+  """
+  encoder: nn.Module
+  decoder: nn.Module
+  likelihood: Likelihood
+  image_shape: Sequence[int]
+  latent_dim: int
+  deterministic: bool = False
+  prior: Optional[nn.Module] = None
+  flow: Optional[nn.Module] = None
+  encoder_z1: Optional[nn.Module] = None
+  prior_z1: Optional[nn.Module] = None
+  flow_z1: Optional[nn.Module] = None
+
+  def setup(self):
+    shape = self.likelihood.learned_scale_shape(self.image_shape)
+    self.learned_log_scale = (None if shape is None else
+                              self.param('log_scale', nn.initializers.zeros, shape))
+
+  @property
+  def layers(self) -> int:
+    """Stochastic layers: 1 or 2."""
+    return 1 if self.encoder_z1 is None else 2
+
+  @property
+  def total_latent_dim(self) -> int:
+    """Dimensions of z = [z1, z2] (the decoder's input)."""
+    return self.latent_dim * self.layers
+
+  @property
+  def analytic_kl(self) -> bool:
+    """N(0, I) prior, diagonal posterior, one layer: the KL is analytic per dimension."""
+    return self.prior is None and self.flow is None and self.layers == 1
+
+  def _q_top(self, x):
+    """(mean, logvar, context or None) of the top layer's base Gaussian."""
+    out = self.encoder(x)
+    return out[0], out[1], (out[2] if len(out) > 2 else None)
+
+  def _q_z1(self, x, z2):
+    """(mean, logvar, context or None) of q(z1 | x, z2); z2 may carry sample axes. With
+    sample axes (importance samples, the IWAE bound) an encoder that accepts a shared input
+    runs x's part of its first layer once for all samples (the same function)."""
+    flat = x.reshape(x.shape[:-3] + (-1,)).astype(jnp.float32)
+    z2 = z2.astype(jnp.float32)
+    if (z2.ndim > flat.ndim and getattr(self.encoder_z1, 'accepts_shared_input', False)
+        and self.encoder_z1.hidden):  # no hidden layer: the head reads the concatenation
+      out = self.encoder_z1((flat, z2))
+    else:
+      flat = jnp.broadcast_to(flat, z2.shape[:-1] + flat.shape[-1:])
+      out = self.encoder_z1(jnp.concatenate([flat, z2], axis=-1))
+    return out[0], out[1], (out[2] if len(out) > 2 else None)
+
+  def top_mean(self, x):
+    """The mean of the top layer's posterior q(z_top | x) [..., latent_dim] (an exemplar's
+    centre under the Exemplar prior)."""
+    return self._q_top(x)[0]
+
+  def encode(self, x):
+    """x [..., H, W, C] -> (mean, logvar), each [..., total_latent_dim]: the diagonal
+    Gaussian(s) the posterior starts from. With an IAF posterior this is the Gaussian
+    before the flow (not q itself); with two layers it is [z1, z2] along the mean path:
+    q(z2 | x) and then q(z1 | x, z2 = its mean)."""
+    mean, logvar, _ = self._q_top(x)
+    if self.layers == 1:
+      return mean, logvar
+    m1, lv1, _ = self._q_z1(x, mean)
+    return jnp.concatenate([m1, mean], -1), jnp.concatenate([lv1, logvar], -1)
+
+  def latent_point(self, x):
+    """The posterior's noise-free latent: every eps = 0 (means pushed through any flow)."""
+    mean, _, ctx = self._q_top(x)
+    z = mean if self.flow is None else self.flow(mean, ctx)[0]
+    if self.layers == 1:
+      return z
+    m1, _, ctx1 = self._q_z1(x, z)
+    z1 = m1 if self.flow_z1 is None else self.flow_z1(m1, ctx1)[0]
+    return jnp.concatenate([z1, z], -1)
+
+  def decode(self, z):
+    """z [..., total_latent_dim] -> likelihood parameters (dict of [..., H, W, C])."""
+    return self.likelihood.params(self.decoder(z), self.learned_log_scale)
+
+  def decode_mean(self, z):
+    """z [..., total_latent_dim] -> mean image [..., H, W, C] in [0, 1]."""
+    return self.likelihood.mean(self.decode(z))
+
+  def prior_components(self):
+    """(log_weights [K], means [K, D], logvars [K, D]) of the prior on the top layer."""
+    if self.prior is None:
+      d = self.latent_dim
+      return jnp.zeros((1,)), jnp.zeros((1, d)), jnp.zeros((1, d))
+    return self.prior.components(lambda u: self._q_top(u)[:2])
+
+  def log_prior(self, z):
+    """log p(z) of the top layer in nats: z [..., latent_dim] -> [...]."""
+    return self._log_prior_top(z, self.prior_components())
+
+  def _log_prior_top(self, z, components):
+    if self.prior is None:
+      return log_standard_normal(z)
+    return priors.mixture_log_prob(z, *components)
+
+  def posterior(self, x, key, num_samples=None):
+    """A reparameterized draw from q(z | x) and the densities the objectives need.
+
+    Args:
+      x: images [B, H, W, C].
+      key: PRNG key (one layer: the draw is `reparameterize(key, ...)`; two layers:
+        split into the z2 and z1 keys).
+      num_samples: None for one draw [B, ...], or S for [S, B, ...].
+
+    Returns:
+      dict: z [S?, B, total_latent_dim] (the decoder's input), log_q and log_p
+      ([S?, B], summed over the layers), kl (a tuple per layer, top layer last,
+      each [S?, B] or [B]: analytic where the layer is a diagonal Gaussian with a
+      single-Gaussian prior (N(0, I) on top, p(z1 | z2) at the drawn z2), else
+      log q - log p at the draw), mean and logvar of the top layer's base Gaussian.
+    """
+    k_top, k_z1 = jax.random.split(key) if self.layers == 2 else (key, None)
+    mean, logvar, ctx = self._q_top(x)
+    z = reparameterize(k_top, mean, logvar, num_samples)
+    log_q = log_normal_diag(z, mean, logvar)
+    if self.flow is not None:
+      z, log_det = self.flow(z, ctx)
+      log_q = log_q - log_det
+    log_p = self._log_prior_top(z, self.prior_components())
+    kl_top = (gaussian_kl(mean, logvar) if self.prior is None and self.flow is None
+              else log_q - log_p)
+    out = {'mean': mean, 'logvar': logvar}
+    if self.layers == 1:
+      return dict(out, z=z, log_q=log_q, log_p=log_p, kl=(kl_top,))
+    m1, lv1, ctx1 = self._q_z1(x, z)
+    pm, plv = self.prior_z1(z)
+    z1 = reparameterize(k_z1, m1, lv1)
+    log_q1 = log_normal_diag(z1, m1, lv1)
+    if self.flow_z1 is not None:
+      z1, log_det1 = self.flow_z1(z1, ctx1)
+      log_q1 = log_q1 - log_det1
+    log_p1 = log_normal_diag(z1, pm, plv)
+    kl1 = gaussian_kl_pair(m1, lv1, pm, plv) if self.flow_z1 is None else log_q1 - log_p1
+    return dict(out, z=jnp.concatenate([z1, z], -1), log_q=log_q + log_q1,
+                log_p=log_p + log_p1, kl=(kl1, kl_top))
+
+  def __call__(self, x, key):
+    """One posterior sample: returns dict(params, mean, logvar, z)."""
+    if not self.analytic_kl and not self.deterministic:
+      post = self.posterior(x, key)
+      return {'params': self.decode(post['z']), 'mean': post['mean'],
+              'logvar': post['logvar'], 'z': post['z']}
+    mean, logvar = self.encode(x)
+    z = mean if self.deterministic else reparameterize(key, mean, logvar)
+    return {'params': self.decode(z), 'mean': mean, 'logvar': logvar, 'z': z}
+
+  def generate_near(self, key, x, n, temperature=1.0):
+    """The Exemplar prior's exemplar-based generation: n images per image of x [M, H, W, C]
+    decoded from the prior's component at x, z_top = mu(x) + temperature sigma eps (two
+    layers: z1 ~ p(z1 | z2) with scaled noise too): [n, M, H, W, C] means."""
+    centres = self._q_top(x)[0]                                      # [M, D]
+    eps = jax.random.normal(key, (n,) + centres.shape)
+    z = centres + temperature * jnp.exp(0.5 * self.prior.log_variance) * eps
+    if self.layers == 2:
+      pm, plv = self.prior_z1(z)
+      eps1 = jax.random.normal(jax.random.fold_in(key, 1), pm.shape)
+      z = jnp.concatenate([pm + temperature * jnp.exp(0.5 * plv) * eps1, z], -1)
+    return self.decode_mean(z)
+
+  def generate(self, key, n, temperature=1.0):
+    """n images decoded from the prior: [n, H, W, C] means. Every prior draw's noise is
+    scaled by `temperature` (N(0, I): z = temperature * eps; mixtures: per component;
+    two layers: z2 from the prior, then z1 ~ p(z1 | z2) with scaled noise too)."""
+    if self.prior is None:
+      z = temperature * jax.random.normal(key, (n, self.latent_dim))
+    else:
+      z = priors.sample_mixture(key, n, *self.prior_components(), temperature=temperature)
+    if self.layers == 2:
+      pm, plv = self.prior_z1(z)
+      eps = jax.random.normal(jax.random.fold_in(key, 1), pm.shape)
+      z = jnp.concatenate([pm + temperature * jnp.exp(0.5 * plv) * eps, z], -1)
+    return self.decode_mean(z)
+
+
+TYPES = ('vae', 'ae')
+COMPUTE_DTYPES = ('float32', 'bfloat16')
+
+
+def check_config(mc):
+  """Checks the fields of `config.model` that this module reads (ConfigError naming them)."""
+  check(mc.type in TYPES, f'model.type={mc.type!r}; choose one of {TYPES}')
+  check(mc.arch in ARCHS, f'model.arch={mc.arch!r} is unknown; choose one of {ARCHS}')
+  check(mc.latent_dim >= 1, f'model.latent_dim={mc.latent_dim} must be >= 1')
+  check(mc.activation in ACTIVATIONS, f'model.activation={mc.activation!r} is unknown; choose '
+        f'one of {tuple(ACTIVATIONS)}')
+  check(all(h >= 1 for h in mc.hidden), f'model.hidden={mc.hidden} needs widths >= 1')
+  check(len(mc.conv_channels) >= 1 and all(ch >= 1 for ch in mc.conv_channels),
+        f'model.conv_channels={mc.conv_channels} needs at least one width >= 1')
+  check(mc.conv_upsample in UPSAMPLE,
+        f'model.conv_upsample={mc.conv_upsample!r}; choose one of {UPSAMPLE}')
+  check(mc.logvar_min < mc.logvar_max, 'model.logvar_min must be < model.logvar_max')
+  check(mc.compute_dtype in COMPUTE_DTYPES,
+        f'model.compute_dtype={mc.compute_dtype!r}; choose one of {COMPUTE_DTYPES}')
+  check(mc.init_std >= 0, 'model.init_std must be >= 0')
+  priors.check_config(mc)
+  flows.check_config(mc)
+  check(mc.stochastic_layers in (1, 2),
+        f'model.stochastic_layers={mc.stochastic_layers}; choose 1 or 2')
+  check(mc.stochastic_layers == 1 or mc.arch == 'mlp',
+        'model.stochastic_layers=2 is built for model.arch=mlp; set model.arch=mlp or '
+        'model.stochastic_layers=1')
+  check(mc.type == 'vae' or is_analytic_family(mc),
+        'model.type=ae has no prior or posterior: keep model.prior=standard, '
+        'model.posterior=diagonal, model.stochastic_layers=1')
+
+
+is_analytic_family = config_lib.is_analytic_family  # the one definition, in the schema
+
+
+def check_family(mc, oc):
+  """Objective settings that need the analytic family (`is_analytic_family`)."""
+  check(oc.free_bits == 0 or is_analytic_family(mc),
+        'objective.free_bits needs the per-dimension KL, which only model.prior=standard, '
+        'model.posterior=diagonal and model.stochastic_layers=1 have; set '
+        'objective.free_bits=0')
+
+
+def total_latent_dim(mc):
+  """Dimensions of the decoder's input: latent_dim per stochastic layer."""
+  return mc.latent_dim * mc.stochastic_layers
+
+
+def check_image_shape(mc, image_shape):
+  """A conv model halves H and W once per channel width: they must divide."""
+  if mc.arch != 'conv':
+    return
+  factor = 2 ** len(mc.conv_channels)
+  check(image_shape[0] % factor == 0 and image_shape[1] % factor == 0,
+        f'model.arch=conv with {len(mc.conv_channels)} stride-2 layers needs H and W divisible '
+        f'by {factor}, got {image_shape[0]}x{image_shape[1]}; change model.conv_channels')
+
+
+def build_model(model_config, image_shape, dtype=None) -> VAE:
+  """Builds the VAE (or autoencoder) that `model_config` describes.
+
+  Args:
+    model_config: the `config.model` ConfigDict (see configs/default.py).
+    image_shape: (H, W, C) of the data.
+    dtype: computation dtype (None: float32); parameters stay float32.
+
+  Returns:
+    An unbound `VAE` module.
+  """
+  mc = model_config
+  check_config(mc)
+  check_image_shape(mc, image_shape)
+  likelihood = Likelihood(mc.likelihood, mc.gaussian_scale, mc.gaussian_fixed_scale,
+                          bernoulli_impl=mc.bernoulli_impl)
+  height, width, channels = image_shape
+  out_shape = (height, width, channels * likelihood.params_per_channel)
+  logvar_min = mc.logvar_min if mc.clamp_logvar else None
+  logvar_max = mc.logvar_max if mc.clamp_logvar else None
+  build_flow, features = flows.REGISTRY[mc.posterior]  # features: the flow's context
+  if mc.arch == 'mlp':
+    encoder = MLPEncoder(mc.latent_dim, tuple(mc.hidden), mc.activation, mc.gated,
+                         logvar_min, logvar_max, dtype, mc.init_std, features)
+    decoder = MLPDecoder(out_shape, tuple(reversed(mc.hidden)), mc.activation, mc.gated,
+                         dtype, mc.init_std)
+  else:
+    encoder = ConvEncoder(mc.latent_dim, tuple(mc.conv_channels), mc.conv_dense,
+                          mc.activation, logvar_min, logvar_max, dtype, features)
+    decoder = ConvDecoder(out_shape, tuple(mc.conv_channels), mc.conv_dense, mc.activation,
+                          mc.conv_upsample, dtype)
+  make_flow = lambda: build_flow(mc, dtype)
+  two = mc.stochastic_layers == 2
+  gaussian_mlp = lambda hidden, feats: MLPEncoder(
+      mc.latent_dim, hidden, mc.activation, mc.gated, logvar_min, logvar_max, dtype,
+      mc.init_std, feats, flat_input=True)
+  return VAE(encoder, decoder, likelihood, tuple(image_shape), mc.latent_dim,
+             deterministic=(mc.type == 'ae'),
+             prior=priors.build_prior(mc, image_shape),
+             flow=make_flow(),
+             encoder_z1=gaussian_mlp(tuple(mc.hidden), features) if two else None,
+             prior_z1=gaussian_mlp(tuple(reversed(mc.hidden)), False) if two else None,
+             flow_z1=make_flow() if two else None)

@@ -1,0 +1,251 @@
+"""Tables over runs: a sweep's summary (one row per member, then mean +- std over seeds) and
+the comparison rows of scripts/compare_runs.py (`sweep_rows`, `compare_rows`).
+
+Writes ROOT/summary.csv and ROOT/summary.md: each member's overrides; the test
+figures at its best validation ELBO (the checkpoint `vae.load(member, 'best')`
+returns; the last evaluation for a run without a validation split): test ELBO,
+KL, reconstruction, active units, nats per example) and its final test ELBO, from its
+metrics.jsonl; the importance-weighted test
+log-likelihood where `scripts/evaluate.py` (or `--sweep`) wrote eval.json;
+steps and the seconds spent training (sessions only, not the gaps between an
+interrupted run and its resumption); then mean +- sample standard deviation
+over the seeds of members that differ only in seed (n = 1: no spread).
+"""
+
+import csv
+import json
+import math
+import pathlib
+
+import numpy as np
+
+from vae.sweeps import plan, record
+from vae.training import metrics_io, run_dir, run_record
+
+
+COLUMNS = ('best_val_step', 'test_elbo', 'test_kl', 'test_recon', 'test_active_units',
+           'test_images', 'final_test_elbo', 'test_log_likelihood', 'iw_samples', 'iw_images',
+           'steps', 'wall_time_s', 'trained_with')
+
+
+def member_row(name, overrides, workdir, group_size=1):
+  """One member's row. `group_size`: the members of the vmapped program it trained in; its
+  `wall_time_s` is then the program's time divided among them (each member's share), and
+  `trained_with` says so."""
+  events = metrics_io.read_metrics(workdir / 'metrics.jsonl')
+  evals = [e for e in events if 'test/elbo' in e]
+  row = {'name': name, **{k.split('.')[-1]: v for k, v in overrides.items()}}
+  if evals:
+    # Chosen by validation, reported on test; without a validation split, the last
+    # evaluation (best_val_step None), never the maximum over test events.
+    validated = [e for e in evals if 'val/elbo' in e]
+    best = max(validated, key=lambda e: e['val/elbo']) if validated else evals[-1]
+    row.update(best_val_step=best['step'] if validated else None, test_elbo=best['test/elbo'],
+               test_kl=best['test/kl'], test_recon=best['test/recon'],
+               test_active_units=best.get('test/active_units'),
+               test_images=best.get('test/count'),
+               final_test_elbo=evals[-1]['test/elbo'])
+  if events:
+    row['steps'] = events[-1]['step']
+    seconds = run_record.training_seconds(workdir)  # sessions only, not the gaps between them
+    row['wall_time_s'] = (seconds if seconds is not None else (
+        events[-1]['wall_time'] - events[0]['wall_time'] + events[0]['elapsed_s'])) / group_size
+    row['trained_with'] = (f'a vmap group of {group_size} (time shared)' if group_size > 1
+                           else 'alone')
+  if (workdir / 'eval.json').exists():
+    result = json.loads((workdir / 'eval.json').read_text())
+    row['test_log_likelihood'] = result.get('log_likelihood')
+    row['iw_samples'] = result.get('num_samples')
+    row['iw_images'] = result.get('num_examples')
+  return row
+
+
+def _fmt(v):
+  if v is None:
+    return ''
+  return f'{v:.3f}' if isinstance(v, float) else str(v)
+
+
+def summarize(root):
+  root = pathlib.Path(root)
+  sizes = _group_sizes(root)
+  rows = [member_row(*m, group_size=sizes.get(m[0], 1)) for m in record.members(root)]
+  keys = ['name'] + sorted({k for r in rows for k in r} - set(COLUMNS) - {'name'}) + list(COLUMNS)
+  with open(root / 'summary.csv', 'w', newline='') as f:
+    writer = csv.DictWriter(f, fieldnames=keys)
+    writer.writeheader()
+    for r in rows:
+      writer.writerow({k: r.get(k, '') for k in keys})
+  groups = {}
+  for r in rows:
+    key = tuple((k, r[k]) for k in keys if k not in COLUMNS and k not in ('name', 'seed')
+                and k in r)
+    groups.setdefault(key, []).append(r)
+  lines = ['| ' + ' | '.join(keys) + ' |', '|' + '---|' * len(keys)]
+  lines += ['| ' + ' | '.join(_fmt(r.get(k)) for k in keys) + ' |' for r in rows]
+  lines += ['', '## Mean +- std over seeds', '']
+  gkeys = [k for k in keys if k not in COLUMNS and k not in ('name', 'seed')]
+  lines.append('| ' + ' | '.join(gkeys + ['seeds', 'test_elbo', 'test_kl',
+                                          'test_log_likelihood']) + ' |')
+  lines.append('|' + '---|' * (len(gkeys) + 4))
+  for key, rs in groups.items():
+    d = dict(key)
+    cells = [_fmt(d.get(k)) for k in gkeys] + [str(len(rs))]
+    for col in ('test_elbo', 'test_kl', 'test_log_likelihood'):
+      vals = [r[col] for r in rs if r.get(col) is not None]
+      if len(vals) > 1:
+        mean = sum(vals) / len(vals)
+        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+        cells.append(f'{mean:.3f} +- {std:.3f} (n = {len(vals)})')
+      elif vals:
+        cells.append(f'{vals[0]:.3f} (n = 1)')
+      else:
+        cells.append('')
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  text = (f'# Sweep summary: {root}\n\nnats per example; ELBO is a lower bound on log p(x). '
+          'test_elbo, test_kl, test_recon: at the best validation ELBO, over test_images test '
+          'images; test_log_likelihood: over iw_images test images with iw_samples importance '
+          'samples each (scripts/evaluate.py), which may be fewer images: compare like with '
+          'like. wall_time_s: training sessions only; for members trained in one vmap group, '
+          'their share of the group\'s time.\n\n')
+  (root / 'summary.md').write_text(text + '\n'.join(lines) + '\n')
+  return rows
+
+
+def _group_sizes(root):
+  """{member name: members of the vmap group it trained in} from sweep.json (empty when
+  the members trained alone or the sweep predates the record)."""
+  path = pathlib.Path(root) / 'sweep.json'
+  if not path.exists():
+    return {}
+  members = record.read_sweep_json(path)['members']
+  groups = {}
+  for m in members:
+    group = (record.read_status(pathlib.Path(root) / m['name']) or {}).get('group',
+                                                                          m.get('group'))
+    if group is not None:
+      groups.setdefault(group, []).append(m['name'])
+  return {name: len(names) for names in groups.values() for name in names}
+
+
+# ----------------------------------------------------------------------------- rows of a table
+
+
+def sweep_rows(root):
+  """The rows of a sweep for `compare_rows`: its members grouped by their overrides other
+  than the seed, in sweep order, each row named by those overrides (`plan.member_name`)
+  and holding the workdirs of its evaluated seeds (members without eval.json are left out).
+
+  Returns:
+    ([(row name, [workdir, ...])], [names of members not evaluated]).
+  """
+  rows, missing = {}, []
+  for name, overrides, workdir in record.members(root):
+    if not (workdir / 'eval.json').exists():
+      missing.append(name)
+      continue
+    setting = {k: v for k, v in overrides.items() if k != 'seed'}
+    rows.setdefault(plan.member_name(setting) or 'config', []).append(workdir)
+  return list(rows.items()), missing
+
+
+def _row_run(workdir):
+  """One evaluated run's figures: eval.json, its per-image log p(x) (eval.npz), epochs and
+  training time."""
+  workdir = pathlib.Path(workdir)
+  path = workdir / 'eval.json'
+  if not path.exists():
+    raise FileNotFoundError(f'{workdir} has no eval.json; run scripts/evaluate.py --workdir '
+                            f'{workdir} first')
+  result = json.loads(path.read_text())
+  npz = workdir / result.get('per_example_file', 'eval.npz')
+  if not npz.exists():
+    raise FileNotFoundError(f'{npz} (per-image log p(x)) is missing; rerun scripts/evaluate.py '
+                            f'--workdir {workdir}')
+  with np.load(npz) as z:
+    ll = np.asarray(z['log_likelihood'], np.float64)
+  config = run_dir.read_json(workdir / 'config.json')
+  events = metrics_io.read_metrics(workdir / 'metrics.jsonl')
+  epochs = max((e['epoch'] for e in events), default=None)
+  best_epoch = None
+  evals = [e for e in events if 'val/elbo' in e]
+  if evals:
+    best_epoch = max(evals, key=lambda e: e['val/elbo'])['epoch']
+  return {'result': result, 'll': ll, 'seed': config.get('seed'), 'epochs': epochs,
+          'best_epoch': best_epoch, 'seconds': run_record.training_seconds(workdir)}
+
+
+def compare_rows(rows, reference=None):
+  """A results table whose rows are runs (one or several seeds each) on the same test images.
+
+  Args:
+    rows: [(name, [workdir, ...])]: each workdir evaluated by scripts/evaluate.py (eval.json
+      and eval.npz, the per-image log p(x)); a row's workdirs are its seeds.
+    reference: the row the differences are taken against (default: the first).
+
+  Returns:
+    (markdown text, [row dict]). Per row: log p(x) mean over seeds, its sd over seeds (n > 1)
+    and each seed's value; ELBO, KL (and per layer), active units, epochs (trained / best),
+    training minutes. The difference to the reference is paired: per test image, the row's
+    seed-mean log p(x) minus the reference's, mean +- standard error over images, so a gap
+    larger than ~2 SE is real for these runs (seed-to-seed spread is the sd column).
+
+  Raises:
+    ValueError: runs evaluated on different images or with different sample counts.
+  """
+  runs = {name: [_row_run(w) for w in dirs] for name, dirs in rows}
+  first = next(iter(runs.values()))[0]['result']
+  for name, rs in runs.items():
+    for r in rs:
+      res = r['result']
+      same = all(res.get(k) == first.get(k) for k in ('split', 'num_examples', 'num_samples')) \
+          and all((res.get('data') or {}).get(k) == (first.get('data') or {}).get(k)
+                  for k in ('name', 'binarize', 'num_test', 'shape'))
+      if not same:
+        raise ValueError(f'row {name!r}: {res.get("workdir")} was evaluated on other images or '
+                         f'with another sample count than {first.get("workdir")}; evaluate '
+                         'every run with the same --split, --max_examples and --num_samples')
+  ref = reference or rows[0][0]
+  ref_ll = np.mean([r['ll'] for r in runs[ref]], axis=0)
+  mean = lambda v: float(np.mean(v)) if v else None
+  table = []
+  for name, rs in runs.items():
+    res = [r['result'] for r in rs]
+    lls = [r['result']['log_likelihood'] for r in rs]
+    diff = np.mean([r['ll'] for r in rs], axis=0) - ref_ll
+    row = {'name': name, 'seeds': [r['seed'] for r in rs], 'log_likelihood': mean(lls),
+           'log_likelihood_per_seed': lls,
+           'log_likelihood_sd_over_seeds': float(np.std(lls, ddof=1)) if len(lls) > 1 else None,
+           'elbo': mean([x['elbo'] for x in res]), 'kl': mean([x['kl'] for x in res]),
+           'active_units': mean([x['active_units'] for x in res]),
+           'epochs': mean([r['epochs'] for r in rs if r['epochs'] is not None]),
+           'best_epoch': mean([r['best_epoch'] for r in rs if r['best_epoch'] is not None]),
+           'minutes': mean([r['seconds'] / 60 for r in rs if r['seconds'] is not None]),
+           'diff_vs_reference': float(diff.mean()),
+           'diff_se': float(diff.std(ddof=1) / math.sqrt(len(diff)))}
+    for layer in ('kl_z1', 'kl_z2', 'active_units_z1', 'active_units_z2'):
+      if all(layer in x for x in res):
+        row[layer] = mean([x[layer] for x in res])
+    table.append(row)
+  k = first.get('num_samples')
+  lines = [f'| row | test log p(x), k = {k} | sd over seeds | ELBO | KL (z1 / z2) | active units '
+           f'(z1 / z2) | epochs (best) | minutes | seeds | vs {ref} (paired, +- SE) |',
+           '|---|---|---|---|---|---|---|---|---|---|']
+  f2 = lambda v: '' if v is None else f'{v:.2f}'
+  for r in table:
+    kl = f2(r['kl']) + (f' ({f2(r["kl_z1"])} / {f2(r["kl_z2"])})' if 'kl_z1' in r else '')
+    au = f'{r["active_units"]:.0f}' + (f' ({r["active_units_z1"]:.0f} / '
+                                         f'{r["active_units_z2"]:.0f})' if 'kl_z1' in r else '')
+    epochs = '' if r['epochs'] is None else f'{r["epochs"]:.0f} ({r["best_epoch"]:.0f})'
+    vs = '–' if r['name'] == ref else f'{r["diff_vs_reference"]:+.2f} ± {r["diff_se"]:.2f}'
+    lines.append(f'| {r["name"]} | {f2(r["log_likelihood"])} | '
+                 f'{f2(r["log_likelihood_sd_over_seeds"]) or "n = 1"} | {f2(r["elbo"])} | {kl} | '
+                 f'{au} | {epochs} | {f2(r["minutes"])} | '
+                 f'{",".join(str(s) for s in r["seeds"])} | {vs} |')
+  data_name = (first.get('data') or {}).get('name', '')
+  lines += ['', f'Every figure: the same {first.get("num_examples")} {first.get("split", "test")} '
+                f'images{f" of {data_name}" if data_name else ""} (scripts/evaluate.py), log p(x) '
+                f'with k = {k} importance samples each, ELBO and KL on those images too '
+                '(nats per example); minutes: training sessions of each run (a vmap group\'s '
+                'whole time).']
+  return '\n'.join(lines) + '\n', table

@@ -1,0 +1,3 @@
+"""Sweeps: expanding a config over axes into named members, grouping them for vmap, and
+running them sequentially, vmapped, as processes or as a SLURM array (`runner`), with the
+sweep root's record, sweep.json."""

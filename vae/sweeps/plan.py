@@ -1,0 +1,192 @@
+"""A sweep's plan: its members from `get_sweep(arg)` and the command line (`expand`: the
+--config overrides, the --axis cut, each config validated), their names and directories
+(`member_name`, `member_dir`), how they group under vmap (`vmap_groups`) and which units an
+array task runs (`units_of`, `task_from_environment`). Nothing here writes a file."""
+
+import hashlib
+import importlib.util
+import pathlib
+import string
+
+import ml_collections
+
+from vae import config_lib, settings
+from vae.training import validation
+
+
+NAME_SAFE = frozenset(string.ascii_letters + string.digits + '=,._+-()[] ')
+
+NAME_MAX_BYTES = 200
+
+def member_name(overrides):
+  """A directory name from the overrides: 'latent_dim=2,beta=0.5,seed=0'.
+
+  One path component made of NAME_SAFE characters: any other character (a '/', '..' after
+  one, a newline, '%') is written as %XX of its UTF-8 bytes, so a value can never name a
+  directory outside the sweep's root, and names differ when overrides differ. A name longer
+  than NAME_MAX_BYTES keeps its start and ends in a hash of the whole.
+  """
+  if not overrides:
+    return 'base'
+  raw = ','.join(f'{k.split(".")[-1]}={v}' for k, v in overrides.items())
+  name = ''.join(ch if ch in NAME_SAFE else ''.join(f'%{b:02X}' for b in ch.encode())
+                 for ch in raw)
+  if len(name) > NAME_MAX_BYTES:
+    name = name[:NAME_MAX_BYTES - 17] + '~' + hashlib.sha256(raw.encode()).hexdigest()[:16]
+  return name
+
+
+def member_dir(root, name):
+  """ROOT/<name>, refused with one line unless `name` is one plain component of safe
+  characters and the directory (if it exists) is a real directory, not a link, so that
+  nothing a sweep writes lies outside its root."""
+  root = pathlib.Path(root)
+  if (not isinstance(name, str) or name in ('', '.', '..') or len(name) > NAME_MAX_BYTES
+      or not set(name) <= NAME_SAFE | {'%', '~'}):
+    raise config_lib.ConfigError(
+        f'sweep member name {name!r} is not one plain directory name; member names come from '
+        f'vae.sweeps.runner.member_name: repair or remove {root / "sweep.json"} and rerun')
+  path = root / name
+  if path.is_symlink() or (path.exists() and not path.is_dir()):
+    raise config_lib.ConfigError(f'{path} is not a directory inside {root} (a link or a file); '
+                                 'remove it and rerun')
+  return path
+
+
+def apply_overrides(config, overrides):
+  """A locked copy of `config` with dotted-key overrides; unknown keys are errors."""
+  c = ml_collections.ConfigDict(config.to_dict())
+  for key, value in overrides.items():
+    try:
+      config_lib.set_field(c, key, value)
+    except config_lib.ConfigError:
+      raise config_lib.ConfigError(f'sweep override {key!r} is not a config field') from None
+  c.lock()
+  return c
+
+
+def load_config_module(spec):
+  """(module, arg) of a config spec 'configs/x.py[:arg]' (`config_lib.resolve_config_spec`)."""
+  path, _, arg = config_lib.resolve_config_spec(spec).partition(':')
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise config_lib.ConfigError(f'config file {path} not found')
+  mod_spec = importlib.util.spec_from_file_location(f'sweep_config_{path.stem}', path)
+  module = importlib.util.module_from_spec(mod_spec)
+  mod_spec.loader.exec_module(module)
+  return module, arg or None
+
+
+def vmap_groups(configs):
+  """Member indices grouped by everything a vmapped program cannot stack, in sweep order."""
+  groups = {}
+  for i, c in enumerate(configs):
+    flat = config_lib.flatten(config_lib.config_json(c))
+    fields = config_lib.vmappable_fields(c)
+    key = tuple(sorted((k, str(v)) for k, v in flat.items() if k not in fields))
+    groups.setdefault(key, []).append(i)
+  return list(groups.values())
+
+
+def task_from_environment(task_index=None, num_tasks=None):
+  """(task index, number of tasks): the flags, else a scheduler's array variables
+  (SLURM: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN of SLURM_ARRAY_TASK_COUNT; Kubernetes
+  indexed jobs: JOB_COMPLETION_INDEX with --num_tasks), else (0, 1)."""
+  if task_index is None:
+    task_index, env_tasks = settings.array_task()
+    num_tasks = num_tasks or env_tasks
+  task_index, num_tasks = task_index or 0, num_tasks or 1
+  if not 0 <= task_index < num_tasks:
+    raise config_lib.ConfigError(f'--task_index {task_index} is not in [0, {num_tasks}) '
+                                 '(--num_tasks); give 0 <= index < tasks')
+  return task_index, num_tasks
+
+
+def units_of(configs, unit):
+  """The sweep's units in order: one member each, or one vmap group each."""
+  if unit == 'member':
+    return [[i] for i in range(len(configs))]
+  if unit == 'group':
+    return vmap_groups(configs)
+  raise config_lib.ConfigError(f'unknown --unit {unit!r}; choose member or group')
+
+
+def parse_value(key, text, current):
+  """A command-line string typed like the config field's current value."""
+  try:
+    if isinstance(current, bool):
+      if text.lower() not in ('1', '0', 'true', 'false', 'yes', 'no'):
+        raise ValueError
+      return text.lower() in ('1', 'true', 'yes')
+    if isinstance(current, int):
+      return int(text)
+    if isinstance(current, float):
+      return float(text)
+    if isinstance(current, (tuple, list)):
+      items = [t for t in text.strip('()[]').split(',') if t.strip()]
+      kind = type(current[0]) if current else str
+      return tuple(kind(t.strip()) for t in items)
+  except ValueError:
+    raise config_lib.ConfigError(f'{key}={text!r} is not a {type(current).__name__} like '
+                                 f'{current!r}') from None
+  return text
+
+
+def _field(config, key, what):
+  flat = config_lib.flatten(config_lib.config_json(config))
+  if key not in flat:
+    raise config_lib.ConfigError(f'{what} {key!r} is not a config field')
+  return config_lib.get_field(config, key)
+
+
+def select_members(base, overrides, axes):
+  """The members whose value of every axis KEY is among its listed values.
+
+  Args:
+    base: the sweep's base config.
+    overrides: the members' override dicts.
+    axes: {dotted key: [value strings]} (`--axis KEY=V1,V2`).
+  Raises:
+    ConfigError: an unknown key, or a listed value that no member has.
+  """
+  for key, texts in axes.items():
+    current = _field(base, key, '--axis')
+    wanted = [parse_value(key, t, current) for t in texts]
+    have = [o.get(key, current) for o in overrides]
+    norm = lambda v: tuple(v) if isinstance(v, list) else v
+    missing = [w for w in wanted if not any(norm(h) == w for h in have)]
+    if missing:
+      raise config_lib.ConfigError(f'--axis {key}: no member has {missing}; the sweep has '
+                                   f'{sorted({str(h) for h in have})}')
+    overrides = [o for o, h in zip(overrides, have) if norm(h) in wanted]
+  return overrides
+
+
+def expand(config_spec, axes=None, config_overrides=None):
+  """The sweep's members: (override dicts, configs, names, the --config overrides), after
+  the --config overrides and the --axis cut, each config validated.
+
+  Raises:
+    ConfigError: a bad spec, override or axis.
+  """
+  module, arg = load_config_module(config_spec)
+  if not hasattr(module, 'get_sweep'):
+    raise config_lib.ConfigError(f'{config_spec} defines no get_sweep(arg); add one returning a '
+                                 'list of override dicts (vae/sweeps/runner.py)')
+  base = module.get_config(arg)
+  overrides = module.get_sweep(arg)
+  fixed = {k: parse_value(k, v, _field(base, k, '--config.'))
+           for k, v in (config_overrides or {}).items()}
+  clash = sorted({k for o in overrides for k in o} & set(fixed))
+  if clash:
+    raise config_lib.ConfigError(f'--config.{clash[0]} is an axis of this sweep; cut it with '
+                                 f'--axis {clash[0]}=... instead')
+  base = apply_overrides(base, fixed)
+  overrides = select_members(base, overrides, axes or {})
+  configs = [apply_overrides(base, o) for o in overrides]
+  names = [member_name(o) for o in overrides]
+  if len(set(names)) != len(names):
+    raise config_lib.ConfigError('sweep members have duplicate names; vary at least one field')
+  for c in configs:
+    validation.validate(c)
+  return overrides, configs, names, fixed

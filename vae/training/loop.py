@@ -1,0 +1,601 @@
+"""The one training loop, for a single run and for a vmapped group of members.
+
+`train_and_evaluate(config, workdir)` trains one model; `train_members(configs,
+workdirs, group_dir)` trains M models together in one compiled program
+(`members.Group`). Both are `train`: the same host loop, where a single run is
+the one-member case with the unbatched step. Every per-run feature works per
+member: its metrics, images and collapse warnings at each evaluation, its own
+latest and best checkpoints (unpadded, loadable with `vae.load`), early
+stopping (a stopped member is frozen inside the program; the loop ends when
+all have stopped or at the end), its data order from its own seed (resident
+or streamed), a lock on its workdir and its done record.
+
+Time: durations in the config are in epochs; they are converted to steps once
+(`Schedule`). The host calls one compiled chunk up to the next boundary: a
+log, eval or checkpoint step or the end. Train metrics are averaged over the
+chunk, and resume always starts at a boundary, so a resumed run logs the same
+numbers as an uninterrupted one.
+"""
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import logging
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from vae import config_lib
+from vae.data import datasets as data_lib
+from vae.evaluation import estimates
+from vae.training import checkpointing, device_timeline
+from vae.data import input_pipeline
+from vae.training import memory
+from vae.families import models
+from vae.reporting import plots
+from vae.training import members as members_lib, metrics_io, optim
+from vae.training import progress as progress_lib
+from vae.training import run as run_lib
+from vae import settings
+from vae.training import run_dir, sharding, validation
+from vae.training.step import NonFiniteError
+
+log = logging.getLogger('vae')
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  """All durations in steps, converted once from the config's epochs."""
+  steps_per_epoch: int
+  total_steps: int
+  log_every: int
+  eval_every: int
+  checkpoint_every: int
+  images_every: int = 0  # 0: at every evaluation
+
+  @classmethod
+  def from_config(cls, config, num_train):
+    t = config.train
+    spe = num_train // t.batch_size
+    to_steps = lambda epochs: max(1, int(round(epochs * spe)))
+    total = to_steps(t.num_epochs)
+    if config.optim.schedule == 'iwae_staircase':
+      total = to_steps(optim.total_iwae_epochs(config.optim.iwae_stages))
+    images = to_steps(t.images_every_epochs) if t.images_every_epochs else 0
+    return cls(spe, total, t.log_every_steps, to_steps(t.eval_every_epochs),
+               to_steps(t.checkpoint_every_epochs), images)
+
+  def next_boundary(self, step):
+    nxt = lambda every: (step // every + 1) * every
+    return min(nxt(self.log_every), nxt(self.eval_every), nxt(self.checkpoint_every),
+               self.total_steps)
+
+  @property
+  def max_chunk(self):
+    return min(self.log_every, self.eval_every, self.checkpoint_every, self.total_steps)
+
+  def is_eval(self, step):
+    return step % self.eval_every == 0 or step == self.total_steps
+
+  def is_checkpoint(self, step):
+    return step % self.checkpoint_every == 0 or step == self.total_steps
+
+  def is_images(self, step):
+    """Whether the evaluation at `step` writes images: the first evaluation at or after each
+    multiple of images_every (every evaluation when images_every is 0), and the last step."""
+    if not self.images_every or step == self.total_steps:
+      return True
+    return step // self.images_every != (step - self.eval_every) // self.images_every
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
+  """Trains and evaluates the model that `config` describes, writing into `workdir`.
+
+  Running it again on the same workdir resumes from the newest good checkpoint.
+
+  Args:
+    config: a config from configs/ (see vae/config_lib.py for every field).
+    workdir: output directory (created if needed).
+
+  Returns:
+    dict with the last logged metrics, 'step' and 'status' ('finished',
+    'early_stopped' or the name of the signal that preempted the run).
+
+  Raises:
+    ConfigError, DataError, CheckpointError: bad input, before any compilation.
+    NonFiniteError: the loss or gradient became NaN/Inf (no checkpoint written).
+  """
+  return train([config], [workdir])[0]
+
+
+def train_members(configs, workdirs, group_dir):
+  """Trains members that differ only in `config_lib.VMAPPABLE` fields in one program.
+
+  Args:
+    configs: member configs.
+    workdirs: one output directory per member (each gets a single run's files).
+    group_dir: the group's directory (members.json, mesh.json and its lock).
+
+  Returns:
+    one result dict per member, like `train_and_evaluate`'s.
+  """
+  return train(configs, workdirs, group_dir)
+
+
+def train(configs, workdirs, group_dir=None):
+  """The loop: one member unbatched (`group_dir` None) or a vmapped group. See the module."""
+  t_start = time.time()
+  for c in configs:
+    validation.validate(c)
+  if group_dir is not None:
+    config_lib.check_vmappable(configs)
+  chief = jax.process_index() == 0
+  dirs = [run_dir.prepare_workdir(w) for w in workdirs]
+  group_dir = None if group_dir is None else run_dir.prepare_workdir(group_dir)
+  with contextlib.ExitStack() as stack:
+    if chief:
+      for d in dirs + ([group_dir] if group_dir is not None else []):
+        stack.callback(run_dir.WorkdirLock(d).release)
+    # Signals count from here: one that arrives before the first step ends the run cleanly.
+    preempt = run_dir.Preemption()
+    preempt.install()
+    stack.callback(preempt.restore)
+    return _train(configs, dirs, group_dir, chief, t_start, preempt)
+
+
+def check_group(configs, workdirs, group_dir):
+  """Raises ConfigError when the members saved in a vmapped group's directory
+  (GROUP/members.json) are not these (their number, or a field that cannot change on
+  resume); reads only, so that a sweep can refuse before it writes anything."""
+  configs = [_keep_legacy_fields(c, pathlib.Path(w), quiet=True)
+             for c, w in zip(configs, workdirs)]
+  run_dir.check_group_config(group_dir, [config_lib.config_json(c) for c in configs])
+
+
+class MembersDiverged(Exception):
+  """Some (not all) training members of a vmapped group went NaN/Inf at `step`."""
+
+  def __init__(self, members, step):
+    super().__init__(f'members {members} diverged at step {step}')
+    self.members, self.step = members, step
+
+
+def _train(configs, workdirs, group_dir, chief, t_start, preempt):
+  configs = [_keep_legacy_fields(c, w) for c, w in zip(configs, workdirs)]
+  runs = [run_lib.Run(c, w, chief) for c, w in zip(configs, workdirs)]
+  if group_dir is not None:
+    run_dir.check_group_config(group_dir, [r.config_json for r in runs])
+  if all(r.stopped for r in runs):
+    log.info('nothing to train: every run in %s has ended', [str(w) for w in workdirs])
+    return [dict(r.last, status=r.done['status']) for r in runs]
+  base = configs[0]
+  dataset = data_lib.load(base.data)
+  validation.validate_for_data(base, dataset.image_shape, len(dataset.train))
+  mesh = sharding.make_model_mesh(len(runs) if group_dir is not None else 1)
+  widest = max(configs, key=lambda c: c.model.latent_dim)  # a group pads to its widest
+  memory.check_fits(widest, dataset.image_shape, -(-len(runs) // mesh.shape['model']))
+  sched = _check_sizes(base, runs, mesh, len(dataset.train))
+  try:
+    hooks = settings.fault_hooks()
+    _start_runs(runs, dataset.info, group_dir, mesh, chief, hooks)
+    return _train_runs(runs, group_dir, dataset, mesh, sched, t_start, preempt, hooks)
+  except MembersDiverged as e:
+    for m in e.members:
+      runs[m].diverged(e.step)
+  finally:
+    for r in runs:
+      r.close()
+  # The others resume from the group's newest common checkpoint, the diverged ones frozen:
+  # what they compute does not depend on a frozen member, so they end as they would have.
+  return _train(configs, workdirs, group_dir, chief, t_start, preempt)
+
+
+def _check_sizes(base, runs, mesh, num_train):
+  """The Schedule, after checking that batches divide over the data axis and that no saved
+  checkpoint lies past the configured end."""
+  n_data = sharding.data_axis_size(mesh)
+  for name in ('batch_size', 'eval_batch_size'):
+    config_lib.check(base.train[name] % n_data == 0,
+                     f'train.{name}={base.train[name]} does not divide over the {n_data} '
+                     f'devices of the data axis; use a multiple of {n_data}')
+  log.info('devices: %s; mesh %s; process %d of %d', _device_summary(), dict(mesh.shape),
+           jax.process_index(), jax.process_count())
+  sched = Schedule.from_config(base, num_train)
+  for r in runs:
+    saved = r.saved_steps()
+    traces = checkpointing.committed_traces(r.workdir / 'checkpoints')
+    if traces and not saved:  # refused before anything is written (checked again on restore)
+      raise checkpointing.no_restorable_step_error(r.workdir / 'checkpoints', traces)
+    config_lib.check(not saved or saved[-1] <= sched.total_steps,
+                     f'train.num_epochs={base.train.num_epochs} ends at step {sched.total_steps}, '
+                     f'but {r.workdir} holds a checkpoint at step {saved[-1] if saved else 0}; give '
+                     'at least the epochs already trained, or use a new --workdir')
+  return sched
+
+
+def _start_runs(runs, dataset_info, group_dir, mesh, chief, hooks):
+  # Each member's checkpoints live in its own workdir; a group keeps >= 2 so that a kill
+  # between two members' saves leaves a step that all of them have.
+  keep = runs[0].config.train.keep_checkpoints
+  keep = keep if len(runs) == 1 else max(2, keep)
+  for r in runs:
+    r.start(dataset_info, keep, hooks)
+  if chief and group_dir is not None:
+    metrics_io.write_json(group_dir / run_dir.GROUP_FILE, [r.config_json for r in runs])
+    metrics_io.write_json(group_dir / 'mesh.json', dict(mesh.shape))
+
+
+def _restore(runs, group, sched):
+  """The group's train state: restored at the newest step every training run committed
+  (checkpointing's resume order), else fresh. Returns (state, resume step or None)."""
+  size = len(runs)
+  restored = checkpointing.restore_group(
+      [r.checkpointer for r in runs], [group.member_abstract(m) for m in range(size)],
+      [r.meta for r in runs], frozen=[m for m, r in enumerate(runs) if r.stopped])
+  if restored is None:
+    for r in runs:  # a run that once committed a step never silently starts over
+      traces = r.checkpointer.committed_traces()
+      if traces:
+        raise checkpointing.no_restorable_step_error(r.checkpointer.directory, traces)
+    state, resume_step = group.init(), None
+    log.info('starting from scratch: %d steps (%d per epoch)%s', sched.total_steps,
+             sched.steps_per_epoch,
+             f', {size} members (train.member_loop {group.member_loop})' if size > 1 else '')
+  else:
+    member_states, resume_step = restored
+    state = group.join(member_states)
+    log.info('resumed from checkpoint step %d of %d', resume_step, sched.total_steps)
+  for m, r in enumerate(runs):
+    if r.stopped:
+      group.set_active(m, False)
+  for r in runs:
+    r.resume(resume_step)
+  return state, resume_step
+
+
+@dataclasses.dataclass
+class _Evaluator:
+  """The evaluation sets on the device and the fixed inputs of the images."""
+  fn: object
+  sets: dict
+  sample_keys: list
+  recon_inputs: list
+  num_dims: int
+
+
+def _make_evaluator(group, base, mesh, eval_mode, val_images, test_images, image_shape):
+  eval_sharding = sharding.batch_sharded(mesh, 1)
+  sets = {}
+  for split, images in (('val', val_images), ('test', test_images)):
+    if len(images):
+      batches, mask = input_pipeline.pad_to_batches(images, base.train.eval_batch_size)
+      sets[split] = (sharding.put(batches, eval_sharding), sharding.put(mask, eval_sharding))
+  return _Evaluator(
+      fn=group.make_eval_fn(eval_mode, base.train.eval_iw_samples), sets=sets,
+      sample_keys=[k['sample'] for k in group.keys],  # the same draws at every evaluation
+      recon_inputs=[input_pipeline.to_float(jnp.asarray(test_images[:32]), eval_mode, k['eval'])
+                    for k in group.keys],
+      num_dims=int(np.prod(image_shape)))
+
+
+def _train_runs(runs, group_dir, dataset, mesh, sched, t_start, preempt, hooks):
+  """Builds the group, restores, and runs the chunks up to the end; returns the results."""
+  base = runs[0].config
+  _, eval_mode = input_pipeline.conversion_modes(base.data)
+  train_images, val_images, test_images = input_pipeline.prepare_host_splits(dataset, base.data)
+  streamed = (base.data.residency == 'host' or (
+      base.data.residency == 'auto' and train_images.nbytes > base.data.max_device_bytes))
+  group = members_lib.Group([r.config for r in runs], dataset.image_shape, sched, mesh,
+                            streamed, len(dataset.train), batched=group_dir is not None,
+                            hooks=hooks)
+  log.info('compiled step: %s', group.options)
+  for r in runs:
+    r.record.note('step_options', group.options.record())
+  state, resume_step = _restore(runs, group, sched)
+  evaluator = _make_evaluator(group, base, mesh, eval_mode, val_images, test_images,
+                              dataset.image_shape)
+  feed = _Feed(group, mesh, sched, streamed, train_images, runs)
+  saver = checkpointing.BackgroundSaver(hooks, background=jax.process_count() == 1)
+  step = resume_step or 0
+  driver = _Driver(runs, group, sched, evaluator, saver, preempt, t_start, step)
+  try:
+    step = driver.run(state, step, feed)
+    saver.wait()
+  finally:
+    driver.close()
+    saver.close()
+  timing = driver.timing()
+  log.info('device busy %.1f of %.1f s after the first chunk (host stall %.1f %%); '
+           'evaluations %.1f s, checkpoints %.1f s (%.1f s of it in the background), '
+           'images %.1f s', timing['steady']['device_busy_s'], timing['steady']['wall_s'],
+           100 * timing['steady']['host_stall_share'], timing['eval_s'], timing['checkpoint_s'],
+           timing['checkpoint_background_s'], timing['images_s'])
+  for r in runs:
+    r.record.note('timing', timing)
+  return [r.finish(step, resume_step) for r in runs]
+
+
+class _Feed:
+  """The training data of each chunk: the resident set, or the chunk's batches from the host."""
+
+  def __init__(self, group, mesh, sched, streamed, train_images, runs):
+    self.group, self.mesh, self.streamed = group, mesh, streamed
+    # The resident training set is split over the data axis (padded to divide).
+    self.resident = None if streamed else sharding.put_examples(train_images, mesh)
+    self.feeders = [input_pipeline.HostFeeder(train_images, runs[0].config.train.batch_size,
+                                              r.config.seed, sched)
+                    for r in runs] if streamed else None
+
+  def data(self, step, end):
+    if not self.streamed:
+      return self.resident
+    chunks = [f.batches(step, end) for f in self.feeders]
+    host = np.stack(chunks, axis=1) if self.group.batched else chunks[0]
+    return sharding.put(host, sharding.streamed_sharding(self.mesh, self.group.batched))
+
+
+class _Driver:
+  """Runs the chunks so that the device never waits for the host: the next chunk is
+  dispatched before the last one's results are read, and what the host does with them
+  (metrics, evaluation results, early stopping, images, checkpoints written in the
+  background) overlaps the next chunk. Anything that needs the state at a boundary (an
+  evaluation, a snapshot for a checkpoint or images) is dispatched before the next chunk
+  takes over the state's buffers.
+
+  What changes against a loop that waits: nothing in the numbers. A chunk dispatched ahead
+  is discarded when the run ends at the boundary before it (early stopping of every member,
+  a signal, NaN); a member of a group that stops early trains one chunk more inside the
+  program, which is never saved or reported. NaN is read before any snapshot of that
+  boundary is saved, so no checkpoint holds a non-finite state.
+  """
+
+  def __init__(self, runs, group, sched, evaluator, saver, preempt, t_start, step):
+    self.runs, self.group, self.sched = runs, group, sched
+    self.evaluator, self.saver, self.preempt, self.t_start = evaluator, saver, preempt, t_start
+    base = runs[0].config
+    self.patience_steps = int(round(base.train.early_stopping_epochs * sched.steps_per_epoch))
+    # Wall-clock cadence: one process decides alone only when it is the only one.
+    self.checkpoint_every_s = (60.0 * base.train.checkpoint_every_minutes
+                               if jax.process_count() == 1 else 0.0)
+    self.last_save_t = time.perf_counter()
+    self.timeline = device_timeline.DeviceTimeline()
+    self.files = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='vae-files')
+    self.file_jobs = []
+    self.steady_from = None
+    self.order = None  # the data order the last chunk left (step_lib.make_train_chunk)
+    self.seconds = {'eval': 0.0, 'checkpoint': 0.0, 'images': 0.0}
+    size = len(runs)
+    self.progress = progress_lib.Progress(
+        sched.total_steps, 'step' if size == 1 else f'group of {size}: step',
+        (base.train.batch_size * size, 'ex'), step, min_interval_s=0.0)
+
+  def _dispatch(self, state, step, feed):
+    end = self.sched.next_boundary(step)
+    group, data = self.group, feed.data(step, end)
+    if self.order is None:
+      self.order = group.no_order(data)
+    state, means, bad, self.order = group.chunk_fn(state, data, group.data_keys, group.hp,
+                                                   end - step, self.order)
+    self.timeline.dispatched('chunk', bad)
+    return end, state, means, bad
+
+  def run(self, state, step, feed):
+    """Trains from `step` to the end (or a stop); returns the step reached."""
+    self.train_data = feed.resident  # the Exemplar prior's exemplars (None when streamed)
+    if self.preempt.agreed():
+      log.warning('%s received before the first step; nothing changed: rerun the same command '
+                  'to start', self.preempt.requested)
+      for r in self.runs:
+        r.interrupted(self.preempt.requested)
+      return step
+    if step >= self.sched.total_steps or all(r.stopped for r in self.runs):
+      return step
+    end, state, means, bad = self._dispatch(state, step, feed)
+    while True:
+      preempted = self.preempt.agreed()
+      due = self._checkpoint_due(end) or preempted
+      boundary = self._capture(state, end, due)     # device work on the state at `end`
+      ahead = None
+      if end < self.sched.total_steps and not preempted:
+        ahead = self._dispatch(state, end, feed)    # the device goes on meanwhile
+      self._check_finite(bad, means)
+      if self.steady_from is None:
+        log.info('first chunk finished %.1f s after start', time.time() - self.t_start)
+        self.steady_from = time.perf_counter()
+      self._at_boundary(end, jax.device_get(means), boundary, due, preempted)
+      if preempted or ahead is None or all(r.stopped for r in self.runs):
+        return end
+      end, state, means, bad = ahead
+
+  def _training(self):
+    return [m for m, r in enumerate(self.runs) if not r.stopped]
+
+  def _capture(self, state, step, due):
+    """Dispatches what the boundary at `step` needs of the state: the evaluation, and
+    snapshots of each training member (for checkpoints and images) where one is due or an
+    evaluation may stop a member."""
+    t0 = time.perf_counter()
+    sched, group = self.sched, self.group
+    sums = None
+    if sched.is_eval(step):
+      sums = {s: self.evaluator.fn(state, b, mk, self.train_data)
+              for s, (b, mk) in self.evaluator.sets.items()}
+      for v in sums.values():
+        self.timeline.dispatched('eval', v)
+    self.seconds['eval'] += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    snapshots = {}
+    if sched.is_eval(step) or due:
+      for m in self._training():
+        snapshots[m] = _device_copy(group.member_state(state, m))
+        self.timeline.dispatched('snapshot', jax.tree.leaves(snapshots[m])[0])
+    self.seconds['checkpoint'] += time.perf_counter() - t0
+    return sums, snapshots
+
+  def _checkpoint_due(self, step):
+    return self.sched.is_checkpoint(step) or (
+        self.checkpoint_every_s > 0
+        and time.perf_counter() - self.last_save_t >= self.checkpoint_every_s)
+
+  def _check_finite(self, bad, means):
+    bad = int(bad)
+    if bad >= 0:
+      self.saver.wait()  # the good states queued before it are committed first
+      training = self._training()
+      if self.group.batched and len(training) > 1:
+        loss = np.asarray(jax.device_get(means['loss']))
+        culprits = [m for m in training if not np.isfinite(loss[m])]
+        if culprits and len(culprits) < len(training):
+          raise MembersDiverged(culprits, bad)
+      latest = self.runs[0].checkpointer.latest_step()
+      raise NonFiniteError(
+          f'loss or gradient became NaN/Inf at step {bad}; no checkpoint written after it '
+          f'(last good checkpoint: step {latest}); lower optim.lr or set optim.grad_clip')
+
+  def _at_boundary(self, step, means, boundary, due, preempted):
+    """Hands a finished chunk's results to the runs: train metrics, the evaluation (with
+    early stopping and images), checkpoints (written in the background)."""
+    runs, group, sched = self.runs, self.group, self.sched
+    sums, snapshots = boundary
+    base, several = runs[0].config, len(runs) > 1
+    epoch = step / sched.steps_per_epoch
+    examples = step * base.train.batch_size
+    training = self._training()
+    for m in training:
+      runs[m].log_train(step, epoch, examples, group.pick(means, m))
+    if several:  # the range over the members still training, said as such
+      losses = [runs[m].last.get('train/loss', float('nan')) for m in training]
+      self.progress.update(step, loss=f'{min(losses):.2f}..{max(losses):.2f} over '
+                           f'{len(training)} training members')
+    else:
+      first = runs[training[0]].last
+      self.progress.update(step, loss=first.get('train/loss', float('nan')),
+                           elbo=first.get('train/elbo', float('nan')))
+    stopping = set()
+    if sums is not None:
+      t0 = time.perf_counter()
+      per_split = {s: jax.device_get(v) for s, v in sums.items()}
+      for m in training:
+        r = runs[m]
+        em = {}
+        for split, split_sums in per_split.items():
+          sums_m = members_lib.unpad_sums(group.pick(split_sums, m),
+                                          models.total_latent_dim(r.config.model))
+          em.update(estimates.summarize_sums(sums_m, self.evaluator.num_dims, split,
+                                              base.train.active_unit_threshold))
+        if r.log_eval(step, epoch, examples, em, self.patience_steps):
+          stopping.add(m)
+        _warn_collapse(em, r.config, r.workdir if several else None)
+      self.seconds['eval'] += time.perf_counter() - t0
+      t0 = time.perf_counter()
+      for m in training:
+        if sched.is_images(step) or m in stopping:
+          _write_images(runs[m].writer, step, group.image_variables(snapshots[m]),
+                        group.image_fns(m),
+                        self.evaluator.recon_inputs[m], self.evaluator.sample_keys[m],
+                        runs[m].chief, self._submit_file)
+      self.seconds['images'] += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    saving = [m for m in training if due or m in stopping]
+    self.saver.submit([runs[m].save_job(step, snapshots[m]) for m in saving])
+    if saving:
+      self.last_save_t = time.perf_counter()
+    self.seconds['checkpoint'] += time.perf_counter() - t0
+    for m in sorted(stopping):
+      runs[m].stop_early(step, f'{runs[m].workdir} ' if several else '')
+      group.set_active(m, False)
+    if preempted:
+      for m in training:
+        runs[m].interrupted(preempted)
+      log.warning('%s received: checkpoint saved at step %d; rerun the same command to '
+                  'resume', preempted, step)
+
+  def _submit_file(self, fn, *args, **kwargs):
+    self.file_jobs = [f for f in self.file_jobs if not f.done() or f.result()]
+    self.file_jobs.append(self.files.submit(fn, *args, **kwargs))
+
+  def close(self):
+    """Ends the progress line and waits for the figures still being drawn (raising the
+    error of one that failed)."""
+    self.progress.close()
+    self.timeline.close()  # its watcher thread ends with the run, also one that failed
+    self.files.shutdown(wait=True)
+    for f in self.file_jobs:
+      f.result()
+
+  def timing(self):
+    """Seconds of the host's boundary work and the device's busy share, for run.json."""
+    whole = self.timeline.summary()
+    steady = self.timeline.summary(self.steady_from) if self.steady_from else whole
+    return {'whole': whole, 'steady': steady,
+            'eval_s': round(self.seconds['eval'], 3),
+            'checkpoint_s': round(self.seconds['checkpoint'], 3),
+            'checkpoint_background_s': round(self.saver.seconds, 3),
+            'images_s': round(self.seconds['images'], 3)}
+
+
+# A copy on the device, dispatched without waiting (the state's own buffers go to the next
+# chunk); `jax.Array.copy` would wait for the array on some backends.
+_device_copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
+
+
+def _keep_legacy_fields(config, workdir, quiet=False):
+  """`config`, with the older behaviour of fields that the workdir's saved run predates
+  (config_lib.LEGACY_VALUES), so that it resumes as it started."""
+  path = workdir / 'config.json'
+  if not path.exists():
+    return config
+  config, changed = config_lib.adopt_legacy(run_dir.read_json(path), config)
+  for key, value in {} if quiet else changed.items():
+    log.info('%s was saved before %s existed: it resumes with %s=%r', workdir, key, key, value)
+  return config
+
+
+def _device_summary():
+  kinds = {}
+  for d in jax.devices():
+    kinds[f'{d.platform}:{d.device_kind}'] = kinds.get(f'{d.platform}:{d.device_kind}', 0) + 1
+  return ', '.join(f'{n} x {k}' for k, n in kinds.items())
+
+
+def _warn_collapse(metrics, config, where=None):
+  active = metrics.get('val/active_units', metrics.get('test/active_units'))
+  if active is None or config.model.type == 'ae':
+    return
+  total = models.total_latent_dim(config.model)
+  if active < config.train.collapse_warn_fraction * total:
+    log.warning('posterior collapse%s: only %d of %d latent units are active (variance of '
+                'the posterior mean > %g); consider KL warm-up or free bits',
+                f' in {where}' if where else '', active, total,
+                config.train.active_unit_threshold)
+
+
+def _write_images(writer, step, variables, fns, inputs, sample_key, write, submit=None):
+  """Reconstructions (means, not logits) of fixed test images and fixed prior samples, as
+  PNG files in images/ and in TensorBoard.
+
+  Every process runs the (collective) decoding; only the chief (`write`) saves files, the
+  PNG figures through `submit(fn, *args, **kwargs)` when given (matplotlib takes a few tenths of a second
+  a figure: they are drawn while training goes on).
+  """
+  recon_fn, sample_fn = fns
+  recon = recon_fn(variables, inputs)
+  samples = sample_fn(variables, sample_key)
+  if not write:
+    return
+  images = writer.path.parent / 'images'
+  grids = {'reconstructions': plots.interleave(jax.device_get(inputs), jax.device_get(recon)),
+           'samples': jax.device_get(samples)}
+  titles = {'reconstructions': f'step {step}: test images (odd rows) and reconstructions',
+            'samples': f'step {step}: decoded means of fixed prior samples'}
+  for name, grid in grids.items():
+    args = (grid, images / f'{name}_{step:08d}.png')
+    if submit is None:
+      plots.save_grid(*args, title=titles[name])
+    else:
+      submit(plots.save_grid, *args, title=titles[name])
+    writer.image(f'images/{name}', np.clip(plots.tile(grid), 0.0, 1.0), step)
