@@ -101,6 +101,8 @@ def test_the_library_is_in_sub_packages_that_say_what_they_hold():
     assert doc and len(doc) > 40, name
   mirrored = sorted(p.parent.name for p in (REPO / 'tests').glob('*/__init__.py'))
   assert set(mirrored) <= set(SUBPACKAGES), mirrored
+  shadowed = [name for name in mirrored if (REPO / 'tests' / f'{name}.py').exists()]
+  assert not shadowed, shadowed  # a helper module of that name would be hidden by the package
   pyproject = (REPO / 'pyproject.toml').read_text()
   assert all(f'"vae.{name}"' in pyproject for name in packages)  # installed, not only editable
 

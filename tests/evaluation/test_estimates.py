@@ -149,22 +149,22 @@ def test_compare_ae_vae_writes_figure_and_table(trained_pair, tmp_path):
 @pytest.mark.parametrize('family', ['standard', 'mog', 'vamp', 'exemplar', 'iaf', 'two_layer',
                                     'two_layer_iaf'])
 def test_iw_estimate_approaches_the_exact_log_px_for_every_family(family):
-  """Linear-Gaussian models of each family (tests/families.py), whose log p(x) is a
+  """Linear-Gaussian models of each family (tests/exact_families.py), whose log p(x) is a
   Gaussian or a mixture of Gaussians. With q fitted to the fixed p (a few hundred Adam
   steps on the ELBO), the k-sample estimate improves with k and lands on the exact value,
   and the single-draw ELBO lies below it."""
-  from tests import families  # pylint: disable=g-import-not-at-top
+  from tests import exact_families  # pylint: disable=g-import-not-at-top
   if family.startswith('two_layer'):
-    model, params, log_px, x = families.two_layer(
+    model, params, log_px, x = exact_families.two_layer(
         posterior='iaf' if family.endswith('iaf') else 'diagonal')
   else:
-    model, params, log_px, x = families.one_layer(
+    model, params, log_px, x = exact_families.one_layer(
         prior=family if family in ('mog', 'vamp', 'exemplar') else 'standard',
         posterior='iaf' if family == 'iaf' else 'diagonal')
-  params = families.fit_posterior(model, params, x)
+  params = exact_families.fit_posterior(model, params, x)
   truth = log_px(x, params)
   est = jax.jit(lambda p: estimates.iw_log_likelihood(
-      model, families.variables(model, p), x, jax.random.key(0), 4000, 500,
+      model, exact_families.variables(model, p), x, jax.random.key(0), 4000, 500,
       report_at=(1, 100)))(params)
   est = np.asarray(est, np.float64)                    # [3, N]: k = 1, 100, 4000
   errors = [np.mean(np.abs(e - truth)) for e in est]

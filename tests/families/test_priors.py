@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import default
-from tests import families
+from tests import exact_families
 from vae.evaluation import estimates
 from vae.families import models, objectives, priors
 
@@ -96,7 +96,7 @@ def test_vamp_pseudo_inputs_start_near_0_05_and_learn():
 def test_mixture_weights_are_normalized_whatever_the_logits():
   """The mixture prior's weights are a softmax of free logits: they sum to 1 (log 0) for any
   logits, so log p(z) is a density and not off by a constant."""
-  model, params, _, _ = families.one_layer('mog', d=2)
+  model, params, _, _ = exact_families.one_layer('mog', d=2)
   params = dict(params, prior=dict(params['prior'], logits=jnp.array([3.0, 1.0, -2.0])))
   log_w, _, _ = model.apply({'params': params}, method=model.prior_components)
   np.testing.assert_allclose(float(jax.nn.logsumexp(log_w)), 0.0, atol=1e-6)
@@ -116,7 +116,7 @@ def test_mixture_samples_follow_the_component_weights():
 
 def test_family_samples_come_from_the_chosen_prior():
   """generate() for a MoG prior lands near its components (not around N(0, I))."""
-  model, params, _, _ = families.one_layer('mog', d=2)
+  model, params, _, _ = exact_families.one_layer('mog', d=2)
   _, means, _ = model.apply({'params': params}, method=model.prior_components)
   k = jax.random.key(0)
   z_mix = priors.sample_mixture(k, 5, *model.apply({'params': params},
