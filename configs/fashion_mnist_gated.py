@@ -18,7 +18,8 @@ docs/results.md.
 The model families of the same protocol (configs/fashion_mnist_{mog,vamp,exemplar,iaf,hvae,
 iwae}.py) are this config with arguments: prior=standard|mog|vamp|exemplar, components=K,
 posterior=diagonal|iaf, flow_steps=T, layers=1|2, k=importance samples in training (IWAE
-bound), exemplar_k and candidates (the Exemplar prior's retrieval).
+bound), exemplar_k and candidates (the Exemplar prior's retrieval), arch=mlp|conv (with
+layers=2: the papers' ConvHVAE, configs/fashion_mnist_conv_hvae.py).
 """
 
 from vae import config_lib
@@ -32,7 +33,7 @@ def _args(arg):
   return config_lib.parse_arg(arg, epochs=2000.0, warmup=100.0, patience=50.0, smoke=False,
                               prior='standard', components=500, posterior='diagonal',
                               flow_steps=2, layers=1, k=1, seed=0, seeds=1, exemplar_k=10,
-                              candidates=25000)
+                              candidates=25000, arch='mlp')
 
 
 # The rows of docs/results.md's table: each differs from the baseline in one family field,
@@ -51,6 +52,9 @@ TABLE_ROWS = (
     {'model.stochastic_layers': 2, 'model.prior': 'vamp', 'model.posterior': 'iaf'},
     {'model.prior': 'exemplar'},
     {'model.stochastic_layers': 2, 'model.prior': 'exemplar'},
+    {'model.stochastic_layers': 2, 'model.arch': 'conv'},
+    {'model.stochastic_layers': 2, 'model.arch': 'conv', 'model.prior': 'vamp'},
+    {'model.stochastic_layers': 2, 'model.arch': 'conv', 'model.prior': 'exemplar'},
 )
 
 
@@ -84,6 +88,7 @@ def protocol(a):
   c.model.posterior = a.posterior
   c.model.flow_steps = a.flow_steps
   c.model.stochastic_layers = a.layers
+  c.model.arch = a.arch  # conv with layers=2: ConvHVAE (gated convs 32-64; model.hidden's 300s)
   c.objective.num_samples = a.k
   c.seed = a.seed
   c.objective.warmup_epochs = a.warmup

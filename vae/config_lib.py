@@ -193,15 +193,20 @@ FIELD_DOCS = {
     'data.synthetic_test_size': 'synthetic test examples',
     'data.synthetic_shape': 'synthetic image shape (H, W, C)',
     'model.type': 'vae, or ae (the deterministic autoencoder built from the same modules)',
-    'model.arch': 'mlp | conv',
+    'model.arch': 'mlp | conv (with model.stochastic_layers=2: the gated ConvHVAE of the '
+                  'VampPrior papers, vae/families/gated_conv.py)',
     'model.latent_dim': 'latent dimensions D',
-    'model.hidden': 'MLP hidden widths in encoder order (the decoder mirrors them)',
+    'model.hidden': 'MLP hidden widths in encoder order (the decoder mirrors them); the '
+                    'ConvHVAE: p(z1 | z2), and hidden[-1] for its dense layers around z',
     'model.activation': 'relu | tanh | gelu | softplus | elu | swish | leaky_relu',
     'model.gated': 'gated dense layers (h * sigmoid(g)), as in the VampPrior papers',
-    'model.conv_channels': 'conv widths; each is one stride-2 layer (H, W must divide)',
-    'model.conv_dense': 'width of the dense layer between conv stack and latents',
+    'model.conv_channels': 'conv widths; each is one stride-2 layer (H, W must divide); the '
+                           'ConvHVAE: a stride-1 and a stride-2 gated conv per width, and '
+                           "the last width in its decoder's full-resolution convs",
+    'model.conv_dense': 'width of the dense layer between conv stack and latents (one '
+                        'stochastic layer)',
     'model.conv_upsample': "decoder's stride-2 layers: subpixel (conv + pixel shuffle) | "
-                           'transpose',
+                           'transpose (one stochastic layer)',
     'model.likelihood': 'p(x | z): bernoulli | gaussian | continuous_bernoulli | '
                         'discretized_logistic',
     'model.gaussian_scale': 'gaussian decoder scale: fixed | global (one learned) | pixel '

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from configs import default
-from vae.families import models, objectives
+from vae.families import layers, models, objectives
 
 
 def _model_config(**overrides):
@@ -214,8 +214,8 @@ def test_q_z1_under_samples_runs_x_once_and_equals_the_concatenated_layer(gated,
   variables = model.init(jax.random.key(1), x[:1], jax.random.key(2))
   draw = lambda: model.apply(variables, x, jax.random.key(3), 4, method=model.posterior)
   seen = []
-  real_call = models.SharedInputDense.__call__
-  monkeypatch.setattr(models.SharedInputDense, '__call__',
+  real_call = layers.SharedInputDense.__call__
+  monkeypatch.setattr(layers.SharedInputDense, '__call__',
                       lambda self, inputs: seen.append(inputs[0].shape) or real_call(self, inputs))
   paired = draw()
   assert seen and all(s == (5, 784) for s in seen)   # x unbroadcast: once per example
@@ -246,8 +246,8 @@ def test_q_z1_under_samples_without_hidden_layers_reads_the_concatenation(monkey
   x = jax.random.bernoulli(jax.random.key(0), 0.3, (5, 28, 28, 1)).astype(jnp.float32)
   variables = model.init(jax.random.key(1), x[:1], jax.random.key(2))
   seen = []
-  real_call = models.SharedInputDense.__call__
-  monkeypatch.setattr(models.SharedInputDense, '__call__',
+  real_call = layers.SharedInputDense.__call__
+  monkeypatch.setattr(layers.SharedInputDense, '__call__',
                       lambda self, inputs: seen.append(inputs[0].shape) or real_call(self, inputs))
   post = model.apply(variables, x, jax.random.key(3), 4, method=model.posterior)
   assert not seen and post['z'].shape == (4, 5, 6) and post['log_q'].shape == (4, 5)

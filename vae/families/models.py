@@ -7,7 +7,7 @@ the decoder returns the raw parameters of the likelihood, which `VAE.decode`
 turns into a dict through `Likelihood.params`.
 """
 
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -15,7 +15,8 @@ import jax.numpy as jnp
 
 from vae.config_lib import check
 from vae import config_lib
-from vae.families import flows, priors
+from vae.families import flows, gated_conv, priors
+from vae.families.layers import GatedDense, SharedInputDense, kernel_init
 from vae.families.likelihoods import Likelihood
 from vae.families.objectives import gaussian_kl, gaussian_kl_pair, log_normal_diag
 from vae.families.objectives import log_standard_normal, reparameterize
@@ -31,50 +32,6 @@ ACTIVATIONS = {
 }
 ARCHS = ('mlp', 'conv')
 UPSAMPLE = ('subpixel', 'transpose')
-
-
-def kernel_init(init_std):
-  """N(0, init_std^2) weights when init_std > 0, else Flax's default (LeCun normal)."""
-  return nn.initializers.normal(init_std) if init_std else nn.linear.default_kernel_init
-
-
-class GatedDense(nn.Module):
-  """h = (W x + b) * sigmoid(V x + c), the gated layer of Tomczak & Welling's VampPrior code."""
-  features: int
-  dtype: Optional[jnp.dtype] = None
-  init_std: float = 0.0
-
-  @nn.compact
-  def __call__(self, x):
-    init = kernel_init(self.init_std)
-    dense = SharedInputDense if isinstance(x, tuple) else nn.Dense
-    h = dense(self.features, dtype=self.dtype, kernel_init=init, name='value')(x)
-    g = dense(self.features, dtype=self.dtype, kernel_init=init, name='gate')(x)
-    return h * nn.sigmoid(g)
-
-
-class SharedInputDense(nn.Module):
-  """nn.Dense of concat([shared, own], -1) for a pair (shared [B, P], own [..., B, Q]) whose
-  `shared` part is the same for every leading sample axis of `own`: shared @ W[:P] + b runs
-  once and broadcasts over the samples, own @ W[P:] runs per sample. The parameters are
-  nn.Dense's (`kernel` [P + Q, F], `bias`), so it reads the weights of a Dense of that name;
-  the value equals the concatenated layer's up to float rounding (the two-level model's
-  q(z1 | x, z2) under S importance samples: x's 784 inputs no longer go through the first
-  layer S times)."""
-  features: int
-  dtype: Optional[jnp.dtype] = None
-  kernel_init: Callable = nn.linear.default_kernel_init
-
-  @nn.compact
-  def __call__(self, inputs):
-    shared, own = inputs
-    p = shared.shape[-1]
-    kernel = self.param('kernel', self.kernel_init, (p + own.shape[-1], self.features),
-                        jnp.float32)
-    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,), jnp.float32)
-    shared, own, kernel, bias = nn.dtypes.promote_dtype(shared, own, kernel, bias,
-                                                        dtype=self.dtype)
-    return (shared @ kernel[:p] + bias) + own @ kernel[p:]
 
 
 class MLP(nn.Module):
@@ -252,8 +209,9 @@ class VAE(nn.Module):
 
   Two stochastic layers (`encoder_z1` set; Tomczak & Welling's HVAE):
   q(z2 | x) from `encoder` (+ `flow`), q(z1 | x, z2) from `encoder_z1` on
-  [x, z2] (+ `flow_z1`); the prior on z2, p(z1 | z2) from `prior_z1`, and
-  p(x | z1, z2) from `decoder` on z = [z1, z2]. Each layer has `latent_dim`
+  [x, z2] (or on x and z2 apart, for an encoder with `takes_image_and_z2`: the conv
+  model's, vae/families/gated_conv.py) (+ `flow_z1`); the prior on z2, p(z1 | z2) from
+  `prior_z1`, and p(x | z1, z2) from `decoder` on z = [z1, z2]. Each layer has `latent_dim`
   dimensions; the decoder's input has `total_latent_dim`.
 
   With `deterministic=True` it is the plain autoencoder built from the same
@@ -300,8 +258,11 @@ class VAE(nn.Module):
     """(mean, logvar, context or None) of q(z1 | x, z2); z2 may carry sample axes. With
     sample axes (importance samples, the IWAE bound) an encoder that accepts a shared input
     runs x's part of its first layer once for all samples (the same function)."""
-    flat = x.reshape(x.shape[:-3] + (-1,)).astype(jnp.float32)
     z2 = z2.astype(jnp.float32)
+    if getattr(self.encoder_z1, 'takes_image_and_z2', False):  # the conv model's q(z1 | x, z2)
+      out = self.encoder_z1(x, z2)
+      return out[0], out[1], (out[2] if len(out) > 2 else None)
+    flat = x.reshape(x.shape[:-3] + (-1,)).astype(jnp.float32)
     if (z2.ndim > flat.ndim and getattr(self.encoder_z1, 'accepts_shared_input', False)
         and self.encoder_z1.hidden):  # no hidden layer: the head reads the concatenation
       out = self.encoder_z1((flat, z2))
@@ -463,9 +424,9 @@ def check_config(mc):
   flows.check_config(mc)
   check(mc.stochastic_layers in (1, 2),
         f'model.stochastic_layers={mc.stochastic_layers}; choose 1 or 2')
-  check(mc.stochastic_layers == 1 or mc.arch == 'mlp',
-        'model.stochastic_layers=2 is built for model.arch=mlp; set model.arch=mlp or '
-        'model.stochastic_layers=1')
+  check(mc.stochastic_layers == 1 or mc.arch == 'mlp' or mc.hidden,
+        'model.arch=conv with model.stochastic_layers=2 needs model.hidden (the widths of '
+        'p(z1 | z2) and of the dense layers around z), e.g. model.hidden=(300, 300)')
   check(mc.type == 'vae' or is_analytic_family(mc),
         'model.type=ae has no prior or posterior: keep model.prior=standard, '
         'model.posterior=diagonal, model.stochastic_layers=1')
@@ -513,30 +474,39 @@ def build_model(model_config, image_shape, dtype=None) -> VAE:
   check_image_shape(mc, image_shape)
   likelihood = Likelihood(mc.likelihood, mc.gaussian_scale, mc.gaussian_fixed_scale,
                           bernoulli_impl=mc.bernoulli_impl)
-  height, width, channels = image_shape
-  out_shape = (height, width, channels * likelihood.params_per_channel)
+  height, width, channels_in = image_shape
+  out_shape = (height, width, channels_in * likelihood.params_per_channel)
   logvar_min = mc.logvar_min if mc.clamp_logvar else None
   logvar_max = mc.logvar_max if mc.clamp_logvar else None
   build_flow, features = flows.REGISTRY[mc.posterior]  # features: the flow's context
+  two = mc.stochastic_layers == 2
+  gaussian_mlp = lambda hidden, feats: MLPEncoder(
+      mc.latent_dim, hidden, mc.activation, mc.gated, logvar_min, logvar_max, dtype,
+      mc.init_std, feats, flat_input=True)
+  encoder_z1 = gaussian_mlp(tuple(mc.hidden), features) if two else None
   if mc.arch == 'mlp':
     encoder = MLPEncoder(mc.latent_dim, tuple(mc.hidden), mc.activation, mc.gated,
                          logvar_min, logvar_max, dtype, mc.init_std, features)
     decoder = MLPDecoder(out_shape, tuple(reversed(mc.hidden)), mc.activation, mc.gated,
                          dtype, mc.init_std)
+  elif two:  # ConvHVAE: gated conv networks (vae/families/gated_conv.py)
+    channels, dense_width = tuple(mc.conv_channels), mc.hidden[-1]
+    encoder = gated_conv.ConvTopEncoder(mc.latent_dim, channels, logvar_min, logvar_max,
+                                        dtype, features)
+    encoder_z1 = gated_conv.ConvZ1Encoder(mc.latent_dim, channels, dense_width, logvar_min,
+                                          logvar_max, dtype, features)
+    decoder = gated_conv.ConvHVAEDecoder(out_shape, channels_in, mc.latent_dim, channels,
+                                         dense_width, dtype)
   else:
     encoder = ConvEncoder(mc.latent_dim, tuple(mc.conv_channels), mc.conv_dense,
                           mc.activation, logvar_min, logvar_max, dtype, features)
     decoder = ConvDecoder(out_shape, tuple(mc.conv_channels), mc.conv_dense, mc.activation,
                           mc.conv_upsample, dtype)
   make_flow = lambda: build_flow(mc, dtype)
-  two = mc.stochastic_layers == 2
-  gaussian_mlp = lambda hidden, feats: MLPEncoder(
-      mc.latent_dim, hidden, mc.activation, mc.gated, logvar_min, logvar_max, dtype,
-      mc.init_std, feats, flat_input=True)
   return VAE(encoder, decoder, likelihood, tuple(image_shape), mc.latent_dim,
              deterministic=(mc.type == 'ae'),
              prior=priors.build_prior(mc, image_shape),
              flow=make_flow(),
-             encoder_z1=gaussian_mlp(tuple(mc.hidden), features) if two else None,
+             encoder_z1=encoder_z1,
              prior_z1=gaussian_mlp(tuple(reversed(mc.hidden)), False) if two else None,
              flow_z1=make_flow() if two else None)

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from vae import config_lib
-from vae.families import likelihoods, models
+from vae.families import gated_conv, likelihoods, models
 
 FLOAT_BYTES = 4
 GIB = 2.0 ** 30
@@ -54,6 +54,14 @@ def activation_floats(mc, image_shape):
   ppc = likelihoods.Likelihood(mc.likelihood).params_per_channel
   if mc.arch == 'mlp':
     layers = ('model.hidden', 2 * sum(mc.hidden) * (2 if mc.gated else 1))
+  elif mc.stochastic_layers == 2:  # ConvHVAE (vae/families/gated_conv.py); gated: 2 maps each
+    widths, hh, ww = 0, h, w
+    for ch in mc.conv_channels:  # two encoders, each a stride-1 and a stride-2 conv per width
+      widths += 2 * 2 * (hh * ww * ch + max(1, hh // 2) * max(1, ww // 2) * ch)
+      hh, ww = max(1, hh // 2), max(1, ww // 2)
+    widths += 2 * 2 * hh * ww * gated_conv.FEATURE_CHANNELS
+    widths += 2 * gated_conv.DECODER_CONVS * h * w * mc.conv_channels[-1]  # the decoder
+    layers = ('model.conv_channels', widths + 2 * 4 * sum(mc.hidden))
   else:
     widths, hh, ww = 0, h, w
     for ch in mc.conv_channels:
