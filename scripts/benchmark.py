@@ -38,7 +38,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-from configs import default, fashion_mnist_gated, pytorch_example  # pylint: disable=g-import-not-at-top
+from configs import default, fashion_mnist_conv_hvae, fashion_mnist_gated  # pylint: disable=g-import-not-at-top
+from configs import fashion_mnist_hvae, pytorch_example  # pylint: disable=g-import-not-at-top
 from vae import settings
 from vae.benchmarking import launches, suites, timing
 from vae.commands import cli
@@ -93,6 +94,10 @@ def main(argv=None):
   parser.add_argument('--lean_step', action='store_true',
                       help='only the compiled step against a minimal loop: the tiny model\'s '
                            'chunk rate, what each per-step extra costs, the default model')
+  parser.add_argument('--families', action='store_true',
+                      help='only what each Fashion-MNIST protocol family costs: training '
+                           'examples/s, FLOPs per step, importance-sampling rate (the gated '
+                           'MLP baseline, HVAE, ConvHVAE)')
   parser.add_argument('--base', default='',
                       help='with --host_loop: a git commit whose train.py is measured too')
   parser.add_argument('--epochs', type=int, default=20, help='with --host_loop')
@@ -116,12 +121,17 @@ def run(args):
                                 trainer, base, args.base or None)
   elif args.lean_step:
     result = suites.lean_step(tiny_config(20), default.get_config(), args.rounds)
+  elif args.families:
+    result = suites.family_costs({'gated_mlp': fashion_mnist_gated.get_config(),
+                                  'hvae': fashion_mnist_hvae.get_config(),
+                                  'conv_hvae': fashion_mnist_conv_hvae.get_config()},
+                                 (28, 28, 1))
   else:
     images, spec = fashion_mnist_or_random(4096)
     result = suites.full(default.get_config(), default.get_config('arch=conv'),
                          fashion_mnist_gated.get_config('layers=2,prior=vamp,posterior=iaf'),
                          images, spec, trainer, args.quick, args.no_before)
-  stand_in = args.host_loop or args.lean_step
+  stand_in = args.host_loop or args.lean_step or args.families
   if stand_in:
     result.update(timing.machine())
   out = pathlib.Path(args.out)
