@@ -64,6 +64,9 @@ def get_sweep(arg=None):
 
     python scripts/sweep.py --config configs/fashion_mnist_gated.py:epochs=100,warmup=50,seeds=3 \\
         --workdir runs/table --mode processes      (or --mode slurm on a cluster)
+
+  The last three rows are the ConvHVAE's (about 100x the MLP rows' compute: a GPU's work,
+  docs/families.md); `--axis model.arch=mlp` leaves them out.
   """
   a = _args(arg)
   return [dict(row, seed=s) for row in TABLE_ROWS for s in range(a.seeds)]

@@ -60,7 +60,8 @@ def test_every_field_has_a_meaning_and_show_config_lists_them():
 @pytest.mark.parametrize('fields, text', [
     ({'model.prior': 'vamp', 'objective.free_bits': 0.5}, 'objective.free_bits=0'),
     ({'model.posterior': 'iaf', 'objective.free_bits': 0.5}, 'objective.free_bits=0'),
-    ({'model.stochastic_layers': 2, 'model.arch': 'conv'}, 'model.arch=mlp'),
+    ({'model.stochastic_layers': 2, 'model.arch': 'conv', 'model.hidden': ()},
+     'model.arch=conv with model.stochastic_layers=2 needs model.hidden'),
     ({'model.stochastic_layers': 3}, 'choose 1 or 2'),
     ({'model.prior': 'gaussian'}, "choose one of ('standard', 'mog', 'vamp', 'exemplar')"),
     ({'model.prior': 'exemplar', 'model.posterior': 'iaf'}, 'model.posterior=diagonal'),

@@ -182,6 +182,8 @@ FAMILIES = {
     'exemplar': ['--config.model.prior=exemplar', '--config.model.exemplar_candidates=300'],
     'two_layer_exemplar': ['--config.model.stochastic_layers=2', '--config.model.prior=exemplar'],
     # ConvHVAE (vae/families/gated_conv.py), narrowed to 8 channels for the CPU.
+    'conv_two_layer': ['--config.model.arch=conv', '--config.model.stochastic_layers=2',
+                       '--config.model.conv_channels=(8,8)'],
     'conv_two_layer_vamp': ['--config.model.arch=conv', '--config.model.stochastic_layers=2',
                             '--config.model.conv_channels=(8,8)', '--config.model.prior=vamp',
                             '--config.model.prior_components=8'],
