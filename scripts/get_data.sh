@@ -5,7 +5,7 @@
 # 3. else TFDS downloads it at training time (needs internet).
 set -euo pipefail
 PY=${1:-python3}
-if "$PY" -c "from vae import data; import sys; sys.exit(0 if data.find_idx_dir('fashion_mnist') else 1)"; then
+if "$PY" -c "from vae.data import datasets; import sys; sys.exit(0 if datasets.find_idx_dir('fashion_mnist') else 1)"; then
   echo "Fashion-MNIST IDX files found."
   exit 0
 fi

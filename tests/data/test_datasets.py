@@ -308,3 +308,18 @@ def test_dequantization_stays_in_bin():
   images = jnp.full((4, 3, 3, 1), 17, jnp.uint8)
   x = input_pipeline.to_float(images, input_pipeline.DEQUANTIZE, jax.random.key(0))
   assert float(x.min()) >= 17 / 256 and float(x.max()) < 18 / 256
+
+
+def test_get_data_script_finds_idx_files_where_the_library_looks(tmp_path):
+  """scripts/get_data.sh (`make train`'s data step) asks the library whether Fashion-MNIST
+  is already there: with the four IDX files under $VAE_DATA_DIR it says so and installs
+  nothing."""
+  import subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  repo = pathlib.Path(__file__).resolve().parents[2]
+  for stem in datasets.IDX_FILES.values():
+    (tmp_path / f'{stem}.gz').write_bytes(b'')
+  env = dict(os.environ, VAE_DATA_DIR=str(tmp_path), PATH=str(tmp_path))  # no apt-get
+  out = subprocess.run(['/bin/bash', str(repo / 'scripts' / 'get_data.sh'), sys.executable],
+                       cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0 and out.stdout.strip() == 'Fashion-MNIST IDX files found.', (
+      out.stdout + out.stderr)
