@@ -38,8 +38,9 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-from configs import default, fashion_mnist_conv_hvae, fashion_mnist_gated  # pylint: disable=g-import-not-at-top
-from configs import fashion_mnist_hvae, pytorch_example  # pylint: disable=g-import-not-at-top
+# pylint: disable=g-import-not-at-top
+from configs import default, fashion_mnist_conv_hvae, fashion_mnist_gated
+from configs import fashion_mnist_hvae, pytorch_example
 from vae import settings
 from vae.benchmarking import launches, suites, timing
 from vae.commands import cli

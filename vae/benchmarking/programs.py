@@ -152,7 +152,8 @@ def iw_chunk_flops(config, image_shape, batch, chunk=100):
 
 
 def profile_importance_sampling(config, image_shape, n, k, chunk=100):
-  """vae/training/profiling.py's breakdown of the evaluator with k samples, per chunk of one batch."""
+  """vae/training/profiling.py's breakdown of the evaluator with k samples, per chunk of one
+  batch."""
   model, params, batches, mask = _eval_inputs(config, image_shape, n)
   fn = jax.jit(estimates.make_eval_fn(model, input_pipeline.SCALE, k, chunk))
   units = batches.shape[0] * (-(-k // chunk))

@@ -133,7 +133,8 @@ def full(mlp, conv, best, images, spec, trainer, quick=False, no_before=False):
   # bfloat16 layers (parameters, losses and the optimizer stay fp32).
   for b in (128, 1024):
     cfg = plan.apply_overrides(mlp, {'train.batch_size': b, 'model.compute_dtype': 'bfloat16'})
-    rate, _ = programs.train_throughput(cfg, shape, max(10, steps // (1 if b == 128 else 8)), repeats)
+    rate, _ = programs.train_throughput(cfg, shape, max(10, steps // (1 if b == 128 else 8)),
+                                        repeats)
     f32 = ex_s if b == 128 else ex_s_big
     results[f'train_mlp_bf16_batch{b}'] = {'examples_per_s': rate,
                                            'speedup_vs_float32': rate / f32}
@@ -143,8 +144,9 @@ def full(mlp, conv, best, images, spec, trainer, quick=False, no_before=False):
   # reported: on a shared machine the speed drifts by 10-30 % within minutes.
   rounds = 1 if quick else 3
   twin_flops = programs.matmul_twin(mlp.model, shape, bs, 1)[1]
-  pairs = timing.interleaved(lambda: programs.matmul_twin(mlp.model, shape, bs, repeats)[0],
-                      lambda: bs / programs.train_throughput(mlp, shape, steps, repeats)[0], rounds)
+  pairs = timing.interleaved(
+      lambda: programs.matmul_twin(mlp.model, shape, bs, repeats)[0],
+      lambda: bs / programs.train_throughput(mlp, shape, steps, repeats)[0], rounds)
   twin_s, step_s = (float(np.median(v)) for v in zip(*pairs))
   results['train_mlp_vs_matmul_twin'] = {
       'step_ms': 1e3 * step_s, 'twin_step_ms': 1e3 * twin_s,
@@ -154,17 +156,18 @@ def full(mlp, conv, best, images, spec, trainer, quick=False, no_before=False):
   results['profile_train_mlp'] = programs.profile_train(mlp, shape, min(steps, 100))
 
   # The pytorch/examples model: a minimal plain-JAX loop vs the same model through train.py.
-  pairs = timing.interleaved(lambda: programs.plain_jax_epoch(fm, max(2, repeats // 2)),
-                      lambda: launches.steady_examples_per_s(trainer, spec, 1.0 if quick else 3.0),
-                      rounds)
+  pairs = timing.interleaved(
+      lambda: programs.plain_jax_epoch(fm, max(2, repeats // 2)),
+      lambda: launches.steady_examples_per_s(trainer, spec, 1.0 if quick else 3.0), rounds)
   plain, ours = (float(np.median(v)) for v in zip(*pairs))
   results['pytorch_example_model'] = {
       'plain_jax_scan_examples_per_s': plain, 'train_py_steady_examples_per_s': ours,
       'train_py_slowdown_vs_plain_jax': timing.median_ratio(pairs),
       'rounds_plain_ours_examples_per_s': pairs}
 
-  pairs = timing.interleaved(lambda: programs.sweep_throughput(mlp, shape, 8, max(10, steps // 4), repeats),
-                      lambda: programs.train_throughput(mlp, shape, steps, repeats)[0], rounds)
+  pairs = timing.interleaved(
+      lambda: programs.sweep_throughput(mlp, shape, 8, max(10, steps // 4), repeats),
+      lambda: programs.train_throughput(mlp, shape, steps, repeats)[0], rounds)
   results['sweep_vmap_8_members'] = {  # the key predates train.member_loop
       'member_loop': step_lib.member_loop(mlp, 1, jax.default_backend()),
       'examples_per_s_all_members': float(np.median([a for a, _ in pairs])),
@@ -178,8 +181,8 @@ def full(mlp, conv, best, images, spec, trainer, quick=False, no_before=False):
 
   again()
   ex_s_conv, f_conv = programs.train_throughput(conv, shape, max(5, steps // 15), min(repeats, 3))
-  ex_s_conv_device, _ = programs.train_throughput(plan.apply_overrides(conv, {'train.loop': 'device'}),
-                                         shape, 3, 1)
+  conv_device = plan.apply_overrides(conv, {'train.loop': 'device'})
+  ex_s_conv_device, _ = programs.train_throughput(conv_device, shape, 3, 1)
   cfw = timing.conv_flops(conv.model, shape)
   results['train_conv'] = {
       'examples_per_s': ex_s_conv, 'xla_flops_per_step': f_conv,
@@ -239,7 +242,8 @@ def full(mlp, conv, best, images, spec, trainer, quick=False, no_before=False):
 
     iw_best_pairs = timing.interleaved(iw_best_old, iw_best, rounds)
     vmap_pairs = timing.interleaved(
-        lambda: programs.sweep_throughput(programs.legacy(mlp), shape, 8, max(10, steps // 4), repeats),
+        lambda: programs.sweep_throughput(programs.legacy(mlp), shape, 8, max(10, steps // 4),
+                                          repeats),
         lambda: programs.train_throughput(programs.legacy(mlp), shape, steps, repeats)[0], rounds)
     iw_share = lambda rate: share(f_chunk, rate / min(n_iw, 500) * (k / 100))
     iw_seconds = lambda rate: 10000 * 5000 / (rate * k)
@@ -256,7 +260,8 @@ def full(mlp, conv, best, images, spec, trainer, quick=False, no_before=False):
         'importance_sampling_two_layer_vamp_iaf_seconds_k5000_on_10000': tuple(
             iw_seconds(float(np.median(v))) for v in zip(*iw_best_pairs)),
         'vmap_8_members_vs_one_model': (
-            timing.median_ratio(vmap_pairs), results['sweep_vmap_8_members']['speedup_vs_one_model'])}
+            timing.median_ratio(vmap_pairs),
+            results['sweep_vmap_8_members']['speedup_vs_one_model'])}
 
   # Every share against the highest 2048^3 rate of the run (at its start, before the conv and
   # importance-sampling rows, at its end): a machine slowed at one moment must not make

@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from vae.families.layers import GatedDense
+from vae.families.layers import GatedDense, gaussian_head
 
 FEATURE_CHANNELS = 6   # the papers' last encoder map: 7 x 7 x 6 = 294 features at 28 x 28
 DECODER_CONVS = 4      # gated 3x3 convs of the decoder at full resolution
@@ -63,14 +63,6 @@ def _features(x, layers, dtype):
   return h.reshape(lead + (-1,))
 
 
-def _head(h, latent_dim, logvar_min, logvar_max, dtype):
-  out = nn.Dense(2 * latent_dim, dtype=dtype, name='gaussian_head')(h)
-  mean, logvar = jnp.split(out.astype(jnp.float32), 2, axis=-1)
-  if logvar_min is not None or logvar_max is not None:
-    logvar = jnp.clip(logvar, logvar_min, logvar_max)
-  return mean, logvar
-
-
 class ConvTopEncoder(nn.Module):
   """q(z2 | x): images [..., H, W, C] -> (mean, logvar) [..., D] (and the 294 features, an
   IAF's context, with `return_features`)."""
@@ -85,7 +77,8 @@ class ConvTopEncoder(nn.Module):
   def __call__(self, x):
     kernels = [7] + [5] * (len(self.channels) - 1)
     h = _features(x, encoder_stack(self.channels, kernels), self.dtype)
-    mean, logvar = _head(h, self.latent_dim, self.logvar_min, self.logvar_max, self.dtype)
+    mean, logvar = gaussian_head(h, self.latent_dim, self.logvar_min, self.logvar_max,
+                                 self.dtype)
     return (mean, logvar, h.astype(jnp.float32)) if self.return_features else (mean, logvar)
 
 
@@ -107,7 +100,8 @@ class ConvZ1Encoder(nn.Module):
     hx = _features(x, encoder_stack(self.channels, [3] * len(self.channels)), self.dtype)
     hz = GatedDense(hx.shape[-1], dtype=self.dtype, name='z2')(z2.astype(self.dtype or jnp.float32))
     h = GatedDense(self.width, dtype=self.dtype, name='joint')((hx, hz))
-    mean, logvar = _head(h, self.latent_dim, self.logvar_min, self.logvar_max, self.dtype)
+    mean, logvar = gaussian_head(h, self.latent_dim, self.logvar_min, self.logvar_max,
+                                 self.dtype)
     return (mean, logvar, h.astype(jnp.float32)) if self.return_features else (mean, logvar)
 
 

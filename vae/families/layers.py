@@ -1,6 +1,6 @@
 """The dense layers the model families share: the gated layer of Tomczak & Welling's VampPrior
-code (`GatedDense`) and a dense layer over a (shared, per-sample) pair of inputs
-(`SharedInputDense`)."""
+code (`GatedDense`), a dense layer over a (shared, per-sample) pair of inputs
+(`SharedInputDense`), and the Gaussian head of every encoder (`gaussian_head`)."""
 
 from typing import Callable, Optional
 
@@ -50,3 +50,14 @@ class SharedInputDense(nn.Module):
     shared, own, kernel, bias = nn.dtypes.promote_dtype(shared, own, kernel, bias,
                                                         dtype=self.dtype)
     return (shared @ kernel[:p] + bias) + own @ kernel[p:]
+
+
+def gaussian_head(h, latent_dim, logvar_min, logvar_max, dtype, init_std=0.0):
+  """A diagonal Gaussian's (mean, logvar) [..., latent_dim] from features h, through one dense
+  layer named 'gaussian_head' in the calling module; logvar clamped where a bound is set."""
+  out = nn.Dense(2 * latent_dim, dtype=dtype, kernel_init=kernel_init(init_std),
+                 name='gaussian_head')(h)
+  mean, logvar = jnp.split(out.astype(jnp.float32), 2, axis=-1)
+  if logvar_min is not None or logvar_max is not None:
+    logvar = jnp.clip(logvar, logvar_min, logvar_max)
+  return mean, logvar

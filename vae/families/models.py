@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from vae.config_lib import check
 from vae import config_lib
 from vae.families import flows, gated_conv, priors
-from vae.families.layers import GatedDense, SharedInputDense, kernel_init
+from vae.families.layers import GatedDense, SharedInputDense, gaussian_head, kernel_init
 from vae.families.likelihoods import Likelihood
 from vae.families.objectives import gaussian_kl, gaussian_kl_pair, log_normal_diag
 from vae.families.objectives import log_standard_normal, reparameterize
@@ -57,15 +57,6 @@ class MLP(nn.Module):
     return x
 
 
-def _gaussian_head(h, latent_dim, logvar_min, logvar_max, dtype, init_std=0.0):
-  out = nn.Dense(2 * latent_dim, dtype=dtype, kernel_init=kernel_init(init_std),
-                 name='gaussian_head')(h)
-  mean, logvar = jnp.split(out.astype(jnp.float32), 2, axis=-1)
-  if logvar_min is not None or logvar_max is not None:
-    logvar = jnp.clip(logvar, logvar_min, logvar_max)
-  return mean, logvar
-
-
 class MLPEncoder(nn.Module):
   """[..., H, W, C] -> (mean [..., D], logvar [..., D]); with `return_features` also the last
   hidden layer [..., hidden[-1]] (an IAF's context). `flat_input` takes vectors [..., P]
@@ -94,7 +85,7 @@ class MLPEncoder(nn.Module):
     else:
       h = (x if self.flat_input else x.reshape(x.shape[:-3] + (-1,))).astype(dtype)
     h = MLP(self.hidden, self.activation, self.gated, self.dtype, self.init_std, name='mlp')(h)
-    mean, logvar = _gaussian_head(h, self.latent_dim, self.logvar_min, self.logvar_max,
+    mean, logvar = gaussian_head(h, self.latent_dim, self.logvar_min, self.logvar_max,
                                   self.dtype, self.init_std)
     return (mean, logvar, h.astype(jnp.float32)) if self.return_features else (mean, logvar)
 
@@ -142,7 +133,7 @@ class ConvEncoder(nn.Module):
     h = h.reshape(h.shape[0], -1)
     if self.dense:
       h = act(nn.Dense(self.dense, dtype=self.dtype, name='dense')(h))
-    mean, logvar = _gaussian_head(h, self.latent_dim, self.logvar_min, self.logvar_max,
+    mean, logvar = gaussian_head(h, self.latent_dim, self.logvar_min, self.logvar_max,
                                   self.dtype)
     out = (mean.reshape(lead + mean.shape[-1:]), logvar.reshape(lead + logvar.shape[-1:]))
     if self.return_features:
