@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 import shutil
 import signal
 import time
@@ -121,10 +122,12 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
       break
   out = proc.communicate(timeout=120)[0]
   assert proc.returncode == 0, out
-  assert 'SIGTERM received: checkpoint saved at step' in ''.join(lines) + out
+  said = re.search(r'SIGTERM received: checkpoint committed at step (\d+)', ''.join(lines) + out)
+  assert said, out
   ckpt = checkpointing.Checkpointer(tmp_path / 'checkpoints')
   last = ckpt.latest_step()
   ckpt.close()
+  assert int(said.group(1)) == last  # the step it names is on disk
   assert 0 < last < 200 * 12
   assert max(e['step'] for e in read_events(tmp_path)) == last
 

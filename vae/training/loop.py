@@ -504,6 +504,9 @@ class _Driver:
     self.saver.submit([runs[m].save_job(step, snapshots[m]) for m in saving])
     if saving:
       self.last_save_t = time.perf_counter()
+    if stopping or preempted:
+      # done.json and the "saved" line only once the checkpoints they speak of are committed.
+      self.saver.wait()
     self.seconds['checkpoint'] += time.perf_counter() - t0
     for m in sorted(stopping):
       runs[m].stop_early(step, f'{runs[m].workdir} ' if several else '')
@@ -511,8 +514,9 @@ class _Driver:
     if preempted:
       for m in training:
         runs[m].interrupted(preempted)
-      log.warning('%s received: checkpoint saved at step %d; rerun the same command to '
-                  'resume', preempted, step)
+      committed = runs[training[0]].checkpointer.latest_step() if training else None
+      log.warning('%s received: checkpoint committed at step %s; rerun the same command to '
+                  'resume', preempted, committed)
 
   def _submit_file(self, fn, *args, **kwargs):
     self.file_jobs = [f for f in self.file_jobs if not f.done() or f.result()]
@@ -535,6 +539,7 @@ class _Driver:
             'eval_s': round(self.seconds['eval'], 3),
             'checkpoint_s': round(self.seconds['checkpoint'], 3),
             'checkpoint_background_s': round(self.saver.seconds, 3),
+            'checkpoint_wait_s': round(self.saver.wait_seconds, 3),
             'images_s': round(self.seconds['images'], 3)}
 
 
