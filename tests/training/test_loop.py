@@ -15,6 +15,7 @@ import pytest
 
 import vae
 
+from tests import record_fixtures
 from tests.helpers import FIXTURES, SLOW_FLAGS, final_params, leaves, read_events, run_train
 from tests.helpers import smoke_config, tensorboard_values
 from vae import config_lib
@@ -383,23 +384,20 @@ def test_norm_metrics_last_reports_the_last_steps_norms_and_trains_the_same():
   assert last['loss'] == pytest.approx((2 * first_two['loss'] + third['loss']) / 3, rel=1e-5)
 
 
-def _same_machine_class(recorded_on):
-  cpu = next((line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo')
-              if line.startswith('model name')), '')
-  return cpu == recorded_on
-
-
-def test_smoke_run_matches_the_recorded_fixture(tmp_path):
-  """The smoke run with the behaviour of runs saved before the speed fields
-  (config_lib.LEGACY_VALUES: float32 binarization draws, norms averaged every step) equals
-  the one recorded before the trainer was split into rooms (tests/fixtures/
-  smoke_reference.*): 1e-6 relative on the machine class that recorded it, 1e-3 on another
-  (XLA's CPU kernels differ between processor families)."""
-  ref = json.loads((FIXTURES / 'smoke_reference.json').read_text())
-  rtol = 1e-6 if _same_machine_class(ref['recorded_on']) else 1e-3
-  loop.train_and_evaluate(smoke_config(**config_lib.LEGACY_VALUES), str(tmp_path))
-  smoke_run = (tmp_path,)
-  got = read_events(smoke_run[0])
+@pytest.mark.parametrize('name,overrides', [
+    ('smoke_reference', {}),
+    ('smoke_reference_legacy', config_lib.LEGACY_VALUES)])
+def test_smoke_run_matches_the_recorded_fixture(tmp_path, name, overrides):
+  """The smoke run equals its recording (tests/record_fixtures.py): `smoke_reference.*`
+  with today's defaults, `smoke_reference_legacy.*` with the behaviour of runs saved before
+  the speed fields (config_lib.LEGACY_VALUES: float32 binarization draws, norms averaged
+  every step; recorded before the trainer was split into rooms). 1e-6 relative on the
+  machine class that recorded it, 1e-3 on another (XLA's CPU kernels differ between
+  processor families)."""
+  ref = json.loads((FIXTURES / f'{name}.json').read_text())
+  rtol = 1e-6 if record_fixtures.cpu_model_name() == ref['recorded_on'] else 1e-3
+  loop.train_and_evaluate(smoke_config(**overrides), str(tmp_path))
+  got = read_events(tmp_path)
   assert [(e['event'], e['step']) for e in got] == [(e['event'], e['step'])
                                                      for e in ref['events']]
   for a, b in zip(got, ref['events']):
@@ -409,9 +407,9 @@ def test_smoke_run_matches_the_recorded_fixture(tmp_path):
         assert a[key] == pytest.approx(value, rel=rtol, abs=rtol), key
       else:
         assert a[key] == value, key
-  step_, params = final_params(smoke_run[0])
+  step_, params = final_params(tmp_path)
   assert step_ == ref['step']
-  want = np.load(FIXTURES / 'smoke_reference_params.npz')
+  want = np.load(FIXTURES / f'{name}_params.npz')
   got_params = leaves(params)
   assert sorted(got_params) == sorted(want.files)
   for key, value in got_params.items():
