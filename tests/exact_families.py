@@ -67,7 +67,7 @@ def one_layer(prior='standard', posterior='diagonal', n=5, d=2, k=3, sigma=0.6, 
   elif prior == 'exemplar':
     prior_module = priors.ExemplarPrior(d)
   else:
-    prior_module = None
+    prior_module = priors.StandardNormal()
   flow = flows.IAF(2, (8, 8)) if posterior == 'iaf' else None
   model = VAE(LinearGaussianMap(d, features=flow is not None), LinearDecoder(n),
               Likelihood('gaussian', 'fixed', sigma), (1, 1, n), d, prior=prior_module, flow=flow)

@@ -17,12 +17,12 @@ from vae.sweeps import runner
 from vae.training import loop
 
 
-class WidePrior(nn.Module):
+class WidePrior(nn.Module, priors.GaussianMixturePrior):
   """N(0, 4 I) as a one-component mixture: a prior that vae/ does not define."""
   latent_dim: int
 
-  def components(self, encode):
-    del encode
+  def components(self, ctx):
+    del ctx
     d = self.latent_dim
     return jnp.zeros((1,)), jnp.zeros((1, d)), jnp.full((1, d), math.log(4.0))
 

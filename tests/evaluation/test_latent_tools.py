@@ -42,6 +42,14 @@ def test_api_round_trip(workdir):
   assert vae.load(workdir, 'latest').step == 24
   with pytest.raises(checkpointing.CheckpointError, match='no checkpoint at step 7'):
     vae.load(workdir, 7)
+  assert vae.load(workdir, '24').step == vae.load(workdir, np.int64(24)).step == 24
+  for not_a_step in (24.7, '24.7', 24.0, True):  # int() would have loaded step 24 (or 1)
+    with pytest.raises(checkpointing.CheckpointError, match='a step number .an integer.'):
+      vae.load(workdir, not_a_step)
+  # The prior's density and draws, whatever the prior (N(0, I) here).
+  z = jnp.asarray([[0.5, -1.0]])
+  np.testing.assert_allclose(m.log_prior(z), -np.log(2 * np.pi) - 0.5 * 1.25, rtol=1e-6)
+  assert m.sample_prior(jax.random.key(0), 7).shape == (7, 2)
 
 
 @pytest.mark.parametrize('images,message', [

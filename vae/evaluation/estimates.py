@@ -68,7 +68,7 @@ def iw_log_likelihood(model, variables, x, key, num_samples, chunk_size,
       post = model.apply(variables, x, k, chunk_size, method=model.posterior)
       return log_px(post['z']) + post['log_p'] - post['log_q']
     z = objectives.reparameterize(k, mean, logvar, chunk_size)
-    return (log_px(z) + objectives.log_standard_normal(z)
+    return (log_px(z) + model.apply(variables, z, method=model.log_prior)
             - objectives.log_normal_diag(z, mean, logvar))
 
   def body(acc, c):

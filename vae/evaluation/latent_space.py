@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vae.families import objectives, priors
+from vae.families import objectives
 
 
 def log_aggregate_posterior(z, mean, logvar, chunk=256):
@@ -80,9 +80,11 @@ def latent_diagnostics(mean, logvar, key, deterministic=False, num_prior=2000,
       distance-based measures apply).
     num_prior: prior samples for the hole measures.
     hole_ratio: density ratio below which a prior sample is in a hole.
-    prior: None for N(0, I), or the (log_weights, means, logvars) of a mixture
-      prior (`TrainedModel.prior_components`): samples and log p(z) come from it,
-      and avg_kl is then the single-draw estimate mean_n [log q(z_n | x_n) - log p(z_n)].
+    prior: None for N(0, I), or (sample(key, n) -> [n, D], log_prob(z) -> [...],
+      kl_per_dim(mean, logvar) or None) of the model's prior (`TrainedModel.sample_prior`,
+      `log_prior`, the closed-form KL where `priors.KL_TABLE` has one): samples and log p(z)
+      come from it, and avg_kl is the closed form or else the single-draw estimate
+      mean_n [log q(z_n | x_n) - log p(z_n)].
     densities: False where q(z | x) is not the Gaussian (mean, logvar) (an IAF
       posterior): only the distance-based measures are reported.
 
@@ -92,10 +94,10 @@ def latent_diagnostics(mean, logvar, key, deterministic=False, num_prior=2000,
   k_post, k_prior = jax.random.split(key)
   if prior is None:
     z_prior = jax.random.normal(k_prior, (num_prior, mean.shape[1]))
-    log_p = objectives.log_standard_normal
+    log_p, kl_per_dim = objectives.log_standard_normal, objectives.gaussian_kl_per_dim
   else:
-    z_prior = priors.sample_mixture(k_prior, num_prior, *prior)
-    log_p = lambda z: priors.mixture_log_prob(z, *prior)
+    sample, log_p, kl_per_dim = prior
+    z_prior = sample(k_prior, num_prior)
   prior_nn = nearest_distances(z_prior, mean)
   data_nn = nearest_distances(mean, mean, exclude_self=True)
   out = {'prior_nn_distance': float(jnp.median(prior_nn)),
@@ -110,7 +112,8 @@ def latent_diagnostics(mean, logvar, key, deterministic=False, num_prior=2000,
   log_pz = log_p(z)
   log_q_prior = log_aggregate_posterior(z_prior, mean, logvar)
   log_p_prior = log_p(z_prior)
-  avg_kl = (objectives.gaussian_kl(mean, logvar) if prior is None else log_q_cond - log_pz)
+  avg_kl = (jnp.sum(kl_per_dim(mean, logvar), axis=-1) if kl_per_dim is not None
+            else log_q_cond - log_pz)
   out.update(
       avg_kl=float(jnp.mean(avg_kl)),
       mutual_info=float(jnp.mean(log_q_cond - log_qz)),
@@ -133,7 +136,7 @@ def model_latent_diagnostics(model, mean, logvar, key):
   d = vae_model.latent_dim
   if vae_model.layers == 2:
     mean, logvar = mean[:, d:], logvar[:, d:]
-  prior = None if vae_model.prior is None else model.prior_components()
+  prior = (lambda k, n: model.sample_prior(k, n), model.log_prior, vae_model.kl_per_dim)
   return latent_diagnostics(mean, logvar, key, deterministic=vae_model.deterministic,
                             prior=prior, densities=vae_model.flow is None)
 

@@ -40,15 +40,26 @@ def _candidate_steps(ckpt, checkpoint):
   if checkpoint == 'best':
     best = ckpt.best_step()
     return ([best] if best is not None else []) + [s for s in steps[::-1] if s != best], False
-  try:
-    step = int(checkpoint)
-  except (TypeError, ValueError):
+  step = _step_number(checkpoint)
+  if step is None:
     raise checkpointing.CheckpointError(
-        f'checkpoint {checkpoint!r} is not best, latest or a step number') from None
+        f'checkpoint {checkpoint!r} is not best, latest or a step number (an integer)')
   if step not in steps:
     raise checkpointing.CheckpointError(f'no checkpoint at step {step} in {ckpt.directory}; '
                                         f'available: {steps}')
   return [step], True
+
+
+def _step_number(checkpoint):
+  """The step a checkpoint argument names, or None: an int (not a bool), an integral numpy
+  integer, or a string of digits; 24.7 or '24.7' name no step (int() would truncate)."""
+  if isinstance(checkpoint, bool):
+    return None
+  if isinstance(checkpoint, (int, np.integer)):
+    return int(checkpoint)
+  if isinstance(checkpoint, str) and checkpoint.strip().isdigit():
+    return int(checkpoint)
+  return None
 
 
 ROTATION_RETRIES = 5
@@ -98,6 +109,9 @@ class TrainedModel:
         lambda v, k, x, n, t: model.apply(v, k, x, n, t, method=model.generate_near),
         static_argnums=3)
     self._prior = jax.jit(lambda v: model.apply(v, method=model.prior_components))
+    self._log_prior = jax.jit(lambda v, z: model.apply(v, z, method=model.log_prior))
+    self._sample_prior = jax.jit(
+        lambda v, k, n: model.apply(v, k, n, method=model.sample_prior), static_argnums=2)
 
   @property
   def variables(self):
@@ -173,9 +187,23 @@ class TrainedModel:
     return self._point(self.variables, self.images(x))
 
   def prior_components(self):
-    """(log_weights [K], means [K, d], logvars [K, d]) of the prior on the top layer, a
-    mixture of diagonal Gaussians (K = 1 at N(0, I) for the standard prior)."""
+    """(log_weights [K], means [K, d], logvars [K, d]) of the prior on the top layer, for a
+    prior that is a mixture of diagonal Gaussians (K = 1 at N(0, I) for the standard
+    prior; others have `log_prior` and `sample_prior` only)."""
     return self._prior(self.variables)
+
+  def log_prior(self, z):
+    """log p(z) of the top layer's prior in nats: z [..., d] -> [...] (d = latent_dim per
+    layer; with two layers the prior is on z2)."""
+    z = jnp.asarray(z, jnp.float32)
+    if z.ndim < 1 or z.shape[-1] != self.model.latent_dim:
+      raise ValueError(f'latents have shape {tuple(z.shape)}; the prior takes [..., '
+                       f'{self.model.latent_dim}]')
+    return self._log_prior(self.variables, z)
+
+  def sample_prior(self, key, n):
+    """n draws [n, d] from the top layer's prior."""
+    return self._sample_prior(self.variables, key, int(n))
 
   def decode(self, z):
     """z [..., D] -> mean images [..., H, W, C] in [0, 1]."""

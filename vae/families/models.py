@@ -7,7 +7,7 @@ the decoder returns the raw parameters of the likelihood, which `VAE.decode`
 turns into a dict through `Likelihood.params`.
 """
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -18,8 +18,8 @@ from vae import config_lib
 from vae.families import flows, gated_conv, priors
 from vae.families.layers import GatedDense, SharedInputDense, gaussian_head, kernel_init
 from vae.families.likelihoods import Likelihood
-from vae.families.objectives import gaussian_kl, gaussian_kl_pair, log_normal_diag
-from vae.families.objectives import log_standard_normal, reparameterize
+from vae.families.objectives import gaussian_kl_pair, log_normal_diag
+from vae.families.objectives import reparameterize
 
 ACTIVATIONS = {
     'relu': nn.relu,
@@ -194,8 +194,8 @@ class VAE(nn.Module):
 
   One stochastic layer (the default): q(z | x) is the diagonal Gaussian of
   `encoder`, pushed through an inverse autoregressive flow when `flow` is set
-  (its context is the encoder's last hidden layer); p(z) is N(0, I) when
-  `prior` is None, else a mixture (`vae.families.priors`); p(x | z) is `decoder` and
+  (its context is the encoder's last hidden layer); p(z) is `prior`, any object with the
+  protocol of `vae.families.priors.Prior` (N(0, I) by default); p(x | z) is `decoder` and
   `likelihood`.
 
   Two stochastic layers (`encoder_z1` set; Tomczak & Welling's HVAE):
@@ -214,7 +214,7 @@ class VAE(nn.Module):
   image_shape: Sequence[int]
   latent_dim: int
   deterministic: bool = False
-  prior: Optional[nn.Module] = None
+  prior: Any = priors.StandardNormal()
   flow: Optional[nn.Module] = None
   encoder_z1: Optional[nn.Module] = None
   prior_z1: Optional[nn.Module] = None
@@ -237,8 +237,20 @@ class VAE(nn.Module):
 
   @property
   def analytic_kl(self) -> bool:
-    """N(0, I) prior, diagonal posterior, one layer: the KL is analytic per dimension."""
-    return self.prior is None and self.flow is None and self.layers == 1
+    """One layer, a diagonal posterior and a prior whose KL has a closed form per dimension
+    (`priors.KL_TABLE`: N(0, I)): the objective takes `kl_per_dim`."""
+    return self.kl_per_dim is not None and self.flow is None and self.layers == 1
+
+  @property
+  def kl_per_dim(self):
+    """kl(mean, logvar) -> [..., D], the closed-form KL of the top layer's diagonal
+    Gaussian against the prior (`priors.analytic_kl_per_dim`), or None."""
+    return priors.analytic_kl_per_dim(self.prior)
+
+  def prior_context(self):
+    """What the prior may use (`priors.PriorContext`): the top layer's size and its
+    posterior Gaussian as a function of images."""
+    return priors.PriorContext(self.latent_dim, lambda u: self._q_top(u)[:2])
 
   def _q_top(self, x):
     """(mean, logvar, context or None) of the top layer's base Gaussian."""
@@ -297,20 +309,17 @@ class VAE(nn.Module):
     return self.likelihood.mean(self.decode(z))
 
   def prior_components(self):
-    """(log_weights [K], means [K, D], logvars [K, D]) of the prior on the top layer."""
-    if self.prior is None:
-      d = self.latent_dim
-      return jnp.zeros((1,)), jnp.zeros((1, d)), jnp.zeros((1, d))
-    return self.prior.components(lambda u: self._q_top(u)[:2])
+    """(log_weights [K], means [K, D], logvars [K, D]) of a prior on the top layer that is a
+    mixture of diagonal Gaussians (N(0, I): K = 1)."""
+    return self.prior.components(self.prior_context())
 
   def log_prior(self, z):
     """log p(z) of the top layer in nats: z [..., latent_dim] -> [...]."""
-    return self._log_prior_top(z, self.prior_components())
+    return self.prior.log_prob(z, self.prior_context())
 
-  def _log_prior_top(self, z, components):
-    if self.prior is None:
-      return log_standard_normal(z)
-    return priors.mixture_log_prob(z, *components)
+  def sample_prior(self, key, n, temperature=1.0):
+    """n draws [n, latent_dim] from the top layer's prior, the noise scaled by temperature."""
+    return self.prior.sample(key, n, self.prior_context(), temperature)
 
   def posterior(self, x, key, num_samples=None):
     """A reparameterized draw from q(z | x) and the densities the objectives need.
@@ -335,8 +344,9 @@ class VAE(nn.Module):
     if self.flow is not None:
       z, log_det = self.flow(z, ctx)
       log_q = log_q - log_det
-    log_p = self._log_prior_top(z, self.prior_components())
-    kl_top = (gaussian_kl(mean, logvar) if self.prior is None and self.flow is None
+    log_p = self.log_prior(z)
+    kl_fn = self.kl_per_dim
+    kl_top = (jnp.sum(kl_fn(mean, logvar), axis=-1) if kl_fn is not None and self.flow is None
               else log_q - log_p)
     out = {'mean': mean, 'logvar': logvar}
     if self.layers == 1:
@@ -367,9 +377,7 @@ class VAE(nn.Module):
     """The Exemplar prior's exemplar-based generation: n images per image of x [M, H, W, C]
     decoded from the prior's component at x, z_top = mu(x) + temperature sigma eps (two
     layers: z1 ~ p(z1 | z2) with scaled noise too): [n, M, H, W, C] means."""
-    centres = self._q_top(x)[0]                                      # [M, D]
-    eps = jax.random.normal(key, (n,) + centres.shape)
-    z = centres + temperature * jnp.exp(0.5 * self.prior.log_variance) * eps
+    z = self.prior.sample_near(key, self._q_top(x)[0], n, temperature)  # [n, M, D]
     if self.layers == 2:
       pm, plv = self.prior_z1(z)
       eps1 = jax.random.normal(jax.random.fold_in(key, 1), pm.shape)
@@ -380,10 +388,7 @@ class VAE(nn.Module):
     """n images decoded from the prior: [n, H, W, C] means. Every prior draw's noise is
     scaled by `temperature` (N(0, I): z = temperature * eps; mixtures: per component;
     two layers: z2 from the prior, then z1 ~ p(z1 | z2) with scaled noise too)."""
-    if self.prior is None:
-      z = temperature * jax.random.normal(key, (n, self.latent_dim))
-    else:
-      z = priors.sample_mixture(key, n, *self.prior_components(), temperature=temperature)
+    z = self.sample_prior(key, n, temperature)
     if self.layers == 2:
       pm, plv = self.prior_z1(z)
       eps = jax.random.normal(jax.random.fold_in(key, 1), pm.shape)

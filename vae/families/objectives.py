@@ -151,7 +151,8 @@ def importance_log_weights(model, variables, x, key, num_samples, latent_mask=No
   z = reparameterize(key, mean, logvar, num_samples)                  # [S, B, D]
   params = _decode(model, variables, z, latent_mask)                  # [S, B, H, W, C]
   log_px = model.likelihood.log_prob(params, x)                      # [S, B]
-  log_ratio = log_standard_normal(z) - log_normal_diag(z, mean, logvar)
+  log_pz = model.apply(variables, z, method=model.log_prior)
+  log_ratio = log_pz - log_normal_diag(z, mean, logvar)
   return log_px, log_ratio, mean, logvar
 
 
@@ -159,7 +160,8 @@ def per_example_objective(model, variables, x, key, *, beta=1.0, free_bits=0.0,
                           num_samples=1, mask=None, latent_mask=None, estimator='iwae'):
   """The training loss and the reported terms, all per example in nats.
 
-  With num_samples == 1 this is the single-sample ELBO with the analytic KL:
+  With num_samples == 1 this is the single-sample ELBO with the analytic KL (the
+  prior's closed form, `model.kl_per_dim`):
   loss = -(recon - beta * KL), KL floored by free bits. With num_samples = k > 1
   it is the IWAE bound with k samples (Burda et al. 2015): loss =
   -log mean_s w_s, with beta weighting log p(z) - log q(z | x); with
@@ -204,7 +206,7 @@ def per_example_objective(model, variables, x, key, *, beta=1.0, free_bits=0.0,
     mean, logvar = _encode(model, variables, x, latent_mask)
     z = reparameterize(key, mean, logvar)
     recon = model.likelihood.log_prob(_decode(model, variables, z, latent_mask), x)
-    kl_dim = gaussian_kl_per_dim(mean, logvar)
+    kl_dim = model.kl_per_dim(mean, logvar)  # the prior's closed form (priors.KL_TABLE)
     if free_bits is not None and not (isinstance(free_bits, (int, float)) and free_bits <= 0):
       if latent_mask is not None:  # padded dimensions are not floored: they have no KL
         fb = jnp.where(latent_mask > 0, free_bits, 0.0)
@@ -221,7 +223,7 @@ def per_example_objective(model, variables, x, key, *, beta=1.0, free_bits=0.0,
   log_w = log_px + beta * log_ratio
   loss = -(jnp.mean(log_w, axis=0) if estimator == 'elbo' else log_mean_exp(log_w, axis=0))
   recon = jnp.mean(log_px, axis=0)
-  kl = gaussian_kl(mean, logvar)
+  kl = jnp.sum(model.kl_per_dim(mean, logvar), axis=-1)
   iwae = log_mean_exp(log_px + log_ratio, axis=0)
   return loss, {'recon': recon, 'kl': kl, 'elbo': recon - kl, 'iwae': iwae}
 

@@ -1,10 +1,16 @@
 """Priors p(z) over the top stochastic layer: N(0, I), a learned mixture, the VampPrior, the
-Exemplar prior.
+Exemplar prior; the prior protocol they share; the table of analytic KL divergences.
 
-Every prior here is a mixture of K diagonal Gaussians, described by
-`components()` -> (log_weights [K], means [K, D], logvars [K, D]):
-  standard  K = 1, N(0, I): no module and no parameters (`VAE.prior` is None and the
-            checkpoint tree is unchanged).
+The protocol (`Prior`): a prior is a distribution over the top layer,
+  log_prob(z, ctx)                  log p(z) in nats, z [..., D] -> [...]
+  sample(key, n, ctx, temperature)  n draws [n, D], the noise scaled by temperature
+given a `PriorContext` (the layer's size and the map from images to that layer's posterior
+Gaussian, which the VampPrior and the Exemplar prior are built from). A prior with
+parameters is a Flax module (its parameters live under the model's 'prior'); one without is
+any hashable object with those two methods (`StandardNormal`). The model calls nothing else.
+
+The priors here:
+  standard  N(0, I) (`StandardNormal`): no parameters (the checkpoint tree has no 'prior').
   mog       `model.prior_components` learned Gaussians with learned weights
             (softmax of logits); means start N(0, 1), log-variances at 0.
   vamp      the VampPrior (Tomczak & Welling 2018): the uniform mixture of the
@@ -18,19 +24,29 @@ Every prior here is a mixture of K diagonal Gaussians, described by
             of N(mu(x_n), sigma^2 I) over the encoder's means of the N training exemplars,
             sigma^2 learned; trained with leave-one-out and retrieval of each example's
             nearest exemplars (`retrieve`), evaluated with all N (`ExemplarPrior`).
-`mixture_log_prob` scores z in nats; `sample_mixture` draws from it.
+The last three are mixtures of K diagonal Gaussians (`GaussianMixturePrior`: one method,
+`components(ctx)` -> (log_weights [K], means [K, D], logvars [K, D]), gives the protocol
+through `mixture_log_prob` and `sample_mixture`).
+
+KL(q || p) of a diagonal Gaussian posterior comes from `KL_TABLE` where the pair has a
+closed form (`register_kl`; N(0, I) has one, per dimension); for every other prior the
+objective takes the single-draw estimate log q(z | x) - log p(z) at the reconstruction's
+draw (unbiased).
 
 The priors are registered by name in `REGISTRY` (`register(name, build)`): a new one is a
-Flax module with `components(encode)` plus a registration; `model.prior` may then name it.
+class with the two methods, and a registration; `model.prior` may then name it.
 """
 
+import dataclasses
 import math
+from typing import Callable, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from vae.config_lib import check
+from vae.families import objectives
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -44,6 +60,13 @@ def check_config(mc):
   check(mc.exemplar_k >= 1, f'model.exemplar_k={mc.exemplar_k} must be >= 1')
   check(mc.exemplar_candidates >= 0,
         f'model.exemplar_candidates={mc.exemplar_candidates} must be >= 0 (0: all)')
+  need = mc.exemplar_k + (1 if mc.exemplar_leave_one_out else 0)
+  check(mc.prior != 'exemplar' or mc.exemplar_candidates == 0
+        or mc.exemplar_candidates >= need,
+        f'model.exemplar_candidates={mc.exemplar_candidates} is below the {need} exemplars '
+        f'retrieved per example (model.exemplar_k={mc.exemplar_k}'
+        + (' + 1 left out' if mc.exemplar_leave_one_out else '') + f'); raise it to >= {need} '
+        'or set 0 (all)')
   check(mc.prior != 'exemplar' or mc.posterior == 'diagonal',
         'model.prior=exemplar centres its components at the posterior means of a diagonal '
         'posterior; set model.posterior=diagonal')
@@ -101,7 +124,87 @@ def sample_mixture(key, n, log_weights, means, logvars, temperature=1.0):
   return means[idx] + temperature * jnp.exp(0.5 * logvars[idx]) * eps
 
 
-class MixturePrior(nn.Module):
+@dataclasses.dataclass(frozen=True)
+class PriorContext:
+  """What a prior may use besides its own parameters.
+
+  latent_dim: the top layer's size D.
+  encode: images [K, H, W, C] -> (mean [K, D], logvar [K, D]) of that layer's posterior
+    Gaussian under the current parameters (None where no encoder is at hand).
+  """
+  latent_dim: int
+  encode: Optional[Callable] = None
+
+
+class Prior:
+  """The prior protocol (see the module docstring): `log_prob` and `sample`. Subclass it
+  (with nn.Module first for a prior with parameters) or write the two methods."""
+
+  def log_prob(self, z, ctx):
+    """log p(z) in nats: z [..., D] -> [...]."""
+    raise NotImplementedError
+
+  def sample(self, key, n, ctx, temperature=1.0):
+    """n draws [n, D], each draw's noise scaled by `temperature`."""
+    raise NotImplementedError
+
+
+@dataclasses.dataclass(frozen=True)
+class StandardNormal(Prior):
+  """N(0, I): analytic, no parameters."""
+
+  def log_prob(self, z, ctx):
+    del ctx
+    return objectives.log_standard_normal(z)
+
+  def sample(self, key, n, ctx, temperature=1.0):
+    return temperature * jax.random.normal(key, (n, ctx.latent_dim))
+
+  def components(self, ctx):
+    """N(0, I) as a one-component mixture."""
+    d = ctx.latent_dim
+    return jnp.zeros((1,)), jnp.zeros((1, d)), jnp.zeros((1, d))
+
+
+class GaussianMixturePrior(Prior):
+  """A prior that is a mixture of diagonal Gaussians: subclasses give `components(ctx)` ->
+  (log_weights [K] (or [B, K], one mixture per example), means [K, D], logvars [K, D])."""
+
+  def components(self, ctx):
+    raise NotImplementedError
+
+  def log_prob(self, z, ctx):
+    return mixture_log_prob(z, *self.components(ctx))
+
+  def sample(self, key, n, ctx, temperature=1.0):
+    return sample_mixture(key, n, *self.components(ctx), temperature=temperature)
+
+
+# Closed-form KL(N(mean, exp(logvar)) || p) per latent dimension ([..., D]) for the prior
+# classes that have one; `analytic_kl_per_dim` looks a prior up along its class's bases.
+KL_TABLE = {}
+
+
+def register_kl(prior_class, kl_per_dim):
+  """Declares the closed form kl_per_dim(mean, logvar) -> [..., D] of a diagonal Gaussian
+  posterior against `prior_class`'s priors (nats per dimension)."""
+  KL_TABLE[prior_class] = kl_per_dim
+  return kl_per_dim
+
+
+def analytic_kl_per_dim(prior):
+  """The closed-form per-dimension KL against `prior`, or None (then the objective takes
+  the single-draw estimate log q - log p)."""
+  for cls in type(prior).__mro__:
+    if cls in KL_TABLE:
+      return KL_TABLE[cls]
+  return None
+
+
+register_kl(StandardNormal, objectives.gaussian_kl_per_dim)
+
+
+class MixturePrior(nn.Module, GaussianMixturePrior):
   """A learned mixture of `num_components` diagonal Gaussians (the `mog` prior)."""
   latent_dim: int
   num_components: int
@@ -112,12 +215,12 @@ class MixturePrior(nn.Module):
     self.logvars = self.param('logvars', nn.initializers.zeros, (k, d))
     self.logits = self.param('logits', nn.initializers.zeros, (k,))
 
-  def components(self, encode=None):
-    del encode
+  def components(self, ctx=None):
+    del ctx
     return jax.nn.log_softmax(self.logits), self.means, self.logvars
 
 
-class VampPrior(nn.Module):
+class VampPrior(nn.Module, GaussianMixturePrior):
   """The mixture of the encoder's posteriors at learned pseudo-inputs."""
   num_components: int
   image_shape: tuple
@@ -131,14 +234,14 @@ class VampPrior(nn.Module):
     """The K pseudo-inputs as images in [0, 1] (hard-tanh of the free parameters)."""
     return jnp.clip(self.pseudo_inputs_raw, 0.0, 1.0)
 
-  def components(self, encode):
-    """`encode` maps images [K, H, W, C] to the (mean, logvar) of q(z | u) on this layer."""
-    means, logvars = encode(self.pseudo_inputs())
+  def components(self, ctx):
+    """The encoder's posteriors at the pseudo-inputs (`ctx.encode`)."""
+    means, logvars = ctx.encode(self.pseudo_inputs())
     k = self.num_components
     return jnp.full((k,), -math.log(k)), means, logvars
 
 
-class ExemplarPrior(nn.Module):
+class ExemplarPrior(nn.Module, GaussianMixturePrior):
   """The Exemplar VAE's prior (Norouzi, Fleet & Norouzi 2020): the uniform mixture of
   Gaussians N(mu(x_n), sigma^2 I) centred at the encoder's means of training exemplars x_n,
   with one learned log-variance log sigma^2 shared by every component and dimension
@@ -156,11 +259,11 @@ class ExemplarPrior(nn.Module):
   def setup(self):
     self.log_variance = self.param('log_variance', nn.initializers.zeros, ())
 
-  def components(self, encode):
+  def components(self, ctx):
     if self.has_variable('exemplars', 'means'):
       means = self.get_variable('exemplars', 'means')
     elif self.has_variable('exemplars', 'images'):
-      means = encode(self.get_variable('exemplars', 'images'))[0]
+      means = ctx.encode(self.get_variable('exemplars', 'images'))[0]
     else:
       means = jnp.zeros((1, self.latent_dim))
     k = means.shape[0]
@@ -168,6 +271,12 @@ class ExemplarPrior(nn.Module):
                    if self.has_variable('exemplars', 'log_weights')
                    else jnp.full((k,), -math.log(k)))
     return log_weights, means, jnp.broadcast_to(self.log_variance, means.shape)
+
+  def sample_near(self, key, centres, n, temperature=1.0):
+    """n draws per centre [M, D] from its component: centre + temperature sigma eps,
+    [n, M, D]."""
+    eps = jax.random.normal(key, (n,) + centres.shape)
+    return centres + temperature * jnp.exp(0.5 * self.log_variance) * eps
 
 
 def exemplar_variables(means=None, images=None, log_weights=None):
@@ -246,25 +355,84 @@ def encode_exemplars(encode, data, num_exemplars, block=500):
   return means.reshape(nb * block, -1)[:num_exemplars]
 
 
+@dataclasses.dataclass(frozen=True)
+class PriorMemory:
+  """What a prior adds to a run's memory, in floats (vae/training/memory.py sums it).
+
+  per_example: floats per example and posterior sample (its densities at each draw).
+  training: floats of one training step beyond the batch's (kept for the backward pass).
+  evaluation: floats of one evaluation batch beyond the batch's.
+  state: floats kept between steps (a cache in the train state).
+  why: the fields behind them, for the error line.
+  """
+  per_example: int = 0
+  training: int = 0
+  evaluation: int = 0
+  state: int = 0
+  why: str = ''
+
+
+def _no_memory(mc, tc, floats_per_example, num_train):
+  del mc, tc, floats_per_example, num_train
+  return PriorMemory()
+
+
+def _mixture_memory(mc, tc, floats_per_example, num_train):
+  del tc, floats_per_example, num_train
+  k = mc.prior_components
+  return PriorMemory(per_example=2 * k, why=f'model.prior_components={k} components')
+
+
+def _vamp_memory(mc, tc, floats_per_example, num_train):
+  """The encoder's pass over the K pseudo-inputs, at every step and evaluation batch."""
+  del tc, num_train
+  k = mc.prior_components
+  return PriorMemory(per_example=2 * k, training=k * floats_per_example,
+                     evaluation=k * floats_per_example,
+                     why=f'model.prior_components={k} pseudo-inputs')
+
+
+def _exemplar_memory(mc, tc, floats_per_example, num_train):
+  """The cache of N exemplar means (train state); per step the distances to the candidates
+  and the encoder's pass over the batch's retrieved exemplars; at evaluation all N means and
+  the blocked mixture sum (at most MIXTURE_BLOCK_ELEMENTS at once)."""
+  n, d, b = num_train, mc.latent_dim, tc.batch_size
+  candidates = n if mc.exemplar_candidates <= 0 else min(mc.exemplar_candidates, n)
+  retrieved = b * min(mc.exemplar_k, candidates)
+  return PriorMemory(
+      per_example=2 * retrieved, training=b * candidates + retrieved * floats_per_example,
+      evaluation=n * d + MIXTURE_BLOCK_ELEMENTS, state=n * d,
+      why=(f'{n:,} training exemplars x model.latent_dim={d}, model.exemplar_candidates='
+           f'{mc.exemplar_candidates}, model.exemplar_k={mc.exemplar_k}'))
+
+
 REGISTRY = {}
+MEMORY = {}
 
 
-def register(name, build):
-  """Makes `build(model_config, image_shape)` available as model.prior=name: it returns a
-  Flax module whose `components(encode)` gives (log_weights [K], means [K, D], logvars
-  [K, D]) of the mixture on the top layer, where `encode` maps images to that layer's
-  posterior (mean, logvar) (the VampPrior uses it), or None for N(0, I)."""
+def register(name, build, memory=_no_memory):
+  """Makes `build(model_config, image_shape)` available as model.prior=name: it returns the
+  prior of the top layer, an object with the protocol of `Prior` (a Flax module when it has
+  parameters). `memory(model_config, train_config, floats_per_example, num_train)` ->
+  `PriorMemory` declares what it adds to the memory estimate (default: nothing)."""
   REGISTRY[name] = build
+  MEMORY[name] = memory
   return build
 
 
-register('standard', lambda mc, image_shape: None)  # N(0, I): analytic, no parameters
-register('mog', lambda mc, image_shape: MixturePrior(mc.latent_dim, mc.prior_components))
-register('vamp', lambda mc, image_shape: VampPrior(mc.prior_components, tuple(image_shape)))
-register('exemplar', lambda mc, image_shape: ExemplarPrior(mc.latent_dim))
+def memory(mc, tc, floats_per_example, num_train):
+  """The `PriorMemory` of `config.model`'s prior."""
+  return MEMORY.get(mc.prior, _no_memory)(mc, tc, floats_per_example, num_train)
+
+
+register('standard', lambda mc, image_shape: StandardNormal())
+register('mog', lambda mc, image_shape: MixturePrior(mc.latent_dim, mc.prior_components),
+         _mixture_memory)
+register('vamp', lambda mc, image_shape: VampPrior(mc.prior_components, tuple(image_shape)),
+         _vamp_memory)
+register('exemplar', lambda mc, image_shape: ExemplarPrior(mc.latent_dim), _exemplar_memory)
 
 
 def build_prior(mc, image_shape):
-  """The prior module of `config.model` (on z2 when there are two stochastic layers); None
-  for N(0, I), which `VAE` handles analytically and which has no parameters."""
+  """The prior of `config.model` (on z2 when there are two stochastic layers)."""
   return REGISTRY[mc.prior](mc, image_shape)

@@ -177,7 +177,8 @@ def _train(configs, workdirs, group_dir, chief, t_start, preempt):
   validation.validate_for_data(base, dataset.image_shape, len(dataset.train))
   mesh = sharding.make_model_mesh(len(runs) if group_dir is not None else 1)
   widest = max(configs, key=lambda c: c.model.latent_dim)  # a group pads to its widest
-  memory.check_fits(widest, dataset.image_shape, -(-len(runs) // mesh.shape['model']))
+  memory.check_fits(widest, dataset.image_shape, -(-len(runs) // mesh.shape['model']),
+                    num_train=len(dataset.train))
   sched = _check_sizes(base, runs, mesh, len(dataset.train))
   try:
     hooks = settings.fault_hooks()

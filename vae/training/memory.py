@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from vae import config_lib
-from vae.families import gated_conv, likelihoods, models
+from vae.families import gated_conv, likelihoods, models, priors
 
 FLOAT_BYTES = 4
 GIB = 2.0 ** 30
@@ -70,50 +70,52 @@ def activation_floats(mc, image_shape):
     layers = ('model.conv_channels', widths + 2 * mc.conv_dense)
   terms = {'the image size': h * w * c * (2 + 2 * ppc), layers[0]: layers[1],
            'model.latent_dim': 8 * mc.latent_dim * mc.stochastic_layers}
-  if mc.prior == 'mog':
-    terms['model.prior_components'] = 2 * mc.prior_components
   return terms
 
 
-def estimate(config, image_shape, num_models=1):
-  """{part: (bytes, the fields behind it)} of a training run on one device."""
+def estimate(config, image_shape, num_models=1, num_train=0):
+  """{part: (bytes, the fields behind it)} of a training run on one device (`num_train`:
+  the training examples, which a prior's state may scale with)."""
   mc, t = config.model, config.train
   params = parameter_count(mc, image_shape)
   copies = 4 + (1 if config.optim.ema_decay > 0 else 0)  # params, grads, two moments, EMA
   terms = activation_floats(mc, image_shape)
+  prior = priors.memory(mc, t, sum(terms.values()), num_train)  # the prior's declaration
+  if prior.per_example:
+    terms['the prior'] = prior.per_example
   acts = sum(terms.values())
   field = max(terms, key=terms.get)
   value = {'model.hidden': tuple(mc.hidden), 'model.conv_channels': tuple(mc.conv_channels),
-           'model.latent_dim': mc.latent_dim, 'model.prior_components': mc.prior_components}
+           'model.latent_dim': mc.latent_dim}
   each = (f'{acts:,} floats per example'
-          + (f', mostly from {field}={value[field]}' if field in value else ''))
-  vamp = mc.prior_components * acts if mc.prior == 'vamp' else 0
+          + (f', mostly from {field}={value[field]}' if field in value else '')
+          + (f', mostly from the prior\'s {prior.why}' if field == 'the prior' else ''))
+  and_prior = lambda floats: f', and the prior\'s {prior.why}' if floats else ''
   k = int(config.objective.num_samples)
   eval_k = max(1, min(int(t.eval_iw_samples), 100))  # importance samples go in chunks of 100
   parts = {
       'parameters': (FLOAT_BYTES * params * copies,
                      f'{params:,} parameters (model.hidden={tuple(mc.hidden)}, '
-                     f'model.latent_dim={mc.latent_dim}, model.prior_components='
-                     f'{mc.prior_components if mc.prior != "standard" else "unused"})'),
-      'training activations': (FLOAT_BYTES * 3 * (t.batch_size * k * acts + vamp),
+                     f'model.latent_dim={mc.latent_dim}{and_prior(prior.why)})'),
+      'training activations': (FLOAT_BYTES * 3 * (t.batch_size * k * acts + prior.training),
                                f'train.batch_size={t.batch_size} x objective.num_samples={k}'
-                               f' x {each}'
-                               + (f', and model.prior_components={mc.prior_components} '
-                                  'pseudo-inputs' if vamp else '')),
-      'evaluation': (FLOAT_BYTES * (t.eval_batch_size * eval_k * acts + vamp),
+                               f' x {each}{and_prior(prior.training)}'),
+      'evaluation': (FLOAT_BYTES * (t.eval_batch_size * eval_k * acts + prior.evaluation),
                      f'train.eval_batch_size={t.eval_batch_size}'
                      + (f' x train.eval_iw_samples chunks of {eval_k}' if eval_k > 1 else '')
-                     + f' x {each}'),
+                     + f' x {each}{and_prior(prior.evaluation)}'),
       'picture samples': (FLOAT_BYTES * t.num_image_samples * acts,
                           f'train.num_image_samples={t.num_image_samples} x {each}'),
   }
+  if prior.state:
+    parts['the prior\'s state'] = (FLOAT_BYTES * prior.state, prior.why)
   return {name: (num_models * b, why) for name, (b, why) in parts.items()}
 
 
-def check_fits(config, image_shape, num_models=1, available=None):
+def check_fits(config, image_shape, num_models=1, available=None, num_train=0):
   """Raises ConfigError, one line naming the field and the memory it would need, when the
   estimate exceeds the device's memory (`available` bytes; default: `device_memory_bytes`)."""
-  parts = estimate(config, image_shape, num_models)
+  parts = estimate(config, image_shape, num_models, num_train)
   total = sum(b for b, _ in parts.values())
   available = device_memory_bytes() if available is None else available
   if total <= available:
