@@ -435,6 +435,25 @@ def resolve_config_spec(spec):
   return spec
 
 
+def config_overrides(args):
+  """{field: value text} of the `--config.a.b=value` (or `--config.a.b value`) arguments in
+  `args`, in order. A field given twice is a ConfigError naming it and both values: flags
+  would otherwise merge or drop one silently (absl appends a repeated tuple field)."""
+  out = {}
+  args = list(args)
+  for i, arg in enumerate(args):
+    if not arg.startswith('--config.'):
+      continue
+    key, eq, value = arg[len('--config.'):].partition('=')
+    if not eq:
+      value = args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith('--') else ''
+    if key in out:
+      raise ConfigError(f'--config.{key} is given twice ({out[key]!s} and {value!s}); give it '
+                        'once')
+    out[key] = value
+  return out
+
+
 def resolve_config_argv(argv):
   """argv with the value of --config (`--config X` or `--config=X`) through
   `resolve_config_spec`."""

@@ -39,3 +39,21 @@ def test_a_flag_without_help_text_is_refused():
   parser.add_argument('--bare', default=2)
   with pytest.raises(ValueError, match='bare'):
     parser.parse_args([])
+
+
+@pytest.mark.parametrize('name', ['train', 'sweep'])
+@pytest.mark.parametrize('twice', [
+    ('--config.model.hidden=(8,)', '--config.model.hidden=(16,)'),
+    ('--config.objective.beta=2.0', '--config.objective.beta=4.0')])
+def test_a_field_given_twice_is_refused_naming_both_values(name, twice, tmp_path):
+  """absl appends a repeated tuple field (hidden (8, 16)) and keeps the last scalar; a
+  sweep kept the last: each silently trained something nobody asked for."""
+  work = tmp_path / 'w'
+  code, _, err = helpers.run_script(name, '--config', 'configs/default.py:smoke', '--workdir',
+                                    work, *twice)
+  field = twice[0].split('=')[0]
+  first, second = (t.split('=', 1)[1] for t in twice)
+  assert code == 2, err
+  assert err.strip().count('\n') == 0, err  # one line
+  assert f'{field} is given twice ({first} and {second})' in err
+  assert not work.exists()  # refused before anything is written

@@ -101,7 +101,22 @@ def test_bad_magic_truncation_and_mismatch(tmp_path):
   d = tmp_path / 'mnist'
   _write_idx_dir(d, gz=False)
   (d / 'train-labels-idx1-ubyte').write_bytes(_idx_bytes(np.zeros(7)))
-  with pytest.raises(datasets.DataError, match='30 images but 7 labels'):
+  with pytest.raises(datasets.DataError, match='declares 30 images but the label file 7 labels'):
+    datasets.load(_data_config(name='mnist', source='idx', path=str(d), val_size=2))
+
+
+def test_idx_counts_are_compared_from_the_headers_before_any_data_is_inflated(tmp_path,
+                                                                             monkeypatch):
+  d = tmp_path / 'mnist'
+  _write_idx_dir(d, gz=True)
+  with gzip.open(d / 'train-labels-idx1-ubyte.gz', 'wb') as f:
+    f.write(_idx_bytes(np.zeros(7)))
+
+  def no_data(path):
+    raise AssertionError(f'{path} was inflated before the counts were compared')
+
+  monkeypatch.setattr(datasets, 'read_idx', no_data)
+  with pytest.raises(datasets.DataError, match='declares 30 images but the label file 7 labels'):
     datasets.load(_data_config(name='mnist', source='idx', path=str(d), val_size=2))
 
 

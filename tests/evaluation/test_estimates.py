@@ -1,5 +1,6 @@
 """Tests of vae/evaluation/estimates.py, scripts/evaluate.py and scripts/compare_ae_vae.py."""
 
+import hashlib
 import json
 import math
 
@@ -131,6 +132,15 @@ def test_evaluate_script_writes_eval_json(trained_pair):
   assert len(result['kl_per_dim']) == 2 and 'mutual_info' in result['latent']
   assert 'log p(x), k=20' in out
   assert run_script('evaluate', '--workdir', trained_pair / 'nope')[0] == 2
+  # The per-image file is written whole before the report that names its hash.
+  data = (workdir / 'eval.npz').read_bytes()
+  assert result['per_example_sha256'] == hashlib.sha256(data).hexdigest()
+  assert np.load(workdir / 'eval.npz')['log_likelihood'].shape == (100,)
+  assert not list(workdir.glob('*.tmp*'))
+  # --out X.npz would have the report overwrite the per-image file of the same name.
+  rc, _, err = run_script('evaluate', '--workdir', workdir, '--num_samples', '5',
+                          '--out', workdir / 'mine.npz')
+  assert rc == 2 and 'ends in .npz' in err and not (workdir / 'mine.npz').exists()
 
 
 def test_compare_ae_vae_writes_figure_and_table(trained_pair, tmp_path):

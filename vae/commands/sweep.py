@@ -65,12 +65,14 @@ def main(argv=None):
                       help='keep only the members whose KEY is one of the values (repeatable)')
   args, rest = parser.parse_known_args(argv)
   args.config = config_lib.resolve_config_spec(args.config)
-  overrides = {}
   for item in rest:  # --config.a.b=value: the same for every member
-    key, eq, value = item.partition('=')
+    key, eq, _ = item.partition('=')
     if not key.startswith('--config.') or not eq:
       parser.error(f'unrecognized argument {item!r} (overrides are --config.a.b=value)')
-    overrides[key[len('--config.'):]] = value
+  try:
+    overrides = config_lib.config_overrides(rest)
+  except config_lib.ConfigError as e:
+    return cli.fail(str(e), cli.EXIT_BAD_INPUT)
   axes = {}
   for item in args.axis:
     key, eq, values = item.partition('=')

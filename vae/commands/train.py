@@ -50,6 +50,8 @@ def define_flags():
 def _flag_error(error, argv):
   """One line for a flag or config-file error, naming the field and a likely fix."""
   known = config_lib.flatten(config_lib.config_json(config_lib.base_config()))
+  if isinstance(error, config_lib.ConfigError):
+    return cli.one_line(error)
   for arg in argv[1:]:
     if arg.startswith('--config.'):
       key = arg[len('--config.'):].split('=', 1)[0]
@@ -92,6 +94,7 @@ def main(argv=None, as_command=False):
   argv = config_lib.resolve_config_argv(argv)
   fv = define_flags()
   try:
+    config_lib.config_overrides(argv[1:])  # a field given twice is refused here
     fv(argv)
     config = fv.config
     if config is None:

@@ -112,6 +112,35 @@ class Dataset:
 MAX_IDX_BYTES = 2 ** 34  # 16 GiB: far above any image set this reads; a larger header is damage
 
 
+def _read_idx_header(f, path):
+  """The dims of an open IDX file's header (the file positioned at its data)."""
+  magic = f.read(4)
+  if len(magic) < 4 or magic[0] != 0 or magic[1] != 0:
+    raise DataError(f'{path} is not an IDX file (bad magic number '
+                    f'{magic.hex() or "<empty>"}); expected 0x0000 08 NN')
+  if magic[2] != 0x08:
+    raise DataError(f'{path}: IDX type code 0x{magic[2]:02x} unsupported; only unsigned '
+                    'bytes (0x08) are image data')
+  ndim = magic[3]
+  head = f.read(4 * ndim)
+  if len(head) < 4 * ndim:
+    raise DataError(f'{path} is truncated inside its header')
+  return tuple(int.from_bytes(head[4 * i:4 * i + 4], 'big') for i in range(ndim))
+
+
+def _open_idx(path):
+  return (gzip.open if pathlib.Path(path).suffix == '.gz' else open)(path, 'rb')
+
+
+def read_idx_header(path):
+  """The dims an IDX file's header declares (a gzip file: only its first bytes inflated)."""
+  try:
+    with _open_idx(path) as f:
+      return _read_idx_header(f, path)
+  except (OSError, EOFError, zlib.error) as e:
+    raise DataError(f'cannot read IDX file {path}: {e}; re-download or reinstall it') from e
+
+
 def read_idx(path) -> np.ndarray:
   """Reads one IDX file (MNIST's format), gzipped if the name ends in .gz.
 
@@ -124,21 +153,9 @@ def read_idx(path) -> np.ndarray:
       does not match the header (truncated or padded file).
   """
   path = pathlib.Path(path)
-  opener = gzip.open if path.suffix == '.gz' else open
   try:
-    with opener(path, 'rb') as f:
-      magic = f.read(4)
-      if len(magic) < 4 or magic[0] != 0 or magic[1] != 0:
-        raise DataError(f'{path} is not an IDX file (bad magic number '
-                        f'{magic.hex() or "<empty>"}); expected 0x0000 08 NN')
-      if magic[2] != 0x08:
-        raise DataError(f'{path}: IDX type code 0x{magic[2]:02x} unsupported; only unsigned '
-                        'bytes (0x08) are image data')
-      ndim = magic[3]
-      head = f.read(4 * ndim)
-      if len(head) < 4 * ndim:
-        raise DataError(f'{path} is truncated inside its header')
-      dims = tuple(int.from_bytes(head[4 * i:4 * i + 4], 'big') for i in range(ndim))
+    with _open_idx(path) as f:
+      dims = _read_idx_header(f, path)
       expected = math.prod(dims) if dims else 0
       if expected > MAX_IDX_BYTES:
         raise DataError(f'{path}: its header {dims} declares {expected:,} bytes, more than '
@@ -204,6 +221,15 @@ def load_idx_dir(directory):
       raise DataError(f'{directory} lacks {stem}[.gz]; it needs all of '
                       f'{sorted(IDX_FILES.values())}')
     files[key] = str(f)
+  # The counts the headers declare are compared before any data is inflated.
+  for split in ('train', 'test'):
+    images = read_idx_header(files[f'{split}_images'])
+    labels = read_idx_header(files[f'{split}_labels'])
+    count = lambda dims: dims[0] if dims else 0
+    if count(images) != count(labels):
+      raise DataError(f'{split}: the image file declares {count(images)} images but the '
+                      f'label file {count(labels)} labels; the files do not belong together')
+  for key, f in files.items():
     arrays[key] = read_idx(f)
   _check_pair(arrays['train_images'], arrays['train_labels'], 'train')
   _check_pair(arrays['test_images'], arrays['test_labels'], 'test')

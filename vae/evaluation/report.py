@@ -3,6 +3,8 @@
 a sweep (`evaluate_sweep`). Each batch goes through `estimates.example_terms`, the same
 computation as training's evaluation; figures in nats per example."""
 
+import hashlib
+import io
 import json
 import math
 import pathlib
@@ -12,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vae import config_lib
 from vae.evaluation import latent_space, trained
 from vae.evaluation.estimates import EVAL_SUMS, active_units, example_terms
 from vae.families.likelihoods import bits_per_dim
@@ -98,6 +101,9 @@ def evaluate_workdir(workdir, checkpoint='best', split='test', num_samples=5000,
   writable before the evaluation starts, so a long result is never computed and lost."""
   workdir = pathlib.Path(workdir)
   out = pathlib.Path(out or workdir / 'eval.json')
+  if out.suffix == '.npz':  # the per-image file takes OUT's name with .npz
+    raise config_lib.ConfigError(f'--out {out} ends in .npz, the name of the per-image file written '
+                     f'beside the report; give a .json name (e.g. {out.with_suffix(".json")})')
   model = trained.load(workdir, checkpoint)
   metrics_io.check_writable(out)
   images, _ = model.load_split(split)
@@ -113,8 +119,14 @@ def evaluate_workdir(workdir, checkpoint='best', split='test', num_samples=5000,
                 split=split, data=model.data_info, seed=seed)
   per_example = result.pop('log_likelihood_per_example', None)
   if per_example is not None:  # OUT with .npz: per-image log p(x), for paired comparisons
-    np.savez(out.with_suffix('.npz'), log_likelihood=np.asarray(per_example, np.float64))
+    # Both files are written under temporary names and renamed, the JSON last, carrying the
+    # npz's sha256: a kill between the two leaves the older JSON, which names another hash.
+    buffer = io.BytesIO()
+    np.savez(buffer, log_likelihood=np.asarray(per_example, np.float64))
+    data = buffer.getvalue()
+    metrics_io.write_bytes(out.with_suffix('.npz'), data)
     result['per_example_file'] = out.with_suffix('.npz').name
+    result['per_example_sha256'] = hashlib.sha256(data).hexdigest()
   metrics_io.write_json(out, result)
   return result, out
 

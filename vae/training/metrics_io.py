@@ -26,7 +26,7 @@ log = logging.getLogger('vae')
 def _atomic_write(path, text):
   path = pathlib.Path(path)
   tmp = path.with_name(f'{path.name}.tmp{os.getpid()}')  # concurrent writers never share it
-  with open(tmp, 'w') as f:
+  with open(tmp, 'wb' if isinstance(text, bytes) else 'w') as f:
     f.write(text)
     f.flush()
     os.fsync(f.fileno())
@@ -140,6 +140,11 @@ class MetricsWriter:
       self._file.close()
       self._tb.close()
       self.enabled = False
+
+
+def write_bytes(path, data):
+  """Writes `data` to `path` atomically (a temporary name, fsync, rename)."""
+  _atomic_write(path, bytes(data))
 
 
 def write_json(path, obj):

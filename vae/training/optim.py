@@ -22,6 +22,15 @@ def check_config(oc):
   check(oc.grad_clip >= 0, 'optim.grad_clip must be >= 0')
 
 
+def check_run_length(oc, num_epochs):
+  """A learning-rate warm-up must end inside the run (else optim.lr is never reached, and
+  warmup_cosine has no decay left)."""
+  check(oc.warmup_epochs == 0 or oc.schedule not in ('constant', 'warmup_cosine')
+        or oc.warmup_epochs < num_epochs,
+        f'optim.warmup_epochs={oc.warmup_epochs} is not shorter than train.num_epochs='
+        f'{num_epochs}: the learning rate would never reach optim.lr; shorten the warm-up')
+
+
 def iwae_staircase_boundaries(steps_per_epoch, num_stages):
   """Stage i lasts 3^i epochs (Burda et al. 2015); returns the stage end steps."""
   ends, total = [], 0

@@ -20,6 +20,7 @@ def validate(c):
   objectives.check_config(c.objective)
   models.check_family(c.model, c.objective)
   optim.check_config(c.optim)
+  optim.check_run_length(c.optim, c.train.num_epochs)
   config_lib.check_train(c)
   if c.data.source == 'synthetic' or c.data.name == 'synthetic':
     models.check_image_shape(c.model, tuple(c.data.synthetic_shape))
