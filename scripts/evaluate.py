@@ -9,7 +9,7 @@ estimate of log p(x) with S samples (nats per example) and its standard error
 over examples, the estimate at k = 1, 10, 100, 1000, ... <= S (the same
 samples, nested) to show convergence, ELBO / reconstruction / KL, bits/dim,
 active units, KL per latent dimension, the mutual information I(x; z), the
-aggregate-posterior KL and the prior-hole measures (vae/evaluation/estimates.py). Every
+aggregate-posterior KL and the prior-hole measures (vae/training/estimates.py). Every
 random draw comes from --seed, so the result is deterministic.
 """
 
@@ -25,6 +25,7 @@ if __name__ == '__main__':  # SIGTERM / SIGINT from the first second on: one lin
 
 from vae.commands import cli
 from vae.evaluation import report
+from vae.sweeps import evaluate as sweep_evaluation
 
 
 def print_table(result, header):
@@ -77,7 +78,7 @@ def main(argv=None):
 
   def work():
     if args.sweep:
-      results = report.evaluate_sweep(args.sweep, args.num_samples, args.checkpoint,
+      results = sweep_evaluation.evaluate_sweep(args.sweep, args.num_samples, args.checkpoint,
                                          **options)
       for name, r in results.items():
         print(f'{name:<48} log p(x) {r.get("log_likelihood", float("nan")):.3f} +- '

@@ -94,7 +94,7 @@ MUTANTS = (
            'return out, t * (jnp.where(l >= 0, 1.0, e) / (1.0 + e))',
            'return out, t * (jnp.where(l >= 0, e, 1.0) / (1.0 + e))',
            ('tests/families/test_likelihoods.py',)),
-    Mutant('iw_eval_normalizer', 'vae/evaluation/estimates.py',
+    Mutant('iw_eval_normalizer', 'vae/training/estimates.py',
            'return acc - jnp.log(ks.astype(jnp.float32))[:, None]',
            'return acc - 0 * jnp.log(ks.astype(jnp.float32))[:, None]',
            ('tests/evaluation/test_estimates.py::test_iw_estimate_converges_to_log_px_with_honest_error_bars',)),

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vae.families import flows, objectives, priors
+from vae.families import exemplar, flows, objectives, priors
 from vae.families.likelihoods import Likelihood
 from vae.families.models import VAE
 
@@ -65,7 +65,7 @@ def one_layer(prior='standard', posterior='diagonal', n=5, d=2, k=3, sigma=0.6, 
   elif prior == 'vamp':
     prior_module = priors.VampPrior(k, (1, 1, n))
   elif prior == 'exemplar':
-    prior_module = priors.ExemplarPrior(d)
+    prior_module = exemplar.ExemplarPrior(d)
   else:
     prior_module = priors.StandardNormal()
   flow = flows.IAF(2, (8, 8)) if posterior == 'iaf' else None
@@ -107,8 +107,8 @@ def one_layer(prior='standard', posterior='diagonal', n=5, d=2, k=3, sigma=0.6, 
 def variables(model, params):
   """model.apply's variables: the parameters, and the fixed exemplars of an Exemplar prior."""
   out = {'params': params}
-  if priors.uses_exemplars(model):
-    out.update(priors.exemplar_variables(means=jnp.asarray(EXEMPLAR_MEANS)))
+  if isinstance(model.prior, exemplar.ExemplarPrior):
+    out.update(exemplar.exemplar_variables(means=jnp.asarray(EXEMPLAR_MEANS)))
   return out
 
 

@@ -1,6 +1,7 @@
 """Records the smoke-run fixtures that tests/training/test_loop.py compares against.
 
   python -m tests.record_fixtures            # tests/fixtures/smoke_reference.* (defaults)
+  python -m tests.record_fixtures exemplar   # tests/fixtures/exemplar_reference.* (EXEMPLAR)
 
 The recording holds the metrics' events (without wall-clock fields), the final step and
 parameters, the processor's model name (`recorded_on`: the tolerance is 1e-6 relative on
@@ -9,6 +10,7 @@ numbers is intended, and say why in the commit.
 """
 
 import json
+import pathlib
 import sys
 import tempfile
 
@@ -29,9 +31,24 @@ def cpu_model_name():
     return ''
 
 
+# A 100-step run with the Exemplar prior (4 epochs of 25 steps, a retrieval from 300
+# candidates per step): its events, final parameters and the cache of exemplar means.
+EXEMPLAR = {'model.prior': 'exemplar', 'model.exemplar_candidates': 300,
+            'data.synthetic_train_size': 1856, 'train.num_epochs': 4.0}
+
+
+def final_state_leaves(workdir, step):
+  """{path: array} of the saved non-parameter state at `step` (the prior's state among it),
+  read from the checkpoint's 'state' item as saved."""
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  state = ocp.StandardCheckpointer().restore(
+      pathlib.Path(workdir).absolute() / 'checkpoints' / str(step) / 'state')
+  return {k: v for k, v in leaves(state).items() if 'prior_state' in k}
+
+
 def record(name, **overrides):
   """Trains the smoke config (with dotted-key `overrides`) and writes FIXTURES/name.json
-  and FIXTURES/name_params.npz."""
+  and FIXTURES/name_params.npz (and name_state.npz: the prior's final state, if any)."""
   with tempfile.TemporaryDirectory() as work:
     loop.train_and_evaluate(smoke_config(**overrides), work)
     step, params = final_params(work)
@@ -39,7 +56,13 @@ def record(name, **overrides):
            'overrides': overrides, 'events': read_events(work)}
     (FIXTURES / f'{name}.json').write_text(json.dumps(out, indent=1) + '\n')
     np.savez(FIXTURES / f'{name}_params.npz', **leaves(params))
+    state = final_state_leaves(work, step)
+    if state:
+      np.savez(FIXTURES / f'{name}_state.npz', **state)
 
 
 if __name__ == '__main__':
-  record(sys.argv[1] if len(sys.argv) > 1 else 'smoke_reference')
+  if sys.argv[1:] == ['exemplar']:
+    record('exemplar_reference', **EXEMPLAR)
+  else:
+    record(sys.argv[1] if len(sys.argv) > 1 else 'smoke_reference')

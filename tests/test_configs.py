@@ -65,7 +65,7 @@ def test_every_field_has_a_meaning_and_show_config_lists_them():
     ({'model.stochastic_layers': 3}, 'choose 1 or 2'),
     ({'model.prior': 'gaussian'}, "choose one of ('standard', 'mog', 'vamp', 'exemplar')"),
     ({'model.prior': 'exemplar', 'model.posterior': 'iaf'}, 'model.posterior=diagonal'),
-    ({'model.exemplar_k': 0}, 'model.exemplar_k=0 must be >= 1'),
+    ({'model.prior': 'exemplar', 'model.exemplar_k': 0}, 'model.exemplar_k=0 must be >= 1'),
     ({'model.prior': 'exemplar', 'model.exemplar_candidates': 1},
      'model.exemplar_candidates=1 is below the 11 exemplars retrieved per example '
      '(model.exemplar_k=10 + 1 left out); raise it to >= 11 or set 0 (all)'),

@@ -11,7 +11,7 @@ import pytest
 from tests import helpers
 from tests.helpers import read_events, run_script, smoke_config
 from vae import config_lib
-from vae.evaluation import estimates
+from vae.training import estimates
 from vae.families import likelihoods, priors
 from vae.sweeps import runner
 from vae.training import loop

@@ -5,7 +5,7 @@ import pathlib
 import re
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-LEAVES = ('config_lib',)  # modules that import nothing of ours
+LEAVES = ('errors', 'settings')  # modules that import nothing of ours
 
 
 def _imports(path):
@@ -24,10 +24,26 @@ def test_library_never_imports_configs_or_scripts():
     assert not bad, (path.name, bad)
 
 
-def test_config_schema_is_a_leaf():
+def test_errors_and_settings_are_leaves_and_the_config_schema_imports_only_errors():
   for name in LEAVES:
     ours = [m for m in _imports(REPO / 'vae' / f'{name}.py') if m.split('.')[0] == 'vae']
     assert not ours, (name, ours)
+  ours = {m for m in _imports(REPO / 'vae' / 'config_lib.py') if m.split('.')[0] == 'vae'}
+  assert ours <= {'vae', 'vae.errors'}, ours
+
+
+def test_errors_are_defined_in_one_module():
+  """Every exception class of the library is in vae/errors.py (modules keep their old names
+  for them as aliases)."""
+  defined = []
+  for path in sorted((REPO / 'vae').rglob('*.py')):
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, ast.ClassDef) and any(
+          isinstance(b, (ast.Name, ast.Attribute)) and
+          (getattr(b, 'id', None) or getattr(b, 'attr', '')).endswith(('Error', 'Exception'))
+          for b in node.bases):
+        defined.append(f'{path.relative_to(REPO)}:{node.name}')
+  assert all(d.startswith('vae/errors.py:') for d in defined), defined
 
 
 def test_configs_import_only_the_config_schema():
@@ -93,7 +109,7 @@ def test_the_library_is_in_sub_packages_that_say_what_they_hold():
   """vae/ keeps at its top only the public API, the config schema and the environment; the
   rest lives in sub-packages, each with an `__init__` docstring, and tests/ mirrors them."""
   top = sorted(p.name for p in (REPO / 'vae').glob('*.py'))
-  assert top == ['__init__.py', 'config_lib.py', 'settings.py'], top
+  assert top == ['__init__.py', 'config_lib.py', 'errors.py', 'settings.py'], top
   packages = sorted(p.parent.name for p in (REPO / 'vae').glob('*/__init__.py'))
   assert packages == sorted(SUBPACKAGES), packages
   for name in packages:
@@ -105,6 +121,52 @@ def test_the_library_is_in_sub_packages_that_say_what_they_hold():
   assert not shadowed, shadowed  # a helper module of that name would be hidden by the package
   pyproject = (REPO / 'pyproject.toml').read_text()
   assert all(f'"vae.{name}"' in pyproject for name in packages)  # installed, not only editable
+
+
+# The library's layers, lowest first (README "Library layout" says the same): a module may
+# import its own layer and the ones below, never one above. `vae/__init__.py` (the public
+# API, `vae.load`) stands above them all.
+LAYERS = (('errors', 'config_lib', 'settings'), ('families',), ('data',), ('training',), ('evaluation',),
+          ('sweeps',), ('reporting',), ('commands',), ('benchmarking',))
+
+
+def _layer(name):
+  return next(i for i, names in enumerate(LAYERS) if name in names)
+
+
+def _vae_imports(path):
+  """The vae rooms (`families`, `config_lib`, ...) a file imports, at any depth (imports
+  inside functions included), with the line of each."""
+  for node in ast.walk(ast.parse(path.read_text())):
+    names = []
+    if isinstance(node, ast.Import):
+      names = [a.name for a in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.module:
+      names = ([f'vae.{a.name}' for a in node.names] if node.module == 'vae'
+               else [node.module])
+    for name in names:
+      parts = name.split('.')
+      if parts[0] == 'vae':
+        yield (parts[1] if len(parts) > 1 else 'vae'), node.lineno
+
+
+def test_imports_only_point_down_the_layers():
+  offenders = []
+  for path in sorted((REPO / 'vae').rglob('*.py')):
+    rel = path.relative_to(REPO / 'vae')
+    if rel == pathlib.Path('__init__.py'):
+      continue  # the public API on top
+    own = rel.parts[0] if len(rel.parts) > 1 else rel.stem
+    for room, line in _vae_imports(path):
+      if room == 'vae' or _layer(room) > _layer(own):
+        offenders.append(f'vae/{rel}:{line} ({own}) imports {room}')
+  assert not offenders, offenders
+
+
+def test_the_layers_name_every_room_once():
+  rooms = [name for names in LAYERS for name in names]
+  assert len(rooms) == len(set(rooms))
+  assert set(rooms) == set(SUBPACKAGES) | {'errors', 'config_lib', 'settings'}
 
 
 def test_the_public_api_stays_at_the_top(monkeypatch):

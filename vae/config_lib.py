@@ -23,6 +23,8 @@ import pathlib
 
 import ml_collections
 
+from vae import errors
+
 RESUMABLE = ('train.num_epochs', 'train.images_every_epochs', 'train.checkpoint_every_minutes')
 STRUCTURAL = tuple('model.' + k for k in (
     'type', 'arch', 'latent_dim', 'hidden', 'activation', 'gated', 'conv_channels',
@@ -37,8 +39,7 @@ VMAPPABLE = ('objective.beta', 'objective.free_bits', 'objective.warmup_epochs',
              'seed', 'model.latent_dim')
 
 
-class ConfigError(ValueError):
-  """An invalid config value; the message names the field and the fix."""
+ConfigError = errors.ConfigError
 
 
 def parse_arg(arg, **defaults):

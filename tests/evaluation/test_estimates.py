@@ -1,4 +1,4 @@
-"""Tests of vae/evaluation/estimates.py, scripts/evaluate.py and scripts/compare_ae_vae.py."""
+"""Tests of vae/training/estimates.py, scripts/evaluate.py and scripts/compare_ae_vae.py."""
 
 import hashlib
 import json
@@ -12,7 +12,7 @@ import pytest
 from tests import linear_gaussian
 from tests.helpers import run_script, smoke_config
 from vae.data import input_pipeline
-from vae.evaluation import estimates
+from vae.training import estimates
 from vae.families import models, objectives
 
 

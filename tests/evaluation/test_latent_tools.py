@@ -12,7 +12,8 @@ from tests import linear_gaussian
 from tests.helpers import run_script
 from vae.data import datasets
 from vae.evaluation import gradient_estimators as ge
-from vae.reporting import figures, plots
+from vae.reporting import figures
+from vae.training import plots
 from vae.training import checkpointing
 
 

@@ -6,8 +6,8 @@ import numpy as np
 
 from configs import default
 from tests import exact_families
-from vae.evaluation import estimates
-from vae.families import models, objectives, priors
+from vae.training import estimates
+from vae.families import exemplar, models, objectives, priors
 
 
 def _log_normal_diag64(z, mean, logvar):
@@ -142,7 +142,7 @@ def test_exemplar_density_is_the_log_mean_exp_over_the_exemplars_in_float64():
   z = rng.normal(size=(4, 6, 3)) * 1.5
   direct = (np.logaddexp.reduce(_log_normal_diag64(z[..., None, :], means, -0.7), axis=-1)
             - np.log(1000))
-  variables = dict({'params': params}, **priors.exemplar_variables(
+  variables = dict({'params': params}, **exemplar.exemplar_variables(
       means=jnp.asarray(means, jnp.float32)))
   got = model.apply(variables, jnp.asarray(z, jnp.float32), method=model.log_prior)
   np.testing.assert_allclose(np.asarray(got), direct, rtol=1e-5, atol=1e-4)
@@ -153,7 +153,7 @@ def test_exemplar_density_is_the_log_mean_exp_over_the_exemplars_in_float64():
   # Training passes images: the prior encodes them with the model's encoder.
   images = jax.random.uniform(jax.random.key(2), (5, 28, 28, 1))
   enc = np.asarray(model.apply({'params': params}, images, method=model.encode)[0], np.float64)
-  variables = dict({'params': params}, **priors.exemplar_variables(images=images))
+  variables = dict({'params': params}, **exemplar.exemplar_variables(images=images))
   got = model.apply(variables, jnp.asarray(z, jnp.float32), method=model.log_prior)
   direct = (np.logaddexp.reduce(_log_normal_diag64(z[..., None, :], enc, -0.7), axis=-1)
             - np.log(5))
@@ -165,13 +165,13 @@ def test_leave_one_out_removes_exactly_the_examples_own_exemplar():
   n, d = 12, 2
   cache = jnp.asarray(rng.normal(size=(n, d)), jnp.float32)
   batch_ids = jnp.array([3, 7, 11], jnp.int32)
-  ids, log_w = priors.retrieve(jax.random.key(0), cache, cache[batch_ids], batch_ids, 0, n)
+  ids, log_w = exemplar.retrieve(jax.random.key(0), cache, cache[batch_ids], batch_ids, 0, n)
   ids, w = np.asarray(ids), np.exp(np.asarray(log_w, np.float64))
   for row, own in enumerate(np.asarray(batch_ids)):
     kept = {int(i) for i, wi in zip(ids, w[row]) if wi > 0}
     assert kept == set(range(n)) - {int(own)}                   # every exemplar but its own
     np.testing.assert_allclose(w[row][w[row] > 0], 1.0 / (n - 1), rtol=1e-6)
-  _, log_w = priors.retrieve(jax.random.key(0), cache, cache[batch_ids], batch_ids, 0, n,
+  _, log_w = exemplar.retrieve(jax.random.key(0), cache, cache[batch_ids], batch_ids, 0, n,
                              leave_one_out=False)
   np.testing.assert_allclose(np.exp(np.asarray(log_w, np.float64)).sum(1), 1.0, rtol=1e-6)
 
@@ -183,7 +183,7 @@ def test_retrieval_with_k_equal_to_n_is_the_full_prior_and_small_k_the_nearest()
   batch_ids = np.array([0, 5])
   z = rng.normal(size=(2, d))
   logvar = -1.0
-  ids, log_w = priors.retrieve(jax.random.key(0), jnp.asarray(cache, jnp.float32),
+  ids, log_w = exemplar.retrieve(jax.random.key(0), jnp.asarray(cache, jnp.float32),
                                jnp.asarray(cache[batch_ids], jnp.float32),
                                jnp.asarray(batch_ids, jnp.int32), n, n)
   got = priors.mixture_log_prob(jnp.asarray(z, jnp.float32), log_w,
@@ -195,7 +195,7 @@ def test_retrieval_with_k_equal_to_n_is_the_full_prior_and_small_k_the_nearest()
     np.testing.assert_allclose(float(got[b]), direct, rtol=1e-5, atol=1e-4)
   # k = 3 of all candidates: the batch's mixture is over the union of every example's 3
   # nearest exemplars (as the reference code's), each example's own left out of its row.
-  ids, log_w = priors.retrieve(jax.random.key(0), jnp.asarray(cache, jnp.float32),
+  ids, log_w = exemplar.retrieve(jax.random.key(0), jnp.asarray(cache, jnp.float32),
                                jnp.asarray(cache[batch_ids], jnp.float32),
                                jnp.asarray(batch_ids, jnp.int32), 0, 3)
   dist = ((cache[batch_ids][:, None] - cache[None]) ** 2).sum(-1)

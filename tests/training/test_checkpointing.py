@@ -4,7 +4,7 @@ import threading
 import time
 
 from tests.helpers import smoke_config
-from vae.evaluation import estimates
+from vae.training import estimates
 from vae.training import checkpointing, loop, run_dir
 
 

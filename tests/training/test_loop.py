@@ -20,7 +20,7 @@ from tests.helpers import FIXTURES, SLOW_FLAGS, final_params, leaves, read_event
 from tests.helpers import smoke_config, tensorboard_values
 from vae import config_lib
 from vae.data import input_pipeline
-from vae.evaluation import estimates
+from vae.training import estimates
 from vae.families import models
 from vae.training import checkpointing, loop, optim
 from vae.training import run_dir, run_record, step
@@ -114,7 +114,7 @@ def test_kill_and_restart_matches_uninterrupted(slow_reference, tmp_path):
 
 
 def test_sigterm_saves_and_exits_cleanly(tmp_path):
-  proc = run_train(tmp_path, *SLOW_FLAGS, '--config.train.num_epochs=200', wait=False)
+  proc = run_train(tmp_path, '--config.train.num_epochs=200', *SLOW_FLAGS[1:], wait=False)
   lines = []
   for line in proc.stdout:
     lines.append(line)
@@ -386,14 +386,17 @@ def test_norm_metrics_last_reports_the_last_steps_norms_and_trains_the_same():
 
 @pytest.mark.parametrize('name,overrides', [
     ('smoke_reference', {}),
-    ('smoke_reference_legacy', config_lib.LEGACY_VALUES)])
+    ('smoke_reference_legacy', config_lib.LEGACY_VALUES),
+    ('exemplar_reference', record_fixtures.EXEMPLAR)])
 def test_smoke_run_matches_the_recorded_fixture(tmp_path, name, overrides):
   """The smoke run equals its recording (tests/record_fixtures.py): `smoke_reference.*`
   with today's defaults, `smoke_reference_legacy.*` with the behaviour of runs saved before
   the speed fields (config_lib.LEGACY_VALUES: float32 binarization draws, norms averaged
-  every step; recorded before the trainer was split into rooms). 1e-6 relative on the
-  machine class that recorded it, 1e-3 on another (XLA's CPU kernels differ between
-  processor families)."""
+  every step; recorded before the trainer was split into rooms), `exemplar_reference.*` a
+  100-step run of the Exemplar prior recorded with the code before the prior's state moved
+  behind the prior protocol (dbba767; its cache of exemplar means compared too). 1e-6
+  relative on the machine class that recorded it, 1e-3 on another (XLA's CPU kernels
+  differ between processor families)."""
   ref = json.loads((FIXTURES / f'{name}.json').read_text())
   rtol = 1e-6 if record_fixtures.cpu_model_name() == ref['recorded_on'] else 1e-3
   loop.train_and_evaluate(smoke_config(**overrides), str(tmp_path))
@@ -414,6 +417,14 @@ def test_smoke_run_matches_the_recorded_fixture(tmp_path, name, overrides):
   assert sorted(got_params) == sorted(want.files)
   for key, value in got_params.items():
     np.testing.assert_allclose(value, want[key], rtol=rtol, atol=rtol, err_msg=key)
+  state_file = FIXTURES / f'{name}_state.npz'
+  got_state = record_fixtures.final_state_leaves(tmp_path, step_)
+  assert bool(got_state) == state_file.exists()
+  if got_state:
+    want = np.load(state_file)
+    assert sorted(got_state) == sorted(want.files)
+    for key, value in got_state.items():
+      np.testing.assert_allclose(value, want[key], rtol=rtol, atol=rtol, err_msg=key)
 
 
 def test_checkpoint_stores_parameters_once_as_their_own_item(smoke_run, tmp_path):

@@ -12,7 +12,7 @@ import optax
 from vae import config_lib
 from vae.benchmarking import timing
 from vae.data import input_pipeline
-from vae.evaluation import estimates
+from vae.training import estimates
 from vae.families import models
 from vae.sweeps import plan
 from vae.training import loop, members, profiling, sharding

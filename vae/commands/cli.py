@@ -26,11 +26,9 @@ import re
 import sys
 import threading
 
-from vae import config_lib
-from vae.data import datasets
-from vae.training import checkpointing, step
+from vae import errors
 
-BAD_INPUT = (config_lib.ConfigError, datasets.DataError, checkpointing.CheckpointError)
+BAD_INPUT = errors.BAD_INPUT
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_IO, EXIT_LOST_PROCESS = 0, 1, 2, 3, 4, 5
 EXIT_INTERRUPTED = 130
 # What a collective or the coordination service says when a peer process is gone.
@@ -122,7 +120,7 @@ def run(fn, where=''):
     return EXIT_OK if code is None else code
   except BAD_INPUT as e:
     return fail(e, EXIT_BAD_INPUT)
-  except step.NonFiniteError as e:
+  except errors.NonFiniteError as e:
     return fail(e, EXIT_DIVERGED)
   except KeyboardInterrupt:
     return fail('interrupted before training started; nothing was changed', EXIT_INTERRUPTED)

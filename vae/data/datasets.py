@@ -31,6 +31,7 @@ from typing import Optional
 
 import numpy as np
 
+from vae import errors
 from vae import settings
 from vae.config_lib import check
 
@@ -81,8 +82,7 @@ def check_config(dc):
         f'data.synthetic_shape={tuple(dc.synthetic_shape)} must be (H, W, C), each >= 1')
 
 
-class DataError(ValueError):
-  """A dataset that cannot be found or read; the message says how to fix it."""
+DataError = errors.DataError
 
 
 @dataclasses.dataclass

@@ -1,11 +1,10 @@
 """The offline evaluation report of scripts/evaluate.py: one trained model on a split
-(`evaluate_model`), a workdir into its eval.json (`evaluate_workdir`), every finished member of
-a sweep (`evaluate_sweep`). Each batch goes through `estimates.example_terms`, the same
+(`evaluate_model`), a workdir into its eval.json (`evaluate_workdir`); a sweep's members
+through `vae.sweeps.evaluate`. Each batch goes through `estimates.example_terms`, the same
 computation as training's evaluation; figures in nats per example."""
 
 import hashlib
 import io
-import json
 import math
 import pathlib
 import time
@@ -16,10 +15,9 @@ import numpy as np
 
 from vae import config_lib
 from vae.evaluation import latent_space, trained
-from vae.evaluation.estimates import EVAL_SUMS, active_units, example_terms
+from vae.training.estimates import EVAL_SUMS, active_units, example_terms
 from vae.families.likelihoods import bits_per_dim
-from vae.sweeps import record
-from vae.training import checkpointing, metrics_io, run_dir
+from vae.training import checkpointing, metrics_io
 from vae.training.progress import Progress
 
 
@@ -129,28 +127,3 @@ def evaluate_workdir(workdir, checkpoint='best', split='test', num_samples=5000,
     result['per_example_sha256'] = hashlib.sha256(data).hexdigest()
   metrics_io.write_json(out, result)
   return result, out
-
-
-def evaluate_sweep(root, num_samples=5000, checkpoint='best', **kwargs):
-  """Evaluates every finished member of a sweep into its eval.json (skipping members whose
-  eval.json already holds this evaluation: rerunning resumes), with progress.
-
-  Returns:
-    {member name: result}, for the members evaluated or already evaluated.
-  """
-  todo = [(n, w) for n, _, w in record.members(root) if run_dir.read_done(w) is not None]
-  progress = Progress(len(todo), 'sweep member evaluated', min_interval_s=0.0)
-  results = {}
-  for i, (name, workdir) in enumerate(todo):
-    path = workdir / 'eval.json'
-    if path.exists():
-      old = json.loads(path.read_text())
-      if (old.get('num_samples'), old.get('checkpoint'), old.get('seed')) == (
-          num_samples, str(checkpoint), kwargs.get('seed', 0)):
-        results[name] = old
-        progress.update(i + 1, last=f'{name} (done before)')
-        continue
-    results[name] = evaluate_workdir(workdir, checkpoint, num_samples=num_samples, **kwargs)[0]
-    progress.update(i + 1, last=name)
-  progress.close()
-  return results

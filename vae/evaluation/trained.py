@@ -20,10 +20,10 @@ import numpy as np
 
 from vae import config_lib
 from vae.data import datasets as data_lib, input_pipeline
-from vae.evaluation import estimates
+from vae.training import estimates
 from vae.families import models
 from vae.training import checkpointing
-from vae.families import objectives, priors
+from vae.families import objectives
 from vae.training import run_dir
 
 log = logging.getLogger('vae')
@@ -115,16 +115,15 @@ class TrainedModel:
 
   @property
   def variables(self):
-    """What the model is applied with: {'params': ...} and, for the Exemplar prior, the
-    means of all N training exemplars under these parameters (computed once, from
-    `load_split('train')`, the images training used)."""
+    """What the model is applied with: {'params': ...} and what the prior needs at
+    evaluation (`priors.Prior.eval_variables`; for a prior that needs the training set,
+    computed once from `load_split('train')`, the images training used)."""
     if self._variables is None:
       variables = {'params': self.params}
-      if priors.uses_exemplars(self.model):
-        train, _ = self.load_split('train')
-        means = jax.jit(lambda p, d: priors.exemplar_means(self.model, p, d, d.shape[0]))(
-            self.params, jnp.asarray(train))
-        variables.update(priors.exemplar_variables(means=means))
+      prior = self.model.prior
+      train = jnp.asarray(self.load_split('train')[0]) if prior.needs_training_set else None
+      variables.update(jax.jit(lambda p, d: prior.eval_variables(
+          self.model, p, d, 0 if d is None else d.shape[0]))(self.params, train))
       self._variables = variables
     return self._variables
 
@@ -223,13 +222,14 @@ class TrainedModel:
     return self._decode(self.variables, self.latent_point(x))
 
   def sample_near(self, key, x, n, temperature=1.0):
-    """Exemplar-based generation (model.prior=exemplar): for each image of x [M, H, W, C],
-    n images decoded from its component of the prior, z_top ~ N(mu(x), temperature^2
-    sigma^2 I) (with two layers z1 ~ p(z1 | z2) then, its noise scaled too): [n, M, H, W,
-    C] mean images, variations on each given image."""
-    if not priors.uses_exemplars(self.model):
-      raise ValueError(f'sample_near draws from the Exemplar prior\'s components; this model '
-                       f'has model.prior={self.config.model.prior}')
+    """Generation near given images, for a prior with a component centred at each image
+    (one with `sample_near`): for each image of x [M, H, W, C], n images
+    decoded from its component, z_top ~ N(mu(x), temperature^2 sigma^2 I) (with two layers
+    z1 ~ p(z1 | z2) then, its noise scaled too): [n, M, H, W, C] mean images, variations on
+    each given image."""
+    if not hasattr(self.model.prior, 'sample_near'):
+      raise ValueError(f'sample_near draws from a prior with a component at each image; this '
+                       f'model has model.prior={self.config.model.prior}')
     if int(n) < 1 or not temperature >= 0:
       raise ValueError(f'sample_near needs n >= 1 and temperature >= 0, got n={n}, '
                        f'temperature={temperature}')

@@ -1,4 +1,4 @@
-"""The convolutional two-level networks of the VampPrior and Exemplar VAE papers (ConvHVAE;
+"""The convolutional two-level networks of the VampPrior paper and its successors (ConvHVAE;
 Tomczak & Welling 2018, Norouzi et al. 2020), written from the papers' description.
 
 Every layer is gated: h = f(x) * sigmoid(g(x)) with f and g two convolutions (or dense

@@ -275,8 +275,8 @@ class VAE(nn.Module):
     return out[0], out[1], (out[2] if len(out) > 2 else None)
 
   def top_mean(self, x):
-    """The mean of the top layer's posterior q(z_top | x) [..., latent_dim] (an exemplar's
-    centre under the Exemplar prior)."""
+    """The mean of the top layer's posterior q(z_top | x) [..., latent_dim] (the centre of a
+    prior's component at x, for priors built from data)."""
     return self._q_top(x)[0]
 
   def encode(self, x):
@@ -374,8 +374,8 @@ class VAE(nn.Module):
     return {'params': self.decode(z), 'mean': mean, 'logvar': logvar, 'z': z}
 
   def generate_near(self, key, x, n, temperature=1.0):
-    """The Exemplar prior's exemplar-based generation: n images per image of x [M, H, W, C]
-    decoded from the prior's component at x, z_top = mu(x) + temperature sigma eps (two
+    """Generation near given images (priors with `sample_near`): n images per image of x
+    [M, H, W, C] decoded from the prior's component at x, z_top = mu(x) + temperature sigma eps (two
     layers: z1 ~ p(z1 | z2) with scaled noise too): [n, M, H, W, C] means."""
     z = self.prior.sample_near(key, self._q_top(x)[0], n, temperature)  # [n, M, D]
     if self.layers == 2:

@@ -1,13 +1,17 @@
-"""Priors p(z) over the top stochastic layer: N(0, I), a learned mixture, the VampPrior, the
-Exemplar prior; the prior protocol they share; the table of analytic KL divergences.
+"""Priors p(z) over the top stochastic layer: the prior protocol, N(0, I), a learned mixture,
+the VampPrior; the table of analytic KL divergences; the registry (a prior in a module of its
+own registers itself there).
 
 The protocol (`Prior`): a prior is a distribution over the top layer,
   log_prob(z, ctx)                  log p(z) in nats, z [..., D] -> [...]
   sample(key, n, ctx, temperature)  n draws [n, D], the noise scaled by temperature
 given a `PriorContext` (the layer's size and the map from images to that layer's posterior
-Gaussian, which the VampPrior and the Exemplar prior are built from). A prior with
-parameters is a Flax module (its parameters live under the model's 'prior'); one without is
-any hashable object with those two methods (`StandardNormal`). The model calls nothing else.
+Gaussian, which the VampPrior is built from). A prior with parameters is a Flax module (its
+parameters live under the model's 'prior'); one without is a hashable object
+(`StandardNormal`). A prior with state (a cache, a memory bank) keeps it in the train state
+through the hooks of `Prior` (`init_state`, `train_context`, `eval_variables`,
+`state_variables`), which the step, the evaluation and `vae.load` call for every prior; their
+defaults do nothing.
 
 The priors here:
   standard  N(0, I) (`StandardNormal`): no parameters (the checkpoint tree has no 'prior').
@@ -20,11 +24,7 @@ The priors here:
             initialized N(0.05, 0.01). With an IAF posterior the components are
             the encoder's base Gaussians at the pseudo-inputs (the flow's density
             at an arbitrary z would need the flow inverted per component).
-  exemplar  the Exemplar VAE's prior (Norouzi, Fleet & Norouzi 2020): the uniform mixture
-            of N(mu(x_n), sigma^2 I) over the encoder's means of the N training exemplars,
-            sigma^2 learned; trained with leave-one-out and retrieval of each example's
-            nearest exemplars (`retrieve`), evaluated with all N (`ExemplarPrior`).
-The last three are mixtures of K diagonal Gaussians (`GaussianMixturePrior`: one method,
+The last two are mixtures of K diagonal Gaussians (`GaussianMixturePrior`: one method,
 `components(ctx)` -> (log_weights [K], means [K, D], logvars [K, D]), gives the protocol
 through `mixture_log_prob` and `sample_mixture`).
 
@@ -57,23 +57,11 @@ def check_config(mc):
         f'model.prior={mc.prior!r} is unknown; choose one of {tuple(REGISTRY)}')
   check(mc.prior_components >= 1,
         f'model.prior_components={mc.prior_components} must be >= 1')
-  check(mc.exemplar_k >= 1, f'model.exemplar_k={mc.exemplar_k} must be >= 1')
-  check(mc.exemplar_candidates >= 0,
-        f'model.exemplar_candidates={mc.exemplar_candidates} must be >= 0 (0: all)')
-  need = mc.exemplar_k + (1 if mc.exemplar_leave_one_out else 0)
-  check(mc.prior != 'exemplar' or mc.exemplar_candidates == 0
-        or mc.exemplar_candidates >= need,
-        f'model.exemplar_candidates={mc.exemplar_candidates} is below the {need} exemplars '
-        f'retrieved per example (model.exemplar_k={mc.exemplar_k}'
-        + (' + 1 left out' if mc.exemplar_leave_one_out else '') + f'); raise it to >= {need} '
-        'or set 0 (all)')
-  check(mc.prior != 'exemplar' or mc.posterior == 'diagonal',
-        'model.prior=exemplar centres its components at the posterior means of a diagonal '
-        'posterior; set model.posterior=diagonal')
+  CHECKS.get(mc.prior, lambda mc: None)(mc)
 
 
 # Points x components scored at once by `mixture_log_prob` (64 MB of float32): more
-# components are summed block by block (the Exemplar prior's 50,000 at evaluation).
+# components are summed block by block (a prior with a component per training image).
 MIXTURE_BLOCK_ELEMENTS = 1 << 24
 
 
@@ -137,8 +125,49 @@ class PriorContext:
 
 
 class Prior:
-  """The prior protocol (see the module docstring): `log_prob` and `sample`. Subclass it
-  (with nn.Module first for a prior with parameters) or write the two methods."""
+  """The prior protocol (see the module docstring): `log_prob` and `sample`, and the state
+  hooks with their do-nothing defaults. Subclass it (with nn.Module first for a prior with
+  parameters)."""
+
+  # Whether `train_context` and `eval_variables` need the resident training set (and the
+  # batch's indices in it): such a prior cannot train on batches streamed from the host.
+  needs_training_set = False
+
+  def init_state(self, latent_dim, num_train):
+    """The prior's part of the train state before the first step (a pytree; {} for none).
+    `num_train`: the training examples N."""
+    del latent_dim, num_train
+    return {}
+
+  def train_context(self, model, params, state, x, batch, key):
+    """In a training step, before the loss: (extra variables for `model.apply`, the state
+    after this batch).
+
+    Args:
+      model: the VAE (its `apply` encodes under `params`).
+      params: the parameters the step differentiates.
+      state: the prior's state (`init_state`'s pytree).
+      x: the batch's images [B, H, W, C] in [0, 1].
+      batch: with `needs_training_set`, {'ids': [B] the batch's indices in the training
+        set, 'data': the resident uint8 training set, 'epoch_start': whether the step starts
+        an epoch}; else None.
+      key: a PRNG key of the prior's own draws at this step.
+    """
+    del model, params, x, batch, key
+    return {}, state
+
+  def eval_variables(self, model, params, train_data, num_train):
+    """Extra variables for `model.apply` at evaluation under `params`; `train_data`: the
+    uint8 training set (with `needs_training_set`; else None), whose first `num_train` rows
+    are the real examples (the rest pads it over devices)."""
+    del model, params, train_data, num_train
+    return {}
+
+  def state_variables(self, state):
+    """Extra variables for `model.apply` from the prior's state alone (the pictures drawn
+    during training)."""
+    del state
+    return {}
 
   def log_prob(self, z, ctx):
     """log p(z) in nats: z [..., D] -> [...]."""
@@ -241,120 +270,6 @@ class VampPrior(nn.Module, GaussianMixturePrior):
     return jnp.full((k,), -math.log(k)), means, logvars
 
 
-class ExemplarPrior(nn.Module, GaussianMixturePrior):
-  """The Exemplar VAE's prior (Norouzi, Fleet & Norouzi 2020): the uniform mixture of
-  Gaussians N(mu(x_n), sigma^2 I) centred at the encoder's means of training exemplars x_n,
-  with one learned log-variance log sigma^2 shared by every component and dimension
-  (initialized at 0; the reference code draws it from N(0, 1)).
-
-  Its exemplars come with each call, in the 'exemplars' collection (`exemplar_variables`):
-  'images' [U, H, W, C] (training: encoded here through `encode`, so gradients reach the
-  encoder through the prior) or 'means' [U, D] (evaluation and sampling: the means of all N
-  training exemplars, computed once), and optionally 'log_weights' [U] or [B, U] (one row per
-  example: retrieval and leave-one-out, `retrieve`; default uniform). Without exemplars
-  (initialization) it is N(0, sigma^2 I).
-  """
-  latent_dim: int
-
-  def setup(self):
-    self.log_variance = self.param('log_variance', nn.initializers.zeros, ())
-
-  def components(self, ctx):
-    if self.has_variable('exemplars', 'means'):
-      means = self.get_variable('exemplars', 'means')
-    elif self.has_variable('exemplars', 'images'):
-      means = ctx.encode(self.get_variable('exemplars', 'images'))[0]
-    else:
-      means = jnp.zeros((1, self.latent_dim))
-    k = means.shape[0]
-    log_weights = (self.get_variable('exemplars', 'log_weights')
-                   if self.has_variable('exemplars', 'log_weights')
-                   else jnp.full((k,), -math.log(k)))
-    return log_weights, means, jnp.broadcast_to(self.log_variance, means.shape)
-
-  def sample_near(self, key, centres, n, temperature=1.0):
-    """n draws per centre [M, D] from its component: centre + temperature sigma eps,
-    [n, M, D]."""
-    eps = jax.random.normal(key, (n,) + centres.shape)
-    return centres + temperature * jnp.exp(0.5 * self.log_variance) * eps
-
-
-def exemplar_variables(means=None, images=None, log_weights=None):
-  """The 'exemplars' collection of a VAE whose prior is an ExemplarPrior (its module is named
-  'prior'): merge it into the variables of `model.apply`."""
-  found = {'means': means, 'images': images, 'log_weights': log_weights}
-  return {'exemplars': {'prior': {k: v for k, v in found.items() if v is not None}}}
-
-
-def retrieve(key, cache, batch_means, batch_ids, num_candidates, k, leave_one_out=True):
-  """The exemplars of a training batch's prior (the Exemplar VAE's approximate prior).
-
-  For each example, the k exemplars whose cached means lie nearest its posterior mean, among
-  `num_candidates` exemplars drawn at random with replacement (all N, in order, when
-  num_candidates is 0 or >= N). The batch's mixture is then uniform over the distinct
-  retrieved exemplars (one retrieved twice counts once), with leave-one-out removing each
-  example's own exemplar from its mixture.
-
-  Args:
-    key: PRNG key of the candidate draw.
-    cache: [N, D] exemplar means (refreshed every epoch during training).
-    batch_means: [B, D] the batch's posterior means (no gradient needed).
-    batch_ids: [B] int, each example's index among the N exemplars.
-    num_candidates: candidates per step (0: all).
-    k: nearest exemplars per example.
-    leave_one_out: drop each example's own exemplar from its mixture.
-  Returns:
-    (ids [B * k'] int32, log_weights [B, B * k']) with k' = min(k, candidates): the exemplars
-    to encode and each example's mixture log-weights (-inf for a duplicate or the left-out
-    exemplar; the rest -log of their count).
-  """
-  n = cache.shape[0]
-  if num_candidates <= 0 or num_candidates >= n:
-    pool = jnp.arange(n, dtype=jnp.int32)
-  else:
-    pool = jax.random.randint(key, (num_candidates,), 0, n, dtype=jnp.int32)
-  cand = cache[pool]                                                   # [P, D]
-  d2 = (jnp.sum(jnp.square(batch_means), -1, keepdims=True) - 2.0 * batch_means @ cand.T
-        + jnp.sum(jnp.square(cand), -1)[None])                        # [B, P]
-  _, pos = jax.lax.top_k(-d2, min(k, pool.shape[0]))                  # [B, k']
-  ids = pool[pos].reshape(-1)                                          # [B k']
-  order = jnp.argsort(ids)
-  sorted_ids = ids[order]
-  first_sorted = jnp.concatenate([jnp.ones((1,), bool), sorted_ids[1:] != sorted_ids[:-1]])
-  first = jnp.zeros_like(first_sorted).at[order].set(first_sorted)    # one of each id
-  valid = jnp.broadcast_to(first[None, :], (batch_ids.shape[0], ids.shape[0]))
-  if leave_one_out:
-    valid = valid & (ids[None, :] != batch_ids[:, None])
-  count = jnp.maximum(jnp.sum(valid, axis=1), 1).astype(jnp.float32)
-  return ids, jnp.where(valid, -jnp.log(count)[:, None], -jnp.inf)
-
-
-def uses_exemplars(model):
-  """Whether a VAE's prior is the Exemplar prior (its training step needs the batch's
-  indices and the training set, its state holds the cache of exemplar means, and evaluation
-  and sampling need the means of all training exemplars)."""
-  return isinstance(getattr(model, 'prior', None), ExemplarPrior)
-
-
-def exemplar_means(model, params, data, num_exemplars):
-  """The top layer's posterior means [N, D] (`VAE.top_mean`) of the first N images of the
-  uint8 training set `data`, its pixels scaled to [0, 1] (how exemplars are encoded, as in
-  the reference code: grey levels, not a binarization)."""
-  encode = lambda images: model.apply({'params': params}, images.astype(jnp.float32) / 255.0,
-                                      method=model.top_mean)
-  return encode_exemplars(encode, data, num_exemplars)
-
-
-def encode_exemplars(encode, data, num_exemplars, block=500):
-  """encode(images [b, H, W, C] uint8) -> means [b, D] over the first `num_exemplars` rows
-  of `data`, `block` rows at a time (memory bounded by one block): [N, D]."""
-  n_rows = data.shape[0]
-  nb = -(-n_rows // block)
-  padded = jnp.pad(data, [(0, nb * block - n_rows)] + [(0, 0)] * (data.ndim - 1))
-  means = jax.lax.map(encode, padded.reshape((nb, block) + data.shape[1:]))
-  return means.reshape(nb * block, -1)[:num_exemplars]
-
-
 @dataclasses.dataclass(frozen=True)
 class PriorMemory:
   """What a prior adds to a run's memory, in floats (vae/training/memory.py sums it).
@@ -392,31 +307,21 @@ def _vamp_memory(mc, tc, floats_per_example, num_train):
                      why=f'model.prior_components={k} pseudo-inputs')
 
 
-def _exemplar_memory(mc, tc, floats_per_example, num_train):
-  """The cache of N exemplar means (train state); per step the distances to the candidates
-  and the encoder's pass over the batch's retrieved exemplars; at evaluation all N means and
-  the blocked mixture sum (at most MIXTURE_BLOCK_ELEMENTS at once)."""
-  n, d, b = num_train, mc.latent_dim, tc.batch_size
-  candidates = n if mc.exemplar_candidates <= 0 else min(mc.exemplar_candidates, n)
-  retrieved = b * min(mc.exemplar_k, candidates)
-  return PriorMemory(
-      per_example=2 * retrieved, training=b * candidates + retrieved * floats_per_example,
-      evaluation=n * d + MIXTURE_BLOCK_ELEMENTS, state=n * d,
-      why=(f'{n:,} training exemplars x model.latent_dim={d}, model.exemplar_candidates='
-           f'{mc.exemplar_candidates}, model.exemplar_k={mc.exemplar_k}'))
-
-
 REGISTRY = {}
 MEMORY = {}
+CHECKS = {}
 
 
-def register(name, build, memory=_no_memory):
+def register(name, build, memory=_no_memory, check_config=None):
   """Makes `build(model_config, image_shape)` available as model.prior=name: it returns the
   prior of the top layer, an object with the protocol of `Prior` (a Flax module when it has
   parameters). `memory(model_config, train_config, floats_per_example, num_train)` ->
-  `PriorMemory` declares what it adds to the memory estimate (default: nothing)."""
+  `PriorMemory` declares what it adds to the memory estimate (default: nothing);
+  `check_config(model_config)` raises ConfigError for the prior's own fields."""
   REGISTRY[name] = build
   MEMORY[name] = memory
+  if check_config is not None:
+    CHECKS[name] = check_config
   return build
 
 
@@ -430,7 +335,6 @@ register('mog', lambda mc, image_shape: MixturePrior(mc.latent_dim, mc.prior_com
          _mixture_memory)
 register('vamp', lambda mc, image_shape: VampPrior(mc.prior_components, tuple(image_shape)),
          _vamp_memory)
-register('exemplar', lambda mc, image_shape: ExemplarPrior(mc.latent_dim), _exemplar_memory)
 
 
 def build_prior(mc, image_shape):

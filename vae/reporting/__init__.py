@@ -1,2 +1,2 @@
-"""Reporting: tables over runs and sweep members (`summaries`), image grids (`plots`) and
-matplotlib figures (`figures`)."""
+"""Reporting: tables over runs and sweep members (`summaries`) and matplotlib figures
+(`figures`)."""

@@ -26,7 +26,7 @@ import numpy as np
 from vae.data import datasets
 from vae.evaluation import latent_space
 from vae.families import objectives
-from vae.reporting import plots
+from vae.training import plots
 from vae.sweeps import record
 from vae.training import metrics_io
 

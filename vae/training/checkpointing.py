@@ -40,6 +40,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocp_policies
 
+from vae import errors
 from vae import config_lib
 from vae.training.step import TrainState
 
@@ -59,8 +60,7 @@ logging.getLogger('absl').addFilter(_CheckpointWithoutMetric())
 ITEMS = ('params', 'state', 'meta', 'checksums')
 
 
-class ChecksumError(ValueError):
-  """A restored array differs from what was saved (a damaged file)."""
+ChecksumError = errors.ChecksumError
 
 
 def tree_checksums(tree):
@@ -87,8 +87,7 @@ def verify_checksums(saved, restored, where):
       raise ChecksumError(f'{where}: array {key} does not match its checksum')
 
 
-class CheckpointError(RuntimeError):
-  """A checkpoint that cannot be used for this run; the message says why and what to do."""
+CheckpointError = errors.CheckpointError
 
 
 def _best_metric(metrics):
@@ -182,7 +181,7 @@ class Checkpointer:
     """Restores the TrainState at `step` onto the shardings of `abstract_state`."""
     if self.is_legacy(step):
       # The whole TrainState as one item, from before the state had a prior_state (none of
-      # these runs has an Exemplar prior): restored with the fields it was saved with.
+      # these runs has a prior with state): restored with the fields it was saved with.
       fields = ('step', 'params', 'opt_state', 'ema_params', 'rng')
       target = {k: getattr(abstract_state, k) for k in fields}
       out = self.manager.restore(step, args=ocp.args.Composite(
@@ -454,7 +453,7 @@ def check_compatible(meta, expected, where):
 def split_state(state):
   """TrainState -> (params item, rest item): the evaluation parameters and everything else."""
   rest = {'step': state.step, 'opt_state': state.opt_state, 'rng': state.rng}
-  if state.prior_state:  # the Exemplar prior's cache (absent for every other prior)
+  if state.prior_state:  # the prior's state (priors.Prior.init_state; {} for most priors)
     rest['prior_state'] = state.prior_state
   if state.ema_params:
     rest['params'] = state.params

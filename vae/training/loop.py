@@ -29,14 +29,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from vae import errors
 from vae import config_lib
 from vae.data import datasets as data_lib
-from vae.evaluation import estimates
+from vae.training import estimates
 from vae.training import checkpointing, device_timeline
 from vae.data import input_pipeline
 from vae.training import memory
 from vae.families import models
-from vae.reporting import plots
+from vae.training import plots
 from vae.training import members as members_lib, metrics_io, optim
 from vae.training import progress as progress_lib
 from vae.training import run as run_lib
@@ -156,12 +157,7 @@ def check_group(configs, workdirs, group_dir):
   run_dir.check_group_config(group_dir, [config_lib.config_json(c) for c in configs])
 
 
-class MembersDiverged(Exception):
-  """Some (not all) training members of a vmapped group went NaN/Inf at `step`."""
-
-  def __init__(self, members, step):
-    super().__init__(f'members {members} diverged at step {step}')
-    self.members, self.step = members, step
+MembersDiverged = errors.MembersDiverged
 
 
 def _train(configs, workdirs, group_dir, chief, t_start, preempt):
@@ -386,7 +382,7 @@ class _Driver:
 
   def run(self, state, step, feed):
     """Trains from `step` to the end (or a stop); returns the step reached."""
-    self.train_data = feed.resident  # the Exemplar prior's exemplars (None when streamed)
+    self.train_data = feed.resident  # for a prior that needs it (None when streamed)
     if self.preempt.agreed():
       log.warning('%s received before the first step; nothing changed: rerun the same command '
                   'to start', self.preempt.requested)

@@ -25,8 +25,8 @@ import ml_collections
 import numpy as np
 
 from vae import config_lib
-from vae.evaluation import estimates
-from vae.families import models, priors
+from vae.training import estimates
+from vae.families import models
 from vae.training import optim, sharding, step as step_lib
 
 
@@ -101,7 +101,7 @@ class Group:
     spe = schedule.steps_per_epoch
     self.keys = [step_lib.root_keys(c.seed) for c in configs]
     self.ema = base.optim.ema_decay > 0
-    self.num_exemplars = num_examples  # the Exemplar prior's N
+    self.num_train = num_examples  # N, which the prior's state may scale with
     self.tx, self.lr_fn = optim.make_optimizer(base.optim, spe, schedule.total_steps)
     dtype = step_lib.compute_dtype(base)
     self.models = [models.build_model(c.model, image_shape, dtype) for c in configs]
@@ -115,7 +115,7 @@ class Group:
       self.model = self.models[0]
       self.hp = step_lib.hyperparameters(base, spe)
       train_step = step_lib.make_train_step(self.model, self.tx, self.lr_fn, self.options,
-                                            batch_sharding, num_exemplars=num_examples)
+                                            batch_sharding)
       self.state_sharding = self.replicated
       self.data_keys, self.eval_keys = self.keys[0]['data'], self.keys[0]['eval']
     else:
@@ -132,14 +132,13 @@ class Group:
         hps.append(step_lib.hyperparameters(c, spe, mask, lr_scale=c.optim.lr / base.optim.lr))
       self.hp = jax.device_put(stack(hps), self.state_sharding)
       train_step = step_lib.make_train_step(self.model, self.tx, self.lr_fn, self.options,
-                                            batch_sharding, freezable=True,
-                                            num_exemplars=num_examples)
+                                            batch_sharding, freezable=True)
       self.data_keys, self.eval_keys = (
           jax.device_put(jnp.stack([k[p] for k in self.keys]), self.state_sharding)
           for p in ('data', 'eval'))
-    if streamed and step_lib.uses_exemplars(self.model):
+    if streamed and self.model.prior.needs_training_set:
       raise config_lib.ConfigError(
-          'model.prior=exemplar retrieves exemplars from the training set on the device; set '
+          f'model.prior={base.model.prior} needs the training set on the device; set '
           'data.residency=device (or raise data.max_device_bytes)')
     self.train_step = train_step  # one member's step (unbatched), e.g. for FLOP counts
     loop, self.member_loop = self.options.chunk_loop, self.options.member_loop
@@ -157,7 +156,7 @@ class Group:
 
   def _member_init(self, m, model=None):
     return step_lib.init_state(self.models[m] if model is None else model, self.tx,
-                               self.image_shape, self.keys[m], self.ema, self.num_exemplars)
+                               self.image_shape, self.keys[m], self.ema, self.num_train)
 
   def member_abstract(self, m):
     """Member m's own TrainState shapes, replicated over the mesh (what its checkpoint holds)."""
@@ -207,9 +206,9 @@ class Group:
 
   def make_eval_fn(self, mode, iw_samples):
     """eval(state, batches, mask, train_data) -> sums per member (leading model axis when
-    batched); `train_data`, the resident uint8 training set, gives the Exemplar prior its
-    exemplars (unused otherwise)."""
-    fn = estimates.make_eval_fn(self.model, mode, iw_samples, num_exemplars=self.num_exemplars)
+    batched); `train_data`, the resident uint8 training set, for a prior that needs it
+    (`priors.Prior.eval_variables`; unused otherwise)."""
+    fn = estimates.make_eval_fn(self.model, mode, iw_samples, num_train=self.num_train)
     if not self.batched:
       return jax.jit(lambda state, b, mk, data: fn(state.eval_params(), b, mk, self.eval_keys,
                                                    None, data))
@@ -218,13 +217,11 @@ class Group:
     return jax.jit(lambda state, b, mk, data: vmapped(state.eval_params(), b, mk, self.eval_keys,
                                                       self.hp.get('latent_mask'), data))
 
-  @staticmethod
-  def image_variables(state):
-    """The variables a member's images are drawn with: its evaluation parameters, and for the
-    Exemplar prior its cache of exemplar means (those of the training parameters)."""
+  def image_variables(self, state):
+    """The variables a member's images are drawn with: its evaluation parameters, and what
+    the prior draws from its state (`priors.Prior.state_variables`)."""
     variables = {'params': state.eval_params()}
-    if state.prior_state:
-      variables.update(priors.exemplar_variables(means=state.prior_state['means']))
+    variables.update(self.model.prior.state_variables(state.prior_state))
     return variables
 
   def image_fns(self, m):

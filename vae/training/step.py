@@ -21,16 +21,16 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vae import errors
 from vae.data import input_pipeline
-from vae.families import objectives, priors
+from vae.families import objectives
 from vae.training import optim
 
 log = logging.getLogger('vae')
 KEY_PURPOSES = ('init', 'data', 'loop', 'sample', 'eval')
 
 
-class NonFiniteError(FloatingPointError):
-  """The loss or gradient became NaN or Inf; the message names the step."""
+NonFiniteError = errors.NonFiniteError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +54,6 @@ class StepOptions:
       member, is not applied.
     nan_at_step: fault injection of the tests (`settings.FaultHooks`): NaN batch at this step.
     log_batch_sharding: log the batch's sharding inside the step (diagnostics).
-    exemplar_k, exemplar_candidates, exemplar_leave_one_out: the Exemplar prior's retrieval
-      (model.exemplar_*; used only by model.prior=exemplar).
   """
   mode: str
   num_samples: int = 1
@@ -67,9 +65,6 @@ class StepOptions:
   lr_scaled: bool = False
   nan_at_step: int = -1
   log_batch_sharding: bool = False
-  exemplar_k: int = 10
-  exemplar_candidates: int = 0
-  exemplar_leave_one_out: bool = True
 
   @property
   def last_value_metrics(self):
@@ -95,10 +90,7 @@ def step_options(config, backend, model_axis_size=None, hooks=None, lr_scaled=Fa
                    else member_loop(config, model_axis_size, backend)),
       lr_scaled=bool(lr_scaled),
       nan_at_step=-1 if hooks is None else hooks.nan_at_step,
-      log_batch_sharding=hooks is not None and hooks.log_batch_sharding,
-      exemplar_k=int(config.model.exemplar_k),
-      exemplar_candidates=int(config.model.exemplar_candidates),
-      exemplar_leave_one_out=bool(config.model.exemplar_leave_one_out))
+      log_batch_sharding=hooks is not None and hooks.log_batch_sharding)
 
 
 @flax.struct.dataclass
@@ -108,8 +100,8 @@ class TrainState:
   opt_state: Any
   ema_params: Any        # {} when EMA is off
   rng: jax.Array         # uint32 [2], the loop key; step keys are fold_in(rng, step)
-  # Non-parameter state of the prior ({} for most): the Exemplar prior's cache of exemplar
-  # means {'means': [N, D]}, refreshed at every epoch's start and by each batch.
+  # Non-parameter state of the prior ({} for most; `priors.Prior.init_state`), carried
+  # through steps, checkpoints and vmapped groups without the loop knowing what it is.
   prior_state: Any = flax.struct.field(default_factory=dict)
 
   def eval_params(self):
@@ -126,20 +118,15 @@ def compute_dtype(config):
   return jnp.bfloat16 if config.model.compute_dtype == 'bfloat16' else None
 
 
-def init_state(model, tx, image_shape, keys, ema, num_exemplars=0):
-  """A fresh TrainState (pure; use under jax.eval_shape / jit). `num_exemplars`: the
-  training examples N, the size of an Exemplar prior's cache (zeros until the first step
-  fills it)."""
+def init_state(model, tx, image_shape, keys, ema, num_train=0):
+  """A fresh TrainState (pure; use under jax.eval_shape / jit). `num_train`: the training
+  examples N, which the prior's state may scale with (`priors.Prior.init_state`)."""
   k_params, k_z = jax.random.split(keys['init'])
   x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
   params = model.init(k_params, x, k_z)['params']
-  prior_state = ({'means': jnp.zeros((num_exemplars, model.latent_dim), jnp.float32)}
-                 if uses_exemplars(model) else {})
+  prior_state = model.prior.init_state(model.latent_dim, num_train)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                     ema_params=params if ema else {}, rng=keys['loop'], prior_state=prior_state)
-
-
-uses_exemplars = priors.uses_exemplars
 
 
 def hyperparameters(config, steps_per_epoch, latent_mask=None, lr_scale=1.0):
@@ -163,8 +150,7 @@ def _log_batch_sharding(sharding):
   log.info('batch sharding inside the train step: %s', sharding)
 
 
-def make_train_step(model, tx, schedule_fn, options, batch_sharding, freezable=False,
-                    num_exemplars=0):
+def make_train_step(model, tx, schedule_fn, options, batch_sharding, freezable=False):
   """train_step(state, x_uint8, hp, last) -> (state, metrics, finite): one optimizer update.
 
   What it computes follows from its arguments alone: the model, the optimizer, the
@@ -185,13 +171,11 @@ def make_train_step(model, tx, schedule_fn, options, batch_sharding, freezable=F
   so that a chunk reports their last value instead of a mean). The loss is checked for
   NaN/Inf at every step either way.
 
-  With the Exemplar prior (`uses_exemplars`; then `train_step.needs_batch`), `batch` holds
-  the batch's indices in the training set ('ids' [B]), the resident training set ('data',
-  uint8) and whether the step starts an epoch ('epoch_start', unbatched): the cache of
-  exemplar means (`TrainState.prior_state`) is recomputed at an epoch's start and takes the
-  batch's own means at every step; each example's prior is the mixture over its retrieved
-  exemplars (`priors.retrieve`), encoded inside the loss so that gradients reach the encoder
-  through the prior too. `num_exemplars`: N, the real examples of the training set.
+  The prior's state hook (`priors.Prior.train_context`) runs before the loss: it gives the
+  loss's extra variables and the prior's state after the batch (`TrainState.prior_state`).
+  A prior that needs the training set (`needs_training_set`; then `train_step.needs_batch`)
+  gets `batch`: the batch's indices in the training set ('ids' [B]), the resident training
+  set ('data', uint8) and whether the step starts an epoch ('epoch_start', unbatched).
   """
   num_samples, ema_decay, mode = options.num_samples, options.ema_decay, options.mode
   # Fault injection for the reliability tests (`settings.FaultHooks`): makes the batch NaN
@@ -202,20 +186,7 @@ def make_train_step(model, tx, schedule_fn, options, batch_sharding, freezable=F
   def norms(grads, params):
     return optax.tree.norm(grads), optax.tree.norm(params)
 
-  exemplar = uses_exemplars(model)
-
-  def exemplar_batch(params, cache, x, batch, key):
-    """(the prior's 'exemplars' variables for this batch, the updated cache)."""
-    data, ids = batch['data'], batch['ids']
-    cache = jax.lax.cond(batch['epoch_start'],
-                         lambda: priors.exemplar_means(model, params, data, num_exemplars),
-                         lambda: cache)
-    means = jax.lax.stop_gradient(model.apply({'params': params}, x, method=model.top_mean))
-    cache = cache.at[ids].set(means)
-    ex_ids, log_w = priors.retrieve(key, cache, means, ids, options.exemplar_candidates,
-                                    options.exemplar_k, options.exemplar_leave_one_out)
-    images = input_pipeline.gather_rows(data, ex_ids).astype(jnp.float32) / 255.0
-    return priors.exemplar_variables(images=images, log_weights=log_w), {'means': cache}
+  prior = model.prior
 
   def train_step(state, x_uint8, hp, last=True, any_stopped=None, batch=None):
     # Named scopes label the profile (scripts/benchmark.py --profile); they change nothing.
@@ -230,11 +201,9 @@ def make_train_step(model, tx, schedule_fn, options, batch_sharding, freezable=F
         jax.debug.inspect_array_sharding(x, callback=_log_batch_sharding)
     beta = objectives.kl_weight(state.step, hp['beta'], hp['warmup_steps'])
     latent_mask = hp.get('latent_mask')
-    extra, prior_state = {}, state.prior_state
-    if exemplar:
-      with jax.named_scope('exemplars'):
-        extra, prior_state = exemplar_batch(state.params, state.prior_state['means'], x, batch,
-                                            jax.random.fold_in(k_data, 1))
+    with jax.named_scope('prior'):
+      extra, prior_state = prior.train_context(model, state.params, state.prior_state, x,
+                                               batch, jax.random.fold_in(k_data, 1))
 
     def loss_fn(params):
       loss, terms = objectives.per_example_objective(
@@ -280,7 +249,7 @@ def make_train_step(model, tx, schedule_fn, options, batch_sharding, freezable=F
       finite = finite | ~keep
     return new_state, metrics, finite
 
-  train_step.needs_batch = exemplar
+  train_step.needs_batch = prior.needs_training_set
   return train_step
 
 
@@ -329,7 +298,7 @@ def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_mode
   """
   multi = num_models is not None
   needs_batch = getattr(train_step, 'needs_batch', False)
-  assert not (needs_batch and streamed), 'the Exemplar prior needs the resident training set'
+  assert not (needs_batch and streamed), 'the prior needs the resident training set'
   pin = ((lambda order: order) if order_sharding is None
          else (lambda order: jax.lax.with_sharding_constraint(order, order_sharding)))
   if multi and member_loop == 'map':
@@ -377,7 +346,7 @@ def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_mode
         gather = lambda p: input_pipeline.gather_batch(data, p, j, batch_size)
         xb = jax.vmap(gather)(perm) if multi else gather(perm)
     extra = {}
-    if needs_batch:  # the Exemplar prior: the batch's indices, the set, an epoch's start
+    if needs_batch:  # the prior's extras: the batch's indices, the set, an epoch's start
       ids_of = lambda p: jax.lax.dynamic_slice_in_dim(p, j * batch_size, batch_size)
       extra = {'batch': {'ids': jax.vmap(ids_of)(perm) if multi else ids_of(perm),
                          'data': data, 'epoch_start': j == 0}}

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vae.data import input_pipeline
-from vae.families import objectives, priors
+from vae.families import objectives
 from vae.families.likelihoods import bits_per_dim
 
 
@@ -179,7 +179,7 @@ def example_terms(model, variables, x, k_z, k_iw=None, iw_samples=0, iw_chunk=10
   return out
 
 
-def make_eval_fn(model, mode, iw_samples=0, iw_chunk=100, num_exemplars=0):
+def make_eval_fn(model, mode, iw_samples=0, iw_chunk=100, num_train=0):
   """Builds eval_fn(params, batches, mask, key) -> dict of sums over valid examples.
 
   Args:
@@ -188,9 +188,8 @@ def make_eval_fn(model, mode, iw_samples=0, iw_chunk=100, num_exemplars=0):
     iw_samples: if > 0, also sums an importance-weighted log-likelihood with
       this many samples.
     iw_chunk: samples per chunk for that estimate.
-    num_exemplars: N, the training examples (the Exemplar prior: eval_fn's `train_data`
-      [>= N, H, W, C] uint8 gives the exemplars, encoded under `params` for every
-      evaluation, all N of them in the prior).
+    num_train: N, the training examples: for a prior that needs the training set
+      (`priors.Prior.eval_variables`), eval_fn's `train_data` [>= N, H, W, C] uint8.
 
   Returns:
     A function (jit it) of params, batches [nb, B, H, W, C] uint8, mask [nb, B],
@@ -203,9 +202,7 @@ def make_eval_fn(model, mode, iw_samples=0, iw_chunk=100, num_exemplars=0):
 
   def eval_fn(params, batches, mask, key, latent_mask=None, train_data=None):
     variables = {'params': params}
-    if priors.uses_exemplars(model):
-      means = priors.exemplar_means(model, params, train_data, num_exemplars)
-      variables.update(priors.exemplar_variables(means=means))
+    variables.update(model.prior.eval_variables(model, params, train_data, num_train))
 
     def body(sums, inp):
       xb, mb, i = inp
