@@ -5,11 +5,17 @@ with no edit under vae/. A subprocess imports this module to be killed mid-run.
   LaplacePrior  p(z) = prod_d Laplace(z_d; 0, b): no parameters, no closed-form KL
                 against a Gaussian posterior in vae/ (the objective takes the single-draw
                 estimate log q - log p).
+  BankPrior     a prior with state: the uniform mixture of N(m_j, sigma^2 I) over a
+                first-in first-out bank of the last encoder means seen in training, updated
+                at every step, kept in the train state (checkpointed, vmapped, restored by
+                vae.load), sigma^2 learned.
 """
 
 import dataclasses
+import math
 import sys
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -29,9 +35,50 @@ class LaplacePrior(priors.Prior):
     return temperature * self.scale * jax.random.laplace(key, (n, ctx.latent_dim))
 
 
+class BankPrior(nn.Module, priors.GaussianMixturePrior):
+  """The uniform mixture of N(m_j, sigma^2 I) over a bank of `size` encoder means, first in,
+  first out (zeros before training fills it), sigma^2 = exp(log_variance) learned."""
+  latent_dim: int
+  size: int = 128
+
+  evaluates_with_state = True  # the bank is the state: evaluation and vae.load use it
+
+  def setup(self):
+    self.log_variance = self.param('log_variance', nn.initializers.zeros, ())
+
+  def components(self, ctx):
+    means = (self.get_variable('bank', 'means') if self.has_variable('bank', 'means')
+             else jnp.zeros((1, ctx.latent_dim)))
+    k = means.shape[0]
+    return (jnp.full((k,), -math.log(k)), means,
+            jnp.broadcast_to(self.log_variance, means.shape))
+
+  def init_state(self, latent_dim, num_train):
+    del num_train
+    return {'means': jnp.zeros((self.size, latent_dim), jnp.float32),
+            'next': jnp.zeros((), jnp.int32)}
+
+  def train_context(self, model, params, state, x, batch, key):
+    """The bank before this batch is the batch's prior; the batch's means then enter it."""
+    del batch, key
+    means = jax.lax.stop_gradient(model.apply({'params': params}, x, method=model.top_mean))
+    rows = (state['next'] + jnp.arange(means.shape[0])) % self.size  # distinct: B <= size
+    new = {'means': state['means'].at[rows].set(means),
+           'next': (state['next'] + means.shape[0]) % self.size}
+    return self.state_variables(state), new
+
+  def eval_variables(self, model, params, state, train_data, num_train):
+    del model, params, train_data, num_train
+    return self.state_variables(state)
+
+  def state_variables(self, state):
+    return {'bank': {'prior': {'means': state['means']}}}
+
+
 def register():
   """Registers this module's families (idempotent)."""
   priors.register('laplace_test', lambda mc, image_shape: LaplacePrior(0.5))
+  priors.register('bank_test', lambda mc, image_shape: BankPrior(mc.latent_dim))
 
 
 if __name__ == '__main__':

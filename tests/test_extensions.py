@@ -14,12 +14,16 @@ import numpy as np
 import pytest
 
 import vae
-from tests import plugins
+from tests import plugins, record_fixtures
 from tests.helpers import REPO, final_params, read_events, smoke_config
 from vae.families import priors
 from vae.training import loop
 
-LAPLACE = {'model.prior': 'laplace_test', 'train.checkpoint_every_epochs': 0.5}
+PRIORS = ('laplace_test', 'bank_test')
+
+
+def _overrides(prior):
+  return {'model.prior': prior, 'train.checkpoint_every_epochs': 0.5}
 
 
 @pytest.fixture
@@ -28,24 +32,38 @@ def registered(monkeypatch):
   plugins.register()
 
 
-def test_a_laplace_prior_trains_resumes_after_a_kill_loads_and_evaluates(registered, tmp_path):
+@pytest.mark.parametrize('prior', PRIORS)
+def test_a_plugin_prior_resumes_bit_identically_after_a_kill_and_evaluates(registered, prior,
+                                                                           tmp_path):
   del registered
   ref = tmp_path / 'straight'
-  result = loop.train_and_evaluate(smoke_config(**LAPLACE), str(ref))
+  result = loop.train_and_evaluate(smoke_config(**_overrides(prior)), str(ref))
   assert result['status'] == 'finished' and math.isfinite(result['test/elbo'])
   # Killed while the checkpoint of step 18 is being written, in a process that imports the
   # plugin module; then resumed here.
   work = tmp_path / 'killed'
   env = dict(os.environ, VAE_INJECT_KILL_DURING_SAVE='18', VAE_INJECT_KILL_DELAY_S='0.005')
   proc = subprocess.run([sys.executable, '-m', 'tests.plugins', str(work),
-                         *(f'{k}={v}' for k, v in LAPLACE.items())],
+                         *(f'{k}={v}' for k, v in _overrides(prior).items())],
                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
   assert proc.returncode == -9, proc.stderr[-2000:]
-  loop.train_and_evaluate(smoke_config(**LAPLACE), str(work))
+  loop.train_and_evaluate(smoke_config(**_overrides(prior)), str(work))
   assert read_events(work) == read_events(ref)
   chex.assert_trees_all_equal(final_params(work)[1], final_params(ref)[1])
-  # Loaded: its prior is the plugin's Laplace density, and importance sampling runs on it.
+  chex.assert_trees_all_equal(record_fixtures.final_state_leaves(work, 24),
+                              record_fixtures.final_state_leaves(ref, 24))
+  # Loaded and evaluated with importance sampling (log p(x) above the ELBO).
   model = vae.load(work, 'latest')
+  x = model.load_split('test')[0][:32]
+  elbo = np.asarray(model.elbo(x, jax.random.key(1)))
+  log_px = np.asarray(model.log_likelihood(x, num_samples=200, key=jax.random.key(2)))
+  assert np.all(np.isfinite(log_px)) and np.mean(log_px) > np.mean(elbo)
+
+
+def test_a_laplace_prior_loads_with_its_density_and_sampler(registered, tmp_path):
+  del registered
+  loop.train_and_evaluate(smoke_config(**_overrides('laplace_test')), str(tmp_path))
+  model = vae.load(tmp_path, 'latest')
   d = model.model.latent_dim
   z = jnp.linspace(-1.2, 0.3, d)[None]
   np.testing.assert_allclose(model.log_prior(z),
@@ -53,20 +71,38 @@ def test_a_laplace_prior_trains_resumes_after_a_kill_loads_and_evaluates(registe
                              rtol=1e-6)
   draws = np.asarray(model.sample_prior(jax.random.key(0), 20000))
   assert np.mean(np.abs(draws)) == pytest.approx(0.5, rel=0.03)  # E|z| = b for Laplace(0, b)
-  x = model.load_split('test')[0][:32]
-  elbo = np.asarray(model.elbo(x, jax.random.key(1)))
-  log_px = np.asarray(model.log_likelihood(x, num_samples=200, key=jax.random.key(2)))
-  assert np.all(np.isfinite(log_px)) and np.mean(log_px) > np.mean(elbo)
 
 
-def test_a_laplace_prior_trains_as_a_vmapped_group_of_two(registered, tmp_path):
+def test_a_prior_with_state_keeps_its_bank_in_the_train_state_and_vae_load(registered,
+                                                                            tmp_path):
+  """The bank holds the last 128 encoder means (two smoke batches of 64): after 24 steps
+  it is full and not zero; vae.load restores it, and the loaded prior is the mixture over
+  it with the learned variance."""
   del registered
-  configs = [smoke_config(**LAPLACE, seed=s) for s in (0, 1)]
+  loop.train_and_evaluate(smoke_config(**_overrides('bank_test')), str(tmp_path))
+  state = record_fixtures.final_state_leaves(tmp_path, 24)
+  bank = state["['prior_state']['means']"]
+  assert bank.shape == (128, 20) and np.all(np.any(bank != 0, axis=1))
+  assert int(state["['prior_state']['next']"]) == (24 * 64) % 128
+  model = vae.load(tmp_path, 'latest')
+  np.testing.assert_array_equal(model.prior_state['means'], bank)
+  log_var = float(model.params['prior']['log_variance'])
+  z = jnp.asarray(bank[:3]) + 0.1
+  want = jax.nn.logsumexp(
+      -0.5 * np.sum((np.asarray(z)[:, None] - bank[None]) ** 2, -1) / np.exp(log_var)
+      - 0.5 * 20 * (np.log(2 * np.pi) + log_var), axis=1) - np.log(128)
+  np.testing.assert_allclose(model.log_prior(z), want, rtol=1e-5)
+
+
+@pytest.mark.parametrize('prior', PRIORS)
+def test_a_plugin_prior_trains_as_a_vmapped_group_of_two(registered, prior, tmp_path):
+  del registered
+  configs = [smoke_config(**_overrides(prior), seed=s) for s in (0, 1)]
   results = loop.train_members(configs, [str(tmp_path / f's{s}') for s in (0, 1)],
                                str(tmp_path / 'group'))
   assert [r['status'] for r in results] == ['finished', 'finished']
   alone = tmp_path / 'alone'
-  loop.train_and_evaluate(smoke_config(**LAPLACE, seed=1), str(alone))
+  loop.train_and_evaluate(smoke_config(**_overrides(prior), seed=1), str(alone))
   for a, b in zip(read_events(tmp_path / 's1'), read_events(alone)):
     for key, value in b.items():
       if key.startswith(('train/', 'val/', 'test/')):

@@ -96,9 +96,10 @@ def _restore_params(ckpt, checkpoint, sharding):
 class TrainedModel:
   """A VAE and its parameters, with jitted helpers. All log-likelihoods in nats per example."""
 
-  def __init__(self, model, params, config, step, data_info):
+  def __init__(self, model, params, config, step, data_info, prior_state=None):
     self.model, self.params, self.config = model, params, config
     self.step, self.data_info = step, data_info
+    self.prior_state = prior_state  # the prior's saved state, where it evaluates with it
     self._variables = None
     self._encode = jax.jit(lambda v, x: model.apply(v, x, method=model.encode))
     self._decode = jax.jit(lambda v, z: model.apply(v, z, method=model.decode_mean))
@@ -122,8 +123,9 @@ class TrainedModel:
       variables = {'params': self.params}
       prior = self.model.prior
       train = jnp.asarray(self.load_split('train')[0]) if prior.needs_training_set else None
-      variables.update(jax.jit(lambda p, d: prior.eval_variables(
-          self.model, p, d, 0 if d is None else d.shape[0]))(self.params, train))
+      variables.update(jax.jit(lambda p, s, d: prior.eval_variables(
+          self.model, p, s, d, 0 if d is None else d.shape[0]))(self.params, self.prior_state,
+                                                               train))
       self._variables = variables
     return self._variables
 
@@ -300,7 +302,8 @@ def load(workdir, checkpoint='best') -> TrainedModel:
   image_shape = tuple(data_info['shape'])
   model = models.build_model(config.model, image_shape)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  params, step = _restore_params(checkpointing.CheckpointReader(workdir / 'checkpoints'),
-                                 checkpoint, device)
-  return TrainedModel(model, params, config, step, data_info)
+  reader = checkpointing.CheckpointReader(workdir / 'checkpoints')
+  params, step = _restore_params(reader, checkpoint, device)
+  prior_state = reader.restore_prior_state(step) if model.prior.evaluates_with_state else None
+  return TrainedModel(model, params, config, step, data_info, prior_state)
 

@@ -78,8 +78,9 @@ class ExemplarPrior(nn.Module, priors.GaussianMixturePrior):
     images = _gather_rows(data, ex_ids).astype(jnp.float32) / 255.0
     return exemplar_variables(images=images, log_weights=log_w), {'means': cache}
 
-  def eval_variables(self, model, params, train_data, num_train):
-    """The means of all N training exemplars under `params`."""
+  def eval_variables(self, model, params, state, train_data, num_train):
+    """The means of all N training exemplars under `params` (not the training cache)."""
+    del state
     return exemplar_variables(means=exemplar_means(model, params, train_data, num_train))
 
   def state_variables(self, state):

@@ -132,6 +132,9 @@ class Prior:
   # Whether `train_context` and `eval_variables` need the resident training set (and the
   # batch's indices in it): such a prior cannot train on batches streamed from the host.
   needs_training_set = False
+  # Whether `eval_variables` needs the prior's state from the train state (then `vae.load`
+  # restores it from the checkpoint beside the parameters).
+  evaluates_with_state = False
 
   def init_state(self, latent_dim, num_train):
     """The prior's part of the train state before the first step (a pytree; {} for none).
@@ -156,11 +159,12 @@ class Prior:
     del model, params, x, batch, key
     return {}, state
 
-  def eval_variables(self, model, params, train_data, num_train):
-    """Extra variables for `model.apply` at evaluation under `params`; `train_data`: the
-    uint8 training set (with `needs_training_set`; else None), whose first `num_train` rows
-    are the real examples (the rest pads it over devices)."""
-    del model, params, train_data, num_train
+  def eval_variables(self, model, params, state, train_data, num_train):
+    """Extra variables for `model.apply` at evaluation under `params`; `state`: the prior's
+    state (with `evaluates_with_state`; else possibly None); `train_data`: the uint8
+    training set (with `needs_training_set`; else None), whose first `num_train` rows are
+    the real examples (the rest pads it over devices)."""
+    del model, params, state, train_data, num_train
     return {}
 
   def state_variables(self, state):

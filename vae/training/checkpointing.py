@@ -36,6 +36,7 @@ import re
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocp_policies
@@ -422,6 +423,21 @@ class CheckpointReader:
     else:
       log.warning('checkpoint %s predates checksums: restored without verification', step_dir)
     return (out['ema_params'] or out['params']) if item == 'state' else out
+
+  def restore_prior_state(self, step):
+    """The prior's state saved at `step` ({} when it has none), as jax arrays, verified
+    against the step's checksums of the 'state' item."""
+    step_dir = self.directory / str(step)
+    if not (step_dir / 'params').exists():
+      return {}  # the legacy single-item layout predates the prior's state
+    handler = ocp.StandardCheckpointHandler()
+    tree = handler.metadata(step_dir / 'state')
+    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree)
+    out = handler.restore(step_dir / 'state', args=ocp.args.StandardRestore(abstract))
+    if (step_dir / 'checksums').exists():
+      verify_checksums(read_json_item(step_dir, 'checksums').get('state', {}), out,
+                       step_dir / 'state')
+    return jax.tree.map(jnp.asarray, out.get('prior_state', {}))
 
 
 def _first_line(error):

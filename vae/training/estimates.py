@@ -200,9 +200,10 @@ def make_eval_fn(model, mode, iw_samples=0, iw_chunk=100, num_train=0):
   """
   extras = [e for e in EVAL_SUMS.values() if e.applies(model)]
 
-  def eval_fn(params, batches, mask, key, latent_mask=None, train_data=None):
+  def eval_fn(params, batches, mask, key, latent_mask=None, train_data=None, prior_state=None):
     variables = {'params': params}
-    variables.update(model.prior.eval_variables(model, params, train_data, num_train))
+    variables.update(model.prior.eval_variables(model, params, prior_state, train_data,
+                                                num_train))
 
     def body(sums, inp):
       xb, mb, i = inp

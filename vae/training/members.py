@@ -211,11 +211,12 @@ class Group:
     fn = estimates.make_eval_fn(self.model, mode, iw_samples, num_train=self.num_train)
     if not self.batched:
       return jax.jit(lambda state, b, mk, data: fn(state.eval_params(), b, mk, self.eval_keys,
-                                                   None, data))
+                                                   None, data, state.prior_state))
     mask = self.hp.get('latent_mask')
-    vmapped = jax.vmap(fn, in_axes=(0, None, None, 0, None if mask is None else 0, None))
+    vmapped = jax.vmap(fn, in_axes=(0, None, None, 0, None if mask is None else 0, None, 0))
     return jax.jit(lambda state, b, mk, data: vmapped(state.eval_params(), b, mk, self.eval_keys,
-                                                      self.hp.get('latent_mask'), data))
+                                                      self.hp.get('latent_mask'), data,
+                                                      state.prior_state))
 
   def image_variables(self, state):
     """The variables a member's images are drawn with: its evaluation parameters, and what
