@@ -58,6 +58,9 @@ def main(argv=None):
   where.add_argument('--workdir', help='a training workdir')
   where.add_argument('--sweep', help='a sweep root: every finished member (resumable)')
   parser.add_argument('--checkpoint', default='best', help='best, latest or a step')
+  parser.add_argument('--accept_changed_data', action='store_true',
+                      help='evaluate although the data differs from what the run recorded '
+                           '(content hashes in its data.json); recorded in eval.json')
   parser.add_argument('--num_samples', type=cli.positive_int, default=5000,
                       help='importance samples k per image (the published protocol: 5000)')
   parser.add_argument('--split', default='test', choices=('test', 'val', 'train'),
@@ -74,7 +77,8 @@ def main(argv=None):
   parser.add_argument('--out', default='', help='default: WORKDIR/eval.json')
   args = parser.parse_args(argv)
   options = dict(split=args.split, batch_size=args.batch_size, chunk_size=args.chunk_size,
-                 max_examples=args.max_examples, seed=args.seed)
+                 max_examples=args.max_examples, seed=args.seed,
+                 accept_changed_data=args.accept_changed_data)
 
   def work():
     if args.sweep:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Obtains the default dataset (Fashion-MNIST) for `make train`:
-# 1. IDX files already found (VAE_DATA_DIR, ./data/fashion_mnist, /usr/share/datasets/...);
+# 1. IDX files already found (VAE_DATA_DIR, ~/.cache/vae/fashion_mnist, /usr/share/datasets/...);
 # 2. else Debian's package dataset-fashion-mnist, where apt-get can be used;
 # 3. else TFDS downloads it at training time (needs internet).
 set -euo pipefail

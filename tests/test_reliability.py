@@ -15,6 +15,7 @@ import chex
 import pytest
 
 from tests.helpers import REPO, SLOW_FLAGS, read_events, final_params, run_train, smoke_config
+from vae.data import datasets
 from vae.training import checkpointing, loop
 
 
@@ -94,9 +95,14 @@ def test_more_bad_inputs_fail_before_compiling(tmp_path, flags, message):
 def test_checkpoint_from_another_dataset_is_refused(tmp_path):
   loop.train_and_evaluate(smoke_config(**{'train.num_epochs': 1.0}), str(tmp_path))
   (tmp_path / 'config.json').unlink()
-  with pytest.raises(checkpointing.CheckpointError, match='trained on data shape'):
+  # Other data is refused from its content (data.json's hashes) ...
+  with pytest.raises(datasets.DataError, match='splits train, validation, test differ'):
     loop.train_and_evaluate(smoke_config(**{'data.synthetic_shape': (32, 32, 1)}),
-                               str(tmp_path))
+                            str(tmp_path))
+  # ... and, the change accepted, a checkpoint of another shape still is, from its metadata.
+  with pytest.raises(checkpointing.CheckpointError, match='trained on data shape'):
+    loop.train_and_evaluate(smoke_config(**{'data.synthetic_shape': (32, 32, 1),
+                                            'data.accept_changed_data': True}), str(tmp_path))
 
 
 @pytest.mark.slow

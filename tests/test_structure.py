@@ -174,5 +174,5 @@ def test_the_public_api_stays_at_the_top(monkeypatch):
   from vae.evaluation import trained  # pylint: disable=g-import-not-at-top
   from vae.families import objectives  # pylint: disable=g-import-not-at-top
   assert vae.reparameterize is objectives.reparameterize
-  monkeypatch.setattr(trained, 'load', lambda workdir, checkpoint: (workdir, checkpoint))
-  assert vae.load('runs/x') == ('runs/x', 'best')
+  monkeypatch.setattr(trained, 'load', lambda *args: args)
+  assert vae.load('runs/x') == ('runs/x', 'best', False)

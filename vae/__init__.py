@@ -35,10 +35,10 @@ def _set_cpu_conv_flag():
 _set_cpu_conv_flag()
 
 
-def load(workdir, checkpoint='best'):
+def load(workdir, checkpoint='best', accept_changed_data=False):
   """Loads a trained model from a training workdir; see `vae.evaluation.trained.load`."""
   from vae.evaluation import trained  # pylint: disable=g-import-not-at-top
-  return trained.load(workdir, checkpoint)
+  return trained.load(workdir, checkpoint, accept_changed_data)
 
 
 def __getattr__(name):

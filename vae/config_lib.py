@@ -25,7 +25,10 @@ import ml_collections
 
 from vae import errors
 
-RESUMABLE = ('train.num_epochs', 'train.images_every_epochs', 'train.checkpoint_every_minutes')
+# data.path and data.tfds_data_dir say where the data is, not what it is: a resume compares
+# the content (the splits' hashes in data.json), so the files may move.
+RESUMABLE = ('train.num_epochs', 'train.images_every_epochs', 'train.checkpoint_every_minutes',
+             'data.accept_changed_data', 'data.path', 'data.tfds_data_dir')
 STRUCTURAL = tuple('model.' + k for k in (
     'type', 'arch', 'latent_dim', 'hidden', 'activation', 'gated', 'conv_channels',
     'conv_dense', 'conv_upsample', 'likelihood', 'gaussian_scale', 'prior', 'prior_components',
@@ -93,6 +96,7 @@ def base_config():
   d.dequantize = False
   d.residency = 'auto'
   d.max_device_bytes = 2 ** 31
+  d.accept_changed_data = False
   d.seed = 0
   d.synthetic_train_size = 4096
   d.synthetic_test_size = 1024
@@ -189,6 +193,8 @@ FIELD_DOCS = {
     'data.residency': 'training set on the device (device), streamed from the host (host), or '
                       'auto by data.max_device_bytes',
     'data.max_device_bytes': 'largest training set (bytes, uint8) kept on the device in auto',
+    'data.accept_changed_data': 'resume although the data differs from what the run recorded '
+                                '(content hashes in data.json; the change goes into run.json)',
     'data.seed': 'seed of the synthetic dataset',
     'data.synthetic_train_size': 'synthetic training examples',
     'data.synthetic_test_size': 'synthetic test examples',

@@ -9,8 +9,9 @@ data protocol. Device placement, binarization and batching live in
 Sources (`data.source`):
   idx        MNIST-format IDX files (gzipped or raw) in a directory: the
              config's `data.path`, then $VAE_DATA_DIR (and $VAE_DATA_DIR/<name>),
-             then ./data/<name>, ~/.cache/vae/<name> and the Debian dataset
-             packages' /usr/share/datasets/<name with dashes>.
+             then ~/.cache/vae/<name> and the Debian dataset packages'
+             /usr/share/datasets/<name with dashes> (never the working directory's
+             ./data: what a run reads must not depend on where it is started).
   tfds       TensorFlow Datasets by name, read through `tfds.data_source`
              (array_record, no TensorFlow needed); downloads when online.
   npz        a NumPy .npz file at `data.path` with x_train, y_train, x_test,
@@ -23,8 +24,10 @@ Sources (`data.source`):
 
 import dataclasses
 import gzip
+import hashlib
 import logging
 import math
+import os
 import pathlib
 import zlib
 from typing import Optional
@@ -186,8 +189,7 @@ def idx_search_dirs(name, path=''):
   env = settings.data_dir()
   if env:
     dirs += [pathlib.Path(env) / name, pathlib.Path(env)]
-  dirs += [pathlib.Path('data') / name,
-           pathlib.Path.home() / '.cache' / 'vae' / name,
+  dirs += [pathlib.Path.home() / '.cache' / 'vae' / name,
            pathlib.Path('/usr/share/datasets') / name.replace('_', '-'),
            pathlib.Path('/usr/share/datasets') / name]
   return dirs
@@ -433,6 +435,9 @@ def load(data_config) -> Dataset:
   """
   dc = data_config
   name, source = dc.name, dc.source
+  if dc.path and not pathlib.Path(dc.path).is_absolute():  # recorded absolute (data.json)
+    logging.info('data.path=%s is relative: read from %s', dc.path,
+                 pathlib.Path(dc.path).expanduser().resolve())
   if dc.path and not pathlib.Path(dc.path).expanduser().exists():
     raise DataError(f'data.path={dc.path!r} does not exist; point it at an IDX directory or an '
                     '.npz file, or set data.path= (empty) to search the usual places')
@@ -463,7 +468,8 @@ def load(data_config) -> Dataset:
       directory = find_idx_dir(name)
     if directory is not None:
       train, test, files = load_idx_dir(directory)
-      info.update(source='idx', files=sorted(files.values()))
+      info.update(source='idx', files=sorted(str(pathlib.Path(f).resolve())
+                                             for f in files.values()))
     elif source == 'idx':
       raise DataError(_not_found_message(name, 'no IDX files'))
     else:
@@ -477,7 +483,9 @@ def load(data_config) -> Dataset:
     info['validation'] = 'the source\'s own validation split'
   check_splits(train, validation, test, name)
   info.update(shape=list(train.images.shape[1:]), num_train=len(train),
-              num_validation=len(validation), num_test=len(test))
+              num_validation=len(validation), num_test=len(test),
+              content_sha256={'train': content_hash(train), 'validation': content_hash(validation),
+                              'test': content_hash(test)})
   text = str(info)
   if text not in _DESCRIBED:  # once per process: a sweep's members share their data
     _DESCRIBED.add(text)
@@ -486,6 +494,47 @@ def load(data_config) -> Dataset:
 
 
 _DESCRIBED = set()
+
+
+def content_hash(split):
+  """sha256 of a split as read: its images' shape and bytes, then its labels' (hex)."""
+  h = hashlib.sha256()
+  for a in (split.images, split.labels):
+    a = np.ascontiguousarray(a)
+    h.update(f'{a.dtype.str}{a.shape}'.encode())
+    h.update(a.tobytes())
+  return h.hexdigest()
+
+
+def _where(info):
+  """Where a dataset came from, in a few words (files, TFDS version or generator)."""
+  files = info.get('files')
+  if files:
+    return f'{info.get("source")} {os.path.commonpath(files) if len(files) > 1 else files[0]}'
+  if info.get('tfds_version'):
+    return f'tfds {info.get("name")} {info["tfds_version"]}'
+  return f'{info.get("source")} {info.get("name")}'
+
+
+def check_same_data(recorded, current, what, accept=False):
+  """Compares the content hashes of a run's recorded data (its data.json) with the data read
+  now. Returns None when they agree, or a warning line: the record predates the hashes
+  (nothing to compare), or they differ and `accept` is set. Raises DataError, one line
+  naming both datasets and the splits that differ, when they differ and `accept` is not set.
+  """
+  old, new = recorded.get('content_sha256'), current.get('content_sha256')
+  if not old:
+    return (f'{what} recorded no content hash of its data (an older run): the data read now '
+            f'({_where(current)}) is taken as its own and recorded')
+  changed = [s for s in ('train', 'validation', 'test') if old.get(s) != new.get(s)]
+  if not changed:
+    return None
+  line = (f'{what} was trained on other data than {_where(current)} holds now (splits '
+          f'{", ".join(changed)} differ from what it recorded, read from {_where(recorded)})')
+  if accept:
+    return line + '; accepted (data.accept_changed_data), the change recorded'
+  raise DataError(line + '; point data.path or VAE_DATA_DIR at the data it was trained on, '
+                  'or set data.accept_changed_data=True to accept the change')
 
 
 def describe(dataset):

@@ -17,7 +17,7 @@ from vae import config_lib
 from vae.evaluation import latent_space, trained
 from vae.training.estimates import EVAL_SUMS, active_units, example_terms
 from vae.families.likelihoods import bits_per_dim
-from vae.training import checkpointing, metrics_io
+from vae.training import checkpointing, metrics_io, run_record
 from vae.training.progress import Progress
 
 
@@ -93,7 +93,8 @@ def evaluate_model(model, images, num_samples, batch_size=500, chunk_size=100, s
 
 
 def evaluate_workdir(workdir, checkpoint='best', split='test', num_samples=5000, batch_size=500,
-                     chunk_size=100, max_examples=0, seed=0, out=None):
+                     chunk_size=100, max_examples=0, seed=0, out=None,
+                     accept_changed_data=False):
   """scripts/evaluate.py on one workdir: writes and returns the report (see
   `evaluate_model`); `out` defaults to WORKDIR/eval.json and is checked to be
   writable before the evaluation starts, so a long result is never computed and lost."""
@@ -102,7 +103,7 @@ def evaluate_workdir(workdir, checkpoint='best', split='test', num_samples=5000,
   if out.suffix == '.npz':  # the per-image file takes OUT's name with .npz
     raise config_lib.ConfigError(f'--out {out} ends in .npz, the name of the per-image file written '
                      f'beside the report; give a .json name (e.g. {out.with_suffix(".json")})')
-  model = trained.load(workdir, checkpoint)
+  model = trained.load(workdir, checkpoint, accept_changed_data)
   metrics_io.check_writable(out)
   images, _ = model.load_split(split)
   if max_examples:
@@ -113,6 +114,10 @@ def evaluate_workdir(workdir, checkpoint='best', split='test', num_samples=5000,
     has_best = checkpointing.CheckpointReader(workdir / 'checkpoints').best_step() is not None
     result['checkpoint_chosen_by'] = ('validation ELBO' if has_best else
                                       'latest (no validation split; never chosen on test)')
+  # What the figures depend on besides the run: the code (commit), packages and machine.
+  result['environment'] = run_record.environment()
+  if accept_changed_data:
+    result['accepted_changed_data'] = True
   result.update(workdir=str(workdir), checkpoint=str(checkpoint), checkpoint_step=model.step,
                 split=split, data=model.data_info, seed=seed)
   per_example = result.pop('log_likelihood_per_example', None)

@@ -100,6 +100,9 @@ class TrainedModel:
     self.model, self.params, self.config = model, params, config
     self.step, self.data_info = step, data_info
     self.prior_state = prior_state  # the prior's saved state, where it evaluates with it
+    self.workdir = None  # set by `load`
+    # Whether `load_split` takes data whose content differs from what the run recorded.
+    self.accept_changed_data = bool(config.data.get('accept_changed_data', False))
     self._variables = None
     self._encode = jax.jit(lambda v, x: model.apply(v, x, method=model.encode))
     self._decode = jax.jit(lambda v, z: model.apply(v, z, method=model.decode_mean))
@@ -267,6 +270,10 @@ class TrainedModel:
     if split not in SPLITS:
       raise ValueError(f'no split {split!r}; choose one of {SPLITS}')
     ds = data_lib.load(self.config.data)
+    line = data_lib.check_same_data(self.data_info, ds.info, str(self.workdir or 'the run'),
+                                    self.accept_changed_data)
+    if line:
+      log.warning('%s', line)
     train, val, test = input_pipeline.prepare_host_splits(ds, self.config.data)
     images = {'train': train, 'val': val, 'validation': val, 'test': test}[split]
     labels = {'train': ds.train.labels, 'val': ds.validation.labels,
@@ -281,12 +288,14 @@ class TrainedModel:
     return input_pipeline.to_float(jnp.asarray(images_uint8), mode, key)
 
 
-def load(workdir, checkpoint='best') -> TrainedModel:
+def load(workdir, checkpoint='best', accept_changed_data=False) -> TrainedModel:
   """Loads a trained model from a workdir.
 
   Args:
     workdir: a training workdir (with config.json, data.json, checkpoints/).
     checkpoint: 'best' (by validation ELBO), 'latest' or a step number.
+    accept_changed_data: let `load_split` read data whose content differs from what the
+      run recorded in data.json (else a DataError naming both).
 
   Returns:
     A TrainedModel (EMA parameters when the run kept an EMA). Only the
@@ -305,5 +314,8 @@ def load(workdir, checkpoint='best') -> TrainedModel:
   reader = checkpointing.CheckpointReader(workdir / 'checkpoints')
   params, step = _restore_params(reader, checkpoint, device)
   prior_state = reader.restore_prior_state(step) if model.prior.evaluates_with_state else None
-  return TrainedModel(model, params, config, step, data_info, prior_state)
+  out = TrainedModel(model, params, config, step, data_info, prior_state)
+  out.workdir = workdir
+  out.accept_changed_data = out.accept_changed_data or accept_changed_data
+  return out
 

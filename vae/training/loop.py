@@ -171,6 +171,15 @@ def _train(configs, workdirs, group_dir, chief, t_start, preempt):
   base = configs[0]
   dataset = data_lib.load(base.data)
   validation.validate_for_data(base, dataset.image_shape, len(dataset.train))
+  data_notes = {}
+  for r in runs:  # the data a run was trained on, checked before anything is written
+    recorded = r.workdir / 'data.json'
+    if recorded.exists() and not r.stopped:
+      data_notes[r.workdir] = data_lib.check_same_data(
+          run_dir.read_json(recorded), dataset.info, str(r.workdir),
+          r.config.data.accept_changed_data)
+      if data_notes[r.workdir]:
+        log.warning('%s', data_notes[r.workdir])
   mesh = sharding.make_model_mesh(len(runs) if group_dir is not None else 1)
   widest = max(configs, key=lambda c: c.model.latent_dim)  # a group pads to its widest
   memory.check_fits(widest, dataset.image_shape, -(-len(runs) // mesh.shape['model']),
@@ -179,6 +188,9 @@ def _train(configs, workdirs, group_dir, chief, t_start, preempt):
   try:
     hooks = settings.fault_hooks()
     _start_runs(runs, dataset.info, group_dir, mesh, chief, hooks)
+    for r in runs:
+      if data_notes.get(r.workdir):
+        r.record.note('data_change', data_notes[r.workdir])
     return _train_runs(runs, group_dir, dataset, mesh, sched, t_start, preempt, hooks)
   except MembersDiverged as e:
     for m in e.members:
