@@ -288,6 +288,23 @@ def test_compare_runs_pairs_rows_over_the_same_test_images(smoke_run, tmp_path):
   assert rows['m']['diff_vs_reference'] == pytest.approx(float(np.mean(ll[1] - ll[0])),
                                                          abs=1e-9)
   assert rows['two']['seeds'] == rows['two2']['seeds'] == [0, 0] and len(rows) == 4
+  # Evaluated on 32 and 64 images: paired on the 32 they share (eval.npz's image_index; a
+  # file without it, written before, covers the first num_examples images).
+  rc, _, err = run_script('evaluate', '--workdir', member, '--num_samples', '20',
+                          '--max_examples', '32', '--seed', '1')
+  assert rc == 0, err
+  assert np.array_equal(np.load(member / 'eval.npz')['image_index'], np.arange(32))
+  ll_m = np.load(member / 'eval.npz')['log_likelihood']
+  with np.load(dirs[0] / 'eval.npz') as z:
+    np.savez(dirs[0] / 'eval.npz', log_likelihood=z['log_likelihood'])  # an older file
+  rc, text, err = run_script('compare_runs', '--row', f'a={dirs[0]}', '--row', f'm={member}',
+                             '--out', out)
+  assert rc == 0, err
+  rows = {r['name']: r for r in json.loads((tmp_path / 'table.md.json').read_text())}
+  assert rows['m']['diff_vs_reference'] == pytest.approx(float(np.mean(ll_m - ll[0][:32])),
+                                                         abs=1e-9)
+  assert 'the paired differences over the 32 images every run shares' in text
+  assert 'Paired over 32 images.' in text
   rc, _, err = run_script('evaluate', '--workdir', dirs[1], '--num_samples', '10',
                           '--max_examples', '64')
   assert rc == 0, err

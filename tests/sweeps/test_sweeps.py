@@ -678,3 +678,31 @@ def test_a_finished_vmap_sweep_grows_by_new_groups(tmp_path):
   assert {n: record.read_status(root / n)['group'] for n in record.statuses(root)} == {
       **dict.fromkeys(old, 0), **dict.fromkeys(['latent_dim=5,beta=0.5', 'latent_dim=5,beta=2.0',
                                                 'latent_dim=5,beta=2.0,seed=1'], 1)}
+
+
+def test_a_second_start_of_the_same_task_is_refused_before_it_writes(tmp_path):
+  """Two processes of one task leapfrogged member by member, each recording the other's
+  member as failed. The task's lock refuses the second (exit 2, nothing written); the
+  kernel releases it when its holder dies, so a requeued task runs."""
+  root = tmp_path / 'sweep'
+  root.mkdir()
+  holder = subprocess.Popen(
+      [sys.executable, '-c', 'import fcntl, os, sys, time\n'
+       'f = open(sys.argv[1], "a+"); fcntl.flock(f, fcntl.LOCK_EX)\n'
+       'f.write(str(os.getpid())); f.flush(); print("held", flush=True); time.sleep(600)',
+       str(root / '.task-0-of-1.lock')], stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == 'held'
+    before = _tree_hashes(root)
+    args = ('--config', SPEC, '--workdir', root, '--axis', 'model.latent_dim=3', '--axis',
+            'objective.beta=2.0', '--axis', 'seed=0')
+    code, _, err = run_script('sweep', *args)
+    assert code == 2, err
+    assert f'task 0 of 1 of sweep {root} is already running (pid {holder.pid})' in err
+    assert err.count('\n') == 1 and _tree_hashes(root) == before
+  finally:
+    holder.kill()  # SIGKILL: no cleanup, the kernel drops the lock
+    holder.wait()
+  code, _, err = run_script('sweep', *args)
+  assert code == 0, err
+  assert json.loads((root / 'sweep.json').read_text())['members']

@@ -125,7 +125,9 @@ def evaluate_workdir(workdir, checkpoint='best', split='test', num_samples=5000,
     # Both files are written under temporary names and renamed, the JSON last, carrying the
     # npz's sha256: a kill between the two leaves the older JSON, which names another hash.
     buffer = io.BytesIO()
-    np.savez(buffer, log_likelihood=np.asarray(per_example, np.float64))
+    # image_index: which images of the split each value is (the first num_examples).
+    np.savez(buffer, log_likelihood=np.asarray(per_example, np.float64),
+             image_index=np.arange(len(per_example), dtype=np.int64))
     data = buffer.getvalue()
     metrics_io.write_bytes(out.with_suffix('.npz'), data)
     result['per_example_file'] = out.with_suffix('.npz').name

@@ -164,6 +164,9 @@ def _row_run(workdir):
                             f'--workdir {workdir}')
   with np.load(npz) as z:
     ll = np.asarray(z['log_likelihood'], np.float64)
+    # A file without image_index covers the first num_examples images of the split.
+    index = (np.asarray(z['image_index'], np.int64) if 'image_index' in z.files
+             else np.arange(len(ll), dtype=np.int64))
   config = run_dir.read_json(workdir / 'config.json')
   events = metrics_io.read_metrics(workdir / 'metrics.jsonl')
   epochs = max((e['epoch'] for e in events), default=None)
@@ -171,7 +174,8 @@ def _row_run(workdir):
   evals = [e for e in events if 'val/elbo' in e]
   if evals:
     best_epoch = max(evals, key=lambda e: e['val/elbo'])['epoch']
-  return {'result': result, 'll': ll, 'seed': config.get('seed'), 'epochs': epochs,
+  return {'result': result, 'll': ll, 'index': index, 'seed': config.get('seed'),
+          'epochs': epochs,
           'best_epoch': best_epoch, 'seconds': run_record.training_seconds(workdir)}
 
 
@@ -188,33 +192,43 @@ def compare_rows(rows, reference=None):
     and each seed's value; ELBO, KL (and per layer), active units, epochs (trained / best),
     training minutes. The difference to the reference is paired: per test image, the row's
     seed-mean log p(x) minus the reference's, mean +- standard error over images, so a gap
-    larger than ~2 SE is real for these runs (seed-to-seed spread is the sd column).
+    larger than ~2 SE is real for these runs (seed-to-seed spread is the sd column). Runs
+    evaluated on different numbers of images are paired on the images they all share
+    (eval.npz's image_index); the footer says how many.
 
   Raises:
-    ValueError: runs evaluated on different images or with different sample counts.
+    ValueError: runs evaluated on another split, data or sample count, or sharing no image.
   """
   runs = {name: [_row_run(w) for w in dirs] for name, dirs in rows}
   first = next(iter(runs.values()))[0]['result']
   for name, rs in runs.items():
     for r in rs:
       res = r['result']
-      same = all(res.get(k) == first.get(k) for k in ('split', 'num_examples', 'num_samples')) \
+      same = all(res.get(k) == first.get(k) for k in ('split', 'num_samples')) \
           and all((res.get('data') or {}).get(k) == (first.get('data') or {}).get(k)
                   for k in ('name', 'binarize', 'num_test', 'shape'))
       if not same:
         raise ValueError(f'row {name!r}: {res.get("workdir")} was evaluated on other images or '
                          f'with another sample count than {first.get("workdir")}; evaluate '
-                         'every run with the same --split, --max_examples and --num_samples')
+                         'every run with the same --split and --num_samples')
+  shared = np.asarray(sorted(set.intersection(*(set(r['index'].tolist())
+                                                 for rs in runs.values() for r in rs))))
+  if not len(shared):
+    raise ValueError('the runs share no evaluated image; evaluate them on the same images')
+  for rs in runs.values():
+    for r in rs:  # each run's per-image values on the shared images, in one order
+      position = {int(i): j for j, i in enumerate(r['index'])}
+      r['ll_shared'] = r['ll'][[position[int(i)] for i in shared]]
   ref = reference or rows[0][0]
-  ref_ll = np.mean([r['ll'] for r in runs[ref]], axis=0)
+  ref_ll = np.mean([r['ll_shared'] for r in runs[ref]], axis=0)
   mean = lambda v: float(np.mean(v)) if v else None
   table = []
   for name, rs in runs.items():
     res = [r['result'] for r in rs]
     lls = [r['result']['log_likelihood'] for r in rs]
-    diff = np.mean([r['ll'] for r in rs], axis=0) - ref_ll
+    diff = np.mean([r['ll_shared'] for r in rs], axis=0) - ref_ll
     row = {'name': name, 'seeds': [r['seed'] for r in rs], 'log_likelihood': mean(lls),
-           'log_likelihood_per_seed': lls,
+           'log_likelihood_per_seed': lls, 'images': [x.get('num_examples') for x in res],
            'log_likelihood_sd_over_seeds': float(np.std(lls, ddof=1)) if len(lls) > 1 else None,
            'elbo': mean([x['elbo'] for x in res]), 'kl': mean([x['kl'] for x in res]),
            'active_units': mean([x['active_units'] for x in res]),
@@ -243,9 +257,16 @@ def compare_rows(rows, reference=None):
                  f'{au} | {epochs} | {f2(r["minutes"])} | '
                  f'{",".join(str(s) for s in r["seeds"])} | {vs} |')
   data_name = (first.get('data') or {}).get('name', '')
-  lines += ['', f'Every figure: the same {first.get("num_examples")} {first.get("split", "test")} '
-                f'images{f" of {data_name}" if data_name else ""} (scripts/evaluate.py), log p(x) '
+  counts = sorted({n for r in table for n in r['images']})
+  split = first.get('split', 'test')
+  of = f' of {data_name}' if data_name else ''
+  if len(counts) == 1:
+    where = f'the same {counts[0]} {split} images{of}'
+  else:
+    where = (f'each row\'s own {split} images{of} ({", ".join(map(str, counts))} images); the '
+             f'paired differences over the {len(shared)} images every run shares')
+  lines += ['', f'Every figure: {where} (scripts/evaluate.py), log p(x) '
                 f'with k = {k} importance samples each, ELBO and KL on those images too '
                 '(nats per example); minutes: training sessions of each run (a vmap group\'s '
-                'whole time).']
+                f'whole time). Paired over {len(shared)} images.']
   return '\n'.join(lines) + '\n', table

@@ -140,6 +140,23 @@ def run_sweep(config_spec, root, mode='sequential', parallel=2, dry_run=False, o
       if any(i in pending for i in group):
         loop.check_group([configs[i] for i in group], [workdirs[i] for i in group],
                          root / f'_vmap_group_{g}')
+  # One process per task: a second start of the same task is refused here, before it
+  # writes (two would leapfrog member by member, each recording the other's as failed).
+  root.mkdir(parents=True, exist_ok=True)
+  lock = run_dir.WorkdirLock(
+      root, f'.task-{task_index}-of-{num_tasks}.lock',
+      lambda owner: f'task {task_index} of {num_tasks} of sweep {root} is already running (pid '
+                    f'{owner}); wait for it or stop it (the lock ends with its process)')
+  try:
+    return _run_task(mode, parallel, root, record, configs, names, workdirs, overrides, fixed,
+                     config_spec, mine, pending, plan)
+  finally:
+    lock.release()
+
+
+def _run_task(mode, parallel, root, record, configs, names, workdirs, overrides, fixed,
+              config_spec, mine, pending, plan):
+  """`run_sweep`'s work once its checks passed and its task lock is held."""
   record.save()
   for i in mine:
     if i not in pending:

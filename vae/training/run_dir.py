@@ -28,10 +28,12 @@ GROUP_FILE = 'members.json'  # a vmapped group's member configs
 
 
 class WorkdirLock:
-  """An exclusive flock on WORKDIR/.lock: a second trainer on the same workdir fails."""
+  """An exclusive flock on WORKDIR/.lock (or WORKDIR/`name`): a second holder fails with
+  `in_use(owner pid)` as its one line. The kernel releases it when its process dies, so a
+  requeued job is never blocked by its dead predecessor."""
 
-  def __init__(self, workdir):
-    self.path = pathlib.Path(workdir) / '.lock'
+  def __init__(self, workdir, name='.lock', in_use=None):
+    self.path = pathlib.Path(workdir) / name
     try:
       # Never through a link: a .lock planted as a symlink would have us truncate its target.
       fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
@@ -50,6 +52,7 @@ class WorkdirLock:
       owner = self._f.read().strip() or 'unknown'
       self._f.close()
       raise config_lib.ConfigError(
+          in_use(owner) if in_use is not None else
           f'workdir {workdir} is in use by another trainer (pid {owner}); wait for it to '
           'finish or use another --workdir') from None
     self._f.seek(0)
