@@ -12,6 +12,11 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from vae.training import interrupts  # pylint: disable=wrong-import-position
+
+if __name__ == '__main__':  # SIGTERM / SIGINT from the first second on: one line, 143 / 130
+  interrupts.exit_on_signals('the summary', 'rerun the same command')
+
 from vae.commands import cli  # pylint: disable=g-import-not-at-top
 from vae.reporting import summaries
 

@@ -123,8 +123,9 @@ def test_random_kills_at_scale(tmp_path):
     ('train.py', 'SIGTERM', 0.3),      # while the libraries load
     ('scripts/evaluate.py', 'SIGTERM', 0.3),
     ('scripts/evaluate.py', 'SIGINT', 6.0),  # setup, compilation or the estimate itself
+    ('scripts/summarize.py', 'SIGINT', 0.3),
 ], ids=['train.py SIGTERM during imports', 'evaluate.py SIGTERM during imports',
-        'evaluate.py SIGINT while it evaluates'])
+        'evaluate.py SIGINT while it evaluates', 'summarize.py SIGINT during imports'])
 def test_commands_answer_signals_from_their_first_second(smoke_run, tmp_path, script, sig,
                                                         delay_s):
   """A signal before training's own handling (or to a command without any) gives one
@@ -133,8 +134,9 @@ def test_commands_answer_signals_from_their_first_second(smoke_run, tmp_path, sc
   signum = getattr(signal, sig)
   work = tmp_path / 'work'
   shutil.copytree(smoke_run[0], work)
-  args = (['--config', 'configs/default.py:smoke', '--workdir', str(work)]
-          if script == 'train.py' else ['--workdir', str(work), '--num_samples', '100000'])
+  args = {'train.py': ['--config', 'configs/default.py:smoke', '--workdir', str(work)],
+          'scripts/evaluate.py': ['--workdir', str(work), '--num_samples', '100000'],
+          'scripts/summarize.py': [str(work)]}[script]
   proc = subprocess.Popen([sys.executable, str(REPO / script), *args], cwd=REPO,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                           env=_env())

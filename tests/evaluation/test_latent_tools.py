@@ -51,6 +51,12 @@ def test_api_round_trip(workdir):
   z = jnp.asarray([[0.5, -1.0]])
   np.testing.assert_allclose(m.log_prior(z), -np.log(2 * np.pi) - 0.5 * 1.25, rtol=1e-6)
   assert m.sample_prior(jax.random.key(0), 7).shape == (7, 2)
+  # Draws past the device's memory, or past int32, are refused before any work (1e9 images
+  # aborted the interpreter).
+  with pytest.raises(ValueError, match=r'sample: n=1,000,000,000 draws need about .* GiB'):
+    m.sample(jax.random.key(0), 10 ** 9)
+  with pytest.raises(ValueError, match='more than 2,147,483,647 draws at once'):
+    m.sample_prior(jax.random.key(0), 2 ** 31)
 
 
 @pytest.mark.parametrize('images,message', [

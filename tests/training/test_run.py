@@ -6,6 +6,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import pytest
 
 from tests import helpers
 from vae.training import metrics_io, run as run_lib
@@ -99,3 +100,24 @@ def test_a_checkpoint_without_an_evaluation_is_never_the_best(tmp_path):
   assert run.checkpointer.best_step() == 10
   assert run.checkpointer.steps() == [10, 15]
   run.close()
+
+
+def test_a_schedule_that_follows_the_run_length_refuses_a_new_length_on_resume(tmp_path):
+  """Cosine decays over train.num_epochs: resuming with another length would silently change
+  the learning rate of every step still to come (the constant schedule may grow)."""
+  from tests.helpers import smoke_config  # pylint: disable=g-import-not-at-top
+  from vae import config_lib  # pylint: disable=g-import-not-at-top
+  from vae.training import loop  # pylint: disable=g-import-not-at-top
+  work = tmp_path / 'w'
+  loop.train_and_evaluate(smoke_config(**{'optim.schedule': 'cosine',
+                                          'train.num_epochs': 1.0}), str(work))
+  before = sorted(p.name for p in work.rglob('*'))
+  with pytest.raises(config_lib.ConfigError,
+                     match=r'optim.schedule=cosine.*train.num_epochs=1.0 there, 2.0 now'):
+    loop.train_and_evaluate(smoke_config(**{'optim.schedule': 'cosine',
+                                            'train.num_epochs': 2.0}), str(work))
+  assert sorted(p.name for p in work.rglob('*')) == before
+  constant = tmp_path / 'c'
+  loop.train_and_evaluate(smoke_config(**{'train.num_epochs': 1.0}), str(constant))
+  assert loop.train_and_evaluate(smoke_config(**{'train.num_epochs': 2.0}),
+                                 str(constant))['step'] == 24

@@ -22,7 +22,7 @@ from vae import config_lib
 from vae.data import datasets as data_lib, input_pipeline
 from vae.training import estimates
 from vae.families import models
-from vae.training import checkpointing
+from vae.training import checkpointing, memory
 from vae.families import objectives
 from vae.training import run_dir
 
@@ -207,7 +207,22 @@ class TrainedModel:
 
   def sample_prior(self, key, n):
     """n draws [n, d] from the top layer's prior."""
+    self._check_draws(int(n), 'sample_prior', per_draw=self.model.latent_dim)
     return self._sample_prior(self.variables, key, int(n))
+
+  def _check_draws(self, n, what, per_draw=None):
+    """Refuses, before any work, a number of draws past int32 or past the device's memory
+    (the training memory estimate's floats per example, `vae.training.memory`)."""
+    if n > np.iinfo(np.int32).max:
+      raise ValueError(f'{what}: n={n:,} is more than {np.iinfo(np.int32).max:,} draws at once; '
+                       'draw in batches')
+    floats = per_draw or sum(memory.activation_floats(self.config.model,
+                                                      self.image_shape).values())
+    need, have = memory.FLOAT_BYTES * floats * n, memory.device_memory_bytes()
+    if need > have:
+      raise ValueError(f'{what}: n={n:,} draws need about {need / memory.GIB:,.1f} GiB, more '
+                       f'than the {have / memory.GIB:,.1f} GiB of this device; draw in batches '
+                       f'of at most {max(1, have // (memory.FLOAT_BYTES * floats)):,}')
 
   def decode(self, z):
     """z [..., D] -> mean images [..., H, W, C] in [0, 1]."""
@@ -220,6 +235,7 @@ class TrainedModel:
     if int(n) < 1 or not temperature >= 0:
       raise ValueError(f'sample needs n >= 1 and temperature >= 0, got n={n}, '
                        f'temperature={temperature}')
+    self._check_draws(int(n), 'sample')
     return self._generate(self.variables, key, int(n), jnp.float32(temperature))
 
   def reconstruct(self, x):
@@ -238,6 +254,7 @@ class TrainedModel:
     if int(n) < 1 or not temperature >= 0:
       raise ValueError(f'sample_near needs n >= 1 and temperature >= 0, got n={n}, '
                        f'temperature={temperature}')
+    self._check_draws(int(n) * len(x), 'sample_near')
     return self._generate_near(self.variables, key, self.images(x), int(n),
                                jnp.float32(temperature))
 

@@ -97,6 +97,19 @@ def check_resume_config(saved, current, workdir):
     raise config_lib.ConfigError(
         f'workdir {workdir} holds a run with another config ({shown}{more}); only '
         f'{", ".join(config_lib.RESUMABLE)} may change on resume: use a new --workdir')
+  old, new = config_lib.flatten(saved), config_lib.flatten(current)
+  schedule = old.get('optim.schedule')
+  if (schedule in LENGTH_DEPENDENT_SCHEDULES
+      and old.get('train.num_epochs') != new.get('train.num_epochs')):
+    raise config_lib.ConfigError(
+        f'workdir {workdir} was trained with optim.schedule={schedule}, whose learning rate '
+        f'follows the run\'s length: train.num_epochs={old.get("train.num_epochs")} there, '
+        f'{new.get("train.num_epochs")} now would change the rate of the steps still to come; '
+        'keep num_epochs, or start a new --workdir')
+
+
+# Learning-rate schedules whose value at a step depends on the run's total length.
+LENGTH_DEPENDENT_SCHEDULES = ('cosine', 'warmup_cosine')
 
 
 def check_workdir_config(workdir, current):
