@@ -118,6 +118,25 @@ MUTANTS = (
            'last bit, where either checkpoint is an equally good choice'),
     Mutant('best_checkpoint_lowest', 'vae/training/checkpointing.py', 'return max(scored)[1] if scored',
            'return min(scored)[1] if scored', ('tests/training/test_run.py',)),
+    # The prior protocol and the Exemplar prior's state (vae/families/priors.py, exemplar.py).
+    Mutant('kl_table_ignored', 'vae/families/priors.py', '      return KL_TABLE[cls]',
+           '      return None', ('tests/families/test_objectives.py',)),
+    Mutant('exemplar_no_leave_one_out', 'vae/families/exemplar.py',
+           'valid = valid & (ids[None, :] != batch_ids[:, None])', 'valid = valid',
+           ('tests/families/test_priors.py',)),
+    Mutant('exemplar_cache_not_updated', 'vae/families/exemplar.py',
+           'cache = cache.at[ids].set(means)', 'cache = cache',
+           ('tests/training/test_loop.py::test_smoke_run_matches_the_recorded_fixture',)),
+    Mutant('exemplar_retrieval_weights_dropped', 'vae/families/exemplar.py',
+           'return exemplar_variables(images=images, log_weights=log_w), {',
+           'return exemplar_variables(images=images), {',
+           ('tests/training/test_loop.py::test_smoke_run_matches_the_recorded_fixture',)),
+    Mutant('prior_state_not_evaluated', 'vae/training/members.py',
+           'None, data, state.prior_state))', 'None, data, None))',
+           ('tests/test_extensions.py',)),
+    Mutant('memory_ignores_the_prior', 'vae/families/priors.py',
+           'return MEMORY.get(mc.prior, _no_memory)(', 'return _no_memory(',
+           ('tests/training/test_memory.py',)),
 )
 
 

@@ -407,3 +407,34 @@ def test_vae_load_of_damaged_workdir_files_is_one_line(work):
     vae.load(work)
   with pytest.raises(checkpointing.CheckpointError, match='no config.json'):
     vae.load(work / 'nope')
+
+
+@pytest.mark.parametrize('impostor', ['a file', 'a link to the previous step',
+                                      'a dangling link'])
+def test_a_newest_step_that_is_not_a_checkpoint_directory_is_moved_aside(tmp_path, caplog,
+                                                                        impostor):
+  """A step entry that is a file was overwritten by the next save; a link to another step
+  loaded as that step. Now it is moved to <step>.corrupt-<time> with one warning and the
+  run resumes from the previous real step, ending as an uninterrupted run."""
+  overrides = {'train.checkpoint_every_epochs': 0.5, 'train.keep_checkpoints': 5}
+  work = tmp_path / 'w'
+  loop.train_and_evaluate(smoke_config(**{'train.num_epochs': 1.0, **overrides}), str(work))
+  newest = work / 'checkpoints' / '12'
+  shutil.rmtree(newest)
+  if impostor == 'a file':
+    newest.write_text('not a checkpoint')
+  elif impostor == 'a dangling link':
+    newest.symlink_to(work / 'checkpoints' / 'nowhere')
+  else:
+    newest.symlink_to(work / 'checkpoints' / '6')
+  caplog.set_level('WARNING')
+  result = loop.train_and_evaluate(smoke_config(**{'train.num_epochs': 2.0, **overrides}),
+                                   str(work))
+  assert result['step'] == 24
+  kind = 'a file' if impostor == 'a file' else 'a link'
+  assert any(f'is {kind}, not a checkpoint directory' in r.message for r in caplog.records)
+  aside = list((work / 'checkpoints').glob('12.corrupt-*'))
+  assert len(aside) == 1 and (aside[0].is_symlink() or aside[0].is_file())
+  straight = tmp_path / 'straight'
+  loop.train_and_evaluate(smoke_config(**{'train.num_epochs': 2.0, **overrides}), str(straight))
+  assert read_events(work) == read_events(straight)

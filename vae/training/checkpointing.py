@@ -131,6 +131,7 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         best_fn=_best_metric, best_mode='max', preservation_policy=policy,
         enable_async_checkpointing=False, create=True)
+    self._set_aside_impostors()
     # Orbax reads every step's metadata while it is constructed; a step whose metadata
     # is damaged is moved aside (as one that fails to restore) and construction retried.
     for _ in range(100):
@@ -271,9 +272,22 @@ class Checkpointer:
     deleted) and returns the new path."""
     src = self.directory / str(step)
     dst = self.directory / f'{step}.{why}-{int(time.time())}'
-    if jax.process_index() == 0 and src.exists():
+    if jax.process_index() == 0 and (src.exists() or src.is_symlink()):
       os.rename(src, dst)
     return dst
+
+  def _set_aside_impostors(self):
+    """A step entry that is a file, or a link (to another step, say: it would load as that
+    step), is no checkpoint: moved to <step>.corrupt-<time> (kept) with one warning, so
+    that the resume takes the previous real step and a save never writes through it."""
+    if not self.directory.is_dir():
+      return
+    for p in sorted(self.directory.iterdir()):
+      if p.name.isdigit() and (p.is_symlink() or not p.is_dir()):
+        kind = 'a link' if p.is_symlink() else 'a file'
+        dst = self._rename_aside(int(p.name), 'corrupt')
+        log.warning('checkpoint %s is %s, not a checkpoint directory; moved to %s, the resume '
+                    'takes the previous step', p, kind, dst.name)
 
   def _unreadable_step(self):
     """The newest step whose orbax metadata files do not parse, or None."""
