@@ -438,3 +438,20 @@ def test_a_newest_step_that_is_not_a_checkpoint_directory_is_moved_aside(tmp_pat
   straight = tmp_path / 'straight'
   loop.train_and_evaluate(smoke_config(**{'train.num_epochs': 2.0, **overrides}), str(straight))
   assert read_events(work) == read_events(straight)
+
+
+def test_a_damaged_validation_metric_is_named_and_best_is_chosen_among_the_rest(tmp_path,
+                                                                              caplog):
+  work = tmp_path / 'w'
+  loop.train_and_evaluate(smoke_config(**{'train.num_epochs': 3.0,
+                                          'train.keep_checkpoints': 5}), str(work))
+  reader = checkpointing.CheckpointReader(work / 'checkpoints')
+  best = reader.best_step()
+  metric = work / 'checkpoints' / str(best) / 'metrics' / 'metrics'
+  metric.write_text('{"val_elbo": ')  # torn
+  caplog.set_level('WARNING')
+  again = reader.best_step()
+  assert again != best and again in reader.steps()
+  assert any(f'validation metric of checkpoint {best} ' in r.message and 'is damaged' in r.message
+             for r in caplog.records)
+  assert vae.load(work, 'best').step == again

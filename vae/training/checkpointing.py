@@ -29,6 +29,7 @@ each, so a kill between two members' saves leaves a common step behind.
 import concurrent.futures
 import hashlib
 import json
+import math
 import logging
 import os
 import pathlib
@@ -411,14 +412,25 @@ class CheckpointReader:
                   if p.name.isdigit() and (p / '_CHECKPOINT_METADATA').is_file())
 
   def best_step(self):
-    """The step with the highest validation ELBO among readable ones (None if none has it)."""
-    scored = []
+    """The step with the highest validation ELBO among readable ones (None if none has it).
+    A step whose metric file is there but damaged is named in one warning (it would
+    otherwise drop out of the choice unseen)."""
+    scored, damaged = [], []
     for step in self.steps():
+      path = self.directory / str(step) / 'metrics' / 'metrics'
+      if not path.is_file():
+        continue  # saved without an evaluation at its step
       try:
-        scored.append((json.loads((self.directory / str(step) / 'metrics' / 'metrics')
-                                  .read_text())[BEST_METRIC], step))
-      except (OSError, ValueError, KeyError, TypeError):
-        continue
+        value = float(json.loads(path.read_text())[BEST_METRIC])
+        if not math.isfinite(value):
+          raise ValueError(f'{value}')
+        scored.append((value, step))
+      except (OSError, ValueError, KeyError, TypeError) as e:
+        damaged.append(f'{step} ({type(e).__name__})')
+    if damaged:
+      log.warning('the validation metric of checkpoint %s in %s is damaged; best is chosen '
+                  'among the %d steps whose metric reads', ', '.join(damaged), self.directory,
+                  len(scored))
     return max(scored)[1] if scored else None
 
   def restore_params(self, step, sharding):
