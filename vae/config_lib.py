@@ -27,6 +27,8 @@ from vae import errors
 
 # data.path and data.tfds_data_dir say where the data is, not what it is: a resume compares
 # the content (the splits' hashes in data.json), so the files may move.
+INT32_MAX = 2 ** 31 - 1  # sample and draw counts are int32 on the device
+
 RESUMABLE = ('train.num_epochs', 'train.images_every_epochs', 'train.checkpoint_every_minutes',
              'data.accept_changed_data', 'data.path', 'data.tfds_data_dir')
 STRUCTURAL = tuple('model.' + k for k in (
@@ -518,6 +520,9 @@ def check_train(c):
   check(t.norm_metrics in ('last', 'mean'),
         f'train.norm_metrics={t.norm_metrics!r}; choose last or mean')
   check(t.eval_every_epochs > 0, 'train.eval_every_epochs must be > 0')
+  check(0 <= t.eval_iw_samples <= INT32_MAX,
+        f'train.eval_iw_samples={t.eval_iw_samples} must be in [0, {INT32_MAX}] (samples are '
+        'counted in int32); at most a few thousand are useful')
   check(t.checkpoint_every_epochs > 0, 'train.checkpoint_every_epochs must be > 0')
   check(t.checkpoint_every_minutes >= 0, 'train.checkpoint_every_minutes must be >= 0')
   check(t.images_every_epochs >= 0,

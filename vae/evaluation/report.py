@@ -17,8 +17,25 @@ from vae import config_lib
 from vae.evaluation import latent_space, trained
 from vae.training.estimates import EVAL_SUMS, active_units, example_terms
 from vae.families.likelihoods import bits_per_dim
-from vae.training import checkpointing, metrics_io, run_record
+from vae.training import checkpointing, memory, metrics_io, run_record
 from vae.training.progress import Progress
+
+
+def _check_evaluation_size(model, num_samples, batch_size, chunk_size):
+  """Refuses, before any work, a sample count past int32 (the device counts in int32) and a
+  batch x chunk of draws past the device's memory (the training memory estimate's floats
+  per example and draw), naming the flags to lower."""
+  if num_samples > config_lib.INT32_MAX:
+    raise config_lib.ConfigError(f'--num_samples {num_samples:,} is past {config_lib.INT32_MAX:,}'
+                                 ' (samples are counted in int32); a few thousand suffice')
+  floats = sum(memory.activation_floats(model.config.model, model.image_shape).values())
+  need = memory.FLOAT_BYTES * floats * batch_size * min(chunk_size, num_samples)
+  have = memory.device_memory_bytes()
+  if need > have:
+    raise config_lib.ConfigError(
+        f'--batch_size {batch_size} x --chunk_size {min(chunk_size, num_samples)} draws need '
+        f'about {need / memory.GIB:,.1f} GiB, more than the {have / memory.GIB:,.1f} GiB of '
+        'this device; lower --batch_size or --chunk_size')
 
 
 def evaluate_model(model, images, num_samples, batch_size=500, chunk_size=100, seed=0,
@@ -35,6 +52,7 @@ def evaluate_model(model, images, num_samples, batch_size=500, chunk_size=100, s
     numpy array [N]); every draw comes from `seed`. Each batch goes through
     `example_terms`, the computation training's evaluation sums.
   """
+  _check_evaluation_size(model, num_samples, batch_size, chunk_size)
   ks = [k for k in (1, 10, 100, 1000, 5000, 10000) if k < num_samples]
   key = jax.random.key(seed)
   iw = 0 if model.model.deterministic else num_samples
