@@ -461,3 +461,34 @@ def test_a_damaged_validation_metric_is_named_and_best_is_chosen_among_the_rest(
   assert any(f'validation metric of checkpoint {best} ' in r.message and 'is damaged' in r.message
              for r in caplog.records)
   assert vae.load(work, 'best').step == again
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+  """A 600 KiB tmpfs (root only; skipped where it cannot be mounted): a disk that fills."""
+  mount = tmp_path / 'disk'
+  mount.mkdir()
+  out = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=600k', 'tmpfs', str(mount)],
+                       capture_output=True, text=True)
+  if out.returncode != 0:
+    pytest.skip(f'cannot mount a tmpfs here ({out.stderr.strip()})')
+  try:
+    yield mount
+  finally:
+    subprocess.run(['umount', '-l', str(mount)], check=False)
+
+
+def test_a_full_disk_is_exit_4_and_one_line_also_on_rerun(tiny_disk):
+  """A real full disk (tmpfs): the run ends with exit 4 and one `error:` line, without
+  orbax's dozen `Event loop is closed` tracebacks; a rerun on the still-full disk is exit 4
+  too (it was reported as bad input, exit 2), with advice to free space."""
+  work = tiny_disk / 'w'
+  cmd = [sys.executable, str(REPO / 'train.py'), '--config', 'configs/default.py:smoke',
+         '--workdir', str(work)]
+  env = dict(os.environ, PYTHONUNBUFFERED='1')
+  for _ in range(2):
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 4, out.stderr[-3000:]
+    assert 'Traceback' not in out.stderr, out.stderr[-3000:]
+    errors = [line for line in out.stderr.splitlines() if line.startswith('error: ')]
+    assert len(errors) == 1 and 'no space left' in errors[0], out.stderr[-3000:]

@@ -45,6 +45,19 @@ class _DiskFullTracebacks(logging.Filter):
     return not (record.exc_info and is_disk_full(record.exc_info[1]))
 
 
+def _quiet_shutdown_noise(default_hook):
+  """sys.unraisablehook that drops what orbax's asynchronous runner raises into a closed
+  event loop while it shuts down (after a failed write, say: a dozen bare tracebacks of
+  `RuntimeError: Event loop is closed` that say nothing) and a full disk's errors (the one
+  `error:` line reports it); anything else goes to `default_hook`."""
+  def hook(args):
+    closed_loop = (isinstance(args.exc_value, RuntimeError)
+                   and str(args.exc_value) == 'Event loop is closed')
+    if not (closed_loop or is_disk_full(args.exc_value)):
+      default_hook(args)
+  return hook
+
+
 def _quiet_disk_full_in_threads(default_hook):
   def hook(args):
     if not is_disk_full(args.exc_value):  # else the main thread reports it in one line
@@ -63,6 +76,7 @@ def setup_logging():
   logging.getLogger('absl').setLevel(logging.WARNING)
   logging.getLogger('jax').setLevel(logging.WARNING)
   threading.excepthook = _quiet_disk_full_in_threads(threading.__excepthook__)
+  sys.unraisablehook = _quiet_shutdown_noise(sys.__unraisablehook__)
 
 
 def one_line(text):

@@ -11,6 +11,7 @@ vae/training/run_record.py's.
 """
 
 import fcntl
+import errno
 import json
 import os
 import pathlib
@@ -83,6 +84,9 @@ def prepare_workdir(workdir):
     probe.write_text('ok')
     probe.unlink()
   except OSError as e:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):  # a full disk is not bad input: exit 4
+      raise OSError(e.errno, f'no space left on {workdir}; free space, then rerun to resume',
+                    str(workdir)) from None
     raise config_lib.ConfigError(f'cannot write to workdir {workdir} ({e.strerror}); choose a '
                                  'writable --workdir') from None
   return workdir
