@@ -465,30 +465,53 @@ def test_a_damaged_validation_metric_is_named_and_best_is_chosen_among_the_rest(
 
 @pytest.fixture
 def tiny_disk(tmp_path):
-  """A 600 KiB tmpfs (root only; skipped where it cannot be mounted): a disk that fills."""
-  mount = tmp_path / 'disk'
-  mount.mkdir()
-  out = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=600k', 'tmpfs', str(mount)],
-                       capture_output=True, text=True)
-  if out.returncode != 0:
-    pytest.skip(f'cannot mount a tmpfs here ({out.stderr.strip()})')
+  """mount(path, size) -> path: a small tmpfs there (root only; skipped where it cannot be
+  mounted), a disk that fills; unmounted after the test."""
+  mounted = []
+
+  def mount(path, size):
+    path.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', str(path)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+      pytest.skip(f'cannot mount a tmpfs here ({out.stderr.strip()})')
+    mounted.append(path)
+    return path
+
   try:
     yield mount
   finally:
-    subprocess.run(['umount', '-l', str(mount)], check=False)
+    for path in mounted:
+      subprocess.run(['umount', '-l', str(path)], check=False)
 
 
-def test_a_full_disk_is_exit_4_and_one_line_also_on_rerun(tiny_disk):
+def _train_on(work):
+  """train.py's smoke run in `work`: (exit code, stderr)."""
+  cmd = [sys.executable, str(REPO / 'train.py'), '--config', 'configs/default.py:smoke',
+         '--workdir', str(work)]
+  out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHONUNBUFFERED='1'))
+  return out.returncode, out.stderr
+
+
+def test_a_full_tensorboard_disk_is_exit_4_not_a_hang(tiny_disk, tmp_path):
+  """tensorboardX's writer thread died on the full disk and every later write waited on its
+  full queue: the run hung, SIGTERM ignored. Events are now written in the loop's thread."""
+  work = tmp_path / 'w'
+  tiny_disk(work / 'tensorboard', '8k')
+  code, err = _train_on(work)
+  assert code == 4, err[-3000:]
+  assert 'Traceback' not in err and err.count('error: ') == 1, err[-3000:]
+
+
+def test_a_full_disk_is_exit_4_and_one_line_also_on_rerun(tiny_disk, tmp_path):
   """A real full disk (tmpfs): the run ends with exit 4 and one `error:` line, without
   orbax's dozen `Event loop is closed` tracebacks; a rerun on the still-full disk is exit 4
   too (it was reported as bad input, exit 2), with advice to free space."""
-  work = tiny_disk / 'w'
-  cmd = [sys.executable, str(REPO / 'train.py'), '--config', 'configs/default.py:smoke',
-         '--workdir', str(work)]
-  env = dict(os.environ, PYTHONUNBUFFERED='1')
+  work = tiny_disk(tmp_path / 'disk', '600k') / 'w'
   for _ in range(2):
-    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
-    assert out.returncode == 4, out.stderr[-3000:]
-    assert 'Traceback' not in out.stderr, out.stderr[-3000:]
-    errors = [line for line in out.stderr.splitlines() if line.startswith('error: ')]
-    assert len(errors) == 1 and 'no space left' in errors[0], out.stderr[-3000:]
+    code, err = _train_on(work)
+    assert code == 4, err[-3000:]
+    assert 'Traceback' not in err, err[-3000:]
+    errors = [line for line in err.splitlines() if line.startswith('error: ')]
+    assert len(errors) == 1 and 'no space left' in errors[0], err[-3000:]

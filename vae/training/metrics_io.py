@@ -91,6 +91,11 @@ class MetricsWriter:
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
     purge = None if resume_step is None else resume_step + 1
     self._tb = SummaryWriter(str(pathlib.Path(workdir) / 'tensorboard'), purge_step=purge)
+    # Events are written in this thread, not through tensorboardX's queue thread: a failed
+    # write (a full disk) then raises here, where the command reports it (exit 4), instead
+    # of killing that thread and leaving every later write blocked on its full queue.
+    events = self._tb._get_file_writer().event_writer  # pylint: disable=protected-access
+    events.add_event = events._ev_writer.write_event  # pylint: disable=protected-access
 
   def write(self, event, step, epoch, examples_seen, metrics):
     if not self.enabled:
