@@ -12,7 +12,8 @@ DOCS = [REPO / 'README.md'] + sorted((REPO / 'docs').glob('*.md'))
 # a run's starts and resumes, are a record of the run, not of the work, and are allowed.)
 HISTORY = [r'\b[Ss]essions? \d', r'\b[Ii]ssues? \d', r'\(issue\b', r'\bwork(ing)? (period|day)',
            r'\blent\b', r'\bgiven back\b', r'\bco-tenants?\b', r'\bin the notes\b',
-           r'\bSIGSTOP\b', r'\bthis session\b']
+           r'\bSIGSTOP\b', r'\bthis session\b', r'\bthat day\b', r'\bthis CPU\b',
+           r"\btoday'?s?\b", r'\bStill to run\b', r'\bHonest reading\b', r"\bthe issue's\b"]
 
 
 def history_lines(text):
@@ -21,8 +22,9 @@ def history_lines(text):
 
 def test_the_history_check_catches_diary_text():
   diary = ('## Issue 15, session 4: profiles\nmeasured on the lent H200 before it was given '
-           'back\nthe table run paused (SIGSTOP)\nrun.json records each session of a run')
-  assert len(history_lines(diary)) == 3
+           'back\nthe table run paused (SIGSTOP)\nrun.json records each session of a run\n'
+           'the code of that day\nweeks on this CPU\ntoday\'s default\nStill to run')
+  assert len(history_lines(diary)) == 7
 
 
 @pytest.mark.parametrize('path', DOCS, ids=lambda p: p.name)
