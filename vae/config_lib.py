@@ -25,10 +25,10 @@ import ml_collections
 
 from vae import errors
 
-# data.path and data.tfds_data_dir say where the data is, not what it is: a resume compares
-# the content (the splits' hashes in data.json), so the files may move.
 INT32_MAX = 2 ** 31 - 1  # sample and draw counts are int32 on the device
 
+# data.path and data.tfds_data_dir say where the data is, not what it is: a resume compares
+# the content (the splits' hashes in data.json), so the files may move.
 RESUMABLE = ('train.num_epochs', 'train.images_every_epochs', 'train.checkpoint_every_minutes',
              'data.accept_changed_data', 'data.path', 'data.tfds_data_dir')
 STRUCTURAL = tuple('model.' + k for k in (

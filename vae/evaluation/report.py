@@ -22,20 +22,16 @@ from vae.training.progress import Progress
 
 
 def _check_evaluation_size(model, num_samples, batch_size, chunk_size):
-  """Refuses, before any work, a sample count past int32 (the device counts in int32) and a
-  batch x chunk of draws past the device's memory (the training memory estimate's floats
-  per example and draw), naming the flags to lower."""
+  """Refuses, before any work, a sample count past int32 and a batch x chunk of draws past
+  the device's memory, naming the flags to lower (`memory.check_draws`)."""
   if num_samples > config_lib.INT32_MAX:
     raise config_lib.ConfigError(f'--num_samples {num_samples:,} is past {config_lib.INT32_MAX:,}'
                                  ' (samples are counted in int32); a few thousand suffice')
-  floats = sum(memory.activation_floats(model.config.model, model.image_shape).values())
-  need = memory.FLOAT_BYTES * floats * batch_size * min(chunk_size, num_samples)
-  have = memory.device_memory_bytes()
-  if need > have:
-    raise config_lib.ConfigError(
-        f'--batch_size {batch_size} x --chunk_size {min(chunk_size, num_samples)} draws need '
-        f'about {need / memory.GIB:,.1f} GiB, more than the {have / memory.GIB:,.1f} GiB of '
-        'this device; lower --batch_size or --chunk_size')
+  chunk = min(chunk_size, num_samples)
+  memory.check_draws(batch_size * chunk,
+                     memory.floats_per_example(model.config.model, model.image_shape),
+                     f'--batch_size {batch_size} x --chunk_size {chunk} draws',
+                     'lower --batch_size or --chunk_size')
 
 
 def evaluate_model(model, images, num_samples, batch_size=500, chunk_size=100, seed=0,

@@ -211,18 +211,13 @@ class TrainedModel:
     return self._sample_prior(self.variables, key, int(n))
 
   def _check_draws(self, n, what, per_draw=None):
-    """Refuses, before any work, a number of draws past int32 or past the device's memory
-    (the training memory estimate's floats per example, `vae.training.memory`)."""
-    if n > np.iinfo(np.int32).max:
-      raise ValueError(f'{what}: n={n:,} is more than {np.iinfo(np.int32).max:,} draws at once; '
+    """Refuses (ValueError), before any work, draws past int32 or the device's memory."""
+    if n > config_lib.INT32_MAX:
+      raise ValueError(f'{what}: n={n:,} is more than {config_lib.INT32_MAX:,} draws at once; '
                        'draw in batches')
-    floats = per_draw or sum(memory.activation_floats(self.config.model,
-                                                      self.image_shape).values())
-    need, have = memory.FLOAT_BYTES * floats * n, memory.device_memory_bytes()
-    if need > have:
-      raise ValueError(f'{what}: n={n:,} draws need about {need / memory.GIB:,.1f} GiB, more '
-                       f'than the {have / memory.GIB:,.1f} GiB of this device; draw in batches '
-                       f'of at most {max(1, have // (memory.FLOAT_BYTES * floats)):,}')
+    memory.check_draws(n, per_draw or memory.floats_per_example(self.config.model,
+                                                                self.image_shape),
+                       f'{what}: n={n:,} draws', 'draw in batches')
 
   def decode(self, z):
     """z [..., D] -> mean images [..., H, W, C] in [0, 1]."""

@@ -112,6 +112,24 @@ def estimate(config, image_shape, num_models=1, num_train=0):
   return {name: (num_models * b, why) for name, (b, why) in parts.items()}
 
 
+def check_draws(count, floats_per_draw, what, lower):
+  """Raises ConfigError (a ValueError), before any work, when `count` draws of
+  `floats_per_draw` each exceed the device's memory: '`what` need about X GiB, ...; `lower`
+  (at most N draws at once)'."""
+  need, have = FLOAT_BYTES * floats_per_draw * count, device_memory_bytes()
+  if need > have:
+    fits = max(1, have // (FLOAT_BYTES * floats_per_draw))
+    raise config_lib.ConfigError(f'{what} need about {need / GIB:,.1f} GiB, more than the '
+                                 f'{have / GIB:,.1f} GiB of this device; {lower} (at most '
+                                 f'{fits:,} draws at once)')
+
+
+def floats_per_example(model_config, image_shape):
+  """The floats one example and one posterior sample hold in a forward pass (the sum of
+  `activation_floats`)."""
+  return sum(activation_floats(model_config, image_shape).values())
+
+
 def check_fits(config, image_shape, num_models=1, available=None, num_train=0):
   """Raises ConfigError, one line naming the field and the memory it would need, when the
   estimate exceeds the device's memory (`available` bytes; default: `device_memory_bytes`)."""
