@@ -46,8 +46,8 @@ def test_parse_arg_types_and_errors():
 
 def test_every_field_has_a_meaning_and_show_config_lists_them():
   flat = config_lib.flatten(config_lib.config_json(config_lib.base_config()))
-  assert set(flat) == set(config_lib.FIELD_DOCS)
-  assert all(config_lib.FIELD_DOCS.values())
+  assert set(flat) == set(config_lib.field_docs())
+  assert all(config_lib.field_docs().values())
   rc, out, err = run_script('train', '--config', 'configs/fashion_mnist_gated.py',
                             '--show_config', '--config.model.latent_dim=8')
   assert rc == 0, err

@@ -11,10 +11,19 @@ read or anything compiles.
 Field roles, declared once (dotted names):
   RESUMABLE   may differ between a run and its resumption.
   STRUCTURAL  must equal a checkpoint's for its parameters to fit.
-  VMAPPABLE   may differ between members trained together in one vmapped group.
+  VMAPPABLE   may differ between members trained together in one vmapped group (a number,
+              traced: the train step reads it from its hyperparameters, `hp[name]`).
+
+A family declares its own fields with its registration (`declare(Field(...))`: default,
+doc, role); `base_config` adds them to their section, so `--config.<section>.<field>`,
+`--show_config`, validation, resume checks and sweep axes see them like the built-in ones.
+The family registries are loaded by name on the first `base_config()` (FAMILY_MODULES), so
+a config file sees every family's fields without importing the library's upper layers.
 """
 
 import copy
+import dataclasses
+import importlib
 import importlib.util
 import itertools
 import json
@@ -34,8 +43,7 @@ RESUMABLE = ('train.num_epochs', 'train.images_every_epochs', 'train.checkpoint_
 STRUCTURAL = tuple('model.' + k for k in (
     'type', 'arch', 'latent_dim', 'hidden', 'activation', 'gated', 'conv_channels',
     'conv_dense', 'conv_upsample', 'likelihood', 'gaussian_scale', 'prior', 'prior_components',
-    'posterior', 'flow_steps', 'flow_hidden', 'stochastic_layers', 'exemplar_k',
-    'exemplar_candidates', 'exemplar_leave_one_out'))
+    'posterior', 'flow_steps', 'flow_hidden', 'stochastic_layers')) + ('objective.name',)
 # Fields whose default changed what a run computes or logs: a config saved before the
 # field existed ran with the value given here, and a resumed run keeps it (`adopt_legacy`).
 LEGACY_VALUES = {'train.norm_metrics': 'mean', 'data.binarize_bits': 32,
@@ -45,6 +53,75 @@ VMAPPABLE = ('objective.beta', 'objective.free_bits', 'objective.warmup_epochs',
 
 
 ConfigError = errors.ConfigError
+ROLES = ('', 'structural', 'resumable', 'vmappable')
+SECTIONS = ('data', 'model', 'objective', 'optim', 'train')
+# Modules whose import registers the families and so declares their fields.
+FAMILY_MODULES = ['vae.families']
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+  """A config field that a family declares (`declare`).
+
+  Attributes:
+    name: dotted, '<section>.<field>' (section one of SECTIONS).
+    default: its value when a config does not set it (also for runs saved before it).
+    doc: one line for --show_config and README's field list.
+    role: '' | 'structural' (must equal a checkpoint's) | 'resumable' (may change on
+      resume) | 'vmappable' (a number that members of one vmapped group may vary).
+  """
+  name: str
+  default: object
+  doc: str
+  role: str = ''
+
+
+DECLARED = {}  # dotted name -> Field
+
+
+def declare(*fields):
+  """Adds family fields to the schema (idempotent for an identical declaration)."""
+  for f in fields:
+    section, _, leaf = f.name.partition('.')
+    check(section in SECTIONS and leaf and '.' not in leaf,
+          f'field {f.name!r}: name it <section>.<field> with a section of {SECTIONS}')
+    check(f.role in ROLES, f'field {f.name!r}: role {f.role!r}; choose one of {ROLES}')
+    check(f.role != 'vmappable' or (isinstance(f.default, (int, float))
+                                    and not isinstance(f.default, bool)),
+          f'field {f.name!r}: a vmappable field is a number (it is traced)')
+    check(f.name not in FIELD_DOCS, f'field {f.name!r} is built in; declare another name')
+    known = DECLARED.get(f.name)
+    check(known is None or known == f, f'field {f.name!r} is declared twice, differently')
+    DECLARED[f.name] = f
+
+
+def _declared(role):
+  return tuple(f.name for f in DECLARED.values() if f.role == role)
+
+
+def structural_fields():
+  """STRUCTURAL and the families' structural fields."""
+  return STRUCTURAL + _declared('structural')
+
+
+def resumable_fields():
+  """RESUMABLE and the families' resumable fields."""
+  return RESUMABLE + _declared('resumable')
+
+
+def vmappable_declared():
+  """The families' vmappable fields (each a traced hyperparameter `hp[name]`)."""
+  return _declared('vmappable')
+
+
+def field_docs():
+  """{dotted field: its one-line meaning}, built-in and declared."""
+  return dict(FIELD_DOCS, **{f.name: f.doc for f in DECLARED.values()})
+
+
+def _load_families():
+  for name in FAMILY_MODULES:
+    importlib.import_module(name)
 
 
 def parse_arg(arg, **defaults):
@@ -125,15 +202,13 @@ def base_config():
   m.init_std = 0.0
   m.prior = 'standard'
   m.prior_components = 500
-  m.exemplar_k = 10
-  m.exemplar_candidates = 0
-  m.exemplar_leave_one_out = True
   m.posterior = 'diagonal'
   m.flow_steps = 2
   m.flow_hidden = (320, 320)
   m.stochastic_layers = 1
 
   c.objective = o = ml_collections.ConfigDict()
+  o.name = 'elbo'
   o.beta = 1.0
   o.warmup_epochs = 0.0
   o.free_bits = 0.0
@@ -172,6 +247,10 @@ def base_config():
   t.eval_iw_samples = 0
   t.collapse_warn_fraction = 0.1
   t.active_unit_threshold = 0.01
+  _load_families()
+  for f in DECLARED.values():
+    section, leaf = f.name.split('.')
+    c[section][leaf] = f.default
   return c
 
 
@@ -233,13 +312,8 @@ FIELD_DOCS = {
     'model.init_std': '> 0: MLP weights from N(0, init_std^2); 0: LeCun normal',
     'model.prior': 'p(z) on the top layer: standard (N(0, I)) | mog (learned mixture of '
                    'prior_components Gaussians) | vamp (VampPrior, prior_components '
-                   'pseudo-inputs) | exemplar (Exemplar VAE: a Gaussian at the encoder mean '
-                   'of every training exemplar, shared learned variance)',
-    'model.exemplar_k': 'exemplar prior, training: nearest exemplars retrieved per example',
-    'model.exemplar_candidates': 'exemplar prior, training: exemplars drawn at random per '
-                                 'step among which the nearest are retrieved (0: all N)',
-    'model.exemplar_leave_one_out': 'exemplar prior, training: drop each example\'s own '
-                                    'exemplar from its prior',
+                   'pseudo-inputs) | a prior registered in a module of vae/families '
+                   '(docs/families.md)',
     'model.prior_components': 'mixture components of the mog prior / pseudo-inputs of vamp',
     'model.posterior': 'q(z | x): diagonal (Gaussian) | iaf (diagonal Gaussian + flow_steps '
                        'inverse autoregressive flow steps)',
@@ -247,6 +321,8 @@ FIELD_DOCS = {
     'model.flow_hidden': 'hidden widths of each IAF step\'s MADE network',
     'model.stochastic_layers': '1, or 2: q(z2|x) q(z1|x,z2), p(z2) p(z1|z2) p(x|z1,z2) '
                                '(latent_dim each; mlp only)',
+    'objective.name': 'the objective family the step minimizes: elbo (the ELBO, or with '
+                      'num_samples > 1 the IWAE bound) | a registered one (docs/families.md)',
     'objective.beta': 'KL weight (1: the ELBO)',
     'objective.warmup_epochs': 'the KL weight ramps linearly 0 -> beta over this many epochs',
     'objective.free_bits': 'free bits: nats per latent dimension below which the KL is not '
@@ -303,7 +379,8 @@ def describe(c):
   """Lines 'field = value  # meaning' for every field of config `c` (the --show_config)."""
   flat = flatten(config_json(c))
   width = max(len(f'{k} = {v!r}') for k, v in flat.items())
-  return [f'{f"{k} = {v!r}":<{width}}  # {FIELD_DOCS.get(k, "")}' for k, v in flat.items()]
+  docs = field_docs()
+  return [f'{f"{k} = {v!r}":<{width}}  # {docs.get(k, "")}' for k, v in flat.items()]
 
 
 def with_saved_values(saved):
@@ -569,8 +646,10 @@ def check_numbers(c):
 def vmappable_fields(c):
   """The VMAPPABLE fields for config `c`: model.latent_dim only where padded latents are
   equivalent (N(0, I) prior, diagonal posterior, one stochastic layer)."""
-  simple = is_analytic_family(c['model'])
-  return VMAPPABLE if simple else tuple(k for k in VMAPPABLE if k != 'model.latent_dim')
+  # An objective with auxiliary networks of their own shapes is not padded.
+  simple = is_analytic_family(c['model']) and c['objective']['name'] == 'elbo'
+  fields = VMAPPABLE + vmappable_declared()
+  return fields if simple else tuple(k for k in fields if k != 'model.latent_dim')
 
 
 def check_vmappable(configs):
@@ -579,12 +658,14 @@ def check_vmappable(configs):
   sizes = {f['model.latent_dim'] for f in flat}
   check(len(sizes) == 1 or 'model.latent_dim' in vmappable_fields(configs[0]),
         f'members differ in model.latent_dim ({sorted(sizes)}), which one vmapped group can '
-        f'pad only with model.prior=standard, model.posterior=diagonal and '
-        f'model.stochastic_layers=1; use --mode sequential or processes, or one latent size')
+        f'pad only with model.prior=standard, model.posterior=diagonal, '
+        f'model.stochastic_layers=1 and objective.name=elbo; use --mode sequential or '
+        f'processes, or one latent size')
+  allowed = VMAPPABLE + vmappable_declared()
   for other in flat[1:]:
-    diff = [k for k in flat[0] if flat[0][k] != other.get(k) and k not in VMAPPABLE]
+    diff = [k for k in flat[0] if flat[0][k] != other.get(k) and k not in allowed]
     check(not diff, f'members differ in {diff[:3]}, which one vmapped group cannot stack '
-          f'(only {VMAPPABLE}); use --mode sequential or processes')
+          f'(only {allowed}); use --mode sequential or processes')
 
 
 def resume_differences(saved, current):
@@ -596,4 +677,4 @@ def resume_differences(saved, current):
   """
   a, b = flatten(saved), flatten(current)
   return [(k, a.get(k), b.get(k)) for k in sorted(a)
-          if a.get(k) != b.get(k) and k not in RESUMABLE]
+          if a.get(k) != b.get(k) and k not in resumable_fields()]

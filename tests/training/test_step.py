@@ -86,7 +86,7 @@ def test_step_options_come_from_the_config_and_the_backend_in_one_place(smoke_ru
   assert step_lib.step_options(c, 'cpu').member_loop is None
   old = helpers.smoke_config(**{'train.norm_metrics': 'mean', 'objective.num_samples': 3})
   o = step_lib.step_options(old, 'cpu')
-  assert o.last_value_metrics == () and o.num_samples == 3
+  assert o.last_value_metrics == () and o.objective.num_samples == 3
   assert step_lib.step_options(c, 'cpu').last_value_metrics == ('grad_norm', 'param_norm')
   workdir, _ = smoke_run
   session = json.loads((workdir / 'run.json').read_text())['sessions'][-1]

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vae import config_lib
 from vae.config_lib import check
 from vae.families import priors
 
@@ -200,7 +201,17 @@ def check_config(mc):
         'posterior; set model.posterior=diagonal')
 
 
+FIELDS = (
+    config_lib.Field('model.exemplar_k', 10, 'exemplar prior, training: nearest exemplars '
+                     'retrieved per example', 'structural'),
+    config_lib.Field('model.exemplar_candidates', 0, 'exemplar prior, training: exemplars drawn '
+                     'at random per step among which the nearest are retrieved (0: all N)',
+                     'structural'),
+    config_lib.Field('model.exemplar_leave_one_out', True, "exemplar prior, training: drop each "
+                     "example's own exemplar from its prior", 'structural'),
+)
+
 priors.register(
     'exemplar', lambda mc, image_shape: ExemplarPrior(
         mc.latent_dim, mc.exemplar_k, mc.exemplar_candidates, mc.exemplar_leave_one_out),
-    memory, check_config)
+    memory, check_config, FIELDS)

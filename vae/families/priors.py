@@ -45,6 +45,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vae import config_lib
 from vae.config_lib import check
 from vae.families import objectives
 
@@ -316,12 +317,14 @@ MEMORY = {}
 CHECKS = {}
 
 
-def register(name, build, memory=_no_memory, check_config=None):
+def register(name, build, memory=_no_memory, check_config=None, fields=()):
   """Makes `build(model_config, image_shape)` available as model.prior=name: it returns the
   prior of the top layer, an object with the protocol of `Prior` (a Flax module when it has
   parameters). `memory(model_config, train_config, floats_per_example, num_train)` ->
   `PriorMemory` declares what it adds to the memory estimate (default: nothing);
-  `check_config(model_config)` raises ConfigError for the prior's own fields."""
+  `check_config(model_config)` raises ConfigError for the prior's own fields; `fields`,
+  `config_lib.Field`s named 'model.<field>', are the prior's own config fields."""
+  config_lib.declare(*fields)
   REGISTRY[name] = build
   MEMORY[name] = memory
   if check_config is not None:

@@ -478,7 +478,7 @@ def check_compatible(meta, expected, where):
   got = config_lib.flatten(config_lib.config_json(
       config_lib.with_saved_values(meta.get('config', {}))))
   want = config_lib.flatten(expected['config'])
-  for key in config_lib.STRUCTURAL:
+  for key in config_lib.structural_fields():
     a, b = got.get(key), want.get(key)
     if a != b:
       raise CheckpointError(
@@ -497,6 +497,8 @@ def split_state(state):
   rest = {'step': state.step, 'opt_state': state.opt_state, 'rng': state.rng}
   if state.prior_state:  # the prior's state (priors.Prior.init_state; {} for most priors)
     rest['prior_state'] = state.prior_state
+  if state.objective_state:  # the objective's auxiliary parameters and optimizer state
+    rest['objective_state'] = state.objective_state
   if state.ema_params:
     rest['params'] = state.params
     return state.ema_params, rest
@@ -505,12 +507,12 @@ def split_state(state):
 
 def join_state(params, rest):
   """The inverse of `split_state`."""
-  prior_state = rest.get('prior_state', {})
+  extra = {k: rest.get(k, {}) for k in ('prior_state', 'objective_state')}
   if 'params' in rest:
     return TrainState(step=rest['step'], params=rest['params'], opt_state=rest['opt_state'],
-                      ema_params=params, rng=rest['rng'], prior_state=prior_state)
+                      ema_params=params, rng=rest['rng'], **extra)
   return TrainState(step=rest['step'], params=params, opt_state=rest['opt_state'],
-                    ema_params={}, rng=rest['rng'], prior_state=prior_state)
+                    ema_params={}, rng=rest['rng'], **extra)
 
 
 def restore_group(ckpts, abstracts, metas, frozen=()):

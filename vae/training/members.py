@@ -146,7 +146,8 @@ class Group:
                                       self.size if batched else None, loop=loop,
                                       num_examples=num_examples, member_loop=self.member_loop,
                                       last_value=self.options.last_value_metrics,
-                                      order_sharding=self.replicated)
+                                      order_sharding=self.replicated,
+                                      needs_batch=self.model.prior.needs_training_set)
     self.chunk_fn = jax.jit(chunk, donate_argnums=(0, 5)) if loop == 'device' else chunk
     # The order argument of a first chunk (`step_lib.make_train_chunk`): no_order(data).
     self.no_order = chunk.no_order
@@ -156,7 +157,8 @@ class Group:
 
   def _member_init(self, m, model=None):
     return step_lib.init_state(self.models[m] if model is None else model, self.tx,
-                               self.image_shape, self.keys[m], self.ema, self.num_train)
+                               self.image_shape, self.keys[m], self.ema, self.num_train,
+                               self.options.objective)
 
   def member_abstract(self, m):
     """Member m's own TrainState shapes, replicated over the mesh (what its checkpoint holds)."""

@@ -100,7 +100,7 @@ def check_resume_config(saved, current, workdir):
     more = f' (+{len(diffs) - 3} more)' if len(diffs) > 3 else ''
     raise config_lib.ConfigError(
         f'workdir {workdir} holds a run with another config ({shown}{more}); only '
-        f'{", ".join(config_lib.RESUMABLE)} may change on resume: use a new --workdir')
+        f'{", ".join(config_lib.resumable_fields())} may change on resume: use a new --workdir')
   old, new = config_lib.flatten(saved), config_lib.flatten(current)
   schedule = old.get('optim.schedule')
   if (schedule in LENGTH_DEPENDENT_SCHEDULES

@@ -23,7 +23,8 @@ import optax
 
 from vae import errors
 from vae.data import input_pipeline
-from vae.families import objectives
+from vae import config_lib
+from vae.families import objective_families, objectives
 from vae.training import optim
 
 log = logging.getLogger('vae')
@@ -42,8 +43,8 @@ class StepOptions:
 
   Attributes:
     mode: the training conversion of uint8 pixels (`input_pipeline.conversion_modes`).
-    num_samples: k, importance samples of the objective (k > 1: IWAE bound).
-    estimator: 'iwae' or 'elbo', how k > 1 samples are combined.
+    objective: what the step minimizes (`objective_families.Objective`, from
+      config.objective; default: the single-sample ELBO).
     ema_decay: parameter EMA decay (0: none).
     norms_last: gradient and parameter norms at the last step of a chunk only (the
       train.norm_metrics='last' protocol) rather than at every step, averaged.
@@ -56,8 +57,7 @@ class StepOptions:
     log_batch_sharding: log the batch's sharding inside the step (diagnostics).
   """
   mode: str
-  num_samples: int = 1
-  estimator: str = 'iwae'
+  objective: Any = objective_families.Elbo()
   ema_decay: float = 0.0
   norms_last: bool = True
   chunk_loop: str = 'device'
@@ -72,8 +72,12 @@ class StepOptions:
     return ('grad_norm', 'param_norm') if self.norms_last else ()
 
   def record(self):
-    """The options as a JSON-able dict (run.json)."""
-    return dataclasses.asdict(self)
+    """The options as a JSON-able dict (run.json); the objective as its class and fields."""
+    out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+    fields = (dataclasses.asdict(self.objective) if dataclasses.is_dataclass(self.objective)
+              else {})
+    out['objective'] = dict(fields, family=type(self.objective).__name__)
+    return out
 
 
 def step_options(config, backend, model_axis_size=None, hooks=None, lr_scaled=False):
@@ -83,8 +87,8 @@ def step_options(config, backend, model_axis_size=None, hooks=None, lr_scaled=Fa
   mode, _ = input_pipeline.conversion_modes(config.data)
   loop = chunk_loop(config, backend)
   return StepOptions(
-      mode=mode, num_samples=int(config.objective.num_samples),
-      estimator=config.objective.estimator, ema_decay=float(config.optim.ema_decay),
+      mode=mode, objective=objective_families.build(config.objective),
+      ema_decay=float(config.optim.ema_decay),
       norms_last=config.train.norm_metrics == 'last', chunk_loop=loop,
       member_loop=(None if model_axis_size is None
                    else member_loop(config, model_axis_size, backend)),
@@ -103,6 +107,9 @@ class TrainState:
   # Non-parameter state of the prior ({} for most; `priors.Prior.init_state`), carried
   # through steps, checkpoints and vmapped groups without the loop knowing what it is.
   prior_state: Any = flax.struct.field(default_factory=dict)
+  # The objective's auxiliary parameters and their optimizer's state ({'params', 'opt_state'};
+  # {} for an objective without them: `objective_families.Objective.init_aux`).
+  objective_state: Any = flax.struct.field(default_factory=dict)
 
   def eval_params(self):
     """The parameters evaluation and checkpoints' `params` item use (EMA when kept)."""
@@ -118,15 +125,23 @@ def compute_dtype(config):
   return jnp.bfloat16 if config.model.compute_dtype == 'bfloat16' else None
 
 
-def init_state(model, tx, image_shape, keys, ema, num_train=0):
+def init_state(model, tx, image_shape, keys, ema, num_train=0, objective=None):
   """A fresh TrainState (pure; use under jax.eval_shape / jit). `num_train`: the training
-  examples N, which the prior's state may scale with (`priors.Prior.init_state`)."""
+  examples N, which the prior's state may scale with (`priors.Prior.init_state`);
+  `objective`: its auxiliary parameters, if any, are initialized from their own key."""
   k_params, k_z = jax.random.split(keys['init'])
   x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
   params = model.init(k_params, x, k_z)['params']
   prior_state = model.prior.init_state(model.latent_dim, num_train)
+  objective_state = {}
+  aux_tx = None if objective is None else objective.aux_optimizer()
+  if aux_tx is not None:
+    aux = objective.init_aux(jax.random.fold_in(keys['init'], 2), model.latent_dim,
+                             tuple(image_shape))
+    objective_state = {'params': aux, 'opt_state': aux_tx.init(aux)}
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                    ema_params=params if ema else {}, rng=keys['loop'], prior_state=prior_state)
+                    ema_params=params if ema else {}, rng=keys['loop'], prior_state=prior_state,
+                    objective_state=objective_state)
 
 
 def hyperparameters(config, steps_per_epoch, latent_mask=None, lr_scale=1.0):
@@ -135,12 +150,15 @@ def hyperparameters(config, steps_per_epoch, latent_mask=None, lr_scale=1.0):
   Returns:
     dict: beta, free_bits (nats/dim), warmup_steps, lr_scale (multiplies the
     optimizer's schedule), active (1: trains; 0: frozen, for a member that
-    stopped early in a group) and, for a padded model, latent_mask [D].
+    stopped early in a group), the families' vmappable fields by dotted name
+    (`config_lib.vmappable_declared`) and, for a padded model, latent_mask [D].
   """
   hp = {'beta': jnp.float32(config.objective.beta),
         'free_bits': jnp.float32(config.objective.free_bits),
         'warmup_steps': jnp.float32(round(config.objective.warmup_epochs * steps_per_epoch)),
         'lr_scale': jnp.float32(lr_scale), 'active': jnp.float32(1.0)}
+  for name in config_lib.vmappable_declared():  # the families' traced fields
+    hp[name] = jnp.float32(config_lib.get_field(config, name))
   if latent_mask is not None:
     hp['latent_mask'] = jnp.asarray(latent_mask, jnp.float32)
   return hp
@@ -151,15 +169,14 @@ def _log_batch_sharding(sharding):
 
 
 def make_train_step(model, tx, schedule_fn, options, batch_sharding, freezable=False):
-  """train_step(state, x_uint8, hp, last) -> (state, metrics, finite): one optimizer update.
+  """train_step(state, x_uint8, hp, last, any_stopped, batch) -> (state, metrics, finite): one
+  optimizer update of the model, and of the objective's auxiliary parameters if it has any.
 
   What it computes follows from its arguments alone: the model, the optimizer, the
-  schedule, the StepOptions and, traced, the hyperparameters `hp`.
-
-  `hp` holds the per-model scalars (`hyperparameters`), traced, so that many
-  models with different values can share one compiled step under vmap. With
-  `freezable`, a model whose hp['active'] is 0 keeps its parameters and
-  optimizer state (only its step counter advances).
+  schedule, the StepOptions (the objective among them) and, traced, the hyperparameters
+  `hp` (`hyperparameters`), so that many models with different values share one compiled
+  step under vmap. With `freezable`, a model whose hp['active'] is 0 keeps its parameters
+  and optimizer state (only its step counter advances).
 
   `any_stopped` (traced bool, unbatched, or None): whether any member of a vmapped group
   has stopped; the freezing select runs only then (None: always; False: never, for a
@@ -173,89 +190,123 @@ def make_train_step(model, tx, schedule_fn, options, batch_sharding, freezable=F
 
   The prior's state hook (`priors.Prior.train_context`) runs before the loss: it gives the
   loss's extra variables and the prior's state after the batch (`TrainState.prior_state`).
-  A prior that needs the training set (`needs_training_set`; then `train_step.needs_batch`)
-  gets `batch`: the batch's indices in the training set ('ids' [B]), the resident training
-  set ('data', uint8) and whether the step starts an epoch ('epoch_start', unbatched).
+  A prior that needs the training set (`needs_training_set`) gets `batch`: the batch's
+  indices in the training set ('ids' [B]), the resident training set ('data', uint8) and
+  whether the step starts an epoch ('epoch_start', unbatched).
   """
-  num_samples, ema_decay, mode = options.num_samples, options.ema_decay, options.mode
-  # Fault injection for the reliability tests (`settings.FaultHooks`): makes the batch NaN
-  # at one step. Off in normal runs, and then not even compiled in.
-  nan_step, show_sharding = options.nan_at_step, options.log_batch_sharding
-  norms_last = options.norms_last
-
-  def norms(grads, params):
-    return optax.tree.norm(grads), optax.tree.norm(params)
-
-  prior = model.prior
+  objective, prior = options.objective, model.prior
+  aux_tx = objective.aux_optimizer()
 
   def train_step(state, x_uint8, hp, last=True, any_stopped=None, batch=None):
     # Named scopes label the profile (scripts/benchmark.py --profile); they change nothing.
     k_data, k_z = jax.random.split(jax.random.fold_in(state.rng, state.step))
-    with jax.named_scope('data'):
-      x = input_pipeline.to_float(x_uint8, mode, k_data)
-    if nan_step >= 0:
-      x = jnp.where(state.step == nan_step, jnp.nan, x)
-    if batch_sharding is not None:
-      x = jax.lax.with_sharding_constraint(x, batch_sharding)
-      if show_sharding:
-        jax.debug.inspect_array_sharding(x, callback=_log_batch_sharding)
-    beta = objectives.kl_weight(state.step, hp['beta'], hp['warmup_steps'])
-    latent_mask = hp.get('latent_mask')
+    x = _step_input(x_uint8, state.step, k_data, options, batch_sharding)
+    step_hp = dict(hp, beta=objectives.kl_weight(state.step, hp['beta'], hp['warmup_steps']))
     with jax.named_scope('prior'):
       extra, prior_state = prior.train_context(model, state.params, state.prior_state, x,
                                                batch, jax.random.fold_in(k_data, 1))
 
     def loss_fn(params):
-      loss, terms = objectives.per_example_objective(
-          model, dict({'params': params}, **extra), x, k_z, beta=beta, free_bits=hp['free_bits'],
-          num_samples=num_samples, latent_mask=latent_mask,
-          estimator=options.estimator)
-      return jnp.mean(loss), terms
+      out = objective.loss(model, dict({'params': params}, **extra), x, k_z, step_hp,
+                           state.objective_state.get('params', {}))
+      return out.loss, out
 
     with jax.named_scope('loss'):
-      (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+      (loss, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     with jax.named_scope('optimizer'):
-      updates, opt_state = tx.update(grads, state.opt_state, state.params)
-      if options.lr_scaled:
-        updates = jax.tree.map(lambda u: u * hp['lr_scale'], updates)
-      params = optax.apply_updates(state.params, updates)
-      ema = (optim.ema_update(state.ema_params, params, ema_decay) if ema_decay
-             else state.ema_params)
+      params, opt_state, ema = _model_update(tx, options, state, grads, hp)
+    with jax.named_scope('objective'):
+      objective_state, aux_metrics = _aux_update(objective, aux_tx, state.objective_state,
+                                                 out.aux_input, jax.random.fold_in(k_data, 2),
+                                                 step_hp)
     with jax.named_scope('norms'):
-      if norms_last:
-        zero = jnp.zeros((), jnp.float32)
-        grad_norm, param_norm = jax.lax.cond(last, norms, lambda g, p: (zero, zero), grads,
-                                             params)
-      else:
-        grad_norm, param_norm = norms(grads, params)
-    metrics = {'loss': loss, 'elbo': jnp.mean(terms['elbo']), 'recon': jnp.mean(terms['recon']),
-               'kl': jnp.mean(terms['kl']), 'beta': beta,
-               'lr': schedule_fn(state.step) * hp['lr_scale'],
+      grad_norm, param_norm = _norms(options, last, grads, params)
+    metrics = {'loss': loss, 'elbo': jnp.mean(out.terms['elbo']),
+               'recon': jnp.mean(out.terms['recon']), 'kl': jnp.mean(out.terms['kl']),
+               'beta': step_hp['beta'], 'lr': schedule_fn(state.step) * hp['lr_scale'],
                'grad_norm': grad_norm, 'param_norm': param_norm}
-    for name in ('iwae', 'kl_z1', 'kl_z2'):
-      if name in terms:
-        metrics[name] = jnp.mean(terms[name])
+    metrics.update({k: jnp.mean(v) for k, v in out.terms.items() if k not in metrics})
+    metrics.update(out.metrics)
+    metrics.update(aux_metrics)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    if aux_metrics:
+      finite = finite & jnp.isfinite(aux_metrics['aux_loss'])
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                              ema_params=ema, prior_state=prior_state)
+                              ema_params=ema, prior_state=prior_state,
+                              objective_state=objective_state)
     if freezable and any_stopped is not False:
-      keep = hp['active'] > 0
-      frozen = state.replace(step=state.step + 1)
-      select = lambda: jax.tree.map(lambda a, b: jnp.where(keep, a, b), new_state, frozen)
-      # The select is a pass over every parameter and moment: skipped (an unbatched cond)
-      # while no member of the group has stopped.
-      new_state = (select() if any_stopped is None
-                   else jax.lax.cond(any_stopped, select, lambda: new_state))
-      finite = finite | ~keep
+      new_state, finite = _freeze_stopped(state, new_state, finite, hp, any_stopped)
     return new_state, metrics, finite
 
-  train_step.needs_batch = prior.needs_training_set
   return train_step
+
+
+def _step_input(x_uint8, step, key, options, batch_sharding):
+  """The batch as the model's floats (`options.mode`), with the tests' NaN injection
+  (`settings.FaultHooks`, not even compiled in normal runs) and the batch's sharding."""
+  with jax.named_scope('data'):
+    x = input_pipeline.to_float(x_uint8, options.mode, key)
+  if options.nan_at_step >= 0:
+    x = jnp.where(step == options.nan_at_step, jnp.nan, x)
+  if batch_sharding is not None:
+    x = jax.lax.with_sharding_constraint(x, batch_sharding)
+    if options.log_batch_sharding:
+      jax.debug.inspect_array_sharding(x, callback=_log_batch_sharding)
+  return x
+
+
+def _model_update(tx, options, state, grads, hp):
+  """(params, opt_state, ema_params) after the optimizer's update; a member's learning-rate
+  ratio multiplies its updates when the group's rates differ (`options.lr_scaled`)."""
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  if options.lr_scaled:
+    updates = jax.tree.map(lambda u: u * hp['lr_scale'], updates)
+  params = optax.apply_updates(state.params, updates)
+  ema = (optim.ema_update(state.ema_params, params, options.ema_decay) if options.ema_decay
+         else state.ema_params)
+  return params, opt_state, ema
+
+
+def _aux_update(objective, aux_tx, objective_state, aux_input, key, hp):
+  """The objective's auxiliary parameters after one step of their own optimizer on
+  `objective.aux_loss` (its input held fixed), and its metrics (aux_loss among them);
+  unchanged and no metrics for an objective without them."""
+  if aux_tx is None:
+    return objective_state, {}
+  aux_input = jax.lax.stop_gradient(aux_input)
+  (aux_loss, metrics), grads = jax.value_and_grad(objective.aux_loss, has_aux=True)(
+      objective_state['params'], aux_input, key, hp)
+  updates, opt_state = aux_tx.update(grads, objective_state['opt_state'],
+                                     objective_state['params'])
+  params = optax.apply_updates(objective_state['params'], updates)
+  return {'params': params, 'opt_state': opt_state}, dict(metrics, aux_loss=aux_loss)
+
+
+def _norms(options, last, grads, params):
+  """(gradient norm, parameter norm): at every step, or with `options.norms_last` only at a
+  chunk's last step (0 elsewhere)."""
+  norms = lambda g, p: (optax.tree.norm(g), optax.tree.norm(p))
+  if not options.norms_last:
+    return norms(grads, params)
+  zero = jnp.zeros((), jnp.float32)
+  return jax.lax.cond(last, norms, lambda g, p: (zero, zero), grads, params)
+
+
+def _freeze_stopped(state, new_state, finite, hp, any_stopped):
+  """A stopped member (hp['active'] 0) keeps its state but for the step counter. The select
+  is a pass over every parameter and moment: skipped (an unbatched cond) while no member of
+  the group has stopped (`any_stopped` False; None: always selected)."""
+  keep = hp['active'] > 0
+  frozen = state.replace(step=state.step + 1)
+  select = lambda: jax.tree.map(lambda a, b: jnp.where(keep, a, b), new_state, frozen)
+  new_state = (select() if any_stopped is None
+               else jax.lax.cond(any_stopped, select, lambda: new_state))
+  return new_state, finite | ~keep
 
 
 def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_models=None,
                      loop='device', num_examples=None, member_loop='vmap', last_value=(),
-                     order_sharding=None):
+                     order_sharding=None, needs_batch=False):
   """chunk(state, data, data_key, hp, num_steps, order=None) -> (state, mean metrics, first
   bad step, order).
 
@@ -297,14 +348,13 @@ def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_mode
   lie, so that the first chunk's call and later ones share one signature (one compilation).
   """
   multi = num_models is not None
-  needs_batch = getattr(train_step, 'needs_batch', False)
   assert not (needs_batch and streamed), 'the prior needs the resident training set'
   pin = ((lambda order: order) if order_sharding is None
          else (lambda order: jax.lax.with_sharding_constraint(order, order_sharding)))
   if multi and member_loop == 'map':
     assert loop == 'device', 'member_loop=map runs the device loop'
     return _mapped_chunk(train_step, steps_per_epoch, batch_size, streamed, num_models,
-                         num_examples, last_value, order_sharding)
+                         num_examples, last_value, order_sharding, needs_batch)
   batch_axes = ({'ids': 0, 'data': None, 'epoch_start': None},) if needs_batch else ()
   step_fn = (jax.vmap(train_step, in_axes=(0, 0, 0, None, None) + batch_axes,
                       spmd_axis_name='model') if multi else train_step)
@@ -431,12 +481,12 @@ def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_mode
 
 
 def _mapped_chunk(train_step, steps_per_epoch, batch_size, streamed, num_models,
-                  num_examples, last_value, order_sharding):
+                  num_examples, last_value, order_sharding, needs_batch):
   """make_train_chunk's member_loop='map': the members' chunks one after another."""
   member_step = functools.partial(train_step, any_stopped=False)
-  member_step.needs_batch = getattr(train_step, 'needs_batch', False)
   run_member = make_train_chunk(member_step, steps_per_epoch, batch_size, streamed, loop='device',
-                                num_examples=num_examples, last_value=last_value)
+                                num_examples=num_examples, last_value=last_value,
+                                needs_batch=needs_batch)
   no_step = jnp.iinfo(jnp.int32).max
 
   def chunk(state, data, data_key, hp, num_steps, order=None):

@@ -7,7 +7,7 @@ shape and size are known, still before anything compiles. Each failure is a
 
 from vae import config_lib
 from vae.data import datasets
-from vae.families import likelihoods, models, objectives
+from vae.families import likelihoods, models, objective_families, objectives
 from vae.training import optim
 
 
@@ -18,6 +18,7 @@ def validate(c):
   models.check_config(c.model)
   likelihoods.check_config(c.model, c.data)
   objectives.check_config(c.objective)
+  objective_families.check_config(c.objective)
   models.check_family(c.model, c.objective)
   optim.check_config(c.optim)
   optim.check_run_length(c.optim, c.train.num_epochs)
