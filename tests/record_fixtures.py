@@ -38,12 +38,12 @@ EXEMPLAR = {'model.prior': 'exemplar', 'model.exemplar_candidates': 300,
 
 
 def final_state_leaves(workdir, step):
-  """{path: array} of the saved non-parameter state at `step` (the prior's state among it),
-  read from the checkpoint's 'state' item as saved."""
+  """{path: array} of the saved non-parameter state at `step` (the prior's and the
+  objective's), read from the checkpoint's 'state' item as saved."""
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   state = ocp.StandardCheckpointer().restore(
       pathlib.Path(workdir).absolute() / 'checkpoints' / str(step) / 'state')
-  return {k: v for k, v in leaves(state).items() if 'prior_state' in k}
+  return {k: v for k, v in leaves(state).items() if 'prior_state' in k or 'objective_state' in k}
 
 
 def record(name, **overrides):

@@ -16,26 +16,32 @@ import pytest
 import vae
 from tests import plugins, record_fixtures
 from tests.helpers import REPO, final_params, read_events, smoke_config
-from vae.families import priors
+from vae import config_lib
+from vae.families import objective_families, priors
 from vae.training import loop
 
 PRIORS = ('laplace_test', 'bank_test')
+FAMILIES = PRIORS + ('factor_test',)
 
 
-def _overrides(prior):
-  return {'model.prior': prior, 'train.checkpoint_every_epochs': 0.5}
+def _overrides(family):
+  field = 'objective.name' if family == 'factor_test' else 'model.prior'
+  return {field: family, 'train.checkpoint_every_epochs': 0.5}
 
 
 @pytest.fixture
 def registered(monkeypatch):
   monkeypatch.setattr(priors, 'REGISTRY', dict(priors.REGISTRY))
+  monkeypatch.setattr(objective_families, 'REGISTRY', dict(objective_families.REGISTRY))
+  monkeypatch.setattr(config_lib, 'DECLARED', dict(config_lib.DECLARED))
   plugins.register()
 
 
-@pytest.mark.parametrize('prior', PRIORS)
-def test_a_plugin_prior_resumes_bit_identically_after_a_kill_and_evaluates(registered, prior,
-                                                                           tmp_path):
+@pytest.mark.parametrize('family', FAMILIES)
+def test_a_plugin_family_resumes_bit_identically_after_a_kill_and_evaluates(registered, family,
+                                                                            tmp_path):
   del registered
+  prior = family
   ref = tmp_path / 'straight'
   result = loop.train_and_evaluate(smoke_config(**_overrides(prior)), str(ref))
   assert result['status'] == 'finished' and math.isfinite(result['test/elbo'])
@@ -94,8 +100,8 @@ def test_a_prior_with_state_keeps_its_bank_in_the_train_state_and_vae_load(regis
   np.testing.assert_allclose(model.log_prior(z), want, rtol=1e-5)
 
 
-@pytest.mark.parametrize('prior', PRIORS)
-def test_a_plugin_prior_trains_as_a_vmapped_group_of_two(registered, prior, tmp_path):
+@pytest.mark.parametrize('prior', FAMILIES)
+def test_a_plugin_family_trains_as_a_vmapped_group_of_two(registered, prior, tmp_path):
   del registered
   configs = [smoke_config(**_overrides(prior), seed=s) for s in (0, 1)]
   results = loop.train_members(configs, [str(tmp_path / f's{s}') for s in (0, 1)],
@@ -107,3 +113,49 @@ def test_a_plugin_prior_trains_as_a_vmapped_group_of_two(registered, prior, tmp_
     for key, value in b.items():
       if key.startswith(('train/', 'val/', 'test/')):
         assert a[key] == pytest.approx(value, rel=2e-4, abs=2e-4), key
+
+
+def test_an_objective_with_an_auxiliary_network_trains_it_with_its_own_optimizer(registered,
+                                                                                tmp_path):
+  """The discriminator's parameters and Adam moments live in the train state and its
+  checkpoints; they change with training; its loss and the TC term are logged."""
+  del registered
+  loop.train_and_evaluate(smoke_config(**_overrides('factor_test')), str(tmp_path))
+  state = record_fixtures.final_state_leaves(tmp_path, 24)
+  aux = {k: v for k, v in state.items() if k.startswith("['objective_state']['params']")}
+  moments = [k for k in state if k.startswith("['objective_state']['opt_state']")]
+  assert len(aux) == 6 and moments  # three Dense layers' kernels and biases
+  # Initialized from its own key (fold_in(init, 2)), then moved by 24 Adam steps of its own.
+  init_key = jax.random.fold_in(jax.random.split(jax.random.PRNGKey(0), 5)[0], 2)
+  init = plugins.Discriminator().init(init_key, jnp.zeros((1, 20)))['params']
+  kernel = aux["['objective_state']['params']['Dense_0']['kernel']"]
+  assert kernel.shape == init['Dense_0']['kernel'].shape
+  assert 0 < np.max(np.abs(kernel - np.asarray(init['Dense_0']['kernel']))) < 0.2
+  counts = [v for k, v in state.items() if k.startswith("['objective_state']['opt_state']")
+            and k.endswith("['count']")]
+  assert counts and all(int(c) == 24 for c in counts)
+  events = [e for e in read_events(tmp_path) if 'train/aux_loss' in e]
+  assert len(events) >= 6 and all(math.isfinite(e['train/tc']) for e in events)
+  assert all(0.3 < e['train/aux_loss'] < 1.5 for e in events)  # near log 2: a contest
+  assert 0 <= events[-1]['train/disc_accuracy'] <= 1
+
+
+def test_an_objectives_vmappable_field_varies_across_a_group_and_is_traced(registered,
+                                                                          tmp_path):
+  """objective.tc_gamma (declared vmappable by the plugin) differs between two members of
+  one vmapped program; each member matches its run alone, and gamma changes the result."""
+  del registered
+  gammas = (0.0, 20.0)
+  configs = [smoke_config(**_overrides('factor_test'), **{'objective.tc_gamma': g})
+             for g in gammas]
+  loop.train_members(configs, [str(tmp_path / f'g{i}') for i in range(2)],
+                     str(tmp_path / 'group'))
+  alone = tmp_path / 'alone'
+  loop.train_and_evaluate(configs[1], str(alone))
+  last = lambda w: [e for e in read_events(w) if 'train/tc' in e][-1]
+  assert last(tmp_path / 'g1')['train/tc'] == pytest.approx(last(alone)['train/tc'], rel=2e-3,
+                                                             abs=2e-3)
+  assert last(tmp_path / 'g0')['train/loss'] != pytest.approx(last(tmp_path / 'g1')['train/loss'],
+                                                              rel=1e-3)
+  with pytest.raises(config_lib.ConfigError, match='objective.name'):
+    loop.train_and_evaluate(smoke_config(**{'objective.name': 'no_such'}), str(tmp_path / 'x'))
