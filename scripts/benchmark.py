@@ -100,7 +100,8 @@ def main(argv=None):
                            'examples/s, FLOPs per step, importance-sampling rate (the gated '
                            'MLP baseline, HVAE, ConvHVAE)')
   parser.add_argument('--base', default='',
-                      help='with --host_loop: a git commit whose train.py is measured too')
+                      help='with --host_loop: a git commit whose train.py is measured too; '
+                           'with --lean_step: whose chunk and minimal loop are')
   parser.add_argument('--epochs', type=int, default=20, help='with --host_loop')
   parser.add_argument('--rounds', type=int, default=3,
                       help='with --host_loop or --lean_step')
@@ -121,7 +122,9 @@ def run(args):
       result = suites.host_loop(tiny_config(args.epochs), images, args.epochs, args.rounds,
                                 trainer, base, args.base or None)
   elif args.lean_step:
-    result = suites.lean_step(tiny_config(20), default.get_config(), args.rounds)
+    with checkout_trainer(args.base) as base:
+      result = suites.lean_step(tiny_config(20), default.get_config(), args.rounds, base=base,
+                                base_name=args.base or None)
   elif args.families:
     result = suites.family_costs({'gated_mlp': fashion_mnist_gated.get_config(),
                                   'hvae': fashion_mnist_hvae.get_config(),

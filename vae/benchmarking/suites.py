@@ -7,6 +7,8 @@ minimal loop, and what each per-step extra costs). Configs and data come from th
 
 import json
 import resource
+import subprocess
+import sys
 import time
 
 import jax
@@ -50,29 +52,75 @@ def host_loop(tiny, images, epochs, rounds, trainer, base_trainer=None, base_nam
   return out
 
 
-def lean_step(tiny, mlp, rounds, repeats=3):
-  """The compiled step against a minimal loop, on the CPU stand-in: the
-  tiny model's chunks over one epoch of 50,000 examples (chunks of 100 steps, the log
-  cadence, the permutation carried as train.py carries it) beside the minimal scan loop
-  (one scan over the epoch), in interleaved rounds; then, in the
-  same rounds, the chunk with each per-step extra a config switches on, the chunk that draws
-  its epoch's permutation afresh (what every chunk did before), and the default model."""
-  images = np.random.default_rng(0).integers(0, 256, (50000, 28, 28, 1)).astype(np.uint8)
-  steps = 50000 // tiny.train.batch_size
-  out = {'model': 'pytorch_example with hidden (32,), latent 2, batch 128 (784-32-2)',
-         'steps_per_epoch': steps, 'steps_per_chunk': 100, 'rounds': []}
-  for _ in range(rounds):
-    row = {'plain_jax_scan': programs.plain_jax_epoch(images, repeats, hidden=32, latent=2),
-           'chunk': programs.chunk_rate(tiny, (28, 28, 1), repeats),
-           'chunk_order_drawn_each_chunk': programs.chunk_rate(tiny, (28, 28, 1), repeats,
-                                                      carry_order=False)}
+# What --lean_step --base runs in the base checkout (its own code, its own process): the
+# tiny model's chunk and the minimal scan loop, as the rows of this suite measure them.
+BASE_LEAN_STEP = """
+import json, sys
+import numpy as np
+from vae.benchmarking import programs
+from scripts.benchmark import tiny_config
+repeats = int(sys.argv[1])
+images = np.random.default_rng(0).integers(0, 256, (50000, 28, 28, 1)).astype(np.uint8)
+print(json.dumps({'plain_jax_scan': programs.plain_jax_epoch(images, repeats, hidden=32, latent=2),
+                  'chunk': programs.chunk_rate(tiny_config(20), (28, 28, 1), repeats)}))
+"""
+
+
+def base_lean_rates(base, repeats):
+  """{'chunk', 'plain_jax_scan'} examples/s measured by the checkout `base` (a
+  `launches.Trainer`'s cwd and environment) in a process of its own."""
+  proc = subprocess.run([sys.executable, '-c', BASE_LEAN_STEP, str(repeats)], cwd=base.cwd,
+                        env=base.env, capture_output=True, text=True, check=True)
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _lean_round(tiny, mlp, images, repeats, extras):
+  row = {'plain_jax_scan': programs.plain_jax_epoch(images, repeats, hidden=32, latent=2),
+         'chunk': programs.chunk_rate(tiny, (28, 28, 1), repeats)}
+  if extras:
+    row['chunk_order_drawn_each_chunk'] = programs.chunk_rate(tiny, (28, 28, 1), repeats,
+                                                              carry_order=False)
     for name, over in programs.STEP_EXTRAS:
       row[name] = programs.chunk_rate(plan.apply_overrides(tiny, over), (28, 28, 1), repeats)
     row['default_model_chunk'] = programs.chunk_rate(mlp, (28, 28, 1), repeats)
     row['default_model_chunk_bernoulli_autodiff'] = programs.chunk_rate(
         plan.apply_overrides(mlp, {'model.bernoulli_impl': 'autodiff'}), (28, 28, 1), repeats)
+  return row
+
+
+def lean_step(tiny, mlp, rounds, repeats=3, base=None, base_name=None):
+  """The compiled step against a minimal loop, on the CPU stand-in: the
+  tiny model's chunks over one epoch of 50,000 examples (chunks of 100 steps, the log
+  cadence, the permutation carried as train.py carries it) beside the minimal scan loop
+  (one scan over the epoch), in interleaved rounds; then, in the
+  same rounds, the chunk with each per-step extra a config switches on, the chunk that draws
+  its epoch's permutation afresh (what every chunk did before), and the default model.
+
+  With `base` (another checkout, a `launches.Trainer`, named `base_name`), each round also
+  measures that checkout's chunk and minimal loop in a process of its own (the order of the
+  two alternating between rounds), and the extras are left out: the figure is the ratio of
+  the two chunk / minimal-loop shares (`lean_share_vs_base`)."""
+  images = np.random.default_rng(0).integers(0, 256, (50000, 28, 28, 1)).astype(np.uint8)
+  steps = 50000 // tiny.train.batch_size
+  out = {'model': 'pytorch_example with hidden (32,), latent 2, batch 128 (784-32-2)',
+         'steps_per_epoch': steps, 'steps_per_chunk': 100, 'rounds': []}
+  for i in range(rounds):
+    if base is not None and i % 2:
+      base_row = base_lean_rates(base, repeats)
+    row = _lean_round(tiny, mlp, images, repeats, extras=base is None)
+    if base is not None:
+      row.update({f'base_{k}': v for k, v in (
+          base_row if i % 2 else base_lean_rates(base, repeats)).items()})
     out['rounds'].append(row)
     print(json.dumps(row), flush=True)
+  if base is not None:
+    med = lambda f: float(np.median([f(r) for r in out['rounds']]))
+    out['base'] = base_name
+    out['chunk_share_of_plain'] = med(lambda r: r['chunk'] / r['plain_jax_scan'])
+    out['base_chunk_share_of_plain'] = med(lambda r: r['base_chunk'] / r['base_plain_jax_scan'])
+    out['lean_share_vs_base'] = med(lambda r: (r['chunk'] / r['plain_jax_scan'])
+                                    / (r['base_chunk'] / r['base_plain_jax_scan']))
+    return out
   med = lambda f: float(np.median([f(r) for r in out['rounds']]))
   out['chunk_share_of_plain'] = med(lambda r: r['chunk'] / r['plain_jax_scan'])
   ms = lambda rate: 1e3 * tiny.train.batch_size / rate
