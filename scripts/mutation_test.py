@@ -137,6 +137,47 @@ MUTANTS = (
     Mutant('memory_ignores_the_prior', 'vae/families/priors.py',
            'return MEMORY.get(mc.prior, _no_memory)(', 'return _no_memory(',
            ('tests/training/test_memory.py',)),
+    # One per module of vae/families and vae/evaluation: each architecture's wiring, the
+    # objective protocol, the report's error bars, the loaded model's prior state.
+    Mutant('gated_layer_gates_on_its_value', 'vae/families/layers.py',
+           'return h * nn.sigmoid(g)', 'return h * nn.sigmoid(h)',
+           ('tests/families/test_models.py',)),
+    Mutant('logvar_clamp_loses_its_ceiling', 'vae/families/layers.py',
+           'logvar = jnp.clip(logvar, logvar_min, logvar_max)',
+           'logvar = jnp.clip(logvar, logvar_min, None)', ('tests/families/test_models.py',)),
+    Mutant('pixel_shuffle_order', 'vae/families/networks.py', '.transpose(0, 1, 3, 2, 4, 5)',
+           '.transpose(0, 1, 2, 3, 4, 5)', ('tests/families/test_models.py',)),
+    Mutant('two_level_kl_against_the_posterior_mean', 'vae/families/models.py',
+           'kl1 = gaussian_kl_pair(m1, lv1, pm, plv)', 'kl1 = gaussian_kl_pair(m1, lv1, m1, plv)',
+           ('tests/families/test_models.py::test_two_level_elbo_equals_a_hand_computed_value',)),
+    Mutant('gated_conv_gate_on_its_value', 'vae/families/gated_conv.py',
+           "return conv('value')(x) * nn.sigmoid(conv('gate')(x))",
+           "return conv('value')(x) * nn.sigmoid(conv('value')(x))",
+           ('tests/families/test_gated_conv.py',)),
+    Mutant('elbo_objective_sums_the_batch', 'vae/families/objective_families.py',
+           'return StepLoss(jnp.mean(loss), terms)', 'return StepLoss(jnp.sum(loss), terms)',
+           ('tests/training/test_loop.py::test_smoke_run_matches_the_recorded_fixture',)),
+    Mutant('unknown_objective_accepted', 'vae/families/objective_families.py',
+           'config_lib.check(oc.name in REGISTRY,', 'config_lib.check(True,',
+           ('tests/test_extensions.py::'
+            'test_an_objectives_vmappable_field_varies_across_a_group_and_is_traced',)),
+    Mutant('sampled_estimator_reparameterized', 'vae/evaluation/gradient_estimators.py',
+           'z = jax.lax.stop_gradient(objectives.reparameterize(key, mean, logvar, num_samples))',
+           'z = objectives.reparameterize(key, mean, logvar, num_samples)',
+           ('tests/evaluation/test_latent_tools.py::'
+            'test_sampling_without_reparameterization_gives_zero_encoder_gradient',)),
+    Mutant('aggregate_posterior_unnormalized', 'vae/evaluation/latent_space.py',
+           'return jax.nn.logsumexp(lp, axis=1) - jnp.log(n)',
+           'return jax.nn.logsumexp(lp, axis=1)', ('tests/evaluation/test_latent_space.py',)),
+    Mutant('report_error_bar_not_over_root_n', 'vae/evaluation/report.py',
+           'se = lambda v: float(np.std(v, ddof=1) / math.sqrt(len(v)))',
+           'se = lambda v: float(np.std(v, ddof=1))',
+           ('tests/evaluation/test_estimates.py::test_evaluate_script_writes_eval_json',)),
+    Mutant('loaded_model_drops_the_prior_state', 'vae/evaluation/trained.py',
+           'self.model, p, s, d, 0 if d is None else d.shape[0]))(self.params, self.prior_state,',
+           'self.model, p, s, d, 0 if d is None else d.shape[0]))(self.params, {},',
+           ('tests/test_extensions.py::'
+            'test_a_prior_with_state_keeps_its_bank_in_the_train_state_and_vae_load',)),
 )
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from tests.helpers import run_script
 from vae import config_lib
+from vae.families import models
 from vae.sweeps import plan
 from vae.training import loop, validation
 
@@ -109,16 +110,16 @@ def test_early_stopping_without_a_validation_split_is_refused_in_one_line(tmp_pa
 def test_latent_size_is_vmappable_only_for_the_analytic_family():
   a, b = config_lib.base_config(), config_lib.base_config()
   b.model.latent_dim = 5
-  config_lib.check_vmappable([a, b])
+  models.check_vmappable([a, b])
   for field, value in (('prior', 'vamp'), ('posterior', 'iaf'), ('stochastic_layers', 2)):
     a2, b2 = config_lib.base_config(), config_lib.base_config()
     for c in (a2, b2):
       c.model[field] = value
     b2.model.latent_dim = 5
     with pytest.raises(config_lib.ConfigError, match='pad only with model.prior=standard'):
-      config_lib.check_vmappable([a2, b2])
+      models.check_vmappable([a2, b2])
     c3 = config_lib.base_config()
     c3.model[field] = value
     c3.objective.beta = 4.0
-    config_lib.check_vmappable([a2, c3])  # other fields still stack
+    models.check_vmappable([a2, c3])  # other fields still stack
     assert len(plan.vmap_groups([a2, b2, c3])) == 2

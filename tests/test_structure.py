@@ -176,3 +176,86 @@ def test_the_public_api_stays_at_the_top(monkeypatch):
   assert vae.reparameterize is objectives.reparameterize
   monkeypatch.setattr(trained, 'load', lambda *args: args)
   assert vae.load('runs/x') == ('runs/x', 'best', False)
+
+
+FAMILY_FIELDS = ('prior', 'posterior', 'arch', 'likelihood', 'type', 'stochastic_layers')
+FAMILY_MODULES = ('priors', 'likelihoods', 'flows', 'models', 'exemplar', 'gated_conv',
+                  'objective_families')
+
+
+def _family_field(node):
+  """Whether `node` reads a field that names a family: mc.prior, config.model.arch,
+  model['posterior'], config.objective.name."""
+  if isinstance(node, ast.Attribute):
+    return node.attr in FAMILY_FIELDS or (
+        node.attr == 'name' and isinstance(node.value, ast.Attribute)
+        and node.value.attr == 'objective')
+  if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+    return node.slice.value in FAMILY_FIELDS
+  return False
+
+
+def _names_a_family(node):
+  strings = lambda n: isinstance(n, ast.Constant) and isinstance(n.value, (str, int))
+  return strings(node) or (isinstance(node, (ast.Tuple, ast.List, ast.Set))
+                           and all(strings(e) for e in node.elts))
+
+
+def test_no_code_outside_the_families_branches_on_a_familys_name_or_class():
+  """A family's name or class is the families' business: the rest of the library asks
+  them (`models.cpu_chunk_loop`, `models.activation_floats`, `models.vmappable_fields`,
+  the priors' and objectives' protocols) instead of comparing names."""
+  offenders = []
+  for path in sorted((REPO / 'vae').rglob('*.py')):
+    if path.parent.name == 'families':
+      continue
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, ast.Compare):
+        sides = [node.left] + list(node.comparators)
+        if any(_family_field(s) for s in sides) and any(_names_a_family(s) for s in sides):
+          offenders.append(f'{path.relative_to(REPO)}:{node.lineno}')
+      elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+            and node.func.id in ('isinstance', 'issubclass') and len(node.args) == 2):
+        classes = [n for n in ast.walk(node.args[1]) if isinstance(n, ast.Attribute)
+                   and isinstance(n.value, ast.Name) and n.value.id in FAMILY_MODULES]
+        if classes:
+          offenders.append(f'{path.relative_to(REPO)}:{node.lineno}')
+  assert not offenders, offenders
+
+
+def test_the_family_branch_finder_finds_a_branch():
+  """The check above is not vacuous: it flags the forms it looks for."""
+  code = ("if mc.prior == 'vamp': pass\nif config.objective.name in ('a', 'b'): pass\n"
+          "if model['arch'] != 'conv': pass\nif isinstance(p, priors.VampPrior): pass\n")
+  tree = ast.parse(code)
+  compares = [n for n in ast.walk(tree) if isinstance(n, ast.Compare)]
+  assert all(any(_family_field(s) for s in [c.left] + c.comparators) for c in compares)
+  assert len(compares) == 3
+
+
+def test_the_exemplar_prior_lives_in_one_module():
+  """Every line about exemplars is in vae/families/exemplar.py (`grep -ril exemplar vae/`)."""
+  mentions = sorted(str(p.relative_to(REPO)) for p in (REPO / 'vae').rglob('*.py')
+                    if 'exemplar' in p.read_text().lower())
+  assert mentions == ['vae/families/exemplar.py'], mentions
+
+
+MAX_FUNCTION_LINES = 80
+MAX_MODULE_LINES = 500
+
+
+def test_no_function_over_80_lines_and_no_module_over_500():
+  """Every def under vae/ (docstring and nested defs included: end_lineno - lineno + 1) fits
+  in 80 lines and every module in 500: a piece that grows past them is split."""
+  long_functions, long_modules = [], []
+  for path in sorted((REPO / 'vae').rglob('*.py')):
+    text = path.read_text()
+    if len(text.splitlines()) > MAX_MODULE_LINES:
+      long_modules.append(f'{path.relative_to(REPO)}: {len(text.splitlines())}')
+    for node in ast.walk(ast.parse(text)):
+      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        length = node.end_lineno - node.lineno + 1
+        if length > MAX_FUNCTION_LINES:
+          long_functions.append(f'{path.relative_to(REPO)}:{node.lineno} {node.name} {length}')
+  assert not long_functions, long_functions
+  assert not long_modules, long_modules

@@ -4,9 +4,9 @@ A leaf module: it imports nothing of ours. Every experiment file in configs/
 starts from `base_config()` and changes what it needs, so all configs share one
 schema: an unknown key is an error (configs are locked). Each module checks the
 fields it owns (`check_config` in data, models, likelihoods, objectives, optim;
-`check_train` here) and `vae.training.validation.validate` composes those checks, so an
-impossible value stops a run with one line naming the field before any data is
-read or anything compiles.
+`validation.check_train` for train.*) and `vae.training.validation.validate` composes
+them, so an impossible value stops a run with one line naming the field before any data
+is read or anything compiles.
 
 Field roles, declared once (dotted names):
   RESUMABLE   may differ between a run and its resumption.
@@ -155,224 +155,150 @@ def parse_arg(arg, **defaults):
   return out
 
 
+# The built-in fields: (dotted name, default, meaning), in config.json's order. Every
+# experiment in configs/ starts from these (`base_config`); families add theirs (`declare`).
+SCHEMA = (
+    ('seed', 0, 'root seed: initialization, data order, per-step noise, picture samples'),
+    ('data.name', 'fashion_mnist', 'dataset: fashion_mnist, mnist, kmnist, binarized_mnist, '
+        'cifar10, any TFDS image set, or synthetic'),
+    ('data.source', 'auto', 'where to read it: auto | idx | tfds | npz | synthetic'),
+    ('data.path', '', 'an IDX directory or an .npz file (empty: search the usual places)'),
+    ('data.tfds_data_dir', '', 'TFDS data directory (empty: TFDS default)'),
+    ('data.download', True, 'let TFDS download a dataset it does not have'),
+    ('data.val_size', 10000, 'validation examples carved from train with data.split_seed '
+        '(0: none)'),
+    ('data.split_seed', 0, 'seed of the fixed permutation that carves validation from train'),
+    ('data.binarize', 'dynamic', 'pixel protocol: dynamic (fresh Bernoulli draw per step) | static '
+        '(one fixed draw) | none (intensities k/255)'),
+    ('data.binarize_seed', 0, 'seed of the static training draw and of the evaluation draws'),
+    ('data.binarize_bits', 16, 'random bits per pixel of the dynamic draw: 16 (P(1) within 2^-17 '
+        'of k / 255) | 32 (a float32 uniform: the stream of runs saved before this field)'),
+    ('data.dequantize', False, 'continuous pixels: (k + u) / 256 with u ~ U[0, 1)'),
+    ('data.residency', 'auto', 'training set on the device (device), streamed from the host '
+        '(host), or auto by data.max_device_bytes'),
+    ('data.max_device_bytes', 2147483648, 'largest training set (bytes, uint8) kept on the device '
+        'in auto'),
+    ('data.accept_changed_data', False, 'resume although the data differs from what the run '
+        'recorded (content hashes in data.json; the change goes into run.json)'),
+    ('data.seed', 0, 'seed of the synthetic dataset'),
+    ('data.synthetic_train_size', 4096, 'synthetic training examples'),
+    ('data.synthetic_test_size', 1024, 'synthetic test examples'),
+    ('data.synthetic_shape', (28, 28, 1), 'synthetic image shape (H, W, C)'),
+    ('model.type', 'vae', 'vae, or ae (the deterministic autoencoder built from the same modules)'),
+    ('model.arch', 'mlp', 'mlp | conv (with model.stochastic_layers=2: the gated ConvHVAE of the '
+        'VampPrior papers, vae/families/gated_conv.py)'),
+    ('model.latent_dim', 20, 'latent dimensions D'),
+    ('model.hidden', (512, 256), 'MLP hidden widths in encoder order (the decoder mirrors them); '
+        'the ConvHVAE: p(z1 | z2), and hidden[-1] for its dense layers around z'),
+    ('model.activation', 'relu', 'relu | tanh | gelu | softplus | elu | swish | leaky_relu'),
+    ('model.gated', False, 'gated dense layers (h * sigmoid(g)), as in the VampPrior papers'),
+    ('model.conv_channels', (32, 64), 'conv widths; each is one stride-2 layer (H, W must divide); '
+        'the ConvHVAE: a stride-1 and a stride-2 gated conv per width, and the last width in its '
+        "decoder's full-resolution convs"),
+    ('model.conv_dense', 256, 'width of the dense layer between conv stack and latents (one '
+        'stochastic layer)'),
+    ('model.conv_upsample', 'subpixel', "decoder's stride-2 layers: subpixel (conv + pixel "
+        'shuffle) | transpose (one stochastic layer)'),
+    ('model.likelihood', 'bernoulli', 'p(x | z): bernoulli | gaussian | continuous_bernoulli | '
+        'discretized_logistic'),
+    ('model.gaussian_scale', 'fixed', 'gaussian decoder scale: fixed | global (one learned) | '
+        'pixel (learned per pixel)'),
+    ('model.gaussian_fixed_scale', 1.0, 'the fixed gaussian scale'),
+    ('model.bernoulli_impl', 'fused', '(continuous) Bernoulli log-likelihood: fused (one pass: one '
+        'exp per pixel, one log per 16 pixels, the derivative from the same exp) | autodiff (the '
+        'per-pixel sum differentiated by JAX; runs saved before the field); equal to float32 '
+        'rounding'),
+    ('model.clamp_logvar', False, 'clamp the encoder log-variance to [logvar_min, logvar_max]'),
+    ('model.logvar_min', -6.0, 'lower clamp of the encoder log-variance'),
+    ('model.logvar_max', 2.0, 'upper clamp of the encoder log-variance'),
+    ('model.compute_dtype', 'float32', 'float32 | bfloat16 (layers compute in it; parameters, '
+        'losses and reductions stay float32)'),
+    ('model.init_std', 0.0, '> 0: MLP weights from N(0, init_std^2); 0: LeCun normal'),
+    ('model.prior', 'standard', 'p(z) on the top layer: standard (N(0, I)) | mog (learned mixture '
+        'of prior_components Gaussians) | vamp (VampPrior, prior_components pseudo-inputs) | a '
+        'prior registered in a module of vae/families (docs/families.md)'),
+    ('model.prior_components', 500, 'mixture components of the mog prior / pseudo-inputs of vamp'),
+    ('model.posterior', 'diagonal', 'q(z | x): diagonal (Gaussian) | iaf (diagonal Gaussian + '
+        'flow_steps inverse autoregressive flow steps)'),
+    ('model.flow_steps', 2, 'IAF steps (posterior=iaf), alternating the autoregressive order'),
+    ('model.flow_hidden', (320, 320), "hidden widths of each IAF step's MADE network"),
+    ('model.stochastic_layers', 1, '1, or 2: q(z2|x) q(z1|x,z2), p(z2) p(z1|z2) p(x|z1,z2) '
+        '(latent_dim each; mlp only)'),
+    ('objective.name', 'elbo', 'the objective family the step minimizes: elbo (the ELBO, or with '
+        'num_samples > 1 the IWAE bound) | a registered one (docs/families.md)'),
+    ('objective.beta', 1.0, 'KL weight (1: the ELBO)'),
+    ('objective.warmup_epochs', 0.0, 'the KL weight ramps linearly 0 -> beta over this many '
+        'epochs'),
+    ('objective.free_bits', 0.0, 'free bits: nats per latent dimension below which the KL is not '
+        'penalized (batch mean)'),
+    ('objective.num_samples', 1, 'k importance samples per example (k > 1: the IWAE bound)'),
+    ('objective.estimator', 'iwae', 'with k > 1: iwae (log-mean-exp of k weights) | elbo (k-sample '
+        'average ELBO)'),
+    ('optim.name', 'adam', 'adam | adamw | adagrad | sgd'),
+    ('optim.lr', 0.001, 'learning rate'),
+    ('optim.schedule', 'constant', 'constant | cosine | warmup_cosine | iwae_staircase'),
+    ('optim.warmup_epochs', 0.0, 'learning-rate warm-up (constant and warmup_cosine)'),
+    ('optim.b1', 0.9, 'Adam beta1'),
+    ('optim.b2', 0.999, 'Adam beta2'),
+    ('optim.eps', 1e-08, 'Adam epsilon'),
+    ('optim.momentum', 0.9, 'SGD momentum'),
+    ('optim.weight_decay', 0.0, 'weight decay (adam: coupled L2; adamw: decoupled)'),
+    ('optim.grad_clip', 0.0, 'global-norm gradient clip (0: off)'),
+    ('optim.ema_decay', 0.0, 'EMA of the parameters, used for evaluation and vae.load (0: off)'),
+    ('optim.iwae_stages', 8, 'iwae_staircase: stage i lasts 3^i epochs at lr * 10^(-i/7)'),
+    ('train.batch_size', 128, 'global batch size (divides over the devices of the data axis)'),
+    ('train.num_epochs', 30.0, 'epochs to train (the one field that may change on resume)'),
+    ('train.log_every_steps', 100, 'steps between train-metric events'),
+    ('train.loop', 'auto', 'device (one compiled while loop per chunk) | host (dispatched steps) | '
+        'auto (host for conv on CPU, else device)'),
+    ('train.member_loop', 'auto', 'a group of members in one program (sweep --mode vmap): vmap '
+        "(every op on all members at once) | map (each member's whole chunk in turn, its state "
+        'staying in the CPU cache; a stopped member skipped) | auto (map on the CPU when the '
+        'members share a device, else vmap; runs saved before this field keep vmap)'),
+    ('train.norm_metrics', 'last', 'train/grad_norm and train/param_norm: last (of the last step '
+        "of each log window, computed only there; a NaN gradient is then caught by the next step's "
+        'loss) | mean (every step, averaged over the window, the behaviour of runs saved before '
+        'this field)'),
+    ('train.eval_every_epochs', 5.0, 'epochs between evaluations (metrics; images: '
+        'train.images_every_epochs)'),
+    ('train.checkpoint_every_epochs', 5.0, 'epochs between checkpoints'),
+    ('train.checkpoint_every_minutes', 0.0, 'also checkpoint at the first boundary (log, eval or '
+        'checkpoint step) this many minutes after the last save (0: off; single-process runs)'),
+    ('train.images_every_epochs', 0.0, 'epochs between the evaluations that also write images '
+        '(samples, reconstructions: PNG and TensorBoard); 0: every evaluation. The last step and '
+        'an early stop always write them'),
+    ('train.keep_checkpoints', 3, 'latest checkpoints kept (besides the best by val ELBO)'),
+    ('train.early_stopping_epochs', 0.0, 'stop when val ELBO has not improved for this long (0: '
+        'off; needs data.val_size > 0)'),
+    ('train.eval_batch_size', 1000, 'evaluation batch size'),
+    ('train.num_image_samples', 64, 'prior samples decoded into images at each evaluation'),
+    ('train.eval_iw_samples', 0, '> 0: also estimate validation log p(x) with k samples at eval'),
+    ('train.collapse_warn_fraction', 0.1, 'warn when fewer than this share of latent units is '
+        'active'),
+    ('train.active_unit_threshold', 0.01, 'a unit is active when Var_x E_q[z] exceeds this'),
+)
+
+
 def base_config():
-  """The full schema with the default model's values (see configs/default.py); every
-  field's meaning is in FIELD_DOCS."""
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-
-  c.data = d = ml_collections.ConfigDict()
-  d.name = 'fashion_mnist'
-  d.source = 'auto'
-  d.path = ''
-  d.tfds_data_dir = ''
-  d.download = True
-  d.val_size = 10000
-  d.split_seed = 0
-  d.binarize = 'dynamic'
-  d.binarize_seed = 0
-  d.binarize_bits = 16
-  d.dequantize = False
-  d.residency = 'auto'
-  d.max_device_bytes = 2 ** 31
-  d.accept_changed_data = False
-  d.seed = 0
-  d.synthetic_train_size = 4096
-  d.synthetic_test_size = 1024
-  d.synthetic_shape = (28, 28, 1)
-
-  c.model = m = ml_collections.ConfigDict()
-  m.type = 'vae'
-  m.arch = 'mlp'
-  m.latent_dim = 20
-  m.hidden = (512, 256)
-  m.activation = 'relu'
-  m.gated = False
-  m.conv_channels = (32, 64)
-  m.conv_dense = 256
-  m.conv_upsample = 'subpixel'
-  m.likelihood = 'bernoulli'
-  m.gaussian_scale = 'fixed'
-  m.gaussian_fixed_scale = 1.0
-  m.bernoulli_impl = 'fused'
-  m.clamp_logvar = False
-  m.logvar_min = -6.0
-  m.logvar_max = 2.0
-  m.compute_dtype = 'float32'
-  m.init_std = 0.0
-  m.prior = 'standard'
-  m.prior_components = 500
-  m.posterior = 'diagonal'
-  m.flow_steps = 2
-  m.flow_hidden = (320, 320)
-  m.stochastic_layers = 1
-
-  c.objective = o = ml_collections.ConfigDict()
-  o.name = 'elbo'
-  o.beta = 1.0
-  o.warmup_epochs = 0.0
-  o.free_bits = 0.0
-  o.num_samples = 1
-  o.estimator = 'iwae'
-
-  c.optim = p = ml_collections.ConfigDict()
-  p.name = 'adam'
-  p.lr = 1e-3
-  p.schedule = 'constant'
-  p.warmup_epochs = 0.0
-  p.b1 = 0.9
-  p.b2 = 0.999
-  p.eps = 1e-8
-  p.momentum = 0.9
-  p.weight_decay = 0.0
-  p.grad_clip = 0.0
-  p.ema_decay = 0.0
-  p.iwae_stages = 8
-
-  c.train = t = ml_collections.ConfigDict()
-  t.batch_size = 128
-  t.num_epochs = 30.0
-  t.log_every_steps = 100
-  t.loop = 'auto'
-  t.member_loop = 'auto'
-  t.norm_metrics = 'last'
-  t.eval_every_epochs = 5.0
-  t.checkpoint_every_epochs = 5.0
-  t.checkpoint_every_minutes = 0.0
-  t.images_every_epochs = 0.0
-  t.keep_checkpoints = 3
-  t.early_stopping_epochs = 0.0
-  t.eval_batch_size = 1000
-  t.num_image_samples = 64
-  t.eval_iw_samples = 0
-  t.collapse_warn_fraction = 0.1
-  t.active_unit_threshold = 0.01
+  """The full schema with the default model's values (see configs/default.py): the built-in
+  fields (SCHEMA) and the registered families' (`declare`)."""
   _load_families()
+  c = ml_collections.ConfigDict()
+  for name, default, _ in SCHEMA:
+    *sections, leaf = name.split('.')
+    node = c
+    for section in sections:
+      if section not in node:
+        node[section] = ml_collections.ConfigDict()
+      node = node[section]
+    node[leaf] = default
   for f in DECLARED.values():
     section, leaf = f.name.split('.')
     c[section][leaf] = f.default
   return c
 
 
-FIELD_DOCS = {
-    'seed': 'root seed: initialization, data order, per-step noise, picture samples',
-    'data.name': 'dataset: fashion_mnist, mnist, kmnist, binarized_mnist, cifar10, any TFDS '
-                 'image set, or synthetic',
-    'data.source': 'where to read it: auto | idx | tfds | npz | synthetic',
-    'data.path': 'an IDX directory or an .npz file (empty: search the usual places)',
-    'data.tfds_data_dir': 'TFDS data directory (empty: TFDS default)',
-    'data.download': 'let TFDS download a dataset it does not have',
-    'data.val_size': 'validation examples carved from train with data.split_seed (0: none)',
-    'data.split_seed': 'seed of the fixed permutation that carves validation from train',
-    'data.binarize': 'pixel protocol: dynamic (fresh Bernoulli draw per step) | static (one '
-                     'fixed draw) | none (intensities k/255)',
-    'data.binarize_seed': 'seed of the static training draw and of the evaluation draws',
-    'data.binarize_bits': 'random bits per pixel of the dynamic draw: 16 (P(1) within 2^-17 of '
-                          'k / 255) | 32 (a float32 uniform: the stream of runs saved before '
-                          'this field)',
-    'data.dequantize': 'continuous pixels: (k + u) / 256 with u ~ U[0, 1)',
-    'data.residency': 'training set on the device (device), streamed from the host (host), or '
-                      'auto by data.max_device_bytes',
-    'data.max_device_bytes': 'largest training set (bytes, uint8) kept on the device in auto',
-    'data.accept_changed_data': 'resume although the data differs from what the run recorded '
-                                '(content hashes in data.json; the change goes into run.json)',
-    'data.seed': 'seed of the synthetic dataset',
-    'data.synthetic_train_size': 'synthetic training examples',
-    'data.synthetic_test_size': 'synthetic test examples',
-    'data.synthetic_shape': 'synthetic image shape (H, W, C)',
-    'model.type': 'vae, or ae (the deterministic autoencoder built from the same modules)',
-    'model.arch': 'mlp | conv (with model.stochastic_layers=2: the gated ConvHVAE of the '
-                  'VampPrior papers, vae/families/gated_conv.py)',
-    'model.latent_dim': 'latent dimensions D',
-    'model.hidden': 'MLP hidden widths in encoder order (the decoder mirrors them); the '
-                    'ConvHVAE: p(z1 | z2), and hidden[-1] for its dense layers around z',
-    'model.activation': 'relu | tanh | gelu | softplus | elu | swish | leaky_relu',
-    'model.gated': 'gated dense layers (h * sigmoid(g)), as in the VampPrior papers',
-    'model.conv_channels': 'conv widths; each is one stride-2 layer (H, W must divide); the '
-                           'ConvHVAE: a stride-1 and a stride-2 gated conv per width, and '
-                           "the last width in its decoder's full-resolution convs",
-    'model.conv_dense': 'width of the dense layer between conv stack and latents (one '
-                        'stochastic layer)',
-    'model.conv_upsample': "decoder's stride-2 layers: subpixel (conv + pixel shuffle) | "
-                           'transpose (one stochastic layer)',
-    'model.likelihood': 'p(x | z): bernoulli | gaussian | continuous_bernoulli | '
-                        'discretized_logistic',
-    'model.gaussian_scale': 'gaussian decoder scale: fixed | global (one learned) | pixel '
-                            '(learned per pixel)',
-    'model.gaussian_fixed_scale': 'the fixed gaussian scale',
-    'model.bernoulli_impl': '(continuous) Bernoulli log-likelihood: fused (one pass: one exp '
-                            'per pixel, one log per 16 pixels, the derivative from the same '
-                            'exp) | autodiff (the per-pixel sum differentiated by JAX; runs '
-                            'saved before the field); equal to float32 rounding',
-    'model.clamp_logvar': 'clamp the encoder log-variance to [logvar_min, logvar_max]',
-    'model.logvar_min': 'lower clamp of the encoder log-variance',
-    'model.logvar_max': 'upper clamp of the encoder log-variance',
-    'model.compute_dtype': 'float32 | bfloat16 (layers compute in it; parameters, losses and '
-                           'reductions stay float32)',
-    'model.init_std': '> 0: MLP weights from N(0, init_std^2); 0: LeCun normal',
-    'model.prior': 'p(z) on the top layer: standard (N(0, I)) | mog (learned mixture of '
-                   'prior_components Gaussians) | vamp (VampPrior, prior_components '
-                   'pseudo-inputs) | a prior registered in a module of vae/families '
-                   '(docs/families.md)',
-    'model.prior_components': 'mixture components of the mog prior / pseudo-inputs of vamp',
-    'model.posterior': 'q(z | x): diagonal (Gaussian) | iaf (diagonal Gaussian + flow_steps '
-                       'inverse autoregressive flow steps)',
-    'model.flow_steps': 'IAF steps (posterior=iaf), alternating the autoregressive order',
-    'model.flow_hidden': 'hidden widths of each IAF step\'s MADE network',
-    'model.stochastic_layers': '1, or 2: q(z2|x) q(z1|x,z2), p(z2) p(z1|z2) p(x|z1,z2) '
-                               '(latent_dim each; mlp only)',
-    'objective.name': 'the objective family the step minimizes: elbo (the ELBO, or with '
-                      'num_samples > 1 the IWAE bound) | a registered one (docs/families.md)',
-    'objective.beta': 'KL weight (1: the ELBO)',
-    'objective.warmup_epochs': 'the KL weight ramps linearly 0 -> beta over this many epochs',
-    'objective.free_bits': 'free bits: nats per latent dimension below which the KL is not '
-                           'penalized (batch mean)',
-    'objective.num_samples': 'k importance samples per example (k > 1: the IWAE bound)',
-    'objective.estimator': 'with k > 1: iwae (log-mean-exp of k weights) | elbo (k-sample '
-                           'average ELBO)',
-    'optim.name': 'adam | adamw | adagrad | sgd',
-    'optim.lr': 'learning rate',
-    'optim.schedule': 'constant | cosine | warmup_cosine | iwae_staircase',
-    'optim.warmup_epochs': 'learning-rate warm-up (constant and warmup_cosine)',
-    'optim.b1': 'Adam beta1',
-    'optim.b2': 'Adam beta2',
-    'optim.eps': 'Adam epsilon',
-    'optim.momentum': 'SGD momentum',
-    'optim.weight_decay': 'weight decay (adam: coupled L2; adamw: decoupled)',
-    'optim.grad_clip': 'global-norm gradient clip (0: off)',
-    'optim.ema_decay': 'EMA of the parameters, used for evaluation and vae.load (0: off)',
-    'optim.iwae_stages': 'iwae_staircase: stage i lasts 3^i epochs at lr * 10^(-i/7)',
-    'train.batch_size': 'global batch size (divides over the devices of the data axis)',
-    'train.num_epochs': 'epochs to train (the one field that may change on resume)',
-    'train.log_every_steps': 'steps between train-metric events',
-    'train.loop': 'device (one compiled while loop per chunk) | host (dispatched steps) | '
-                  'auto (host for conv on CPU, else device)',
-    'train.member_loop': 'a group of members in one program (sweep --mode vmap): vmap (every '
-                         'op on all members at once) | map (each member\'s whole chunk in turn, '
-                         'its state staying in the CPU cache; a stopped member skipped) | auto '
-                         '(map on the CPU when the members share a device, else vmap; runs '
-                         'saved before this field keep vmap)',
-    'train.norm_metrics': 'train/grad_norm and train/param_norm: last (of the last step of each '
-                          'log window, computed only there; a NaN gradient is then caught by '
-                          'the next step\'s loss) | mean (every step, averaged over the window, '
-                          'the behaviour of runs saved before this field)',
-    'train.eval_every_epochs': 'epochs between evaluations (metrics; images: '
-                             'train.images_every_epochs)',
-    'train.checkpoint_every_epochs': 'epochs between checkpoints',
-    'train.checkpoint_every_minutes': 'also checkpoint at the first boundary (log, eval or '
-                                      'checkpoint step) this many minutes after the last '
-                                      'save (0: off; single-process runs)',
-    'train.images_every_epochs': 'epochs between the evaluations that also write images '
-                                 '(samples, reconstructions: PNG and TensorBoard); 0: every '
-                                 'evaluation. The last step and an early stop always write them',
-    'train.keep_checkpoints': 'latest checkpoints kept (besides the best by val ELBO)',
-    'train.early_stopping_epochs': 'stop when val ELBO has not improved for this long (0: off; needs data.val_size > 0)',
-    'train.eval_batch_size': 'evaluation batch size',
-    'train.num_image_samples': 'prior samples decoded into images at each evaluation',
-    'train.eval_iw_samples': '> 0: also estimate validation log p(x) with k samples at eval',
-    'train.collapse_warn_fraction': 'warn when fewer than this share of latent units is active',
-    'train.active_unit_threshold': 'a unit is active when Var_x E_q[z] exceeds this',
-}
+FIELD_DOCS = {name: doc for name, _, doc in SCHEMA}
 
 
 def describe(c):
@@ -475,8 +401,7 @@ def check(cond, msg):
 # data fields: 'binary' pixels (binarized: data.binarize dynamic or static), 'continuous'
 # grey levels in [0, 1] (data.binarize=none) or '8bit' values k / 255 (data.binarize=none,
 # no dequantization). `likelihoods.register` adds the protocol of a new likelihood.
-PIXEL_PROTOCOLS = {'bernoulli': 'binary', 'continuous_bernoulli': 'continuous',
-                   'gaussian': 'continuous', 'discretized_logistic': '8bit'}
+PIXEL_PROTOCOLS = {}  # filled by `likelihoods.register` (the families load with base_config)
 
 
 def register_pixel_protocol(likelihood, pixels):
@@ -495,61 +420,6 @@ def pixel_protocol(likelihood):
 def binarize_for(likelihood):
   """The data.binarize a likelihood's pixels want: 'dynamic' for binary pixels, else 'none'."""
   return 'dynamic' if pixel_protocol(likelihood) == 'binary' else 'none'
-
-
-def is_analytic_family(model):
-  """N(0, I) prior, diagonal posterior, one stochastic layer (`model`: config.model, or its
-  JSON dict): the KL is analytic per dimension, so free bits apply, and members of
-  different latent sizes can share one vmapped program (padded under a mask)."""
-  return (model['prior'], model['posterior'], model['stochastic_layers']) == (
-      'standard', 'diagonal', 1)
-
-
-def resolve_config_spec(spec):
-  """'configs/x.py[:arg]' as given when the file exists from the working directory; else, for
-  a relative path under configs/, the file of the installed `configs` package (so that the
-  console scripts, and the sweep members and SLURM tasks they start, run from any
-  directory); else unchanged (the loader then names the missing file)."""
-  path, colon, arg = spec.partition(':')
-  if not path or pathlib.Path(path).exists() or pathlib.Path(path).is_absolute():
-    return spec
-  found = importlib.util.find_spec('configs')
-  for location in (found.submodule_search_locations or []) if found else []:
-    candidate = pathlib.Path(location).parent / path
-    if candidate.is_file():
-      return str(candidate) + colon + arg
-  return spec
-
-
-def config_overrides(args):
-  """{field: value text} of the `--config.a.b=value` (or `--config.a.b value`) arguments in
-  `args`, in order. A field given twice is a ConfigError naming it and both values: flags
-  would otherwise merge or drop one silently (absl appends a repeated tuple field)."""
-  out = {}
-  args = list(args)
-  for i, arg in enumerate(args):
-    if not arg.startswith('--config.'):
-      continue
-    key, eq, value = arg[len('--config.'):].partition('=')
-    if not eq:
-      value = args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith('--') else ''
-    if key in out:
-      raise ConfigError(f'--config.{key} is given twice ({out[key]!s} and {value!s}); give it '
-                        'once')
-    out[key] = value
-  return out
-
-
-def resolve_config_argv(argv):
-  """argv with the value of --config (`--config X` or `--config=X`) through
-  `resolve_config_spec`."""
-  out = list(argv)
-  for i, a in enumerate(out):
-    if a.startswith('--config='):
-      out[i] = '--config=' + resolve_config_spec(a[len('--config='):])
-    elif a == '--config' and i + 1 < len(out):
-      out[i + 1] = resolve_config_spec(out[i + 1])
-  return out
 
 
 def product(**axes):
@@ -584,35 +454,6 @@ def config_json(config):
   return json.loads(config.to_json_best_effort())
 
 
-def check_train(c):
-  """Checks the fields this module owns outright: `seed` and `train.*`."""
-  t = c.train
-  check(t.batch_size >= 1, f'train.batch_size={t.batch_size} must be >= 1')
-  check(t.eval_batch_size >= 1, 'train.eval_batch_size must be >= 1')
-  check(t.num_epochs > 0, f'train.num_epochs={t.num_epochs} must be > 0')
-  check(t.log_every_steps >= 1, 'train.log_every_steps must be >= 1')
-  check(t.loop in ('auto', 'device', 'host'), f'train.loop={t.loop!r}; choose auto, device or host')
-  check(t.member_loop in ('auto', 'vmap', 'map'),
-        f'train.member_loop={t.member_loop!r}; choose auto, vmap or map')
-  check(t.norm_metrics in ('last', 'mean'),
-        f'train.norm_metrics={t.norm_metrics!r}; choose last or mean')
-  check(t.eval_every_epochs > 0, 'train.eval_every_epochs must be > 0')
-  check(0 <= t.eval_iw_samples <= INT32_MAX,
-        f'train.eval_iw_samples={t.eval_iw_samples} must be in [0, {INT32_MAX}] (samples are '
-        'counted in int32); at most a few thousand are useful')
-  check(t.checkpoint_every_epochs > 0, 'train.checkpoint_every_epochs must be > 0')
-  check(t.checkpoint_every_minutes >= 0, 'train.checkpoint_every_minutes must be >= 0')
-  check(t.images_every_epochs >= 0,
-        f'train.images_every_epochs={t.images_every_epochs} must be >= 0 (0: every evaluation)')
-  check(t.keep_checkpoints >= 1, 'train.keep_checkpoints must be >= 1')
-  check(t.early_stopping_epochs >= 0, 'train.early_stopping_epochs must be >= 0')
-  check(not t.early_stopping_epochs or c.data.val_size > 0,
-        f'train.early_stopping_epochs={t.early_stopping_epochs:g} needs a validation split '
-        '(without one it would select on the test set); set data.val_size > 0 or '
-        'train.early_stopping_epochs=0')
-  check(t.num_image_samples >= 1, 'train.num_image_samples must be >= 1')
-
-
 def _kind(value):
   if isinstance(value, bool):
     return 'a boolean'
@@ -641,31 +482,6 @@ def check_numbers(c):
       check(math.isfinite(value), f'{key}={value} is not a finite number; give a finite value')
     if key == 'seed' or key.endswith('_seed') or key == 'data.seed':
       check(isinstance(value, int) and value >= 0, f'{key}={value!r} must be an integer >= 0')
-
-
-def vmappable_fields(c):
-  """The VMAPPABLE fields for config `c`: model.latent_dim only where padded latents are
-  equivalent (N(0, I) prior, diagonal posterior, one stochastic layer)."""
-  # An objective with auxiliary networks of their own shapes is not padded.
-  simple = is_analytic_family(c['model']) and c['objective']['name'] == 'elbo'
-  fields = VMAPPABLE + vmappable_declared()
-  return fields if simple else tuple(k for k in fields if k != 'model.latent_dim')
-
-
-def check_vmappable(configs):
-  """Raises ConfigError unless the configs differ only in `vmappable_fields`."""
-  flat = [flatten(config_json(c)) for c in configs]
-  sizes = {f['model.latent_dim'] for f in flat}
-  check(len(sizes) == 1 or 'model.latent_dim' in vmappable_fields(configs[0]),
-        f'members differ in model.latent_dim ({sorted(sizes)}), which one vmapped group can '
-        f'pad only with model.prior=standard, model.posterior=diagonal, '
-        f'model.stochastic_layers=1 and objective.name=elbo; use --mode sequential or '
-        f'processes, or one latent size')
-  allowed = VMAPPABLE + vmappable_declared()
-  for other in flat[1:]:
-    diff = [k for k in flat[0] if flat[0][k] != other.get(k) and k not in allowed]
-    check(not diff, f'members differ in {diff[:3]}, which one vmapped group cannot stack '
-          f'(only {allowed}); use --mode sequential or processes')
 
 
 def resume_differences(saved, current):

@@ -135,7 +135,10 @@ def test_evaluate_script_writes_eval_json(trained_pair):
   # The per-image file is written whole before the report that names its hash.
   data = (workdir / 'eval.npz').read_bytes()
   assert result['per_example_sha256'] == hashlib.sha256(data).hexdigest()
-  assert np.load(workdir / 'eval.npz')['log_likelihood'].shape == (100,)
+  per_image = np.load(workdir / 'eval.npz')['log_likelihood']
+  assert per_image.shape == (100,)
+  # The error bar is the standard error of the mean over the images.
+  assert result['log_likelihood_se'] == pytest.approx(np.std(per_image, ddof=1) / 10, rel=1e-5)
   assert not list(workdir.glob('*.tmp*'))
   # --out X.npz would have the report overwrite the per-image file of the same name.
   rc, _, err = run_script('evaluate', '--workdir', workdir, '--num_samples', '5',

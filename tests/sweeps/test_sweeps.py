@@ -17,6 +17,7 @@ import pytest
 import vae
 from tests.helpers import REPO, final_params, leaves, read_events, run_script, smoke_config
 from vae import config_lib
+from vae.families import models
 from vae.reporting import figures, summaries
 from vae.sweeps import plan, record, runner
 from vae.training import loop, members, run_record
@@ -36,7 +37,7 @@ def test_expansion_helpers():
   with pytest.raises(config_lib.ConfigError, match='not a config field'):
     plan.apply_overrides(smoke_config(), {'objective.nope': 1})
   with pytest.raises(config_lib.ConfigError, match='one vmapped group cannot stack'):
-    config_lib.check_vmappable([smoke_config(), smoke_config(**{'train.batch_size': 32})])
+    models.check_vmappable([smoke_config(), smoke_config(**{'train.batch_size': 32})])
 
 
 def test_member_names_are_one_safe_component_and_members_stay_inside_the_root(tmp_path):

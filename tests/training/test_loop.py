@@ -23,7 +23,7 @@ from vae.data import input_pipeline
 from vae.training import estimates
 from vae.families import models
 from vae.training import checkpointing, loop, optim
-from vae.training import run_dir, run_record, step
+from vae.training import chunks, run_dir, run_record, step, validation
 
 def test_smoke_run_writes_everything(smoke_run):
   tmp_path, result = smoke_run
@@ -200,11 +200,12 @@ def test_train_chunk_compiles_once_for_any_length():
   keys = step.root_keys(0)
   state = step.init_state(model, tx, (28, 28, 1), keys, False)
   step_fn = step.make_train_step(model, tx, lr_fn, _options(c), None)
-  pure = step.make_train_chunk(step_fn, 10, 8, streamed=False)
+  driver = chunks.make_train_chunk(step_fn, 10, 8, streamed=False)
+  pure = driver.run
   chunk = jax.jit(chex.assert_max_traces(pure, n=1))
   images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (80, 28, 28, 1)), jnp.uint8)
   hp = step.hyperparameters(c, 10)
-  order, fresh_state = pure.no_order(images), state
+  order, fresh_state = driver.no_order(images), state
   # Lengths that end on an epoch's last step (3 + 7), start inside one, and cross one.
   for n in (3, 7, 1, 10, 4):
     state, means, bad, order = chunk(state, images, keys['data'], hp, n, order)
@@ -259,7 +260,7 @@ def test_host_dispatched_loop_equals_device_loop():
   hp = step.hyperparameters(c, 10)
   out = {}
   for loop in ('device', 'host'):
-    chunk = step.make_train_chunk(step_fn, 10, 8, False, loop=loop)
+    chunk = chunks.make_train_chunk(step_fn, 10, 8, False, loop=loop).run
     chunk = jax.jit(chunk) if loop == 'device' else chunk
     state = step.init_state(model, tx, (28, 28, 1), keys, False)
     order = None
@@ -290,7 +291,7 @@ def test_mapped_members_equal_vmapped_members_skip_a_stopped_one_and_report_nan(
               for b in (1.0, 3.0)])
   out = {}
   for member_loop in ('vmap', 'map'):
-    chunk = jax.jit(step.make_train_chunk(step_fn, 10, 8, False, 2, member_loop=member_loop))
+    chunk = jax.jit(chunks.make_train_chunk(step_fn, 10, 8, False, 2, member_loop=member_loop).run)
     state = state0
     order = None
     for n in (7, 6):  # crosses an epoch boundary
@@ -301,7 +302,7 @@ def test_mapped_members_equal_vmapped_members_skip_a_stopped_one_and_report_nan(
     nan = dict(hp, beta=jnp.array([1.0, jnp.nan]))
     _, _, nan_bad, _ = chunk(state, images, data_keys, nan, 4)
     # Streamed from the host: each member its own batches, [T, M, B, H, W, C].
-    streamed = jax.jit(step.make_train_chunk(step_fn, 10, 8, True, 2, member_loop=member_loop))
+    streamed = jax.jit(chunks.make_train_chunk(step_fn, 10, 8, True, 2, member_loop=member_loop).run)
     fed, _, _, _ = streamed(state0, images.reshape(5, 2, 8, 28, 28, 1), data_keys, hp, 5)
     out[member_loop] = (state, means, frozen, int(bad), int(nan_bad), fed)
   (sv, mv, fv, bv, nv, dv), (sm, mm, fm, bm, nm, dm) = out['vmap'], out['map']
@@ -330,7 +331,7 @@ def test_member_loop_auto_maps_on_one_cpu_device_and_vmaps_otherwise():
     assert step.member_loop(smoke_config(**{'train.member_loop': 'map'}), 4, backend) == 'map'
     assert step.member_loop(smoke_config(**{'train.loop': 'host'}), 1, backend) == 'vmap'
   with pytest.raises(config_lib.ConfigError, match='choose auto, vmap or map'):
-    config_lib.check_train(smoke_config(**{'train.member_loop': 'pmap'}))
+    validation.check_train(smoke_config(**{'train.member_loop': 'pmap'}))
 
 
 def test_workdir_from_an_older_schema_loads_and_resumes(smoke_run, tmp_path, caplog):
@@ -368,8 +369,8 @@ def test_norm_metrics_last_reports_the_last_steps_norms_and_trains_the_same():
     tx, lr_fn = optim.make_optimizer(c.optim, 10, 100)
     keys = step.root_keys(0)
     step_fn = step.make_train_step(model, tx, lr_fn, _options(c), None)
-    chunk = jax.jit(step.make_train_chunk(step_fn, 10, 8, False,
-                                          last_value=_options(c).last_value_metrics))
+    chunk = jax.jit(chunks.make_train_chunk(step_fn, 10, 8, False,
+                                          last_value=_options(c).last_value_metrics).run)
     state = step.init_state(model, tx, (28, 28, 1), keys, False)
     means = []
     for n in lengths:

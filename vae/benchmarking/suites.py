@@ -148,197 +148,239 @@ def full(mlp, conv, best, images, spec, trainer, quick=False, no_before=False):
   Returns:
     the figures, as the JSON of docs/benchmarks.md holds them.
   """
-  fm = images
-  repeats = 2 if quick else 5
-  steps = 50 if quick else 300
-  started = time.time()
-  results = dict(timing.machine(),
-                 default_matmul_precision=str(jax.config.jax_default_matmul_precision))
-  peak = timing.matmul_peak(repeats)
-  results['matmul_gflops'] = peak
-  ref_peak = peak['2048x2048x2048']
-  peaks = [ref_peak]  # the 2048^3 rate again before the conv and importance-sampling rows
-  again = lambda: peaks.append(timing.matmul_peak(max(1, repeats // 2))['2048x2048x2048'])
-
-  shape = (28, 28, 1)
-  share = lambda flops, per_s: flops * per_s / 1e9 / ref_peak  # the one share formula
-  ex_s, f_step = programs.train_throughput(mlp, shape, steps, repeats)
-  fwd = timing.dense_flops(mlp.model, shape)
-  bs = mlp.train.batch_size
-  results['train_mlp'] = {
-      'examples_per_s': ex_s, 'xla_flops_per_step': f_step,
-      'analytic_matmul_flops_per_step': 3 * fwd * bs,
-      'achieved_gflops': f_step * ex_s / bs / 1e9,
-      'share_of_2048_peak': share(f_step, ex_s / bs),
-      'share_of_128x784x500_peak': f_step * ex_s / bs / 1e9 / peak['128x784x500']}
-  ex_s_nobin, _ = programs.train_throughput(mlp, shape, steps, repeats, mode=input_pipeline.SCALE)
-  results['train_mlp_without_binarization'] = {'examples_per_s': ex_s_nobin}
-  big = plan.apply_overrides(mlp, {'train.batch_size': 1024})
-  ex_s_big, f_big = programs.train_throughput(big, shape, max(10, steps // 8), repeats)
-  results['train_mlp_batch1024'] = {'examples_per_s': ex_s_big, 'xla_flops_per_step': f_big,
-                                    'share_of_2048_peak': share(f_big, ex_s_big / 1024)}
-
-  # bfloat16 layers (parameters, losses and the optimizer stay fp32).
-  for b in (128, 1024):
-    cfg = plan.apply_overrides(mlp, {'train.batch_size': b, 'model.compute_dtype': 'bfloat16'})
-    rate, _ = programs.train_throughput(cfg, shape, max(10, steps // (1 if b == 128 else 8)),
-                                        repeats)
-    f32 = ex_s if b == 128 else ex_s_big
-    results[f'train_mlp_bf16_batch{b}'] = {'examples_per_s': rate,
-                                           'speedup_vs_float32': rate / f32}
-
-  # The step against its own matmul ceiling: the same dense layers, forward and backward.
-  # Ratios of two timings come from interleaved rounds (a, b, a, b, ...), their median
-  # reported: on a shared machine the speed drifts by 10-30 % within minutes.
-  rounds = 1 if quick else 3
-  twin_flops = programs.matmul_twin(mlp.model, shape, bs, 1)[1]
-  pairs = timing.interleaved(
-      lambda: programs.matmul_twin(mlp.model, shape, bs, repeats)[0],
-      lambda: bs / programs.train_throughput(mlp, shape, steps, repeats)[0], rounds)
-  twin_s, step_s = (float(np.median(v)) for v in zip(*pairs))
-  results['train_mlp_vs_matmul_twin'] = {
-      'step_ms': 1e3 * step_s, 'twin_step_ms': 1e3 * twin_s,
-      'step_share_of_twin_speed': timing.median_ratio(pairs),
-      'rounds_twin_ms_step_ms': [(1e3 * a, 1e3 * b) for a, b in pairs],
-      'twin_xla_flops_per_step': twin_flops, 'step_xla_flops_per_step': f_step}
-  results['profile_train_mlp'] = programs.profile_train(mlp, shape, min(steps, 100))
-
-  # The pytorch/examples model: a minimal plain-JAX loop vs the same model through train.py.
-  pairs = timing.interleaved(
-      lambda: programs.plain_jax_epoch(fm, max(2, repeats // 2)),
-      lambda: launches.steady_examples_per_s(trainer, spec, 1.0 if quick else 3.0), rounds)
-  plain, ours = (float(np.median(v)) for v in zip(*pairs))
-  results['pytorch_example_model'] = {
-      'plain_jax_scan_examples_per_s': plain, 'train_py_steady_examples_per_s': ours,
-      'train_py_slowdown_vs_plain_jax': timing.median_ratio(pairs),
-      'rounds_plain_ours_examples_per_s': pairs}
-
-  pairs = timing.interleaved(
-      lambda: programs.sweep_throughput(mlp, shape, 8, max(10, steps // 4), repeats),
-      lambda: programs.train_throughput(mlp, shape, steps, repeats)[0], rounds)
-  results['sweep_vmap_8_members'] = {  # the key predates train.member_loop
-      'member_loop': step_lib.member_loop(mlp, 1, jax.default_backend()),
-      'examples_per_s_all_members': float(np.median([a for a, _ in pairs])),
-      'speedup_vs_one_model': timing.median_ratio(pairs),
-      'rounds_8_members_one_model_examples_per_s': pairs}
-  results['profile_vmap_8_members'] = programs.profile_train(mlp, shape, min(steps, 50), 8)
-  if jax.default_backend() != 'cpu':  # an accelerator has room for more members at once
-    rate = programs.sweep_throughput(mlp, shape, 32, max(10, steps // 4), repeats)
-    results['sweep_vmap_32_members'] = {'examples_per_s_all_members': rate,
-                                        'speedup_vs_one_model': rate / ex_s}
-
-  again()
-  ex_s_conv, f_conv = programs.train_throughput(conv, shape, max(5, steps // 15), min(repeats, 3))
-  conv_device = plan.apply_overrides(conv, {'train.loop': 'device'})
-  ex_s_conv_device, _ = programs.train_throughput(conv_device, shape, 3, 1)
-  cfw = timing.conv_flops(conv.model, shape)
-  results['train_conv'] = {
-      'examples_per_s': ex_s_conv, 'xla_flops_per_step': f_conv,
-      'analytic_flops_per_step': 3 * cfw * conv.train.batch_size,
-      'achieved_gflops': f_conv * ex_s_conv / conv.train.batch_size / 1e9,
-      'share_of_2048_peak': share(f_conv, ex_s_conv / conv.train.batch_size),
-      'examples_per_s_in_device_while_loop': ex_s_conv_device}
-
-  again()
-  results['eval_examples_per_s'] = programs.eval_throughput(mlp, shape, 5000, repeats)
-  k = 100 if quick else 1000
-  n_iw = 200 if quick else 500
-  iw_rate = programs.eval_throughput(mlp, shape, n_iw, max(1, repeats // 2), iw_samples=k)
-  f_chunk = programs.iw_chunk_flops(mlp, shape, min(n_iw, 500))
-  chunks_per_s = iw_rate / min(n_iw, 500) * (k / 100)
-  results['importance_sampling'] = {
-      'k': k, 'examples_per_s': iw_rate, 'samples_per_s': iw_rate * k,
-      'xla_flops_per_chunk_of_100_samples_for_a_batch': f_chunk,
-      'analytic_decoder_flops_per_sample': timing.dense_flops(mlp.model, shape) / 2,
-      'achieved_gflops': f_chunk * chunks_per_s / 1e9,
-      'share_of_2048_peak': share(f_chunk, chunks_per_s),
-      'seconds_for_k5000_on_10000': 10000 * 5000 / (iw_rate * k)}
-  results['programs.profile_importance_sampling'] = programs.profile_importance_sampling(
-      mlp, shape, min(n_iw, 500), 200)
-  # The table's best combination (two layers, VampPrior, IAF; gated 300-300, z = 40 + 40).
-  n_best = 100 if quick else 250
-  results['importance_sampling_two_layer_vamp_iaf'] = {
-      'k': k, 'examples_per_s': programs.eval_throughput(best, shape, n_best, 1, iw_samples=k)}
-  cold, warm = launches.first_step_seconds(trainer)
-  results['seconds_to_first_step'] = {'cold_compilation_cache': cold,
-                                      'warm_compilation_cache': warm}
-  results['peak_host_memory_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-  # Before/after, in this same run: the rows again with the older behaviour.
+  suite = _FullSuite(mlp, conv, best, images, spec, trainer, quick)
+  suite.mlp_rows()
+  suite.step_and_loop_rows()
+  suite.peaks_again()
+  suite.conv_rows()
+  suite.peaks_again()
+  suite.evaluation_rows()
   if not no_before:
-    steps_pairs = timing.interleaved(
-        lambda: bs / programs.train_throughput(programs.legacy(mlp), shape, steps, repeats)[0],
-        lambda: bs / programs.train_throughput(mlp, shape, steps, repeats)[0], rounds)
-    step_old, step_new = (float(np.median(v)) for v in zip(*steps_pairs))
-    legacy_args = [f'--config.{k}={v}' for k, v in config_lib.LEGACY_VALUES.items()]
-    torch_pairs = timing.interleaved(
-        lambda: programs.plain_jax_epoch(fm, max(2, repeats // 2)),
-        lambda: launches.steady_examples_per_s(trainer, spec, 1.0 if quick else 3.0, legacy_args),
-        rounds)
-    iw = lambda: programs.eval_throughput(mlp, shape, n_iw, max(1, repeats // 2), iw_samples=k)
+    suite.before_after()
+  suite.peaks_again()
+  return suite.finish()
+
+
+class _FullSuite:
+  """The rows of `full`, each group a method writing into `results`."""
+
+  def __init__(self, mlp, conv, best, images, spec, trainer, quick):
+    self.mlp, self.conv, self.best, self.fm, self.spec = mlp, conv, best, images, spec
+    self.trainer, self.quick = trainer, quick
+    self.repeats = 2 if quick else 5
+    self.steps = 50 if quick else 300
+    self.rounds = 1 if quick else 3
+    self.shape = (28, 28, 1)
+    self.bs = mlp.train.batch_size
+    self.k = 100 if quick else 1000
+    self.n_iw = 200 if quick else 500
+    self.n_best = 100 if quick else 250
+    self.started = time.time()
+    self.results = dict(timing.machine(),
+                        default_matmul_precision=str(jax.config.jax_default_matmul_precision))
+    self.peak = timing.matmul_peak(self.repeats)
+    self.results['matmul_gflops'] = self.peak
+    self.ref_peak = self.peak['2048x2048x2048']
+    self.peaks = [self.ref_peak]  # the 2048^3 rate again before the conv and IS rows
+
+  def share(self, flops, per_s):
+    """The one share formula: achieved FLOP/s over the 2048^3 matmul rate."""
+    return flops * per_s / 1e9 / self.ref_peak
+
+  def peaks_again(self):
+    self.peaks.append(timing.matmul_peak(max(1, self.repeats // 2))['2048x2048x2048'])
+
+  def throughput(self, config, steps=None, **kw):
+    return programs.train_throughput(config, self.shape, steps or self.steps, self.repeats, **kw)
+
+  def mlp_rows(self):
+    """The default MLP at batch 128 and 1024, without binarization, in bfloat16."""
+    r, mlp, bs = self.results, self.mlp, self.bs
+    self.ex_s, self.f_step = self.throughput(mlp)
+    fwd = timing.dense_flops(mlp.model, self.shape)
+    r['train_mlp'] = {
+        'examples_per_s': self.ex_s, 'xla_flops_per_step': self.f_step,
+        'analytic_matmul_flops_per_step': 3 * fwd * bs,
+        'achieved_gflops': self.f_step * self.ex_s / bs / 1e9,
+        'share_of_2048_peak': self.share(self.f_step, self.ex_s / bs),
+        'share_of_128x784x500_peak': self.f_step * self.ex_s / bs / 1e9
+                                     / self.peak['128x784x500']}
+    r['train_mlp_without_binarization'] = {
+        'examples_per_s': self.throughput(mlp, mode=input_pipeline.SCALE)[0]}
+    big = plan.apply_overrides(mlp, {'train.batch_size': 1024})
+    ex_s_big, f_big = self.throughput(big, max(10, self.steps // 8))
+    r['train_mlp_batch1024'] = {'examples_per_s': ex_s_big, 'xla_flops_per_step': f_big,
+                                'share_of_2048_peak': self.share(f_big, ex_s_big / 1024)}
+    # bfloat16 layers (parameters, losses and the optimizer stay fp32).
+    for b in (128, 1024):
+      cfg = plan.apply_overrides(mlp, {'train.batch_size': b, 'model.compute_dtype': 'bfloat16'})
+      rate, _ = self.throughput(cfg, max(10, self.steps // (1 if b == 128 else 8)))
+      f32 = self.ex_s if b == 128 else ex_s_big
+      r[f'train_mlp_bf16_batch{b}'] = {'examples_per_s': rate, 'speedup_vs_float32': rate / f32}
+
+  def step_and_loop_rows(self):
+    """The step against its matmul twin, train.py against a minimal loop, 8 members vs one.
+    Ratios of two timings come from interleaved rounds (a, b, a, b, ...), their median
+    reported: on a shared machine the speed drifts by 10-30 % within minutes."""
+    r, mlp, bs, shape, steps, repeats = (self.results, self.mlp, self.bs, self.shape,
+                                         self.steps, self.repeats)
+    twin_flops = programs.matmul_twin(mlp.model, shape, bs, 1)[1]
+    pairs = timing.interleaved(
+        lambda: programs.matmul_twin(mlp.model, shape, bs, repeats)[0],
+        lambda: bs / self.throughput(mlp)[0], self.rounds)
+    self.twin_s, step_s = (float(np.median(v)) for v in zip(*pairs))
+    r['train_mlp_vs_matmul_twin'] = {
+        'step_ms': 1e3 * step_s, 'twin_step_ms': 1e3 * self.twin_s,
+        'step_share_of_twin_speed': timing.median_ratio(pairs),
+        'rounds_twin_ms_step_ms': [(1e3 * a, 1e3 * b) for a, b in pairs],
+        'twin_xla_flops_per_step': twin_flops, 'step_xla_flops_per_step': self.f_step}
+    r['profile_train_mlp'] = programs.profile_train(mlp, shape, min(steps, 100))
+    # The pytorch/examples model: a minimal plain-JAX loop vs the same model through train.py.
+    pairs = timing.interleaved(
+        lambda: programs.plain_jax_epoch(self.fm, max(2, repeats // 2)),
+        lambda: launches.steady_examples_per_s(self.trainer, self.spec,
+                                               1.0 if self.quick else 3.0), self.rounds)
+    plain, ours = (float(np.median(v)) for v in zip(*pairs))
+    r['pytorch_example_model'] = {
+        'plain_jax_scan_examples_per_s': plain, 'train_py_steady_examples_per_s': ours,
+        'train_py_slowdown_vs_plain_jax': timing.median_ratio(pairs),
+        'rounds_plain_ours_examples_per_s': pairs}
+    pairs = timing.interleaved(
+        lambda: programs.sweep_throughput(mlp, shape, 8, max(10, steps // 4), repeats),
+        lambda: self.throughput(mlp)[0], self.rounds)
+    r['sweep_vmap_8_members'] = {  # the key predates train.member_loop
+        'member_loop': step_lib.member_loop(mlp, 1, jax.default_backend()),
+        'examples_per_s_all_members': float(np.median([a for a, _ in pairs])),
+        'speedup_vs_one_model': timing.median_ratio(pairs),
+        'rounds_8_members_one_model_examples_per_s': pairs}
+    r['profile_vmap_8_members'] = programs.profile_train(mlp, shape, min(steps, 50), 8)
+    if jax.default_backend() != 'cpu':  # an accelerator has room for more members at once
+      rate = programs.sweep_throughput(mlp, shape, 32, max(10, steps // 4), repeats)
+      r['sweep_vmap_32_members'] = {'examples_per_s_all_members': rate,
+                                    'speedup_vs_one_model': rate / self.ex_s}
+
+  def conv_rows(self):
+    conv, shape = self.conv, self.shape
+    ex_s, f_conv = programs.train_throughput(conv, shape, max(5, self.steps // 15),
+                                             min(self.repeats, 3))
+    conv_device = plan.apply_overrides(conv, {'train.loop': 'device'})
+    ex_s_device, _ = programs.train_throughput(conv_device, shape, 3, 1)
+    cfw = timing.conv_flops(conv.model, shape)
+    self.results['train_conv'] = {
+        'examples_per_s': ex_s, 'xla_flops_per_step': f_conv,
+        'analytic_flops_per_step': 3 * cfw * conv.train.batch_size,
+        'achieved_gflops': f_conv * ex_s / conv.train.batch_size / 1e9,
+        'share_of_2048_peak': self.share(f_conv, ex_s / conv.train.batch_size),
+        'examples_per_s_in_device_while_loop': ex_s_device}
+
+  def evaluation_rows(self):
+    """Evaluation, importance sampling (default and best models), launch, host memory."""
+    r, mlp, shape, k, n_iw = self.results, self.mlp, self.shape, self.k, self.n_iw
+    r['eval_examples_per_s'] = programs.eval_throughput(mlp, shape, 5000, self.repeats)
+    iw_rate = programs.eval_throughput(mlp, shape, n_iw, max(1, self.repeats // 2),
+                                       iw_samples=k)
+    self.f_chunk = programs.iw_chunk_flops(mlp, shape, min(n_iw, 500))
+    chunks_per_s = iw_rate / min(n_iw, 500) * (k / 100)
+    r['importance_sampling'] = {
+        'k': k, 'examples_per_s': iw_rate, 'samples_per_s': iw_rate * k,
+        'xla_flops_per_chunk_of_100_samples_for_a_batch': self.f_chunk,
+        'analytic_decoder_flops_per_sample': timing.dense_flops(mlp.model, shape) / 2,
+        'achieved_gflops': self.f_chunk * chunks_per_s / 1e9,
+        'share_of_2048_peak': self.share(self.f_chunk, chunks_per_s),
+        'seconds_for_k5000_on_10000': 10000 * 5000 / (iw_rate * k)}
+    r['programs.profile_importance_sampling'] = programs.profile_importance_sampling(
+        mlp, shape, min(n_iw, 500), 200)
+    # The table's best combination (two layers, VampPrior, IAF; gated 300-300, z = 40 + 40).
+    r['importance_sampling_two_layer_vamp_iaf'] = {
+        'k': k, 'examples_per_s': programs.eval_throughput(self.best, shape, self.n_best, 1,
+                                                           iw_samples=k)}
+    self.cold, self.warm = launches.first_step_seconds(self.trainer)
+    r['seconds_to_first_step'] = {'cold_compilation_cache': self.cold,
+                                  'warm_compilation_cache': self.warm}
+    r['peak_host_memory_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+  def _interleaved_iw(self):
+    """(default model pairs, best model pairs) of importance sampling, old vs new code."""
+    k, n_iw, shape = self.k, self.n_iw, self.shape
+    iw = lambda: programs.eval_throughput(self.mlp, shape, n_iw, max(1, self.repeats // 2),
+                                          iw_samples=k)
 
     def iw_old():
       with programs.old_importance_sampler():
         return iw()
 
-    iw_pairs = timing.interleaved(iw_old, iw, rounds)  # examples/s
-    iw_best = lambda: programs.eval_throughput(best, shape, n_best, 1, iw_samples=k)
+    iw_best = lambda: programs.eval_throughput(self.best, shape, self.n_best, 1, iw_samples=k)
 
     def iw_best_old():
       with programs.concatenated_q_z1():
         return iw_best()
 
-    iw_best_pairs = timing.interleaved(iw_best_old, iw_best, rounds)
+    return (timing.interleaved(iw_old, iw, self.rounds),
+            timing.interleaved(iw_best_old, iw_best, self.rounds))
+
+  def before_after(self):
+    """The rows again with the older behaviour, in this same run."""
+    mlp, bs, shape, steps, repeats, rounds = (self.mlp, self.bs, self.shape, self.steps,
+                                              self.repeats, self.rounds)
+    steps_pairs = timing.interleaved(
+        lambda: bs / self.throughput(programs.legacy(mlp))[0],
+        lambda: bs / self.throughput(mlp)[0], rounds)
+    step_old, step_new = (float(np.median(v)) for v in zip(*steps_pairs))
+    legacy_args = [f'--config.{k}={v}' for k, v in config_lib.LEGACY_VALUES.items()]
+    torch_pairs = timing.interleaved(
+        lambda: programs.plain_jax_epoch(self.fm, max(2, repeats // 2)),
+        lambda: launches.steady_examples_per_s(self.trainer, self.spec,
+                                               1.0 if self.quick else 3.0, legacy_args),
+        rounds)
+    iw_pairs, iw_best_pairs = self._interleaved_iw()
     vmap_pairs = timing.interleaved(
         lambda: programs.sweep_throughput(programs.legacy(mlp), shape, 8, max(10, steps // 4),
                                           repeats),
-        lambda: programs.train_throughput(programs.legacy(mlp), shape, steps, repeats)[0], rounds)
-    iw_share = lambda rate: share(f_chunk, rate / min(n_iw, 500) * (k / 100))
-    iw_seconds = lambda rate: 10000 * 5000 / (rate * k)
-    results['before_after'] = {  # (before, after), each the median over interleaved rounds
+        lambda: self.throughput(programs.legacy(mlp))[0], rounds)
+    iw_share = lambda rate: self.share(self.f_chunk, rate / min(self.n_iw, 500) * (self.k / 100))
+    iw_seconds = lambda rate: 10000 * 5000 / (rate * self.k)
+    medians = lambda pairs, f: tuple(f(float(np.median(v))) for v in zip(*pairs))
+    r = self.results
+    r['before_after'] = {  # (before, after), each the median over interleaved rounds
         'default_step_ms': (1e3 * step_old, 1e3 * step_new),
-        'step_share_of_matmul_twin': (twin_s / step_old, twin_s / step_new),
+        'step_share_of_matmul_twin': (self.twin_s / step_old, self.twin_s / step_new),
         'pytorch_model_train_py_slowdown': (
             timing.median_ratio(torch_pairs),
-            results['pytorch_example_model']['train_py_slowdown_vs_plain_jax']),
-        'importance_sampling_share_of_peak': tuple(
-            iw_share(float(np.median(v))) for v in zip(*iw_pairs)),
-        'importance_sampling_seconds_k5000_on_10000': tuple(
-            iw_seconds(float(np.median(v))) for v in zip(*iw_pairs)),
-        'importance_sampling_two_layer_vamp_iaf_seconds_k5000_on_10000': tuple(
-            iw_seconds(float(np.median(v))) for v in zip(*iw_best_pairs)),
+            r['pytorch_example_model']['train_py_slowdown_vs_plain_jax']),
+        'importance_sampling_share_of_peak': medians(iw_pairs, iw_share),
+        'importance_sampling_seconds_k5000_on_10000': medians(iw_pairs, iw_seconds),
+        'importance_sampling_two_layer_vamp_iaf_seconds_k5000_on_10000': medians(
+            iw_best_pairs, iw_seconds),
         'vmap_8_members_vs_one_model': (
-            timing.median_ratio(vmap_pairs),
-            results['sweep_vmap_8_members']['speedup_vs_one_model'])}
+            timing.median_ratio(vmap_pairs), r['sweep_vmap_8_members']['speedup_vs_one_model'])}
 
-  # Every share against the highest 2048^3 rate of the run (at its start, before the conv and
-  # importance-sampling rows, at its end): a machine slowed at one moment must not make
-  # the shares look high.
-  again()
-  scale = ref_peak / max(peaks)
-  results['matmul_2048_gflops_samples'] = peaks
-  results['share_reference_gflops'] = max(peaks)
-  for row in ('train_mlp', 'train_mlp_batch1024', 'train_conv', 'importance_sampling'):
-    results[row]['share_of_2048_peak'] *= scale
-  if 'before_after' in results:
-    results['before_after']['importance_sampling_share_of_peak'] = tuple(
-        v * scale for v in results['before_after']['importance_sampling_share_of_peak'])
-
-  results['targets'] = {  # each headline row: (measured, the figure aimed at)
-      'step_share_of_matmul_twin': (
-          results['train_mlp_vs_matmul_twin']['step_share_of_twin_speed'], '>= 0.80'),
-      'pytorch_model_train_py_slowdown': (
-          results['pytorch_example_model']['train_py_slowdown_vs_plain_jax'], '<= 1.05'),
-      'importance_sampling_share_of_peak': (
-          results['importance_sampling']['share_of_2048_peak'], '>= 0.60'),
-      'conv_training_share_of_peak': (results['train_conv']['share_of_2048_peak'], '>= 0.50'),
-      'vmap_8_members_vs_one_model': (
-          results['sweep_vmap_8_members']['speedup_vs_one_model'], '>= 1.0'),
-      'seconds_to_first_step_cold_cache': (cold, '<= 5 (EPYC), 8 (Xeon)'),
-      'seconds_to_first_step_warm_cache': (warm, '<= 5 (EPYC), 8 (Xeon)')}
-
-  results['wall_seconds'] = time.time() - started
-  return results
+  def finish(self):
+    """Every share against the highest 2048^3 rate of the run (at its start, before the conv
+    and importance-sampling rows, at its end): a machine slowed at one moment must not make
+    the shares look high. Then the headline rows against their targets."""
+    r = self.results
+    scale = self.ref_peak / max(self.peaks)
+    r['matmul_2048_gflops_samples'] = self.peaks
+    r['share_reference_gflops'] = max(self.peaks)
+    for row in ('train_mlp', 'train_mlp_batch1024', 'train_conv', 'importance_sampling'):
+      r[row]['share_of_2048_peak'] *= scale
+    if 'before_after' in r:
+      r['before_after']['importance_sampling_share_of_peak'] = tuple(
+          v * scale for v in r['before_after']['importance_sampling_share_of_peak'])
+    r['targets'] = {  # each headline row: (measured, the figure aimed at)
+        'step_share_of_matmul_twin': (
+            r['train_mlp_vs_matmul_twin']['step_share_of_twin_speed'], '>= 0.80'),
+        'pytorch_model_train_py_slowdown': (
+            r['pytorch_example_model']['train_py_slowdown_vs_plain_jax'], '<= 1.05'),
+        'importance_sampling_share_of_peak': (
+            r['importance_sampling']['share_of_2048_peak'], '>= 0.60'),
+        'conv_training_share_of_peak': (r['train_conv']['share_of_2048_peak'], '>= 0.50'),
+        'vmap_8_members_vs_one_model': (
+            r['sweep_vmap_8_members']['speedup_vs_one_model'], '>= 1.0'),
+        'seconds_to_first_step_cold_cache': (self.cold, '<= 5 (EPYC), 8 (Xeon)'),
+        'seconds_to_first_step_warm_cache': (self.warm, '<= 5 (EPYC), 8 (Xeon)')}
+    r['wall_seconds'] = time.time() - self.started
+    return r
 
 
 def print_table(results):

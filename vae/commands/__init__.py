@@ -4,5 +4,5 @@
 `vae-sweep` (`python -m vae.commands.sweep`, or `python scripts/sweep.py`) are console
 scripts of pyproject.toml, so that they, and the sweep members and SLURM tasks they start,
 run from any working directory: a relative config path that does not exist there is looked
-up in the installed `configs` package (`config_lib.resolve_config_spec`).
+up in the installed `configs` package (`vae.sweeps.plan.resolve_config_spec`).
 """

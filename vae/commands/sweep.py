@@ -35,7 +35,7 @@ from vae.sweeps import plan, runner
 from vae.training import metrics_io
 
 
-def main(argv=None):
+def _parser():
   parser = cli.ArgumentParser(description=__doc__, config_overrides=True)
   parser.add_argument('--config', required=True, help='configs/x.py[:arg] with get_sweep')
   parser.add_argument('--workdir', required=True, help='sweep root directory')
@@ -63,14 +63,56 @@ def main(argv=None):
                       help='what a task runs: members, or whole vmap groups (default in vmap)')
   parser.add_argument('--axis', action='append', default=[], metavar='KEY=V1,V2',
                       help='keep only the members whose KEY is one of the values (repeatable)')
+  return parser
+
+
+def _slurm(args, axes, overrides):
+  """--mode slurm: writes the array job's script and says how to submit it."""
+  unit = args.unit or ('group' if args.task_mode == 'vmap' else 'member')
+  task_mode = args.task_mode or ('vmap' if unit == 'group' else 'sequential')
+  _, configs, _, _ = plan.expand(args.config, axes, overrides)
+  count = len(plan.units_of(configs, unit))
+  text = runner.slurm_script(args.config, args.workdir, count, task_mode, unit, axes,
+                             overrides, args.partition, args.gpus_per_task, args.time,
+                             args.mem, cpus_per_task=args.cpus_per_task)
+  if count == 1 and len(configs) > 1:
+    print(f'warning: all {len(configs)} members form one {unit}: the array has one task '
+          '(one job, no parallelism); use --unit member to spread them over tasks',
+          file=sys.stderr)
+  path = pathlib.Path(args.workdir) / 'sweep.sbatch'
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(text)
+  print(f'{count} array tasks ({unit}s, each run with --mode {task_mode}); submit with:')
+  print(f'sbatch {path}')
+  return cli.EXIT_OK
+
+
+def _report(args, record):
+  """One line per member (its status and newest test ELBO, nats/example), then the sweep's."""
+  members = record.data['members']
+  width = max(len(m['name']) for m in members)
+  for m in members:  # one line per member: its status and newest test ELBO (nats/example)
+    elbo = metrics_io.last_metrics(m['workdir']).get('test/elbo') if pathlib.Path(
+        m['workdir'], 'metrics.jsonl').exists() else None
+    shown = f'test ELBO {elbo:.3f}' if elbo is not None else 'no test ELBO yet'
+    print(f'  {m["name"]:<{width}}  {m["status"]:<12} {shown}')
+  failed = [m['name'] for m in members if m['status'] == 'failed']
+  interrupted = [m['name'] for m in members if m['status'] == 'interrupted']
+  print(f'sweep {args.workdir}: {len(members)} members, failed: {failed or "none"}, '
+        f'interrupted: {interrupted or "none"}')
+  return cli.EXIT_FAILED if failed else cli.EXIT_OK
+
+
+def main(argv=None):
+  parser = _parser()
   args, rest = parser.parse_known_args(argv)
-  args.config = config_lib.resolve_config_spec(args.config)
+  args.config = plan.resolve_config_spec(args.config)
   for item in rest:  # --config.a.b=value: the same for every member
     key, eq, _ = item.partition('=')
     if not key.startswith('--config.') or not eq:
       parser.error(f'unrecognized argument {item!r} (overrides are --config.a.b=value)')
   try:
-    overrides = config_lib.config_overrides(rest)
+    overrides = plan.parse_config_overrides(rest)
   except config_lib.ConfigError as e:
     return cli.fail(str(e), cli.EXIT_BAD_INPUT)
   axes = {}
@@ -82,42 +124,13 @@ def main(argv=None):
 
   def work():
     if args.mode == 'slurm':
-      unit = args.unit or ('group' if args.task_mode == 'vmap' else 'member')
-      task_mode = args.task_mode or ('vmap' if unit == 'group' else 'sequential')
-      _, configs, _, _ = plan.expand(args.config, axes, overrides)
-      count = len(plan.units_of(configs, unit))
-      text = runner.slurm_script(args.config, args.workdir, count, task_mode, unit, axes,
-                                 overrides, args.partition, args.gpus_per_task, args.time,
-                                 args.mem, cpus_per_task=args.cpus_per_task)
-      if count == 1 and len(configs) > 1:
-        print(f'warning: all {len(configs)} members form one {unit}: the array has one task '
-              '(one job, no parallelism); use --unit member to spread them over tasks',
-              file=sys.stderr)
-      path = pathlib.Path(args.workdir) / 'sweep.sbatch'
-      path.parent.mkdir(parents=True, exist_ok=True)
-      path.write_text(text)
-      print(f'{count} array tasks ({unit}s, each run with --mode {task_mode}); submit with:')
-      print(f'sbatch {path}')
-      return cli.EXIT_OK
+      return _slurm(args, axes, overrides)
     if args.mode in ('sequential', 'vmap'):  # in this process: later members reuse programs
       compilation_cache.enable()
     record = runner.run_sweep(args.config, args.workdir, args.mode, args.parallel, args.dry_run,
                               axes=axes, config_overrides=overrides, task_index=args.task_index,
                               num_tasks=args.num_tasks, unit=args.unit)
-    if args.dry_run:
-      return cli.EXIT_OK
-    members = record.data['members']
-    width = max(len(m['name']) for m in members)
-    for m in members:  # one line per member: its status and newest test ELBO (nats/example)
-      elbo = metrics_io.last_metrics(m['workdir']).get('test/elbo') if pathlib.Path(
-          m['workdir'], 'metrics.jsonl').exists() else None
-      shown = f'test ELBO {elbo:.3f}' if elbo is not None else 'no test ELBO yet'
-      print(f'  {m["name"]:<{width}}  {m["status"]:<12} {shown}')
-    failed = [m['name'] for m in members if m['status'] == 'failed']
-    interrupted = [m['name'] for m in members if m['status'] == 'interrupted']
-    print(f'sweep {args.workdir}: {len(members)} members, failed: {failed or "none"}, '
-          f'interrupted: {interrupted or "none"}')
-    return cli.EXIT_FAILED if failed else cli.EXIT_OK
+    return cli.EXIT_OK if args.dry_run else _report(args, record)
 
   return cli.run(work, args.workdir)
 

@@ -18,6 +18,7 @@ from ml_collections import config_flags
 
 from vae import config_lib, settings
 from vae.commands import cli, compilation_cache, supervisor
+from vae.sweeps import plan
 from vae.training import interrupts, loop
 
 
@@ -91,10 +92,10 @@ def main(argv=None, as_command=False):
   if any(a in HELP_FLAGS for a in argv[1:]):
     print(help_text())
     return cli.EXIT_OK
-  argv = config_lib.resolve_config_argv(argv)
+  argv = plan.resolve_config_argv(argv)
   fv = define_flags()
   try:
-    config_lib.config_overrides(argv[1:])  # a field given twice is refused here
+    plan.parse_config_overrides(argv[1:])  # a field given twice is refused here
     fv(argv)
     config = fv.config
     if config is None:

@@ -15,179 +15,14 @@ import jax.numpy as jnp
 
 from vae.config_lib import check
 from vae import config_lib
-from vae.families import flows, gated_conv, priors
-from vae.families.layers import GatedDense, SharedInputDense, gaussian_head, kernel_init
+from vae.families import flows, gated_conv, objective_families, priors
+# The networks (vae/families/networks.py), re-exported: models.MLPEncoder is the same class.
+from vae.families.networks import ACTIVATIONS, ARCHS, UPSAMPLE, MLP  # noqa: F401
+from vae.families.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from vae.families.networks import depth_to_space  # noqa: F401
 from vae.families.likelihoods import Likelihood
 from vae.families.objectives import gaussian_kl_pair, log_normal_diag
 from vae.families.objectives import reparameterize
-
-ACTIVATIONS = {
-    'relu': nn.relu,
-    'tanh': jnp.tanh,
-    'gelu': nn.gelu,
-    'softplus': nn.softplus,
-    'elu': nn.elu,
-    'swish': nn.swish,
-    'leaky_relu': nn.leaky_relu,
-}
-ARCHS = ('mlp', 'conv')
-UPSAMPLE = ('subpixel', 'transpose')
-
-
-class MLP(nn.Module):
-  """Hidden layers only: Dense + activation, or gated dense layers. The input is an array,
-  or a pair (shared, own) that the first layer reads as their concatenation
-  (`SharedInputDense`); hidden must not be empty then."""
-  hidden: Sequence[int]
-  activation: str = 'relu'
-  gated: bool = False
-  dtype: Optional[jnp.dtype] = None
-  init_std: float = 0.0
-
-  @nn.compact
-  def __call__(self, x):
-    act = ACTIVATIONS[self.activation]
-    for i, width in enumerate(self.hidden):
-      if self.gated:
-        x = GatedDense(width, dtype=self.dtype, init_std=self.init_std, name=f'gated_{i}')(x)
-      else:
-        dense = SharedInputDense if isinstance(x, tuple) else nn.Dense
-        x = act(dense(width, dtype=self.dtype, kernel_init=kernel_init(self.init_std),
-                      name=f'dense_{i}')(x))
-    return x
-
-
-class MLPEncoder(nn.Module):
-  """[..., H, W, C] -> (mean [..., D], logvar [..., D]); with `return_features` also the last
-  hidden layer [..., hidden[-1]] (an IAF's context). `flat_input` takes vectors [..., P]
-  instead of images (the two-level model's q(z1 | x, z2) and p(z1 | z2))."""
-  latent_dim: int
-  hidden: Sequence[int] = (500,)
-  activation: str = 'relu'
-  gated: bool = False
-  logvar_min: Optional[float] = None
-  logvar_max: Optional[float] = None
-  dtype: Optional[jnp.dtype] = None
-  init_std: float = 0.0
-  return_features: bool = False
-  flat_input: bool = False
-
-  # A flat input may come as a pair (shared [B, P], own [S..., B, Q]): the concatenation,
-  # with the shared part's first layer computed once (`SharedInputDense`).
-  accepts_shared_input = True
-
-  @nn.compact
-  def __call__(self, x):
-    dtype = self.dtype or jnp.float32
-    if isinstance(x, tuple):
-      assert self.flat_input and self.hidden, 'a (shared, own) pair needs flat_input, hidden'
-      h = tuple(a.astype(dtype) for a in x)
-    else:
-      h = (x if self.flat_input else x.reshape(x.shape[:-3] + (-1,))).astype(dtype)
-    h = MLP(self.hidden, self.activation, self.gated, self.dtype, self.init_std, name='mlp')(h)
-    mean, logvar = gaussian_head(h, self.latent_dim, self.logvar_min, self.logvar_max,
-                                  self.dtype, self.init_std)
-    return (mean, logvar, h.astype(jnp.float32)) if self.return_features else (mean, logvar)
-
-
-class MLPDecoder(nn.Module):
-  """[..., D] -> raw likelihood parameters [..., H, W, C * params_per_channel]."""
-  out_shape: Sequence[int]
-  hidden: Sequence[int] = (500,)
-  activation: str = 'relu'
-  gated: bool = False
-  dtype: Optional[jnp.dtype] = None
-  init_std: float = 0.0
-
-  @nn.compact
-  def __call__(self, z):
-    h = MLP(self.hidden, self.activation, self.gated, self.dtype, self.init_std, name='mlp')(
-        z.astype(self.dtype or jnp.float32))
-    size = 1
-    for s in self.out_shape:
-      size *= s
-    out = nn.Dense(size, dtype=self.dtype, kernel_init=kernel_init(self.init_std),
-                   name='output')(h)
-    return out.astype(jnp.float32).reshape(z.shape[:-1] + tuple(self.out_shape))
-
-
-class ConvEncoder(nn.Module):
-  """Strided 4x4 convolutions, each halving H and W, then a dense Gaussian head."""
-  latent_dim: int
-  channels: Sequence[int] = (32, 64)
-  dense: int = 256
-  activation: str = 'relu'
-  logvar_min: Optional[float] = None
-  logvar_max: Optional[float] = None
-  dtype: Optional[jnp.dtype] = None
-  return_features: bool = False
-
-  @nn.compact
-  def __call__(self, x):
-    act = ACTIVATIONS[self.activation]
-    lead = x.shape[:-3]
-    h = x.reshape((-1,) + x.shape[-3:]).astype(self.dtype or jnp.float32)
-    for i, ch in enumerate(self.channels):
-      h = act(nn.Conv(ch, (4, 4), strides=(2, 2), padding='SAME', dtype=self.dtype,
-                      name=f'conv_{i}')(h))
-    h = h.reshape(h.shape[0], -1)
-    if self.dense:
-      h = act(nn.Dense(self.dense, dtype=self.dtype, name='dense')(h))
-    mean, logvar = gaussian_head(h, self.latent_dim, self.logvar_min, self.logvar_max,
-                                  self.dtype)
-    out = (mean.reshape(lead + mean.shape[-1:]), logvar.reshape(lead + logvar.shape[-1:]))
-    if self.return_features:
-      out += (h.astype(jnp.float32).reshape(lead + h.shape[-1:]),)
-    return out
-
-
-def depth_to_space(h, factor=2):
-  """[B, H, W, C * f^2] -> [B, H * f, W * f, C] (the pixel shuffle)."""
-  b, height, width, c = h.shape
-  c_out = c // (factor * factor)
-  h = h.reshape(b, height, width, factor, factor, c_out).transpose(0, 1, 3, 2, 4, 5)
-  return h.reshape(b, height * factor, width * factor, c_out)
-
-
-class ConvDecoder(nn.Module):
-  """Dense to an [H / 2^L, W / 2^L] map, then L stride-2 upsampling layers.
-
-  `upsample='transpose'` uses 4x4 stride-2 transposed convolutions;
-  'subpixel' (Shi et al. 2016) a 3x3 convolution to 4x the channels followed by
-  a pixel shuffle, which spans the same family of maps and whose gradient is
-  about 6x faster on XLA's CPU backend (docs/benchmarks.md).
-  """
-  out_shape: Sequence[int]
-  channels: Sequence[int] = (32, 64)  # listed as in the encoder; used in reverse
-  dense: int = 256
-  activation: str = 'relu'
-  upsample: str = 'subpixel'
-  dtype: Optional[jnp.dtype] = None
-
-  @nn.compact
-  def __call__(self, z):
-    act = ACTIVATIONS[self.activation]
-    height, width, out_ch = self.out_shape
-    factor = 2 ** len(self.channels)
-    lead = z.shape[:-1]
-    h = z.reshape(-1, z.shape[-1]).astype(self.dtype or jnp.float32)
-    if self.dense:
-      h = act(nn.Dense(self.dense, dtype=self.dtype, name='dense')(h))
-    top = self.channels[-1]
-    h = act(nn.Dense(height // factor * width // factor * top, dtype=self.dtype,
-                     name='project')(h))
-    h = h.reshape(-1, height // factor, width // factor, top)
-    for i, ch in enumerate(reversed(self.channels)):
-      if self.upsample == 'transpose':
-        h = nn.ConvTranspose(ch, (4, 4), strides=(2, 2), padding='SAME', dtype=self.dtype,
-                             name=f'deconv_{i}')(h)
-      else:
-        h = depth_to_space(nn.Conv(4 * ch, (3, 3), padding='SAME', dtype=self.dtype,
-                                   name=f'upconv_{i}')(h))
-      h = act(h)
-    out = nn.Conv(out_ch, (3, 3), padding='SAME', dtype=self.dtype, name='output')(h)
-    return out.astype(jnp.float32).reshape(lead + tuple(self.out_shape))
-
 
 class VAE(nn.Module):
   """Encoder, reparameterized posterior, prior, decoder and likelihood.
@@ -428,7 +263,38 @@ def check_config(mc):
         'model.posterior=diagonal, model.stochastic_layers=1')
 
 
-is_analytic_family = config_lib.is_analytic_family  # the one definition, in the schema
+def is_analytic_family(model):
+  """N(0, I) prior, diagonal posterior, one stochastic layer (`model`: config.model, or its
+  JSON dict): the KL is analytic per dimension, so free bits apply, and members of
+  different latent sizes can share one vmapped program (padded under a mask)."""
+  return (model['prior'], model['posterior'], model['stochastic_layers']) == (
+      'standard', 'diagonal', 1)
+
+
+def vmappable_fields(c):
+  """The fields members of one vmapped group may differ in (config_lib.VMAPPABLE and the
+  families' vmappable fields): model.latent_dim only where padded latents are equivalent
+  (`is_analytic_family`, and an objective without auxiliary networks of their own shapes)."""
+  paddable = (is_analytic_family(c['model'])
+              and objective_families.build(c['objective']).aux_optimizer() is None)
+  fields = config_lib.VMAPPABLE + config_lib.vmappable_declared()
+  return fields if paddable else tuple(k for k in fields if k != 'model.latent_dim')
+
+
+def check_vmappable(configs):
+  """Raises ConfigError unless the configs differ only in `vmappable_fields`."""
+  flat = [config_lib.flatten(config_lib.config_json(c)) for c in configs]
+  sizes = {f['model.latent_dim'] for f in flat}
+  check(len(sizes) == 1 or 'model.latent_dim' in vmappable_fields(configs[0]),
+        f'members differ in model.latent_dim ({sorted(sizes)}), which one vmapped group can '
+        f'pad only with model.prior=standard, model.posterior=diagonal, '
+        f'model.stochastic_layers=1 and an objective without auxiliary networks; use --mode '
+        f'sequential or processes, or one latent size')
+  allowed = config_lib.VMAPPABLE + config_lib.vmappable_declared()
+  for other in flat[1:]:
+    diff = [k for k in flat[0] if flat[0][k] != other.get(k) and k not in allowed]
+    check(not diff, f'members differ in {diff[:3]}, which one vmapped group cannot stack '
+          f'(only {allowed}); use --mode sequential or processes')
 
 
 def check_family(mc, oc):
@@ -437,6 +303,46 @@ def check_family(mc, oc):
         'objective.free_bits needs the per-dimension KL, which only model.prior=standard, '
         'model.posterior=diagonal and model.stochastic_layers=1 have; set '
         'objective.free_bits=0')
+
+
+def activation_floats(mc, image_shape):
+  """{field: floats} that one example and one posterior sample hold in a forward pass,
+  by the field that sets them: the image (input, decoder output, likelihood terms), every
+  layer's output in encoder and decoder, the latent terms, a mixture prior's per-component
+  densities."""
+  h, w, c = image_shape
+  ppc = Likelihood(mc.likelihood).params_per_channel
+  if mc.arch == 'mlp':
+    layers = ('model.hidden', 2 * sum(mc.hidden) * (2 if mc.gated else 1))
+  elif mc.stochastic_layers == 2:  # ConvHVAE (vae/families/gated_conv.py); gated: 2 maps each
+    widths, hh, ww = 0, h, w
+    for ch in mc.conv_channels:  # two encoders, each a stride-1 and a stride-2 conv per width
+      widths += 2 * 2 * (hh * ww * ch + max(1, hh // 2) * max(1, ww // 2) * ch)
+      hh, ww = max(1, hh // 2), max(1, ww // 2)
+    widths += 2 * 2 * hh * ww * gated_conv.FEATURE_CHANNELS
+    widths += 2 * gated_conv.DECODER_CONVS * h * w * mc.conv_channels[-1]  # the decoder
+    layers = ('model.conv_channels', widths + 2 * 4 * sum(mc.hidden))
+  else:
+    widths, hh, ww = 0, h, w
+    for ch in mc.conv_channels:
+      hh, ww = max(1, hh // 2), max(1, ww // 2)
+      widths += 2 * hh * ww * ch * 4  # encoder and decoder, with the upsampling's 4x
+    layers = ('model.conv_channels', widths + 2 * mc.conv_dense)
+  terms = {'the image size': h * w * c * (2 + 2 * ppc), layers[0]: layers[1],
+           'model.latent_dim': 8 * mc.latent_dim * mc.stochastic_layers}
+  return terms
+
+
+def cpu_chunk_loop(mc):
+  """The chunk loop the CPU backend wants for this model: 'host' for convolutional models,
+  whose convolutions XLA's CPU backend runs >10x slower inside a while loop; else 'device'."""
+  return 'host' if mc.arch == 'conv' else 'device'
+
+
+def has_posterior(mc):
+  """Whether the model has a posterior (and so latent units to count): not the plain
+  autoencoder (model.type=ae)."""
+  return mc.type != 'ae'
 
 
 def total_latent_dim(mc):

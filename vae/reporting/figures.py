@@ -57,88 +57,115 @@ def _figure(plt, nrows=1, ncols=1, size=(7, 7)):
   return plt.subplots(nrows, ncols, figsize=size, squeeze=False)
 
 
+def _draw_manifold(plt, model, x, mean, logvar, labels, key, n):
+  del x, logvar, labels, key
+  d = model.latent_dim
+  basis = None if d <= 2 else latent_space.project_2d(mean)[1]
+  decoded = np.asarray(model.decode(plots.manifold_latents(d, n, basis)))
+  fig, ax = _figure(plt, size=(9, 9.4))
+  plane = 'z1, z2' if d <= 2 else 'the plane of the first two principal axes'
+  plots.show_grid(ax[0, 0], decoded, n, f'decoded {n}x{n} grid over prior quantiles '
+                  f'Phi^-1(0.05..0.95) in {plane}')
+  # Axis values: the latent coordinate at each cell's centre (z2 grows upwards).
+  h, w = model.image_shape[:2]
+  q = plots.prior_quantile_grid(n)
+  every = max(1, n // 8)
+  ax[0, 0].axis('on')
+  ax[0, 0].set_xticks([1 + j * (w + 1) + w / 2 for j in range(0, n, every)],
+                      [f'{q[j]:.2f}' for j in range(0, n, every)], fontsize=7)
+  ax[0, 0].set_yticks([1 + i * (h + 1) + h / 2 for i in range(0, n, every)],
+                      [f'{q[::-1][i]:.2f}' for i in range(0, n, every)], fontsize=7)
+  ax[0, 0].set_xlabel('z1' if d <= 2 else 'coordinate along PC1 (prior sd units)')
+  ax[0, 0].set_ylabel('z2' if d <= 2 else 'coordinate along PC2 (prior sd units)')
+  return fig, decoded
+
+
+def _draw_scatter(plt, model, x, mean, logvar, labels, key, n):
+  del x, logvar, key, n
+  d = model.latent_dim
+  xy, _ = latent_space.project_2d(mean)
+  fig, ax = _figure(plt, size=(8, 7))
+  num_classes = int(np.max(labels)) + 1 if len(labels) else 1
+  names = datasets.class_names(model.config.data.name, num_classes)
+  sc = ax[0, 0].scatter(xy[:, 0], xy[:, 1], c=labels, cmap='tab10', s=4, alpha=0.6,
+                        vmin=-0.5, vmax=num_classes - 0.5)
+  for r in (1, 2, 3):
+    ax[0, 0].add_patch(plt.Circle((0, 0), r, fill=False, ls='--', color='k', lw=0.8))
+  ax[0, 0].set_aspect('equal')
+  ax[0, 0].set_xlabel('z1' if d <= 2 else 'PC1')
+  ax[0, 0].set_ylabel('z2' if d <= 2 else 'PC2')
+  ax[0, 0].set_title('test posterior means over the prior (1-3 sigma)')
+  bar = fig.colorbar(sc, ax=ax[0, 0], ticks=range(num_classes))
+  bar.ax.set_yticklabels(names[:num_classes], fontsize=8)
+  bar.set_label('class')
+  return fig, xy
+
+
+def _draw_interpolation(plt, model, x, mean, logvar, labels, key, n):
+  del x, logvar, labels, key, n
+  t = np.linspace(0, 1, 10)
+  rows = []
+  for i in range(4):
+    a, b = mean[2 * i], mean[2 * i + 1]
+    rows += [plots.lerp(a, b, t), plots.slerp(a, b, t)]
+  decoded = np.asarray(model.decode(np.concatenate(rows)))
+  fig, ax = _figure(plt, size=(10, 8))
+  plots.show_grid(ax[0, 0], decoded, 10, 'pairs of test images: linear (odd rows) and '
+                  'spherical (even rows) interpolation of posterior means')
+  return fig, decoded
+
+
+def _draw_traversal(plt, model, x, mean, logvar, labels, key, n):
+  del x, labels, key, n
+  if model.model.analytic_kl:
+    score, rank = np.mean(np.asarray(objectives.gaussian_kl_per_dim(mean, logvar)), 0), 'KL'
+  else:  # no per-dimension KL: rank by how much the posterior mean moves over the data
+    score, rank = np.var(mean, axis=0), 'variance of the posterior mean'
+  dims = np.argsort(-score)[:min(model.latent_dim, 10)]
+  values = np.linspace(-3, 3, 11)
+  z = np.repeat(mean[:1], len(dims) * len(values), axis=0)
+  for r, dim in enumerate(dims):
+    z[r * len(values):(r + 1) * len(values), dim] = values
+  decoded = np.asarray(model.decode(z))
+  fig, ax = _figure(plt, size=(9, 0.9 * len(dims) + 1))
+  plots.show_grid(ax[0, 0], decoded, len(values), f'one latent per row (most {rank} first: dims '
+                  f'{dims.tolist()}), from -3 to 3 around a test image')
+  return fig, decoded
+
+
+def _draw_samples(plt, model, x, mean, logvar, labels, key, n):
+  del x, mean, logvar, labels, n
+  temps = (0.5, 0.75, 1.0, 1.25)
+  decoded = np.concatenate([np.asarray(model.sample(jax.random.fold_in(key, 0), 16, t))
+                            for t in temps])
+  fig, ax = _figure(plt, size=(10, 3.2))
+  plots.show_grid(ax[0, 0], decoded, 16, f'prior samples, one row per temperature {temps}')
+  return fig, decoded
+
+
+def _draw_reconstructions(plt, model, x, mean, logvar, labels, key, n):
+  del mean, logvar, labels, key, n
+  decoded = np.asarray(model.reconstruct(x[:32]))
+  fig, ax = _figure(plt, size=(8, 8))
+  plots.show_grid(ax[0, 0], plots.interleave(np.asarray(x[:32]), decoded), 8,
+                  'test images (odd rows) and their reconstructions (even rows)')
+  return fig, decoded
+
+
+_DRAWERS = {'manifold': _draw_manifold, 'scatter': _draw_scatter,
+            'interpolation': _draw_interpolation, 'traversal': _draw_traversal,
+            'samples': _draw_samples, 'reconstructions': _draw_reconstructions}
+
+
 def draw(what, model, images, labels, out, n=15, seed=0, keep_figure=False):
   """Draws one figure into `out`; returns what was decoded (and, with `keep_figure`, the
   open matplotlib Figure, for a caller that inspects or extends it)."""
+  if what not in _DRAWERS:
+    raise ValueError(f'unknown --what {what!r}; choose from {WHAT} or all')
   plt = _pyplot()
-  key = jax.random.key(seed)
   x = model.to_float(images)
   mean, logvar = (np.asarray(a) for a in model.encode(x))
-  d = model.latent_dim
-  decoded = None
-  if what == 'manifold':
-    basis = None if d <= 2 else latent_space.project_2d(mean)[1]
-    z = plots.manifold_latents(d, n, basis)
-    decoded = np.asarray(model.decode(z))
-    fig, ax = _figure(plt, size=(9, 9.4))
-    plane = 'z1, z2' if d <= 2 else 'the plane of the first two principal axes'
-    plots.show_grid(ax[0, 0], decoded, n, f'decoded {n}x{n} grid over prior quantiles '
-                    f'Phi^-1(0.05..0.95) in {plane}')
-    # Axis values: the latent coordinate at each cell's centre (z2 grows upwards).
-    h, w = model.image_shape[:2]
-    q = plots.prior_quantile_grid(n)
-    every = max(1, n // 8)
-    ax[0, 0].axis('on')
-    ax[0, 0].set_xticks([1 + j * (w + 1) + w / 2 for j in range(0, n, every)],
-                        [f'{q[j]:.2f}' for j in range(0, n, every)], fontsize=7)
-    ax[0, 0].set_yticks([1 + i * (h + 1) + h / 2 for i in range(0, n, every)],
-                        [f'{q[::-1][i]:.2f}' for i in range(0, n, every)], fontsize=7)
-    ax[0, 0].set_xlabel('z1' if d <= 2 else 'coordinate along PC1 (prior sd units)')
-    ax[0, 0].set_ylabel('z2' if d <= 2 else 'coordinate along PC2 (prior sd units)')
-  elif what == 'scatter':
-    xy, _ = latent_space.project_2d(mean)
-    fig, ax = _figure(plt, size=(8, 7))
-    num_classes = int(np.max(labels)) + 1 if len(labels) else 1
-    names = datasets.class_names(model.config.data.name, num_classes)
-    sc = ax[0, 0].scatter(xy[:, 0], xy[:, 1], c=labels, cmap='tab10', s=4, alpha=0.6,
-                          vmin=-0.5, vmax=num_classes - 0.5)
-    for r in (1, 2, 3):
-      ax[0, 0].add_patch(plt.Circle((0, 0), r, fill=False, ls='--', color='k', lw=0.8))
-    ax[0, 0].set_aspect('equal')
-    ax[0, 0].set_xlabel('z1' if d <= 2 else 'PC1')
-    ax[0, 0].set_ylabel('z2' if d <= 2 else 'PC2')
-    ax[0, 0].set_title('test posterior means over the prior (1-3 sigma)')
-    bar = fig.colorbar(sc, ax=ax[0, 0], ticks=range(num_classes))
-    bar.ax.set_yticklabels(names[:num_classes], fontsize=8)
-    bar.set_label('class')
-    decoded = xy
-  elif what == 'interpolation':
-    t = np.linspace(0, 1, 10)
-    rows = []
-    for i in range(4):
-      a, b = mean[2 * i], mean[2 * i + 1]
-      rows += [plots.lerp(a, b, t), plots.slerp(a, b, t)]
-    decoded = np.asarray(model.decode(np.concatenate(rows)))
-    fig, ax = _figure(plt, size=(10, 8))
-    plots.show_grid(ax[0, 0], decoded, 10, 'pairs of test images: linear (odd rows) and '
-                    'spherical (even rows) interpolation of posterior means')
-  elif what == 'traversal':
-    if model.model.analytic_kl:
-      score, rank = np.mean(np.asarray(objectives.gaussian_kl_per_dim(mean, logvar)), 0), 'KL'
-    else:  # no per-dimension KL: rank by how much the posterior mean moves over the data
-      score, rank = np.var(mean, axis=0), 'variance of the posterior mean'
-    dims = np.argsort(-score)[:min(d, 10)]
-    values = np.linspace(-3, 3, 11)
-    z = np.repeat(mean[:1], len(dims) * len(values), axis=0)
-    for r, dim in enumerate(dims):
-      z[r * len(values):(r + 1) * len(values), dim] = values
-    decoded = np.asarray(model.decode(z))
-    fig, ax = _figure(plt, size=(9, 0.9 * len(dims) + 1))
-    plots.show_grid(ax[0, 0], decoded, len(values), f'one latent per row (most {rank} first: dims '
-                    f'{dims.tolist()}), from -3 to 3 around a test image')
-  elif what == 'samples':
-    temps = (0.5, 0.75, 1.0, 1.25)
-    decoded = np.concatenate([np.asarray(model.sample(jax.random.fold_in(key, 0), 16, t))
-                              for t in temps])
-    fig, ax = _figure(plt, size=(10, 3.2))
-    plots.show_grid(ax[0, 0], decoded, 16, f'prior samples, one row per temperature {temps}')
-  elif what == 'reconstructions':
-    decoded = np.asarray(model.reconstruct(x[:32]))
-    fig, ax = _figure(plt, size=(8, 8))
-    plots.show_grid(ax[0, 0], plots.interleave(np.asarray(x[:32]), decoded), 8,
-                    'test images (odd rows) and their reconstructions (even rows)')
-  else:
-    raise ValueError(f'unknown --what {what!r}; choose from {WHAT} or all')
+  fig, decoded = _DRAWERS[what](plt, model, x, mean, logvar, labels, jax.random.key(seed), n)
   fig.tight_layout()
   out = pathlib.Path(out)
   out.parent.mkdir(parents=True, exist_ok=True)
@@ -178,6 +205,10 @@ def focus_ylim(bands, skip_fraction=0.01, pad=0.05):
   return low - margin, high + margin
 
 
+def _setting_order(v):
+  return (v is None, v if not isinstance(v, str) else 0, str(v))
+
+
 def sweep_curves(root, out):
   """ELBO curves of a sweep (train and validation/test against examples seen, log axis; a
   band over seeds) and the rate-distortion picture. One colour per latent size, one line
@@ -194,39 +225,51 @@ def sweep_curves(root, out):
       continue
     setting = tuple((k.split('.')[-1], v) for k, v in overrides.items() if k != 'seed')
     groups.setdefault(setting, []).append((overrides, events))
-  order = lambda v: (v is None, v if not isinstance(v, str) else 0, str(v))
-  latents = sorted({dict(s).get('latent_dim') for s in groups}, key=order)
-  betas = sorted({dict(s).get('beta') for s in groups}, key=order)
+  latents = sorted({dict(s).get('latent_dim') for s in groups}, key=_setting_order)
+  betas = sorted({dict(s).get('beta') for s in groups}, key=_setting_order)
   palette = plt.get_cmap('tab10').colors  # dark enough on white; no yellow
   colour = {d: palette[i % len(palette)] for i, d in enumerate(latents)}
   dash = {b: LINE_STYLES[i % len(LINE_STYLES)] for i, b in enumerate(betas)}
   marker = {b: MARKERS[i % len(MARKERS)] for i, b in enumerate(betas)}
+  out, styles = _curve_panels(plt, groups, colour, dash, marker, len(betas) > 1, out)
+  rd = _rate_distortion(plt, groups, colour, out.with_name(
+      out.stem + '_rate_distortion' + out.suffix))
+  return out, rd, styles
+
+
+def _plot_setting(ax, key, runs, style, label, sparse, bands):
+  """One setting's mean curve of `key` over its seeds (a band where there are several)."""
+  c, ls, mk = style
+  curves = [cv for cv in (_series(ev, key) for _, ev in runs) if len(cv)]
+  if not curves:
+    return
+  n = min(len(cv) for cv in curves)
+  if key == 'test/elbo' and n < 3:
+    sparse.append(label)
+  xs = curves[0][:n, 0]
+  ys = np.stack([cv[:n, 1] for cv in curves])
+  is_val = key == 'val/elbo'
+  bands.append((xs, ys.min(0), ys.max(0)))
+  ax.plot(xs, ys.mean(0), color=c, ls=ls, marker=mk, markersize=4 if is_val else 6,
+          markevery=max(1, len(xs) // 12) if len(xs) > 24 or is_val else 1,
+          alpha=0.45 if is_val else 1.0, lw=1.4,
+          label=None if is_val else f'{label} ({len(curves)} seed'
+          f'{"s" if len(curves) > 1 else ""})')
+  if len(curves) > 1:
+    ax.fill_between(xs, ys.min(0), ys.max(0), color=c, alpha=0.2, lw=0)
+
+
+def _curve_panels(plt, groups, colour, dash, marker, several_betas, out):
+  """The train and validation/test ELBO panels; (saved path, {label: style})."""
   styles, bands, sparse = {}, [], []
   fig, axes = plt.subplots(1, 2, figsize=(14, 5.5), sharey=True)
-  for setting, runs in sorted(groups.items(), key=lambda kv: [order(v) for _, v in kv[0]]):
+  for setting, runs in sorted(groups.items(),
+                              key=lambda kv: [_setting_order(v) for _, v in kv[0]]):
     label = ', '.join(f'{k}={v}' for k, v in setting) or 'run'
     s = dict(setting)
-    c, ls, mk = colour[s.get('latent_dim')], dash[s.get('beta')], marker[s.get('beta')]
-    styles[label] = (c, ls, mk)
+    styles[label] = (colour[s.get('latent_dim')], dash[s.get('beta')], marker[s.get('beta')])
     for ax, key in ((axes[0], 'train/elbo'), (axes[1], 'val/elbo'), (axes[1], 'test/elbo')):
-      curves = [_series(ev, key) for _, ev in runs]
-      curves = [cv for cv in curves if len(cv)]
-      if not curves:
-        continue
-      n = min(len(cv) for cv in curves)
-      if key == 'test/elbo' and n < 3:
-        sparse.append(label)
-      xs = curves[0][:n, 0]
-      ys = np.stack([cv[:n, 1] for cv in curves])
-      is_val = key == 'val/elbo'
-      bands.append((xs, ys.min(0), ys.max(0)))
-      ax.plot(xs, ys.mean(0), color=c, ls=ls, marker=mk, markersize=4 if is_val else 6,
-              markevery=max(1, len(xs) // 12) if len(xs) > 24 or is_val else 1,
-              alpha=0.45 if is_val else 1.0, lw=1.4,
-              label=None if is_val else f'{label} ({len(curves)} seed'
-              f'{"s" if len(curves) > 1 else ""})')
-      if len(curves) > 1:
-        ax.fill_between(xs, ys.min(0), ys.max(0), color=c, alpha=0.2, lw=0)
+      _plot_setting(ax, key, runs, styles[label], label, sparse, bands)
   for ax, title in ((axes[0], 'train (mean over the steps since the last event)'),
                     (axes[1], 'test (markers, fixed binarization); validation (faint)')):
     ax.set_xscale('log')
@@ -242,9 +285,12 @@ def sweep_curves(root, out):
   axes[0].set_ylabel('ELBO, lower bound on log p(x) (nats per example)\n'
                      '(y range: from 1 % of training on)')
   axes[1].legend(fontsize=7, loc='lower right', title='colour: latent_dim' + (
-      ', style: beta' if len(betas) > 1 else ''), title_fontsize=7)
-  out = _save(plt, fig, out)
+      ', style: beta' if several_betas else ''), title_fontsize=7)
+  return _save(plt, fig, out), styles
 
+
+def _rate_distortion(plt, groups, colour, rd):
+  """Final test rate against distortion across beta, one line per latent size; saved at rd."""
   fig, ax = plt.subplots(figsize=(6.5, 5))
   by_latent = {}
   for setting, runs in groups.items():
@@ -254,24 +300,21 @@ def sweep_curves(root, out):
       if ev:
         by_latent.setdefault(s.get('latent_dim'), []).append(
             (s.get('beta', 1.0), ev[-1]['test/kl'], -ev[-1]['test/recon']))
-  for d, pts in sorted(by_latent.items(), key=lambda kv: order(kv[0])):
+  ordered = sorted(by_latent.items(), key=lambda kv: _setting_order(kv[0]))
+  for d, pts in ordered:
     pts.sort()
-    rate, dist = [p[1] for p in pts], [p[2] for p in pts]
-    ax.plot(rate, dist, 'o-', color=colour[d], label=f'latent_dim={d}')
+    ax.plot([p[1] for p in pts], [p[2] for p in pts], 'o-', color=colour[d],
+            label=f'latent_dim={d}')
   ax.set_xlabel('rate: test KL(q(z|x) || p(z)) (nats per example)')
   ax.set_ylabel('distortion: -E_q log p(x|z) (nats per example)')
   ax.set_title('rate-distortion across beta (final test values)')
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  labels = [(f'beta={beta}', (r, dd)) for _, pts in sorted(by_latent.items(),
-                                                            key=lambda kv: order(kv[0]))
-            for beta, r, dd in pts]
-  place_labels(fig, ax, labels)
-  rd = out.with_name(out.stem + '_rate_distortion' + out.suffix)
+  place_labels(fig, ax, [(f'beta={beta}', (r, dd)) for _, pts in ordered for beta, r, dd in pts])
   fig.savefig(rd, dpi=110)
   plt.close(fig)
-  return out, rd, styles
+  return rd
 
 
 # Offsets (points) tried in turn for a point's label: right-up first, then around it, farther.

@@ -201,6 +201,15 @@ def compare_rows(rows, reference=None):
   """
   runs = {name: [_row_run(w) for w in dirs] for name, dirs in rows}
   first = next(iter(runs.values()))[0]['result']
+  _check_comparable(runs, first)
+  shared = _pair_on_shared_images(runs)
+  ref = reference or rows[0][0]
+  ref_ll = np.mean([r['ll_shared'] for r in runs[ref]], axis=0)
+  table = [_compare_row(name, rs, ref_ll) for name, rs in runs.items()]
+  return _compare_markdown(table, first, ref, shared), table
+
+
+def _check_comparable(runs, first):
   for name, rs in runs.items():
     for r in rs:
       res = r['result']
@@ -211,36 +220,44 @@ def compare_rows(rows, reference=None):
         raise ValueError(f'row {name!r}: {res.get("workdir")} was evaluated on other images or '
                          f'with another sample count than {first.get("workdir")}; evaluate '
                          'every run with the same --split and --num_samples')
+
+
+def _pair_on_shared_images(runs):
+  """The images every run evaluated (eval.npz's image_index); each run gains 'll_shared',
+  its per-image values on them in one order."""
   shared = np.asarray(sorted(set.intersection(*(set(r['index'].tolist())
                                                  for rs in runs.values() for r in rs))))
   if not len(shared):
     raise ValueError('the runs share no evaluated image; evaluate them on the same images')
   for rs in runs.values():
-    for r in rs:  # each run's per-image values on the shared images, in one order
+    for r in rs:
       position = {int(i): j for j, i in enumerate(r['index'])}
       r['ll_shared'] = r['ll'][[position[int(i)] for i in shared]]
-  ref = reference or rows[0][0]
-  ref_ll = np.mean([r['ll_shared'] for r in runs[ref]], axis=0)
+  return shared
+
+
+def _compare_row(name, rs, ref_ll):
   mean = lambda v: float(np.mean(v)) if v else None
-  table = []
-  for name, rs in runs.items():
-    res = [r['result'] for r in rs]
-    lls = [r['result']['log_likelihood'] for r in rs]
-    diff = np.mean([r['ll_shared'] for r in rs], axis=0) - ref_ll
-    row = {'name': name, 'seeds': [r['seed'] for r in rs], 'log_likelihood': mean(lls),
-           'log_likelihood_per_seed': lls, 'images': [x.get('num_examples') for x in res],
-           'log_likelihood_sd_over_seeds': float(np.std(lls, ddof=1)) if len(lls) > 1 else None,
-           'elbo': mean([x['elbo'] for x in res]), 'kl': mean([x['kl'] for x in res]),
-           'active_units': mean([x['active_units'] for x in res]),
-           'epochs': mean([r['epochs'] for r in rs if r['epochs'] is not None]),
-           'best_epoch': mean([r['best_epoch'] for r in rs if r['best_epoch'] is not None]),
-           'minutes': mean([r['seconds'] / 60 for r in rs if r['seconds'] is not None]),
-           'diff_vs_reference': float(diff.mean()),
-           'diff_se': float(diff.std(ddof=1) / math.sqrt(len(diff)))}
-    for layer in ('kl_z1', 'kl_z2', 'active_units_z1', 'active_units_z2'):
-      if all(layer in x for x in res):
-        row[layer] = mean([x[layer] for x in res])
-    table.append(row)
+  res = [r['result'] for r in rs]
+  lls = [r['result']['log_likelihood'] for r in rs]
+  diff = np.mean([r['ll_shared'] for r in rs], axis=0) - ref_ll
+  row = {'name': name, 'seeds': [r['seed'] for r in rs], 'log_likelihood': mean(lls),
+         'log_likelihood_per_seed': lls, 'images': [x.get('num_examples') for x in res],
+         'log_likelihood_sd_over_seeds': float(np.std(lls, ddof=1)) if len(lls) > 1 else None,
+         'elbo': mean([x['elbo'] for x in res]), 'kl': mean([x['kl'] for x in res]),
+         'active_units': mean([x['active_units'] for x in res]),
+         'epochs': mean([r['epochs'] for r in rs if r['epochs'] is not None]),
+         'best_epoch': mean([r['best_epoch'] for r in rs if r['best_epoch'] is not None]),
+         'minutes': mean([r['seconds'] / 60 for r in rs if r['seconds'] is not None]),
+         'diff_vs_reference': float(diff.mean()),
+         'diff_se': float(diff.std(ddof=1) / math.sqrt(len(diff)))}
+  for layer in ('kl_z1', 'kl_z2', 'active_units_z1', 'active_units_z2'):
+    if all(layer in x for x in res):
+      row[layer] = mean([x[layer] for x in res])
+  return row
+
+
+def _compare_markdown(table, first, ref, shared):
   k = first.get('num_samples')
   lines = [f'| row | test log p(x), k = {k} | sd over seeds | ELBO | KL (z1 / z2) | active units '
            f'(z1 / z2) | epochs (best) | minutes | seeds | vs {ref} (paired, +- SE) |',
@@ -269,4 +286,4 @@ def compare_rows(rows, reference=None):
                 f'with k = {k} importance samples each, ELBO and KL on those images too '
                 '(nats per example); minutes: training sessions of each run (a vmap group\'s '
                 f'whole time). Paired over {len(shared)} images.']
-  return '\n'.join(lines) + '\n', table
+  return '\n'.join(lines) + '\n'

@@ -11,6 +11,7 @@ import string
 import ml_collections
 
 from vae import config_lib, settings
+from vae.families import models
 from vae.training import validation
 
 
@@ -65,9 +66,56 @@ def apply_overrides(config, overrides):
   return c
 
 
+def resolve_config_spec(spec):
+  """'configs/x.py[:arg]' as given when the file exists from the working directory; else, for
+  a relative path under configs/, the file of the installed `configs` package (so that the
+  console scripts, and the sweep members and SLURM tasks they start, run from any
+  directory); else unchanged (the loader then names the missing file)."""
+  path, colon, arg = spec.partition(':')
+  if not path or pathlib.Path(path).exists() or pathlib.Path(path).is_absolute():
+    return spec
+  found = importlib.util.find_spec('configs')
+  for location in (found.submodule_search_locations or []) if found else []:
+    candidate = pathlib.Path(location).parent / path
+    if candidate.is_file():
+      return str(candidate) + colon + arg
+  return spec
+
+
+def parse_config_overrides(args):
+  """{field: value text} of the `--config.a.b=value` (or `--config.a.b value`) arguments in
+  `args`, in order. A field given twice is a ConfigError naming it and both values: flags
+  would otherwise merge or drop one silently (absl appends a repeated tuple field)."""
+  out = {}
+  args = list(args)
+  for i, arg in enumerate(args):
+    if not arg.startswith('--config.'):
+      continue
+    key, eq, value = arg[len('--config.'):].partition('=')
+    if not eq:
+      value = args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith('--') else ''
+    if key in out:
+      raise config_lib.ConfigError(f'--config.{key} is given twice ({out[key]!s} and {value!s}); give it '
+                        'once')
+    out[key] = value
+  return out
+
+
+def resolve_config_argv(argv):
+  """argv with the value of --config (`--config X` or `--config=X`) through
+  `resolve_config_spec`."""
+  out = list(argv)
+  for i, a in enumerate(out):
+    if a.startswith('--config='):
+      out[i] = '--config=' + resolve_config_spec(a[len('--config='):])
+    elif a == '--config' and i + 1 < len(out):
+      out[i + 1] = resolve_config_spec(out[i + 1])
+  return out
+
+
 def load_config_module(spec):
-  """(module, arg) of a config spec 'configs/x.py[:arg]' (`config_lib.resolve_config_spec`)."""
-  path, _, arg = config_lib.resolve_config_spec(spec).partition(':')
+  """(module, arg) of a config spec 'configs/x.py[:arg]' (`resolve_config_spec`)."""
+  path, _, arg = resolve_config_spec(spec).partition(':')
   path = pathlib.Path(path)
   if not path.is_file():
     raise config_lib.ConfigError(f'config file {path} not found')
@@ -82,7 +130,7 @@ def vmap_groups(configs):
   groups = {}
   for i, c in enumerate(configs):
     flat = config_lib.flatten(config_lib.config_json(c))
-    fields = config_lib.vmappable_fields(c)
+    fields = models.vmappable_fields(c)
     key = tuple(sorted((k, str(v)) for k, v in flat.items() if k not in fields))
     groups.setdefault(key, []).append(i)
   return list(groups.values())

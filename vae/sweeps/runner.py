@@ -32,7 +32,8 @@ import sys
 import time
 
 from vae import config_lib, settings
-from vae.sweeps.plan import expand, member_dir, task_from_environment, units_of, vmap_groups
+from vae.sweeps.plan import (expand, member_dir, resolve_config_spec, task_from_environment,
+                             units_of, vmap_groups)
 from vae.sweeps.record import SweepRecord, saved_groups
 from vae.training import loop, progress as progress_lib, run_dir
 
@@ -288,7 +289,7 @@ def slurm_script(config_spec, root, num_units, task_mode, unit, axes=None, confi
       raise config_lib.ConfigError(f'{what} {text!r} holds a line break or NUL; the job script '
                                    'takes one line per value')
   root = pathlib.Path(root).absolute()
-  path, colon, arg = config_lib.resolve_config_spec(config_spec).partition(':')
+  path, colon, arg = resolve_config_spec(config_spec).partition(':')
   config_spec = str(pathlib.Path(path).resolve()) + colon + arg  # tasks start anywhere
   args = [python, '-m', 'vae.commands.sweep', '--config', config_spec, '--workdir', str(root),
           '--mode', task_mode, '--unit', unit, '--num_tasks', str(num_units)]

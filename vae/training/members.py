@@ -27,7 +27,7 @@ import numpy as np
 from vae import config_lib
 from vae.training import estimates
 from vae.families import models
-from vae.training import optim, sharding, step as step_lib
+from vae.training import chunks, optim, sharding, step as step_lib
 
 
 def resize_latent(tree, target, path_filter='gaussian_head'):
@@ -142,15 +142,16 @@ class Group:
           'data.residency=device (or raise data.max_device_bytes)')
     self.train_step = train_step  # one member's step (unbatched), e.g. for FLOP counts
     loop, self.member_loop = self.options.chunk_loop, self.options.member_loop
-    chunk = step_lib.make_train_chunk(train_step, spe, base.train.batch_size, streamed,
-                                      self.size if batched else None, loop=loop,
-                                      num_examples=num_examples, member_loop=self.member_loop,
-                                      last_value=self.options.last_value_metrics,
-                                      order_sharding=self.replicated,
-                                      needs_batch=self.model.prior.needs_training_set)
-    self.chunk_fn = jax.jit(chunk, donate_argnums=(0, 5)) if loop == 'device' else chunk
-    # The order argument of a first chunk (`step_lib.make_train_chunk`): no_order(data).
-    self.no_order = chunk.no_order
+    driver = chunks.make_train_chunk(train_step, spe, base.train.batch_size, streamed,
+                                       self.size if batched else None, loop=loop,
+                                       num_examples=num_examples, member_loop=self.member_loop,
+                                       last_value=self.options.last_value_metrics,
+                                       order_sharding=self.replicated,
+                                       needs_batch=self.model.prior.needs_training_set)
+    self.chunk_fn = (jax.jit(driver.run, donate_argnums=(0, 5)) if loop == 'device'
+                     else driver.run)
+    # The order argument of a first chunk (`chunks.ChunkDriver`): no_order(data).
+    self.no_order = driver.no_order
     self._image_fns = {}
 
   # ------------------------------------------------------------------ states

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from vae import config_lib
-from vae.families import gated_conv, likelihoods, models, priors
+from vae.families import models, priors
 
 FLOAT_BYTES = 4
 GIB = 2.0 ** 30
@@ -45,41 +45,13 @@ def parameter_count(model_config, image_shape):
   return sum(math.prod(s.shape) for s in jax.tree.leaves(shapes))
 
 
-def activation_floats(mc, image_shape):
-  """{field: floats} that one example and one posterior sample hold in a forward pass,
-  by the field that sets them: the image (input, decoder output, likelihood terms), every
-  layer's output in encoder and decoder, the latent terms, a mixture prior's per-component
-  densities."""
-  h, w, c = image_shape
-  ppc = likelihoods.Likelihood(mc.likelihood).params_per_channel
-  if mc.arch == 'mlp':
-    layers = ('model.hidden', 2 * sum(mc.hidden) * (2 if mc.gated else 1))
-  elif mc.stochastic_layers == 2:  # ConvHVAE (vae/families/gated_conv.py); gated: 2 maps each
-    widths, hh, ww = 0, h, w
-    for ch in mc.conv_channels:  # two encoders, each a stride-1 and a stride-2 conv per width
-      widths += 2 * 2 * (hh * ww * ch + max(1, hh // 2) * max(1, ww // 2) * ch)
-      hh, ww = max(1, hh // 2), max(1, ww // 2)
-    widths += 2 * 2 * hh * ww * gated_conv.FEATURE_CHANNELS
-    widths += 2 * gated_conv.DECODER_CONVS * h * w * mc.conv_channels[-1]  # the decoder
-    layers = ('model.conv_channels', widths + 2 * 4 * sum(mc.hidden))
-  else:
-    widths, hh, ww = 0, h, w
-    for ch in mc.conv_channels:
-      hh, ww = max(1, hh // 2), max(1, ww // 2)
-      widths += 2 * hh * ww * ch * 4  # encoder and decoder, with the upsampling's 4x
-    layers = ('model.conv_channels', widths + 2 * mc.conv_dense)
-  terms = {'the image size': h * w * c * (2 + 2 * ppc), layers[0]: layers[1],
-           'model.latent_dim': 8 * mc.latent_dim * mc.stochastic_layers}
-  return terms
-
-
 def estimate(config, image_shape, num_models=1, num_train=0):
   """{part: (bytes, the fields behind it)} of a training run on one device (`num_train`:
   the training examples, which a prior's state may scale with)."""
   mc, t = config.model, config.train
   params = parameter_count(mc, image_shape)
   copies = 4 + (1 if config.optim.ema_decay > 0 else 0)  # params, grads, two moments, EMA
-  terms = activation_floats(mc, image_shape)
+  terms = models.activation_floats(mc, image_shape)
   prior = priors.memory(mc, t, sum(terms.values()), num_train)  # the prior's declaration
   if prior.per_example:
     terms['the prior'] = prior.per_example
@@ -127,7 +99,7 @@ def check_draws(count, floats_per_draw, what, lower):
 def floats_per_example(model_config, image_shape):
   """The floats one example and one posterior sample hold in a forward pass (the sum of
   `activation_floats`)."""
-  return sum(activation_floats(model_config, image_shape).values())
+  return sum(models.activation_floats(model_config, image_shape).values())
 
 
 def check_fits(config, image_shape, num_models=1, available=None, num_train=0):

@@ -125,7 +125,7 @@ class Run:
     checkpointer.save(*job)
 
   def save_job(self, step, state):
-    """`save` as a job for `checkpointing.BackgroundSaver`: (checkpointer, step, state,
+    """`save` as a job for `saver.BackgroundSaver`: (checkpointer, step, state,
     meta, selection ELBO or None)."""
     at, value = self.evaluated
     return (self.checkpointer, step, state, self.meta, value if at == step else None)

@@ -1,18 +1,17 @@
-"""The pure compiled pieces of training: the train state, the step, the multi-step chunk.
+"""The pure compiled pieces of training: the train state, its keys, the step's options and
+the step (the chunk that runs many steps in one program: vae/training/chunks.py).
 
 Randomness: one root key from config.seed is split once by purpose into
 init, data (epoch orders), loop (per-step draws), sample (fixed prior draws
 for pictures) and eval keys. Inside the step the key is fold_in(loop, step),
 so a resumed run draws exactly the noise an uninterrupted run would.
 
-A chunk is a while loop over steps with batches gathered on the device; its
-length is a traced argument, so one compilation serves every chunk. With a
-leading model axis (`num_models`), M models, each with its own keys, data
-order and hyperparameters, train in one program (the step is vmapped).
+The step is pure: what it computes follows from the model, the optimizer, the
+StepOptions (the objective among them) and the traced hyperparameters, so M models,
+each with its own keys, data order and hyperparameters, train in one program under vmap.
 """
 
 import dataclasses
-import functools
 import logging
 from typing import Any, Optional
 
@@ -24,7 +23,7 @@ import optax
 from vae import errors
 from vae.data import input_pipeline
 from vae import config_lib
-from vae.families import objective_families, objectives
+from vae.families import models, objective_families, objectives
 from vae.training import optim
 
 log = logging.getLogger('vae')
@@ -180,7 +179,7 @@ def make_train_step(model, tx, schedule_fn, options, batch_sharding, freezable=F
 
   `any_stopped` (traced bool, unbatched, or None): whether any member of a vmapped group
   has stopped; the freezing select runs only then (None: always; False: never, for a
-  member that only runs while active, `make_train_chunk`'s member_loop='map').
+  member that only runs while active, `chunks.make_train_chunk`'s member_loop='map').
 
   `last` (traced bool, default true): whether this is the last step of a chunk. With
   `options.norms_last` the gradient and parameter norms (two passes over every parameter)
@@ -304,226 +303,8 @@ def _freeze_stopped(state, new_state, finite, hp, any_stopped):
   return new_state, finite | ~keep
 
 
-def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_models=None,
-                     loop='device', num_examples=None, member_loop='vmap', last_value=(),
-                     order_sharding=None, needs_batch=False):
-  """chunk(state, data, data_key, hp, num_steps, order=None) -> (state, mean metrics, first
-  bad step, order).
-
-  `data` is the device-resident uint8 training set [N, H, W, C] (batches are
-  gathered from an epoch permutation on the device), or, when streamed from
-  the host, the chunk's batches [T, B, H, W, C] ([T, M, B, H, W, C] with a
-  model axis: each model its own order). The loop stops at the first step
-  whose loss or gradient is not finite and returns that step (else -1).
-
-  loop='device' (return value to be jitted): one compiled while loop;
-  `num_steps` is traced, so one compilation serves every chunk length.
-  loop='host' (returned already jitted): the host dispatches one compiled step
-  per iteration without waiting for it (no host sync until the chunk ends),
-  for models whose convolutions XLA's CPU backend runs >10x slower inside a
-  while loop (docs/benchmarks.md). Both give the same numbers.
-
-  With `num_models` = M, `state`, `data_key` and `hp` carry a leading model
-  axis (spread over the mesh's 'model' axis: `spmd_axis_name`), and metrics
-  come back as [M]. `num_examples` is the number of real examples in `data`
-  (default: all of it; a dataset padded to split evenly over devices has more
-  rows).
-
-  member_loop (with `num_models`, loop='device'): 'vmap' runs every step of all members
-  at once (batched ops: what accelerators want); 'map' runs each active member's whole
-  chunk in turn (`lax.map` over members of the unbatched loop), so that one member's
-  parameters and moments stay in the CPU's cache over its steps, and a stopped member
-  costs nothing (its step counter advances, as under vmap). The same batches and keys
-  either way; the numbers differ from 'vmap' by float rounding (unbatched vs batched ops).
-
-  last_value: metrics reported at their last step's value, not averaged
-  (`StepOptions.last_value_metrics`).
-
-  order: (epoch, permutation) of the resident data as the previous chunk left it (None: none
-  yet). A chunk that starts inside that epoch reuses it rather than drawing the epoch's
-  permutation again (a sort of the whole training set: ~23 ms for 50,000 examples on two CPU
-  cores, which every chunk boundary, i.e. every log step, would otherwise pay); any other
-  epoch is drawn. The returned order is the one the last step used; pass it to the next chunk.
-  `order_sharding` (e.g. replicated over the mesh): where the returned order and `no_order`'s
-  lie, so that the first chunk's call and later ones share one signature (one compilation).
-  """
-  multi = num_models is not None
-  assert not (needs_batch and streamed), 'the prior needs the resident training set'
-  pin = ((lambda order: order) if order_sharding is None
-         else (lambda order: jax.lax.with_sharding_constraint(order, order_sharding)))
-  if multi and member_loop == 'map':
-    assert loop == 'device', 'member_loop=map runs the device loop'
-    return _mapped_chunk(train_step, steps_per_epoch, batch_size, streamed, num_models,
-                         num_examples, last_value, order_sharding, needs_batch)
-  batch_axes = ({'ids': 0, 'data': None, 'epoch_start': None},) if needs_batch else ()
-  step_fn = (jax.vmap(train_step, in_axes=(0, 0, 0, None, None) + batch_axes,
-                      spmd_axis_name='model') if multi else train_step)
-  step_of = (lambda st: st.step[0]) if multi else (lambda st: st.step)
-
-  def perm_for(data, data_key, epoch):
-    n = data.shape[0] if num_examples is None else num_examples
-    fn = lambda key: input_pipeline.epoch_permutation(key, epoch, n)
-    return jax.vmap(fn)(data_key) if multi else fn(data_key)
-
-  def initial_perm(state, data, data_key, order):
-    if streamed:
-      return jnp.zeros((1,), jnp.int32)
-    step = step_of(state)
-    epoch = step // steps_per_epoch
-    fresh = lambda: perm_for(data, data_key, epoch)
-    if order is None:
-      return fresh()
-    cached_epoch, cached = order
-    # A chunk that starts an epoch leaves the draw to its first step (which draws at j = 0).
-    fresh_unless_first = lambda: jax.lax.cond(step % steps_per_epoch == 0,
-                                              lambda: jnp.zeros_like(cached), fresh)
-    return jax.lax.cond(cached_epoch == epoch, lambda: cached, fresh_unless_first)
-
-  def order_out(state, perm):
-    """(epoch of `perm`, perm) after a chunk: the last step's epoch (a chunk of no steps
-    leaves the epoch of its start, whose permutation initial_perm gave)."""
-    return (step_of(state) - 1) // steps_per_epoch, perm
-
-  def one_step(i, st, perm, sums, bad, data, data_key, hp, last):
-    step = step_of(st)
-    if streamed:
-      xb = data[i]
-    else:
-      with jax.named_scope('batch'):
-        j = step % steps_per_epoch
-        perm = jax.lax.cond(j == 0, lambda: perm_for(data, data_key, step // steps_per_epoch),
-                            lambda: perm)
-        gather = lambda p: input_pipeline.gather_batch(data, p, j, batch_size)
-        xb = jax.vmap(gather)(perm) if multi else gather(perm)
-    extra = {}
-    if needs_batch:  # the prior's extras: the batch's indices, the set, an epoch's start
-      ids_of = lambda p: jax.lax.dynamic_slice_in_dim(p, j * batch_size, batch_size)
-      extra = {'batch': {'ids': jax.vmap(ids_of)(perm) if multi else ids_of(perm),
-                         'data': data, 'epoch_start': j == 0}}
-    if multi:  # vmap maps keyword arguments over axis 0: the batch goes by position
-      new_st, metrics, finite = step_fn(st, xb, hp, last, jnp.any(hp['active'] <= 0),
-                                        *extra.values())
-    else:
-      new_st, metrics, finite = step_fn(st, xb, hp, last, **extra)
-    bad = jnp.where(jnp.all(finite) | (bad >= 0), bad, step)
-    sums = jax.tree.map(jnp.add, sums, metrics)  # last-value metrics are 0 but at the last step
-    return new_st, perm, sums, bad
-
-  def zero_sums(state, data, hp):
-    x0 = jnp.zeros(((num_models,) if multi else ()) + (batch_size,) + data.shape[-3:],
-                   data.dtype)
-    extra = (True, jnp.bool_(False)) if multi else (True,)
-    batch = {}
-    if needs_batch:
-      ids = jnp.zeros(((num_models,) if multi else ()) + (batch_size,), jnp.int32)
-      batch = {'batch': {'ids': ids, 'data': data, 'epoch_start': jnp.bool_(False)}}
-    if multi:
-      extra += tuple(batch.values())
-      batch = {}
-    shapes = jax.eval_shape(functools.partial(step_fn, **batch), state, x0, hp, *extra)[1]
-    return jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), shapes)
-
-  def means_of(sums, n):
-    n = jnp.maximum(n, 1).astype(jnp.float32)
-    return {k: v if k in last_value else v / n for k, v in sums.items()}
-
-  def chunk(state, data, data_key, hp, num_steps, order=None):
-    start = step_of(state)
-
-    def cond(carry):
-      i, _, _, _, bad = carry
-      return (i < num_steps) & (bad < 0)
-
-    def body(carry):
-      i, st, perm, sums, bad = carry
-      st, perm, sums, bad = one_step(i, st, perm, sums, bad, data, data_key, hp,
-                                     i == num_steps - 1)
-      return i + 1, st, perm, sums, bad
-
-    carry = (jnp.zeros((), jnp.int32), state, initial_perm(state, data, data_key, order),
-             zero_sums(state, data, hp), jnp.full((), -1, jnp.int32))
-    n, state, perm, sums, bad = jax.lax.while_loop(cond, body, carry)
-    epoch = jnp.where(n > 0, (step_of(state) - 1) // steps_per_epoch,
-                      start // steps_per_epoch)
-    return state, means_of(sums, n), bad, pin((epoch, perm))
-
-  def no_order(data):
-    """The order to pass to a first chunk: the shapes of a real one, an epoch that never
-    matches (so that every call has one signature: one compilation)."""
-    n = data.shape[0] if num_examples is None else num_examples
-    perm = jnp.zeros((1,) if streamed else ((num_models,) if multi else ()) + (n,), jnp.int32)
-    order = jnp.full((), -1, jnp.int32), perm
-    return order if order_sharding is None else jax.device_put(order, order_sharding)
-
-  if loop == 'device':
-    chunk.no_order = no_order
-    return chunk
-
-  begin = jax.jit(lambda state, data, data_key, hp, order: (
-      initial_perm(state, data, data_key, order), zero_sums(state, data, hp),
-      jnp.full((), -1, jnp.int32)))
-  step_jit = jax.jit(one_step, donate_argnums=(1,))
-  order_in = jax.jit(lambda state, perm: pin((step_of(state) // steps_per_epoch, perm)))
-  finish = jax.jit(means_of)
-  end_order = jax.jit(lambda state, perm: pin(order_out(state, perm)))
-
-  def host_chunk(state, data, data_key, hp, num_steps, order=None):
-    perm, sums, bad = begin(state, data, data_key, hp, order)
-    num_steps = int(num_steps)
-    for i in range(num_steps):
-      state, perm, sums, bad = step_jit(jnp.int32(i), state, perm, sums, bad, data, data_key, hp,
-                                        jnp.bool_(i == num_steps - 1))
-    order = end_order(state, perm) if num_steps else order_in(state, perm)
-    return state, finish(sums, jnp.int32(num_steps)), bad, order
-
-  host_chunk.no_order = no_order
-  return host_chunk
-
-
-def _mapped_chunk(train_step, steps_per_epoch, batch_size, streamed, num_models,
-                  num_examples, last_value, order_sharding, needs_batch):
-  """make_train_chunk's member_loop='map': the members' chunks one after another."""
-  member_step = functools.partial(train_step, any_stopped=False)
-  run_member = make_train_chunk(member_step, steps_per_epoch, batch_size, streamed, loop='device',
-                                num_examples=num_examples, last_value=last_value,
-                                needs_batch=needs_batch)
-  no_step = jnp.iinfo(jnp.int32).max
-
-  def chunk(state, data, data_key, hp, num_steps, order=None):
-    def member(args):
-      m, st, key, h, o = args
-      d = jax.lax.dynamic_index_in_dim(data, m, 1, keepdims=False) if streamed else data
-      shapes = jax.eval_shape(run_member, st, d, key, h, num_steps, o)
-
-      def frozen():
-        # A frozen member keeps the order it had (none: an epoch that never matches).
-        kept = o if o is not None else (jnp.full((), -1, jnp.int32),
-                                        jnp.zeros(shapes[3][1].shape, shapes[3][1].dtype))
-        return (st.replace(step=st.step + num_steps),
-                jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes[1]),
-                jnp.full((), -1, jnp.int32), kept)
-
-      return jax.lax.cond(h['active'] > 0, lambda: run_member(st, d, key, h, num_steps, o),
-                          frozen)
-
-    members = jnp.arange(num_models, dtype=jnp.int32)
-    state, means, bads, order = jax.lax.map(member, (members, state, data_key, hp, order))
-    first = jnp.min(jnp.where(bads >= 0, bads, no_step))
-    if order_sharding is not None:
-      order = jax.lax.with_sharding_constraint(order, order_sharding)
-    return state, means, jnp.where(first == no_step, -1, first), order
-
-  def no_order(data):
-    epoch, perm = run_member.no_order(data)
-    order = (jnp.full((num_models,), epoch), jnp.zeros((num_models,) + perm.shape, perm.dtype))
-    return order if order_sharding is None else jax.device_put(order, order_sharding)
-
-  chunk.no_order = no_order
-  return chunk
-
-
 def member_loop(config, model_axis_size, backend):
-  """'vmap' or 'map' for `make_train_chunk`, from train.member_loop ('auto': map on the
+  """'vmap' or 'map' for `chunks.make_train_chunk`, from train.member_loop ('auto': map on the
   CPU backend when the members share one device and the device loop runs, else vmap;
   runs saved before the field keep vmap, config_lib.LEGACY_VALUES)."""
   if chunk_loop(config, backend) != 'device':
@@ -534,10 +315,10 @@ def member_loop(config, model_axis_size, backend):
 
 
 def chunk_loop(config, backend):
-  """'device' or 'host' for `make_train_chunk`, from train.loop ('auto': host for conv on
+  """'device' or 'host' for `chunks.make_train_chunk`, from train.loop ('auto': host for conv on
   the CPU backend, whose convolutions run >10x slower inside a while loop; the device loop
   everywhere else: on an H200 it trains the default conv model 1.6x faster than the host
   loop, docs/benchmarks.md)."""
   if config.train.loop != 'auto':
     return config.train.loop
-  return 'host' if config.model.arch == 'conv' and backend == 'cpu' else 'device'
+  return models.cpu_chunk_loop(config.model) if backend == 'cpu' else 'device'

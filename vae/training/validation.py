@@ -22,7 +22,7 @@ def validate(c):
   models.check_family(c.model, c.objective)
   optim.check_config(c.optim)
   optim.check_run_length(c.optim, c.train.num_epochs)
-  config_lib.check_train(c)
+  check_train(c)
   if c.data.source == 'synthetic' or c.data.name == 'synthetic':
     models.check_image_shape(c.model, tuple(c.data.synthetic_shape))
 
@@ -33,3 +33,32 @@ def validate_for_data(c, image_shape, num_train):
                    f'train.batch_size={c.train.batch_size} exceeds the {num_train} training '
                    'examples; lower train.batch_size')
   models.check_image_shape(c.model, image_shape)
+
+
+def check_train(c):
+  """Checks the fields no family owns: `train.*`."""
+  t = c.train
+  config_lib.check(t.batch_size >= 1, f'train.batch_size={t.batch_size} must be >= 1')
+  config_lib.check(t.eval_batch_size >= 1, 'train.eval_batch_size must be >= 1')
+  config_lib.check(t.num_epochs > 0, f'train.num_epochs={t.num_epochs} must be > 0')
+  config_lib.check(t.log_every_steps >= 1, 'train.log_every_steps must be >= 1')
+  config_lib.check(t.loop in ('auto', 'device', 'host'), f'train.loop={t.loop!r}; choose auto, device or host')
+  config_lib.check(t.member_loop in ('auto', 'vmap', 'map'),
+        f'train.member_loop={t.member_loop!r}; choose auto, vmap or map')
+  config_lib.check(t.norm_metrics in ('last', 'mean'),
+        f'train.norm_metrics={t.norm_metrics!r}; choose last or mean')
+  config_lib.check(t.eval_every_epochs > 0, 'train.eval_every_epochs must be > 0')
+  config_lib.check(0 <= t.eval_iw_samples <= config_lib.INT32_MAX,
+        f'train.eval_iw_samples={t.eval_iw_samples} must be in [0, {config_lib.INT32_MAX}] (samples are '
+        'counted in int32); at most a few thousand are useful')
+  config_lib.check(t.checkpoint_every_epochs > 0, 'train.checkpoint_every_epochs must be > 0')
+  config_lib.check(t.checkpoint_every_minutes >= 0, 'train.checkpoint_every_minutes must be >= 0')
+  config_lib.check(t.images_every_epochs >= 0,
+        f'train.images_every_epochs={t.images_every_epochs} must be >= 0 (0: every evaluation)')
+  config_lib.check(t.keep_checkpoints >= 1, 'train.keep_checkpoints must be >= 1')
+  config_lib.check(t.early_stopping_epochs >= 0, 'train.early_stopping_epochs must be >= 0')
+  config_lib.check(not t.early_stopping_epochs or c.data.val_size > 0,
+        f'train.early_stopping_epochs={t.early_stopping_epochs:g} needs a validation split '
+        '(without one it would select on the test set); set data.val_size > 0 or '
+        'train.early_stopping_epochs=0')
+  config_lib.check(t.num_image_samples >= 1, 'train.num_image_samples must be >= 1')
