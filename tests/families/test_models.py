@@ -93,6 +93,24 @@ def test_depth_to_space_places_channels_in_2x2_blocks():
   assert out.shape == (2, 2, 2, 2)
   np.testing.assert_array_equal(out[0, :, :, 0], [[0, 2], [4, 6]])
   np.testing.assert_array_equal(out[0, :, :, 1], [[1, 3], [5, 7]])
+  # On a 2x2 map, each input pixel's channels fill its own 2x2 block of the output:
+  # out[2i + a, 2j + b, c] = h[i, j, (2a + b) C + c].
+  h = np.arange(3 * 2 * 2 * 12).reshape(3, 2, 2, 12)
+  out = np.asarray(models.depth_to_space(jnp.asarray(h)))
+  want = np.zeros((3, 4, 4, 3), h.dtype)
+  for i, j, a, b in np.ndindex(2, 2, 2, 2):
+    want[:, 2 * i + a, 2 * j + b] = h[:, i, j, (2 * a + b) * 3:(2 * a + b + 1) * 3]
+  np.testing.assert_array_equal(out, want)
+
+
+def test_gated_dense_is_the_value_times_the_sigmoid_of_the_gate():
+  layer = layers.GatedDense(3)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 5)), jnp.float32)
+  params = layer.init(jax.random.key(0), x)['params']
+  value = x @ params['value']['kernel'] + params['value']['bias']
+  gate = x @ params['gate']['kernel'] + params['gate']['bias']
+  np.testing.assert_allclose(layer.apply({'params': params}, x),
+                             value * jax.nn.sigmoid(gate), rtol=1e-5, atol=1e-6)
 
 
 def test_conv_rejects_indivisible_shapes():
