@@ -28,7 +28,6 @@ import importlib.util
 import itertools
 import json
 import math
-import pathlib
 
 import ml_collections
 
@@ -44,10 +43,15 @@ STRUCTURAL = tuple('model.' + k for k in (
     'type', 'arch', 'latent_dim', 'hidden', 'activation', 'gated', 'conv_channels',
     'conv_dense', 'conv_upsample', 'likelihood', 'gaussian_scale', 'prior', 'prior_components',
     'posterior', 'flow_steps', 'flow_hidden', 'stochastic_layers')) + ('objective.name',)
-# Fields whose default changed what a run computes or logs: a config saved before the
-# field existed ran with the value given here, and a resumed run keeps it (`adopt_legacy`).
+# Fields whose default changed what a run computes or logs: a run saved before the field
+# existed ran with the value given here. scripts/migrate.py (vae/training/migration.py) writes
+# them into such a workdir's config.json; nothing else reads them for old runs.
 LEGACY_VALUES = {'train.norm_metrics': 'mean', 'data.binarize_bits': 32,
                  'train.member_loop': 'vmap', 'model.bernoulli_impl': 'autodiff'}
+# config.json's layout: 2 names every field and has the params + state checkpoints; a
+# config.json without the field is version 1 (migration.check_current says whether it is
+# already current).
+SCHEMA_VERSION = 2
 VMAPPABLE = ('objective.beta', 'objective.free_bits', 'objective.warmup_epochs', 'optim.lr',
              'seed', 'model.latent_dim')
 
@@ -158,6 +162,8 @@ def parse_arg(arg, **defaults):
 # The built-in fields: (dotted name, default, meaning), in config.json's order. Every
 # experiment in configs/ starts from these (`base_config`); families add theirs (`declare`).
 SCHEMA = (
+    ('schema_version', SCHEMA_VERSION, "config.json's layout version (scripts/migrate.py "
+        'brings an older workdir to it)'),
     ('seed', 0, 'root seed: initialization, data order, per-step noise, picture samples'),
     ('data.name', 'fashion_mnist', 'dataset: fashion_mnist, mnist, kmnist, binarized_mnist, '
         'cifar10, any TFDS image set, or synthetic'),
@@ -311,8 +317,8 @@ def describe(c):
 
 def with_saved_values(saved):
   """The current schema with a saved config.json's values: fields added since the run was
-  saved keep their defaults (which reproduce the older behaviour); unknown saved fields
-  are dropped."""
+  saved keep their defaults; unknown saved fields are dropped. (A run that predates the
+  fields of LEGACY_VALUES is migrated first: vae/training/migration.py.)"""
   c = base_config()
 
   def merge(node, values):
@@ -325,10 +331,6 @@ def with_saved_values(saved):
         node[key] = tuple(value) if isinstance(value, list) else value
 
   merge(c, saved)
-  flat = flatten(saved)
-  for key, value in LEGACY_VALUES.items():
-    if key not in flat:
-      set_field(c, key, value)
   return c
 
 
@@ -353,11 +355,13 @@ def set_field(config, dotted, value):
 
 
 def adopt_legacy(saved, config):
-  """(config, {field: value}): `config` with the LEGACY_VALUES of the fields that a saved
-  config.json dict lacks, so a run saved before they existed resumes as it started; the
-  dict names the fields changed (empty: `config` itself is returned)."""
+  """(config, {field: value}): a resumed run keeps the LEGACY_VALUES its (migrated)
+  config.json names where the current config has the field's default, so that the command
+  it started with resumes it as it started; the dict names the fields changed."""
   flat, current = flatten(saved), flatten(config_json(config))
-  changed = {k: v for k, v in LEGACY_VALUES.items() if k not in flat and current.get(k) != v}
+  defaults = flatten(config_json(base_config()))
+  changed = {k: v for k, v in LEGACY_VALUES.items()
+             if flat.get(k) == v and current.get(k) == defaults.get(k) != v}
   if not changed:
     return config, changed
   config = copy.deepcopy(config)
@@ -487,9 +491,9 @@ def check_numbers(c):
 def resume_differences(saved, current):
   """Fields (dotted) whose saved value differs from the current one, RESUMABLE ones aside.
 
-  A field added to the schema after the run was saved is absent from `saved`;
-  its default (or its LEGACY_VALUES entry, which `adopt_legacy` puts in `current`)
-  reproduces the older behaviour, so it is not a difference.
+  A field added to the schema after the run was saved is absent from `saved`; its default
+  reproduces the older behaviour (a run that predates LEGACY_VALUES is migrated first), so
+  it is not a difference.
   """
   a, b = flatten(saved), flatten(current)
   return [(k, a.get(k), b.get(k)) for k in sorted(a)

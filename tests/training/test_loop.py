@@ -17,13 +17,13 @@ import vae
 
 from tests import record_fixtures
 from tests.helpers import FIXTURES, SLOW_FLAGS, final_params, leaves, read_events, run_train
-from tests.helpers import smoke_config, tensorboard_values
+from tests.helpers import run_script, smoke_config, tensorboard_values
 from vae import config_lib
 from vae.data import input_pipeline
 from vae.training import estimates
 from vae.families import models
 from vae.training import checkpointing, loop, optim
-from vae.training import chunks, run_dir, run_record, step, validation
+from vae.training import chunks, migration, run_dir, run_record, step, validation
 
 def test_smoke_run_writes_everything(smoke_run):
   tmp_path, result = smoke_run
@@ -334,9 +334,12 @@ def test_member_loop_auto_maps_on_one_cpu_device_and_vmaps_otherwise():
     validation.check_train(smoke_config(**{'train.member_loop': 'pmap'}))
 
 
-def test_workdir_from_an_older_schema_loads_and_resumes(smoke_run, tmp_path, caplog):
-  """A config.json saved before a field existed (here model.init_std, train.norm_metrics and
-  data.binarize_bits) still loads, and resumes with the older behaviour."""
+def test_workdir_from_an_older_schema_is_migrated_then_loads_and_resumes(smoke_run, tmp_path,
+                                                                         caplog):
+  """A config.json saved before fields existed (here model.init_std, train.norm_metrics,
+  data.binarize_bits and train.member_loop) is refused with one line naming
+  scripts/migrate.py; migrated, it names the values it ran with, loads, and resumes with the
+  same command and the older behaviour."""
   caplog.set_level('INFO', logger='vae')
   work = tmp_path / 'old'
   shutil.copytree(smoke_run[0], work)
@@ -345,7 +348,21 @@ def test_workdir_from_an_older_schema_loads_and_resumes(smoke_run, tmp_path, cap
   del saved['train']['norm_metrics']
   del saved['data']['binarize_bits']
   del saved['train']['member_loop']
+  del saved['schema_version']
   (work / 'config.json').write_text(json.dumps(saved))
+  with pytest.raises(checkpointing.CheckpointError, match='scripts/migrate.py --workdir'):
+    vae.load(work)
+  with pytest.raises(checkpointing.CheckpointError, match='predates'):
+    loop.train_and_evaluate(smoke_config(**{'train.num_epochs': 3.0}), str(work))
+  assert sorted(migration.migrate(work, dry_run=True)) == sorted(
+      [f'config.json: {k}={v!r} (the value this run was saved with)'
+       for k, v in config_lib.LEGACY_VALUES.items() if k != 'model.bernoulli_impl']
+      + ['config.json: schema_version=2'])
+  assert 'schema_version' not in json.loads((work / 'config.json').read_text())  # a dry run
+  migration.migrate(work)
+  migrated = json.loads((work / 'config.json').read_text())
+  assert migrated['schema_version'] == 2 and migrated['train']['norm_metrics'] == 'mean'
+  assert migration.pending(work) == [] and migration.migrate(work) == []
   assert vae.load(work).latent_dim == 20
   result = loop.train_and_evaluate(smoke_config(**{'train.num_epochs': 3.0}), str(work))
   assert result['step'] == 36
@@ -353,9 +370,7 @@ def test_workdir_from_an_older_schema_loads_and_resumes(smoke_run, tmp_path, cap
   now = json.loads((work / 'config.json').read_text())
   assert now['train']['norm_metrics'] == 'mean' and now['data']['binarize_bits'] == 32
   assert now['train']['member_loop'] == 'vmap'  # a group saved before 'map' keeps vmap
-  assert any("resumes with train.norm_metrics='mean'" in r.message for r in caplog.records)
-  assert config_lib.with_saved_values(saved).train.norm_metrics == 'mean'
-  assert config_lib.with_saved_values(saved).data.binarize_bits == 32
+  assert any("saved with train.norm_metrics='mean'" in r.message for r in caplog.records)
 
 
 def test_norm_metrics_last_reports_the_last_steps_norms_and_trains_the_same():
@@ -448,10 +463,21 @@ def ocp_handler_metadata(path):
   return dict(ocp.StandardCheckpointHandler().metadata(path))
 
 
-def test_checkpoint_written_before_the_rooms_split_loads_and_resumes(tmp_path):
-  """tests/fixtures/pre_rooms_workdir was written by the old trainer (whole state in one item)."""
+def test_checkpoint_written_before_the_rooms_split_is_migrated_then_loads_and_resumes(
+    tmp_path):
+  """tests/fixtures/pre_rooms_workdir was written by the old trainer (whole state in one item,
+  no checksums, no speed fields): refused with one line until scripts/migrate.py rewrites it,
+  then it loads and resumes."""
   work = tmp_path / 'old'
   shutil.copytree(FIXTURES / 'pre_rooms_workdir', work)
+  with pytest.raises(checkpointing.CheckpointError, match='single-item layout'):
+    vae.load(work)
+  code, out, err = run_script('migrate', '--workdir', work)
+  assert code == 0, err
+  assert 'changed checkpoints/12: single-item layout -> params + state' in out
+  assert (work / 'checkpoints' / '12' / 'params').is_dir()
+  assert (work / 'checkpoints' / '12' / 'checksums').is_dir()
+  assert not (work / migration.MIGRATION_DIR).exists()
   m = vae.load(work)
   assert m.step == 12 and m.latent_dim == 2
   images, _ = m.load_split('test')
@@ -462,6 +488,7 @@ def test_checkpoint_written_before_the_rooms_split_loads_and_resumes(tmp_path):
   assert result['step'] == 24 and result['status'] == 'finished'
   assert [e['step'] for e in read_events(work) if e['event'] == 'eval'] == [12, 24]
   assert vae.load(work, 'latest').step == 24
+  assert run_script('migrate', '--workdir', tmp_path / 'nowhere')[0] == 2
 
 
 def test_signal_before_the_first_step_exits_cleanly(tmp_path):

@@ -24,7 +24,7 @@ from vae.training import estimates
 from vae.families import models
 from vae.training import checkpointing, memory
 from vae.families import objectives
-from vae.training import run_dir
+from vae.training import migration, run_dir
 
 log = logging.getLogger('vae')
 SPLITS = ('train', 'val', 'validation', 'test')
@@ -316,6 +316,7 @@ def load(workdir, checkpoint='best', accept_changed_data=False) -> TrainedModel:
   workdir = pathlib.Path(workdir)
   if not (workdir / 'config.json').exists():
     raise checkpointing.CheckpointError(f'{workdir} has no config.json: not a training workdir')
+  migration.check_current(workdir)
   config = config_lib.with_saved_values(run_dir.read_json(workdir / 'config.json'))
   if not (workdir / 'data.json').exists():
     raise checkpointing.CheckpointError(f'{workdir} has no data.json: not a training workdir')

@@ -175,21 +175,12 @@ class Checkpointer:
   def restore_meta(self, step):
     return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
 
-  def is_legacy(self, step):
-    """Whether the checkpoint at `step` predates the params item (whole state in `state`)."""
-    return not (self.directory / str(step) / 'params').exists()
-
   def restore(self, step, abstract_state):
     """Restores the TrainState at `step` onto the shardings of `abstract_state`."""
-    if self.is_legacy(step):
-      # The whole TrainState as one item, from before the state had a prior_state (none of
-      # these runs has a prior with state): restored with the fields it was saved with.
-      fields = ('step', 'params', 'opt_state', 'ema_params', 'rng')
-      target = {k: getattr(abstract_state, k) for k in fields}
-      out = self.manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
-      self._verify(step, {'state': out['state']})
-      return TrainState(**out['state']), out['meta']
+    if not (self.directory / str(step) / 'params').exists():
+      raise CheckpointError(
+          f'{self.directory / str(step)} has the single-item layout of an older version; run '
+          f'python scripts/migrate.py --workdir {self.directory.parent}')
     params, rest = split_state(abstract_state)
     out = self.manager.restore(step, args=ocp.args.Composite(
         params=ocp.args.StandardRestore(params), state=ocp.args.StandardRestore(rest),
@@ -355,7 +346,10 @@ class CheckpointReader:
     """Only the parameters evaluation uses (EMA when kept), placed with `sharding`, verified
     against the step's checksums. Shapes come from the checkpoint itself."""
     step_dir = self.directory / str(step)
-    item = 'params' if (step_dir / 'params').exists() else 'state'  # 'state': legacy layout
+    if not (step_dir / 'params').exists():
+      raise CheckpointError(f'{step_dir} has the single-item layout of an older version; run '
+                            f'python scripts/migrate.py --workdir {self.directory.parent}')
+    item = 'params'
     handler = ocp.StandardCheckpointHandler()
     tree = handler.metadata(step_dir / item)
     abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
@@ -366,14 +360,12 @@ class CheckpointReader:
                        step_dir / item)
     else:
       log.warning('checkpoint %s predates checksums: restored without verification', step_dir)
-    return (out['ema_params'] or out['params']) if item == 'state' else out
+    return out
 
   def restore_prior_state(self, step):
     """The prior's state saved at `step` ({} when it has none), as jax arrays, verified
     against the step's checksums of the 'state' item."""
     step_dir = self.directory / str(step)
-    if not (step_dir / 'params').exists():
-      return {}  # the legacy single-item layout predates the prior's state
     handler = ocp.StandardCheckpointHandler()
     tree = handler.metadata(step_dir / 'state')
     abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree)

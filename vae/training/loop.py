@@ -38,7 +38,8 @@ from vae.families import models
 from vae.training import members as members_lib, metrics_io, optim
 from vae.training import run as run_lib
 from vae import settings
-from vae.training import driver as driver_lib, run_dir, saver as saver_lib, sharding, validation
+from vae.training import driver as driver_lib, migration, run_dir, saver as saver_lib
+from vae.training import sharding, validation
 
 log = logging.getLogger('vae')
 
@@ -324,14 +325,16 @@ def _train_runs(runs, group_dir, dataset, mesh, sched, t_start, preempt, hooks):
 
 
 def _keep_legacy_fields(config, workdir, quiet=False):
-  """`config`, with the older behaviour of fields that the workdir's saved run predates
-  (config_lib.LEGACY_VALUES), so that it resumes as it started."""
+  """`config`, with the older behaviour that the workdir's saved run names in its config.json
+  (config_lib.LEGACY_VALUES, written there by scripts/migrate.py), so that it resumes as it
+  started; a workdir that still needs migrating is refused (`migration.check_current`)."""
   path = workdir / 'config.json'
   if not path.exists():
     return config
+  migration.check_current(workdir)
   config, changed = config_lib.adopt_legacy(run_dir.read_json(path), config)
   for key, value in {} if quiet else changed.items():
-    log.info('%s was saved before %s existed: it resumes with %s=%r', workdir, key, key, value)
+    log.info('%s was saved with %s=%r: it resumes with it', workdir, key, value)
   return config
 
 

@@ -36,7 +36,10 @@ def validate_for_data(c, image_shape, num_train):
 
 
 def check_train(c):
-  """Checks the fields no family owns: `train.*`."""
+  """Checks the fields no family owns: `schema_version` and `train.*`."""
+  config_lib.check(c.schema_version == config_lib.SCHEMA_VERSION,
+                   f'schema_version={c.schema_version}: this version writes and reads '
+                   f'{config_lib.SCHEMA_VERSION}; leave the field at its default')
   t = c.train
   config_lib.check(t.batch_size >= 1, f'train.batch_size={t.batch_size} must be >= 1')
   config_lib.check(t.eval_batch_size >= 1, 'train.eval_batch_size must be >= 1')
