@@ -5,7 +5,7 @@ import time
 
 from tests.helpers import smoke_config
 from vae.training import estimates
-from vae.training import checkpointing, loop, run_dir, saver
+from vae.training import checkpointing, loop, run_dir, saver as saver_lib
 
 
 class _SlowCheckpointer:
@@ -22,7 +22,7 @@ class _SlowCheckpointer:
 
 def test_saver_never_falls_more_than_its_bound_behind():
   ckpt = _SlowCheckpointer(0.05)
-  saver = saver.BackgroundSaver(max_in_flight=2)
+  saver = saver_lib.BackgroundSaver(max_in_flight=2)
   behind = []
   for step in range(10):
     saver.submit([(ckpt, step, {}, {}, None)])
