@@ -53,23 +53,25 @@ def host_loop(tiny, images, epochs, rounds, trainer, base_trainer=None, base_nam
 
 
 # What --lean_step --base runs in the base checkout (its own code, its own process): the
-# tiny model's chunk and the minimal scan loop, as the rows of this suite measure them.
+# tiny model's chunk, from the config.json-style dict it is given, and the minimal scan loop,
+# as the rows of this suite measure them.
 BASE_LEAN_STEP = """
 import json, sys
 import numpy as np
+from vae import config_lib
 from vae.benchmarking import programs
-from scripts.benchmark import tiny_config
-repeats = int(sys.argv[1])
+repeats, tiny = int(sys.argv[1]), config_lib.with_saved_values(json.loads(sys.argv[2]))
 images = np.random.default_rng(0).integers(0, 256, (50000, 28, 28, 1)).astype(np.uint8)
 print(json.dumps({'plain_jax_scan': programs.plain_jax_epoch(images, repeats, hidden=32, latent=2),
-                  'chunk': programs.chunk_rate(tiny_config(20), (28, 28, 1), repeats)}))
+                  'chunk': programs.chunk_rate(tiny, (28, 28, 1), repeats)}))
 """
 
 
-def base_lean_rates(base, repeats):
-  """{'chunk', 'plain_jax_scan'} examples/s measured by the checkout `base` (a
-  `launches.Trainer`'s cwd and environment) in a process of its own."""
-  proc = subprocess.run([sys.executable, '-c', BASE_LEAN_STEP, str(repeats)], cwd=base.cwd,
+def base_lean_rates(base, tiny, repeats):
+  """{'chunk', 'plain_jax_scan'} examples/s of the `tiny` config measured by the checkout
+  `base` (a `launches.Trainer`'s cwd and environment) in a process of its own."""
+  proc = subprocess.run([sys.executable, '-c', BASE_LEAN_STEP, str(repeats),
+                         json.dumps(config_lib.config_json(tiny))], cwd=base.cwd,
                         env=base.env, capture_output=True, text=True, check=True)
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -106,11 +108,11 @@ def lean_step(tiny, mlp, rounds, repeats=3, base=None, base_name=None):
          'steps_per_epoch': steps, 'steps_per_chunk': 100, 'rounds': []}
   for i in range(rounds):
     if base is not None and i % 2:
-      base_row = base_lean_rates(base, repeats)
+      base_row = base_lean_rates(base, tiny, repeats)
     row = _lean_round(tiny, mlp, images, repeats, extras=base is None)
     if base is not None:
       row.update({f'base_{k}': v for k, v in (
-          base_row if i % 2 else base_lean_rates(base, repeats)).items()})
+          base_row if i % 2 else base_lean_rates(base, tiny, repeats)).items()})
     out['rounds'].append(row)
     print(json.dumps(row), flush=True)
   if base is not None:
