@@ -106,10 +106,10 @@ SUBPACKAGES = ('benchmarking', 'commands', 'data', 'evaluation', 'families', 're
 
 
 def test_the_library_is_in_sub_packages_that_say_what_they_hold():
-  """vae/ keeps at its top only the public API, the config schema and the environment; the
-  rest lives in sub-packages, each with an `__init__` docstring, and tests/ mirrors them."""
+  """vae/ keeps at its top only the public API, the config schema, its frozen specs, the
+  errors and the environment; the rest lives in sub-packages, each with an `__init__` docstring, and tests/ mirrors them."""
   top = sorted(p.name for p in (REPO / 'vae').glob('*.py'))
-  assert top == ['__init__.py', 'config_lib.py', 'errors.py', 'settings.py'], top
+  assert top == ['__init__.py', 'config_lib.py', 'errors.py', 'settings.py', 'specs.py'], top
   packages = sorted(p.parent.name for p in (REPO / 'vae').glob('*/__init__.py'))
   assert packages == sorted(SUBPACKAGES), packages
   for name in packages:
@@ -126,7 +126,7 @@ def test_the_library_is_in_sub_packages_that_say_what_they_hold():
 # The library's layers, lowest first (README "Library layout" says the same): a module may
 # import its own layer and the ones below, never one above. `vae/__init__.py` (the public
 # API, `vae.load`) stands above them all.
-LAYERS = (('errors', 'config_lib', 'settings'), ('families',), ('data',), ('training',), ('evaluation',),
+LAYERS = (('errors', 'config_lib', 'specs', 'settings'), ('families',), ('data',), ('training',), ('evaluation',),
           ('sweeps',), ('reporting',), ('commands',), ('benchmarking',))
 
 
@@ -166,7 +166,25 @@ def test_imports_only_point_down_the_layers():
 def test_the_layers_name_every_room_once():
   rooms = [name for names in LAYERS for name in names]
   assert len(rooms) == len(set(rooms))
-  assert set(rooms) == set(SUBPACKAGES) | {'errors', 'config_lib', 'settings'}
+  assert set(rooms) == set(SUBPACKAGES) | {'errors', 'config_lib', 'specs', 'settings'}
+
+
+# Where a ConfigDict may exist: the schema (config_lib builds one from a config file) and the
+# entry commands (flags). Everything below the entry takes frozen specs (vae/specs.py).
+CONFIGDICT_MODULES = ('config_lib.py', 'commands/')
+
+
+def test_below_the_entry_no_module_imports_ml_collections():
+  offenders = []
+  for path in sorted((REPO / 'vae').rglob('*.py')):
+    rel = path.relative_to(REPO / 'vae').as_posix()
+    if rel.startswith(CONFIGDICT_MODULES):
+      continue
+    for node in ast.walk(ast.parse(path.read_text())):
+      names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+               [node.module or ''] if isinstance(node, ast.ImportFrom) else [])
+      offenders += [f'vae/{rel}:{node.lineno}' for n in names if n.startswith('ml_collections')]
+  assert not offenders, offenders
 
 
 def test_the_public_api_stays_at_the_top(monkeypatch):

@@ -354,20 +354,14 @@ def set_field(config, dotted, value):
   node[last] = float(value) if isinstance(current, float) and isinstance(value, int) else value
 
 
-def adopt_legacy(saved, config):
-  """(config, {field: value}): a resumed run keeps the LEGACY_VALUES its (migrated)
-  config.json names where the current config has the field's default, so that the command
-  it started with resumes it as it started; the dict names the fields changed."""
+def legacy_to_adopt(saved, config):
+  """{field: value}: the LEGACY_VALUES a resumed run keeps because its (migrated)
+  config.json names them where the current config has the field's default, so that the
+  command it started with resumes it as it started."""
   flat, current = flatten(saved), flatten(config_json(config))
   defaults = flatten(config_json(base_config()))
-  changed = {k: v for k, v in LEGACY_VALUES.items()
-             if flat.get(k) == v and current.get(k) == defaults.get(k) != v}
-  if not changed:
-    return config, changed
-  config = copy.deepcopy(config)
-  for key, value in changed.items():
-    set_field(config, key, value)
-  return config, changed
+  return {k: v for k, v in LEGACY_VALUES.items()
+          if flat.get(k) == v and current.get(k) == defaults.get(k) != v}
 
 
 def smoke(c):
@@ -454,8 +448,10 @@ def flatten(d, prefix=''):
 
 
 def config_json(config):
-  """The config as the JSON-ready dict that config.json holds."""
-  return json.loads(config.to_json_best_effort())
+  """The config (a ConfigDict or a frozen spec) as the JSON-ready dict config.json holds."""
+  if hasattr(config, 'to_json_best_effort'):
+    return json.loads(config.to_json_best_effort())
+  return json.loads(json.dumps(config.to_dict()))
 
 
 def _kind(value):

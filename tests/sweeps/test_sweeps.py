@@ -596,14 +596,27 @@ def test_sigterm_to_a_processes_sweep_reaches_its_members_and_leaves_no_orphan(t
     assert 'SIGTERM' in (tmp_path / f'{n}.log').read_text()
 
 
-def test_a_diverging_member_of_a_vmap_group_stops_alone(tmp_path):
+def test_a_diverging_member_of_a_vmap_group_stops_alone(tmp_path, monkeypatch):
   """One member of a vmapped group goes NaN (lr 1e12): it is named, frozen at its last good
   checkpoint and recorded as diverged; the other trains to the end exactly as it would
-  have (the group restarts from the common checkpoint with the diverged member frozen); a
-  rerun does not train the diverged member again."""
+  have (the group goes back to the common checkpoint with the diverged member frozen, in
+  the same program: the data is read once and the group built once); a rerun does not
+  train the diverged member again."""
   configs = [smoke_config(**{'optim.lr': lr}) for lr in (1e-3, 1e12)]
   dirs = [tmp_path / 'good', tmp_path / 'bad']
+  calls = {'load': 0, 'group': 0}
+  load, group = loop.data_lib.load, loop.members_lib.Group
+
+  def counted(name, fn):
+    def wrapper(*args, **kwargs):
+      calls[name] += 1
+      return fn(*args, **kwargs)
+    return wrapper
+
+  monkeypatch.setattr(loop.data_lib, 'load', counted('load', load))
+  monkeypatch.setattr(loop.members_lib, 'Group', counted('group', group))
   results = loop.train_members(configs, dirs, tmp_path / 'group')
+  assert calls == {'load': 1, 'group': 1}
   assert [r['status'] for r in results] == ['finished', 'diverged']
   done = json.loads((dirs[1] / 'done.json').read_text())
   assert done['status'] == 'diverged' and done['step'] < 24

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vae import config_lib
+from vae import config_lib, specs
 from vae.data import datasets as data_lib, input_pipeline
 from vae.training import estimates
 from vae.families import models
@@ -317,7 +317,7 @@ def load(workdir, checkpoint='best', accept_changed_data=False) -> TrainedModel:
   if not (workdir / 'config.json').exists():
     raise checkpointing.CheckpointError(f'{workdir} has no config.json: not a training workdir')
   migration.check_current(workdir)
-  config = config_lib.with_saved_values(run_dir.read_json(workdir / 'config.json'))
+  config = specs.freeze(config_lib.with_saved_values(run_dir.read_json(workdir / 'config.json')))
   if not (workdir / 'data.json').exists():
     raise checkpointing.CheckpointError(f'{workdir} has no data.json: not a training workdir')
   data_info = run_dir.read_json(workdir / 'data.json')

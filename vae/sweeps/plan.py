@@ -8,9 +8,8 @@ import importlib.util
 import pathlib
 import string
 
-import ml_collections
 
-from vae import config_lib, settings
+from vae import config_lib, settings, specs
 from vae.families import models
 from vae.training import validation
 
@@ -55,15 +54,11 @@ def member_dir(root, name):
 
 
 def apply_overrides(config, overrides):
-  """A locked copy of `config` with dotted-key overrides; unknown keys are errors."""
-  c = ml_collections.ConfigDict(config.to_dict())
-  for key, value in overrides.items():
-    try:
-      config_lib.set_field(c, key, value)
-    except config_lib.ConfigError:
-      raise config_lib.ConfigError(f'sweep override {key!r} is not a config field') from None
-  c.lock()
-  return c
+  """The frozen spec of `config` (a ConfigDict or a spec) with dotted-key overrides;
+  unknown keys are errors."""
+  for key in overrides:
+    _field(config, key, 'sweep override')
+  return specs.with_fields(config, overrides)
 
 
 def resolve_config_spec(spec):
@@ -235,6 +230,5 @@ def expand(config_spec, axes=None, config_overrides=None):
   names = [member_name(o) for o in overrides]
   if len(set(names)) != len(names):
     raise config_lib.ConfigError('sweep members have duplicate names; vary at least one field')
-  for c in configs:
-    validation.validate(c)
+  configs = [validation.spec(c) for c in configs]
   return overrides, configs, names, fixed

@@ -1,8 +1,9 @@
-"""The driver of the training loop: chunks dispatched ahead, and the work at each boundary.
+"""The driver of the training loop: chunks dispatched ahead, the boundary work overlapping.
 
 `Driver.run` keeps the device busy: the next chunk is dispatched before the last one's
-results are read, and the host's boundary work (train metrics, the evaluation with early
-stopping and images, checkpoints written in the background) overlaps it. `Feed` gives each
+results are read, and the host's boundary work (the periodic actions of actions.py: train
+metrics, the evaluation with early stopping, images, checkpoints written in the
+background, the answer to a signal) overlaps it. `Feed` gives each
 chunk its data (the resident set, or the chunk's batches streamed from the host).
 """
 
@@ -11,13 +12,11 @@ import logging
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from vae import errors
 from vae.data import input_pipeline
-from vae.families import models
-from vae.training import device_timeline, estimates, members as members_lib, plots
+from vae.training import actions as actions_lib, device_timeline
 from vae.training import progress as progress_lib
 from vae.training import sharding
 
@@ -60,8 +59,10 @@ class Driver:
   boundary is saved, so no checkpoint holds a non-finite state.
   """
 
-  def __init__(self, runs, group, sched, evaluator, saver, preempt, t_start, step):
+  def __init__(self, runs, group, sched, evaluator, saver, preempt, t_start, step,
+               actions=None):
     self.runs, self.group, self.sched = runs, group, sched
+    self.actions = actions_lib.default_actions() if actions is None else actions
     self.evaluator, self.saver, self.preempt, self.t_start = evaluator, saver, preempt, t_start
     base = runs[0].config
     self.patience_steps = int(round(base.train.early_stopping_epochs * sched.steps_per_epoch))
@@ -79,6 +80,12 @@ class Driver:
     self.progress = progress_lib.Progress(
         sched.total_steps, 'step' if size == 1 else f'group of {size}: step',
         (base.train.batch_size * size, 'ex'), step, min_interval_s=0.0)
+
+  def rewind(self, step):
+    """Goes back to `step` (the group restored an earlier checkpoint): the data order is
+    computed again from it and the progress line restarts there."""
+    self.order = None
+    self.progress.restart(step)
 
   def _dispatch(self, state, step, feed):
     end = self.sched.next_boundary(step)
@@ -104,8 +111,8 @@ class Driver:
     end, state, means, bad = self._dispatch(state, step, feed)
     while True:
       preempted = self.preempt.agreed()
-      due = self._checkpoint_due(end) or preempted
-      boundary = self._capture(state, end, due)     # device work on the state at `end`
+      due = self._checkpoint_due(end) or bool(preempted)
+      boundary = self._capture(state, end, due, preempted)  # device work on the state
       ahead = None
       if end < self.sched.total_steps and not preempted:
         ahead = self._dispatch(state, end, feed)    # the device goes on meanwhile
@@ -113,7 +120,7 @@ class Driver:
       if self.steady_from is None:
         log.info('first chunk finished %.1f s after start', time.time() - self.t_start)
         self.steady_from = time.perf_counter()
-      self._at_boundary(end, jax.device_get(means), boundary, due, preempted)
+      self._finish(boundary, jax.device_get(means))
       if preempted or ahead is None or all(r.stopped for r in self.runs):
         return end
       end, state, means, bad = ahead
@@ -121,32 +128,29 @@ class Driver:
   def _training(self):
     return [m for m, r in enumerate(self.runs) if not r.stopped]
 
-  def _capture(self, state, step, due):
-    """Dispatches what the boundary at `step` needs of the state: the evaluation, and
-    snapshots of each training member (for checkpoints and images) where one is due or an
-    evaluation may stop a member."""
-    t0 = time.perf_counter()
-    sched, group = self.sched, self.group
-    sums = None
-    if sched.is_eval(step):
-      sums = {s: self.evaluator.fn(state, b, mk, self.train_data)
-              for s, (b, mk) in self.evaluator.sets.items()}
-      for v in sums.values():
-        self.timeline.dispatched('eval', v)
-    self.seconds['eval'] += time.perf_counter() - t0
-    t0 = time.perf_counter()
-    snapshots = {}
-    if sched.is_eval(step) or due:
-      for m in self._training():
-        snapshots[m] = device_copy(group.member_state(state, m))
-        self.timeline.dispatched('snapshot', jax.tree.leaves(snapshots[m])[0])
-    self.seconds['checkpoint'] += time.perf_counter() - t0
-    return sums, snapshots
+  def _capture(self, state, step, due, preempted):
+    """Every action's device work on the state at `step` (actions.py); the boundary."""
+    b = actions_lib.Boundary(step, step / self.sched.steps_per_epoch,
+                         step * self.runs[0].config.train.batch_size, due, preempted,
+                         self._training())
+    for a in self.actions:
+      t0 = time.perf_counter()
+      b.captured[a.name] = a.capture(self, state, b)
+      self._count(a, t0)
+    return b
+
+  def _count(self, action, t0):
+    if action.bucket:
+      self.seconds[action.bucket] += time.perf_counter() - t0
 
   def _checkpoint_due(self, step):
     return self.sched.is_checkpoint(step) or (
         self.checkpoint_every_s > 0
         and time.perf_counter() - self.last_save_t >= self.checkpoint_every_s)
+
+  def saved(self):
+    """A checkpoint action submitted saves: the wall-clock cadence restarts."""
+    self.last_save_t = time.perf_counter()
 
   def _check_finite(self, bad, means):
     bad = int(bad)
@@ -163,69 +167,16 @@ class Driver:
           f'loss or gradient became NaN/Inf at step {bad}; no checkpoint written after it '
           f'(last good checkpoint: step {latest}); lower optim.lr or set optim.grad_clip')
 
-  def _at_boundary(self, step, means, boundary, due, preempted):
-    """Hands a finished chunk's results to the runs: train metrics, the evaluation (with
-    early stopping and images), checkpoints (written in the background)."""
-    runs, group, sched = self.runs, self.group, self.sched
-    sums, snapshots = boundary
-    base, several = runs[0].config, len(runs) > 1
-    epoch = step / sched.steps_per_epoch
-    examples = step * base.train.batch_size
-    training = self._training()
-    for m in training:
-      runs[m].log_train(step, epoch, examples, group.pick(means, m))
-    if several:  # the range over the members still training, said as such
-      losses = [runs[m].last.get('train/loss', float('nan')) for m in training]
-      self.progress.update(step, loss=f'{min(losses):.2f}..{max(losses):.2f} over '
-                           f'{len(training)} training members')
-    else:
-      first = runs[training[0]].last
-      self.progress.update(step, loss=first.get('train/loss', float('nan')),
-                           elbo=first.get('train/elbo', float('nan')))
-    stopping = set()
-    if sums is not None:
+  def _finish(self, b, means):
+    """Every action's host part, once the chunk's results are read."""
+    b.means = means
+    for a in self.actions:
       t0 = time.perf_counter()
-      per_split = {s: jax.device_get(v) for s, v in sums.items()}
-      for m in training:
-        r = runs[m]
-        em = {}
-        for split, split_sums in per_split.items():
-          sums_m = members_lib.unpad_sums(group.pick(split_sums, m),
-                                          models.total_latent_dim(r.config.model))
-          em.update(estimates.summarize_sums(sums_m, self.evaluator.num_dims, split,
-                                              base.train.active_unit_threshold))
-        if r.log_eval(step, epoch, examples, em, self.patience_steps):
-          stopping.add(m)
-        warn_collapse(em, r.config, r.workdir if several else None)
-      self.seconds['eval'] += time.perf_counter() - t0
-      t0 = time.perf_counter()
-      for m in training:
-        if sched.is_images(step) or m in stopping:
-          write_images(runs[m].writer, step, group.image_variables(snapshots[m]),
-                        group.image_fns(m),
-                        self.evaluator.recon_inputs[m], self.evaluator.sample_keys[m],
-                        runs[m].chief, self._submit_file)
-      self.seconds['images'] += time.perf_counter() - t0
-    t0 = time.perf_counter()
-    saving = [m for m in training if due or m in stopping]
-    self.saver.submit([runs[m].save_job(step, snapshots[m]) for m in saving])
-    if saving:
-      self.last_save_t = time.perf_counter()
-    if stopping or preempted:
-      # done.json and the "saved" line only once the checkpoints they speak of are committed.
-      self.saver.wait()
-    self.seconds['checkpoint'] += time.perf_counter() - t0
-    for m in sorted(stopping):
-      runs[m].stop_early(step, f'{runs[m].workdir} ' if several else '')
-      group.set_active(m, False)
-    if preempted:
-      for m in training:
-        runs[m].interrupted(preempted)
-      committed = runs[training[0]].checkpointer.latest_step() if training else None
-      log.warning('%s received: checkpoint committed at step %s; rerun the same command to '
-                  'resume', preempted, committed)
+      a.finish(self, b)
+      self._count(a, t0)
 
-  def _submit_file(self, fn, *args, **kwargs):
+  def submit_file(self, fn, *args, **kwargs):
+    """Runs `fn` (a figure's drawing) on the file thread; an earlier job's error is raised."""
     self.file_jobs = [f for f in self.file_jobs if not f.done() or f.result()]
     self.file_jobs.append(self.files.submit(fn, *args, **kwargs))
 
@@ -248,47 +199,3 @@ class Driver:
             'checkpoint_background_s': round(self.saver.seconds, 3),
             'checkpoint_wait_s': round(self.saver.wait_seconds, 3),
             'images_s': round(self.seconds['images'], 3)}
-
-
-# A copy on the device, dispatched without waiting (the state's own buffers go to the next
-# chunk); `jax.Array.copy` would wait for the array on some backends.
-device_copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
-
-
-def warn_collapse(metrics, config, where=None):
-  active = metrics.get('val/active_units', metrics.get('test/active_units'))
-  total = models.total_latent_dim(config.model)
-  if active is None or not models.has_posterior(config.model):
-    return
-  if active < config.train.collapse_warn_fraction * total:
-    log.warning('posterior collapse%s: only %d of %d latent units are active (variance of '
-                'the posterior mean > %g); consider KL warm-up or free bits',
-                f' in {where}' if where else '', active, total,
-                config.train.active_unit_threshold)
-
-
-def write_images(writer, step, variables, fns, inputs, sample_key, write, submit=None):
-  """Reconstructions (means, not logits) of fixed test images and fixed prior samples, as
-  PNG files in images/ and in TensorBoard.
-
-  Every process runs the (collective) decoding; only the chief (`write`) saves files, the
-  PNG figures through `submit(fn, *args, **kwargs)` when given (matplotlib takes a few tenths of a second
-  a figure: they are drawn while training goes on).
-  """
-  recon_fn, sample_fn = fns
-  recon = recon_fn(variables, inputs)
-  samples = sample_fn(variables, sample_key)
-  if not write:
-    return
-  images = writer.path.parent / 'images'
-  grids = {'reconstructions': plots.interleave(jax.device_get(inputs), jax.device_get(recon)),
-           'samples': jax.device_get(samples)}
-  titles = {'reconstructions': f'step {step}: test images (odd rows) and reconstructions',
-            'samples': f'step {step}: decoded means of fixed prior samples'}
-  for name, grid in grids.items():
-    args = (grid, images / f'{name}_{step:08d}.png')
-    if submit is None:
-      plots.save_grid(*args, title=titles[name])
-    else:
-      submit(plots.save_grid, *args, title=titles[name])
-    writer.image(f'images/{name}', np.clip(plots.tile(grid), 0.0, 1.0), step)

@@ -25,11 +25,10 @@ import time
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from vae import errors
-from vae import config_lib
+from vae import config_lib, specs
 from vae.data import datasets as data_lib
 from vae.training import checkpointing
 from vae.data import input_pipeline
@@ -89,13 +88,14 @@ class Schedule:
     return step // self.images_every != (step - self.eval_every) // self.images_every
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
+def train_and_evaluate(config, workdir: str):
   """Trains and evaluates the model that `config` describes, writing into `workdir`.
 
   Running it again on the same workdir resumes from the newest good checkpoint.
 
   Args:
-    config: a config from configs/ (see vae/config_lib.py for every field).
+    config: a config from configs/ (a ConfigDict; see vae/config_lib.py for every field)
+      or its frozen spec (vae/specs.py).
     workdir: output directory (created if needed).
 
   Returns:
@@ -126,8 +126,7 @@ def train_members(configs, workdirs, group_dir):
 def train(configs, workdirs, group_dir=None):
   """The loop: one member unbatched (`group_dir` None) or a vmapped group. See the module."""
   t_start = time.time()
-  for c in configs:
-    validation.validate(c)
+  configs = [validation.spec(c) for c in configs]
   if group_dir is not None:
     models.check_vmappable(configs)
   chief = jax.process_index() == 0
@@ -148,12 +147,9 @@ def check_group(configs, workdirs, group_dir):
   """Raises ConfigError when the members saved in a vmapped group's directory
   (GROUP/members.json) are not these (their number, or a field that cannot change on
   resume); reads only, so that a sweep can refuse before it writes anything."""
-  configs = [_keep_legacy_fields(c, pathlib.Path(w), quiet=True)
+  configs = [_keep_legacy_fields(specs.freeze(c), pathlib.Path(w), quiet=True)
              for c, w in zip(configs, workdirs)]
   run_dir.check_group_config(group_dir, [config_lib.config_json(c) for c in configs])
-
-
-MembersDiverged = errors.MembersDiverged
 
 
 def _train(configs, workdirs, group_dir, chief, t_start, preempt):
@@ -188,15 +184,9 @@ def _train(configs, workdirs, group_dir, chief, t_start, preempt):
       if data_notes.get(r.workdir):
         r.record.note('data_change', data_notes[r.workdir])
     return _train_runs(runs, group_dir, dataset, mesh, sched, t_start, preempt, hooks)
-  except MembersDiverged as e:
-    for m in e.members:
-      runs[m].diverged(e.step)
   finally:
     for r in runs:
       r.close()
-  # The others resume from the group's newest common checkpoint, the diverged ones frozen:
-  # what they compute does not depend on a frozen member, so they end as they would have.
-  return _train(configs, workdirs, group_dir, chief, t_start, preempt)
 
 
 def _check_sizes(base, runs, mesh, num_train):
@@ -308,7 +298,22 @@ def _train_runs(runs, group_dir, dataset, mesh, sched, t_start, preempt, hooks):
   step = resume_step or 0
   driver = driver_lib.Driver(runs, group, sched, evaluator, saver, preempt, t_start, step)
   try:
-    step = driver.run(state, step, feed)
+    while True:
+      try:
+        step = driver.run(state, step, feed)
+        break
+      except errors.MembersDiverged as e:
+        # The others go on from the group's newest common checkpoint, the diverged ones
+        # frozen, in the same program on the same data (nothing reloaded or compiled again):
+        # what they compute does not depend on a frozen member, so they end as they would
+        # have.
+        for m in e.members:
+          runs[m].diverged(e.step)
+        for r in runs:
+          r.rewind()
+        state, resume_step = _restore(runs, group, sched)
+        step = resume_step or 0
+        driver.rewind(step)
     saver.wait()
   finally:
     driver.close()
@@ -332,7 +337,8 @@ def _keep_legacy_fields(config, workdir, quiet=False):
   if not path.exists():
     return config
   migration.check_current(workdir)
-  config, changed = config_lib.adopt_legacy(run_dir.read_json(path), config)
+  changed = config_lib.legacy_to_adopt(run_dir.read_json(path), config)
+  config = specs.with_fields(config, changed)
   for key, value in {} if quiet else changed.items():
     log.info('%s was saved with %s=%r: it resumes with it', workdir, key, value)
   return config

@@ -17,11 +17,11 @@ member trained in a group matches the member trained alone, up to
 floating-point reduction order (tests/sweeps/test_sweeps.py checks this).
 """
 
+import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from vae import config_lib
@@ -120,9 +120,8 @@ class Group:
       self.data_keys, self.eval_keys = self.keys[0]['data'], self.keys[0]['eval']
     else:
       d_max = max(c.model.latent_dim for c in configs)
-      big = ml_collections.ConfigDict(base.model.to_dict())
-      big.latent_dim = d_max
-      self.model = models.build_model(big, image_shape, dtype)
+      self.model = models.build_model(dataclasses.replace(base.model, latent_dim=d_max),
+                                      image_shape, dtype)
       self.state_sharding = sharding.model_sharded(mesh)
       hps = []
       padded = len({c.model.latent_dim for c in configs}) > 1

@@ -21,9 +21,8 @@ import pathlib
 import shutil
 
 import jax
-import ml_collections
 
-from vae import config_lib, errors
+from vae import config_lib, errors, specs
 from vae.families import models, objective_families
 from vae.training import checkpointing, metrics_io, optim, run_dir, step as step_lib
 
@@ -139,7 +138,7 @@ def migrate(workdir, dry_run=False):
     return changes
   config = config_lib.with_saved_values(new)
   data_info = run_dir.read_json(workdir / 'data.json')
-  abstract = _abstract_state(ml_collections.ConfigDict(config), data_info)
+  abstract = _abstract_state(specs.freeze(config), data_info)
   kept = [_convert_step(workdir, s, abstract, new) for s in steps]
   reader = checkpointing.Checkpointer(workdir / 'checkpoints', keep=10 ** 6)
   for s in steps:  # each new step restores before the old one is deleted

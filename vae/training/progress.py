@@ -29,6 +29,10 @@ class Progress:
     self.tty = sys.stderr.isatty()
     self._last_log = -float('inf')
 
+  def restart(self, start):
+    """Counts the rate afresh from `start` units (work that is done again)."""
+    self.t0, self.s0 = time.time(), start
+
   def line(self, done, **fields):
     dt = max(time.time() - self.t0, 1e-9)
     rate = (done - self.s0) / dt

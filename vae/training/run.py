@@ -100,6 +100,14 @@ class Run:
       self.best = best_event(metrics_io.read_metrics(self.workdir / 'metrics.jsonl'),
                              resume_step)
 
+  def rewind(self):
+    """Before the group restores an earlier step in the same session (a member diverged):
+    the metrics writer closes (`resume` reopens it at that step) and the newest evaluation
+    is forgotten."""
+    if self.writer is not None:
+      self.writer.close()
+    self.evaluated = (None, None)
+
   # -- at boundaries
 
   def log_train(self, step, epoch, examples, metrics):

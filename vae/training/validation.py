@@ -5,10 +5,25 @@ shape and size are known, still before anything compiles. Each failure is a
 `config_lib.ConfigError` whose one-line message names the field and the fix.
 """
 
-from vae import config_lib
+from vae import config_lib, specs
 from vae.data import datasets
 from vae.families import likelihoods, models, objective_families, objectives
 from vae.training import optim
+
+
+_VALIDATED = set()  # specs (hashable, compared by value) that passed `validate`
+
+
+def spec(config):
+  """The frozen spec of `config` (a ConfigDict or a spec), validated once: a spec that
+  passed already is returned as is."""
+  frozen = specs.freeze(config) if specs.is_spec(config) else None
+  if frozen is not None and frozen in _VALIDATED:
+    return frozen
+  validate(config)
+  frozen = specs.freeze(config)
+  _VALIDATED.add(frozen)
+  return frozen
 
 
 def validate(c):
