@@ -49,25 +49,24 @@ def test_iw_chunking_does_not_change_the_estimate(lg):
   assert c.shape == (1, 16) and np.all(np.isfinite(c))
 
 
-def test_iw_decoding_in_tiles_gives_the_same_estimate(lg, monkeypatch):
+def test_iw_decoding_in_tiles_gives_the_same_estimate(lg):
   model, exact, _, sample_x = lg
   x = sample_x(16)
   worse = linear_gaussian.perturbed(exact)
-  est = lambda: np.asarray(estimates.iw_log_likelihood(
-      model, {'params': worse}, x, jax.random.key(3), 120, 60, report_at=(7,)))
-  monkeypatch.setattr(estimates, 'IW_DECODE_ROWS_CPU', 10**9)
-  assert estimates._decode_tile(60, 16) == 60
-  whole = est()
-  monkeypatch.setattr(estimates, 'IW_DECODE_ROWS_CPU', 100)
-  assert estimates._decode_tile(60, 16) == 6  # 6 x 16 = 96 rows per decoder call
-  np.testing.assert_allclose(est(), whole, rtol=1e-6, atol=1e-5)
-  monkeypatch.setattr(estimates, 'IW_DECODE_ROWS_CPU', 1)
-  assert estimates._decode_tile(60, 16) == 1
+  est = lambda rows: np.asarray(estimates.iw_log_likelihood(
+      model, {'params': worse}, x, jax.random.key(3), 120, 60, report_at=(7,),
+      options=estimates.IWOptions(decode_rows_cpu=rows)))
+  assert estimates._decode_tile(60, 16, 10 ** 9) == 60
+  whole = est(10 ** 9)
+  assert estimates._decode_tile(60, 16, 100) == 6  # 6 x 16 = 96 rows per decoder call
+  np.testing.assert_allclose(est(100), whole, rtol=1e-6, atol=1e-5)
+  assert estimates._decode_tile(60, 16, 1) == 1
+  assert estimates.IWOptions().decode_rows_cpu == 4096
 
 
 @pytest.mark.parametrize('pixels', ['binary', 'grey'])
-def test_grouped_logs_leave_a_bernoulli_estimate_unchanged(monkeypatch, pixels):
-  """One log per pixel group (IW_GROUPED_LOGS) changes only float32 rounding (against the
+def test_grouped_logs_leave_a_bernoulli_estimate_unchanged(pixels):
+  """One log per pixel group (IWOptions.grouped_logs, the default) changes only float32 rounding (against the
   per-pixel sum of model.bernoulli_impl=autodiff; the fused one groups its logs itself)."""
   c = smoke_config(**{'model.bernoulli_impl': 'autodiff'})
   model = models.build_model(c.model, (28, 28, 1))
@@ -79,11 +78,10 @@ def test_grouped_logs_leave_a_bernoulli_estimate_unchanged(monkeypatch, pixels):
   variables = {'params': dict(variables['params'])}
   variables['params']['decoder'] = jax.tree.map(lambda a: 2.0 * a,
                                                 variables['params']['decoder'])
-  est = lambda: np.asarray(estimates.iw_log_likelihood(
-      model, variables, x, jax.random.key(2), 40, 20), np.float64)
-  monkeypatch.setattr(estimates, 'IW_GROUPED_LOGS', False)
-  per_pixel = est()
-  monkeypatch.setattr(estimates, 'IW_GROUPED_LOGS', True)
+  est = lambda **options: np.asarray(estimates.iw_log_likelihood(
+      model, variables, x, jax.random.key(2), 40, 20,
+      options=estimates.IWOptions(**options)), np.float64)
+  per_pixel = est(grouped_logs=False)
   grouped = est()
   assert np.all(np.abs(per_pixel) > 50)  # not a trivial model
   np.testing.assert_allclose(grouped, per_pixel, rtol=2e-6, atol=2e-4)

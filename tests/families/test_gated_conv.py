@@ -28,7 +28,6 @@ class ImageGaussian(nn.Module):
 class ImageAndZ2Gaussian(nn.Module):
   """q(z1 | x, z2) the conv model's way: the image [B, H, W, C] and z2 [..., B, D] apart."""
   latent_dim: int
-  takes_image_and_z2 = True
 
   @nn.compact
   def __call__(self, x, z2):
@@ -70,7 +69,8 @@ def test_conv_two_level_elbo_equals_a_float64_direct_sum():
   d, shape, sigma = 2, (2, 2, 1), 0.7
   model = models.VAE(ImageGaussian(d), SplitDecoder(shape, d),
                      Likelihood('gaussian', 'fixed', sigma), shape, d,
-                     encoder_z1=ImageAndZ2Gaussian(d), prior_z1=VectorGaussian(d))
+                     encoder_z1=ImageAndZ2Gaussian(d), prior_z1=VectorGaussian(d),
+                     q_z1_input='image_and_z2')
   x = jax.random.uniform(jax.random.key(0), (6,) + shape)
   params = model.init(jax.random.key(1), x[:1], jax.random.key(2))['params']
   params = jax.tree.map(lambda a: a + 0.3 * jax.random.normal(jax.random.key(a.size), a.shape),

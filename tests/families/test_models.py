@@ -237,16 +237,16 @@ def test_q_z1_under_samples_runs_x_once_and_equals_the_concatenated_layer(gated,
                       lambda self, inputs: seen.append(inputs[0].shape) or real_call(self, inputs))
   paired = draw()
   assert seen and all(s == (5, 784) for s in seen)   # x unbroadcast: once per example
-  monkeypatch.setattr(models.MLPEncoder, 'accepts_shared_input', False)
-  concatenated = draw()
+  concatenated = model.clone(q_z1_input='concatenated').apply(
+      variables, x, jax.random.key(3), 4, method=model.posterior)
   assert len(seen) == (2 if gated else 1)              # the concatenated path does not use it
   for k in ('z', 'log_q', 'log_p'):
     assert paired[k].shape == concatenated[k].shape
     np.testing.assert_allclose(np.asarray(paired[k]), np.asarray(concatenated[k]),
                                rtol=1e-5, atol=1e-4)
   # One draw (training's path) concatenates as before: the same values to the last bit.
-  one = model.apply(variables, x, jax.random.key(3), method=model.posterior)
-  monkeypatch.setattr(models.MLPEncoder, 'accepts_shared_input', True)
+  one = model.clone(q_z1_input='concatenated').apply(variables, x, jax.random.key(3),
+                                                     method=model.posterior)
   np.testing.assert_array_equal(
       np.asarray(one['z']),
       np.asarray(model.apply(variables, x, jax.random.key(3), method=model.posterior)['z']))

@@ -94,40 +94,27 @@ def legacy(config):
   return plan.apply_overrides(config, dict(config_lib.LEGACY_VALUES))
 
 
-class old_importance_sampler:  # pylint: disable=invalid-name
-  """Context: the earlier importance-sampling estimator (the per-pixel
-  Bernoulli sum x l - softplus(l), whole chunks decoded at once)."""
-
-  def __enter__(self):
-    self.saved = estimates.IW_GROUPED_LOGS, estimates.IW_DECODE_ROWS_CPU
-    estimates.IW_GROUPED_LOGS, estimates.IW_DECODE_ROWS_CPU = False, 10**12
-
-  def __exit__(self, *exc):
-    estimates.IW_GROUPED_LOGS, estimates.IW_DECODE_ROWS_CPU = self.saved
+# The "before" rows of scripts/benchmark.py: the earlier importance-sampling estimator (the
+# per-pixel Bernoulli sum x l - softplus(l), whole chunks decoded at once) and the two-level
+# model's q(z1 | x, z2) on the broadcast concatenation [x, z2] under sample axes (x's part of
+# the first layer computed for every sample). Both are explicit options of today's code.
+OLD_IW = estimates.IWOptions(decode_rows_cpu=10 ** 12, grouped_logs=False)
+OLD_Q_Z1_INPUT = 'concatenated'
 
 
-class concatenated_q_z1:  # pylint: disable=invalid-name
-  """Context: the two-level model's q(z1 | x, z2) on the broadcast concatenation [x, z2]
-  under sample axes, the earlier form (x's part of the first layer computed for every sample)."""
-
-  def __enter__(self):
-    models.MLPEncoder.accepts_shared_input = False
-
-  def __exit__(self, *exc):
-    models.MLPEncoder.accepts_shared_input = True
-
-
-def eval_throughput(config, image_shape, n, repeats, iw_samples=0, chunk=100):
+def eval_throughput(config, image_shape, n, repeats, iw_samples=0, chunk=100,
+                    iw_options=estimates.IWOptions(), q_z1_input='shared'):
   """Examples/s of the evaluator (with `iw_samples` importance samples each, in chunks)."""
-  model, params, batches, mask = _eval_inputs(config, image_shape, n)
-  fn = jax.jit(estimates.make_eval_fn(model, input_pipeline.SCALE, iw_samples, chunk))
+  model, params, batches, mask = _eval_inputs(config, image_shape, n, q_z1_input)
+  fn = jax.jit(estimates.make_eval_fn(model, input_pipeline.SCALE, iw_samples, chunk,
+                                      iw_options=iw_options))
   sec = timing.timed(lambda: jax.block_until_ready(fn(params, batches, mask, jax.random.key(0))),
               repeats)
   return n / sec
 
 
-def _eval_inputs(config, image_shape, n):
-  model = models.build_model(config.model, image_shape)
+def _eval_inputs(config, image_shape, n, q_z1_input='shared'):
+  model = models.build_model(config.model, image_shape, q_z1_input=q_z1_input)
   params = model.init(jax.random.key(0), jnp.zeros((1,) + image_shape),
                       jax.random.key(1))['params']
   images = np.random.default_rng(0).integers(0, 2, (n,) + image_shape).astype(np.uint8) * 255
@@ -141,14 +128,10 @@ def iw_chunk_flops(config, image_shape, batch, chunk=100):
   the program has no loop whose body XLA would count once."""
   model, params, _, _ = _eval_inputs(config, image_shape, 1)
   x = jnp.zeros((batch,) + image_shape)
+  whole = estimates.IWOptions(decode_rows_cpu=10 ** 12)
   fn = jax.jit(lambda p, x, k: estimates.iw_log_likelihood(model, {'params': p}, x, k,
-                                                            chunk, chunk))
-  saved = estimates.IW_DECODE_ROWS_CPU
-  estimates.IW_DECODE_ROWS_CPU = 10**12
-  try:
-    return timing.xla_flops(fn, params, x, jax.random.key(0))
-  finally:
-    estimates.IW_DECODE_ROWS_CPU = saved
+                                                            chunk, chunk, options=whole))
+  return timing.xla_flops(fn, params, x, jax.random.key(0))
 
 
 def profile_importance_sampling(config, image_shape, n, k, chunk=100):

@@ -306,17 +306,12 @@ class _FullSuite:
     k, n_iw, shape = self.k, self.n_iw, self.shape
     iw = lambda: programs.eval_throughput(self.mlp, shape, n_iw, max(1, self.repeats // 2),
                                           iw_samples=k)
-
-    def iw_old():
-      with programs.old_importance_sampler():
-        return iw()
-
+    iw_old = lambda: programs.eval_throughput(self.mlp, shape, n_iw, max(1, self.repeats // 2),
+                                              iw_samples=k, iw_options=programs.OLD_IW)
     iw_best = lambda: programs.eval_throughput(self.best, shape, self.n_best, 1, iw_samples=k)
-
-    def iw_best_old():
-      with programs.concatenated_q_z1():
-        return iw_best()
-
+    iw_best_old = lambda: programs.eval_throughput(self.best, shape, self.n_best, 1,
+                                                   iw_samples=k,
+                                                   q_z1_input=programs.OLD_Q_Z1_INPUT)
     return (timing.interleaved(iw_old, iw, self.rounds),
             timing.interleaved(iw_best_old, iw_best, self.rounds))
 

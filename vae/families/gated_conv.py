@@ -93,8 +93,6 @@ class ConvZ1Encoder(nn.Module):
   dtype: Optional[jnp.dtype] = None
   return_features: bool = False
 
-  takes_image_and_z2 = True  # VAE._q_z1 hands it x and z2 apart
-
   @nn.compact
   def __call__(self, x, z2):
     hx = _features(x, encoder_stack(self.channels, [3] * len(self.channels)), self.dtype)

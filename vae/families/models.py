@@ -35,8 +35,10 @@ class VAE(nn.Module):
 
   Two stochastic layers (`encoder_z1` set; Tomczak & Welling's HVAE):
   q(z2 | x) from `encoder` (+ `flow`), q(z1 | x, z2) from `encoder_z1` on
-  [x, z2] (or on x and z2 apart, for an encoder with `takes_image_and_z2`: the conv
-  model's, vae/families/gated_conv.py) (+ `flow_z1`); the prior on z2, p(z1 | z2) from
+  what `q_z1_input` says (+ `flow_z1`): 'shared', the concatenation [x, z2] with x's part of
+  the first layer computed once under sample axes (`layers.SharedInputDense`; the same
+  function as 'concatenated', the broadcast concatenation, and the one-draw path is that
+  one); 'image_and_z2', x and z2 apart (the conv model's, vae/families/gated_conv.py); the prior on z2, p(z1 | z2) from
   `prior_z1`, and p(x | z1, z2) from `decoder` on z = [z1, z2]. Each layer has `latent_dim`
   dimensions; the decoder's input has `total_latent_dim`.
 
@@ -54,6 +56,7 @@ class VAE(nn.Module):
   encoder_z1: Optional[nn.Module] = None
   prior_z1: Optional[nn.Module] = None
   flow_z1: Optional[nn.Module] = None
+  q_z1_input: str = 'concatenated'  # | 'shared' | 'image_and_z2' (see above)
 
   def setup(self):
     shape = self.likelihood.learned_scale_shape(self.image_shape)
@@ -97,12 +100,11 @@ class VAE(nn.Module):
     sample axes (importance samples, the IWAE bound) an encoder that accepts a shared input
     runs x's part of its first layer once for all samples (the same function)."""
     z2 = z2.astype(jnp.float32)
-    if getattr(self.encoder_z1, 'takes_image_and_z2', False):  # the conv model's q(z1 | x, z2)
+    if self.q_z1_input == 'image_and_z2':  # the conv model's q(z1 | x, z2)
       out = self.encoder_z1(x, z2)
       return out[0], out[1], (out[2] if len(out) > 2 else None)
     flat = x.reshape(x.shape[:-3] + (-1,)).astype(jnp.float32)
-    if (z2.ndim > flat.ndim and getattr(self.encoder_z1, 'accepts_shared_input', False)
-        and self.encoder_z1.hidden):  # no hidden layer: the head reads the concatenation
+    if z2.ndim > flat.ndim and self.q_z1_input == 'shared':
       out = self.encoder_z1((flat, z2))
     else:
       flat = jnp.broadcast_to(flat, z2.shape[:-1] + flat.shape[-1:])
@@ -360,13 +362,17 @@ def check_image_shape(mc, image_shape):
         f'by {factor}, got {image_shape[0]}x{image_shape[1]}; change model.conv_channels')
 
 
-def build_model(model_config, image_shape, dtype=None) -> VAE:
+def build_model(model_config, image_shape, dtype=None, q_z1_input='shared') -> VAE:
   """Builds the VAE (or autoencoder) that `model_config` describes.
 
   Args:
-    model_config: the `config.model` ConfigDict (see configs/default.py).
+    model_config: the `model` section of a spec or config (see vae/config_lib.py).
     image_shape: (H, W, C) of the data.
     dtype: computation dtype (None: float32); parameters stay float32.
+    q_z1_input: the MLP two-level model's q(z1 | x, z2) input under sample axes: 'shared'
+      or 'concatenated' (the same function; scripts/benchmark.py's "before"). Without a
+      hidden layer it is 'concatenated' (the shared path needs a first hidden layer); the
+      conv model's is 'image_and_z2' whatever is given.
 
   Returns:
     An unbound `VAE` module.
@@ -411,4 +417,6 @@ def build_model(model_config, image_shape, dtype=None) -> VAE:
              flow=make_flow(),
              encoder_z1=encoder_z1,
              prior_z1=gaussian_mlp(tuple(reversed(mc.hidden)), False) if two else None,
-             flow_z1=make_flow() if two else None)
+             flow_z1=make_flow() if two else None,
+             q_z1_input=('image_and_z2' if mc.arch != 'mlp' else
+                         q_z1_input if mc.hidden else 'concatenated'))

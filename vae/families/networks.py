@@ -63,10 +63,6 @@ class MLPEncoder(nn.Module):
   return_features: bool = False
   flat_input: bool = False
 
-  # A flat input may come as a pair (shared [B, P], own [S..., B, Q]): the concatenation,
-  # with the shared part's first layer computed once (`SharedInputDense`).
-  accepts_shared_input = True
-
   @nn.compact
   def __call__(self, x):
     dtype = self.dtype or jnp.float32

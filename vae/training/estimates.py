@@ -21,8 +21,26 @@ from vae.families import objectives
 from vae.families.likelihoods import bits_per_dim
 
 
+@dataclasses.dataclass(frozen=True)
+class IWOptions:
+  """How the importance-sampling estimator computes (never what: the draws, and so the
+  estimate, do not depend on them, up to float32 rounding).
+
+  Attributes:
+    decode_rows_cpu: rows (samples x examples) per decoder call on the CPU: a chunk's draws
+      are decoded in tiles of at most this many rows, so that the logits [rows, pixels]
+      stay in cache while they are scored (about 10 % faster than whole 50,000-row chunks,
+      docs/benchmarks.md); accelerators decode whole chunks.
+    grouped_logs: the Bernoulli scores use one log per group of pixels
+      (`likelihoods.bernoulli_log_prob_sum`, one fused pass); False: the per-pixel sum of
+      training's loss (scripts/benchmark.py's "before").
+  """
+  decode_rows_cpu: int = 4096
+  grouped_logs: bool = True
+
+
 def iw_log_likelihood(model, variables, x, key, num_samples, chunk_size,
-                      report_at: Sequence[int] = (), latent_mask=None):
+                      report_at: Sequence[int] = (), latent_mask=None, options=IWOptions()):
   """log p(x) estimated with `num_samples` importance samples from q(z | x), per example.
 
   log p(x) ~= log (1/S) sum_s p(x, z_s) / q(z_s | x). The samples are drawn
@@ -38,6 +56,7 @@ def iw_log_likelihood(model, variables, x, key, num_samples, chunk_size,
     chunk_size: samples per chunk.
     report_at: extra sample counts k <= S to report.
     latent_mask: optional [D] mask of a padded model (objectives.per_example_objective).
+    options: how it computes (`IWOptions`).
 
   Returns:
     [len(report_at) + 1, B]: the estimates at each k in report_at, then at S.
@@ -55,8 +74,8 @@ def iw_log_likelihood(model, variables, x, key, num_samples, chunk_size,
       if latent_mask is not None:
         z = z * latent_mask
       return model.likelihood.log_prob(model.apply(variables, z, method=model.decode), x,
-                                       grouped_logs=IW_GROUPED_LOGS)
-    tile = _decode_tile(chunk_size, x.shape[0])
+                                       grouped_logs=options.grouped_logs)
+    tile = _decode_tile(chunk_size, x.shape[0], options.decode_rows_cpu)
     if tile == chunk_size:
       return score(z)
     tiles = z.reshape((chunk_size // tile, tile) + z.shape[1:])
@@ -83,26 +102,13 @@ def iw_log_likelihood(model, variables, x, key, num_samples, chunk_size,
   return acc - jnp.log(ks.astype(jnp.float32))[:, None]
 
 
-# Rows (samples x examples) per decoder call of the importance-sampling estimator on the
-# CPU: a chunk's draws are decoded in tiles of at most this many rows, so that the logits
-# [rows, pixels] stay in cache while they are scored (about 10 % faster than whole
-# 50,000-row chunks, docs/benchmarks.md); accelerators decode whole chunks. The draws, and
-# so the estimate, do not depend on it.
-IW_DECODE_ROWS_CPU = 4096
-
-# The estimator's Bernoulli scores use one log per group of pixels
-# (`likelihoods.bernoulli_log_prob_sum`; the same value up to float32 rounding, one fused
-# pass). False: the per-pixel sum of training's loss (scripts/benchmark.py's "before").
-IW_GROUPED_LOGS = True
-
-
-def _decode_tile(chunk_size, batch):
+def _decode_tile(chunk_size, batch, decode_rows_cpu):
   """Samples per decoder call: the whole chunk off the CPU; on it the largest divisor t of
-  chunk_size with t * batch <= IW_DECODE_ROWS_CPU (at least 1)."""
+  chunk_size with t * batch <= decode_rows_cpu (at least 1)."""
   if jax.default_backend() != 'cpu':
     return chunk_size
   fits = [t for t in range(1, chunk_size + 1)
-          if chunk_size % t == 0 and t * batch <= IW_DECODE_ROWS_CPU]
+          if chunk_size % t == 0 and t * batch <= decode_rows_cpu]
   return max(fits, default=1)
 
 
@@ -153,7 +159,7 @@ register_eval_sum(EvalSum('kl_dim', _kl_per_dimension, latent_axis=True,
 
 
 def example_terms(model, variables, x, k_z, k_iw=None, iw_samples=0, iw_chunk=100,
-                  report_at: Sequence[int] = (), latent_mask=None):
+                  report_at: Sequence[int] = (), latent_mask=None, iw_options=IWOptions()):
   """What evaluation computes per example of a batch x [B, H, W, C] (floats): the one path of
   training's evaluation (`make_eval_fn` sums it) and `scripts/evaluate.py`
   (`report.evaluate_model` keeps it per image).
@@ -175,11 +181,12 @@ def example_terms(model, variables, x, k_z, k_iw=None, iw_samples=0, iw_chunk=10
       out[extra.name] = extra.fn(model, variables, x, mean, logvar, terms)
   if iw_samples:
     out['iw'] = iw_log_likelihood(model, variables, x, k_iw, iw_samples,
-                                  min(iw_chunk, iw_samples), report_at, latent_mask=latent_mask)
+                                  min(iw_chunk, iw_samples), report_at, latent_mask=latent_mask,
+                                  options=iw_options)
   return out
 
 
-def make_eval_fn(model, mode, iw_samples=0, iw_chunk=100, num_train=0):
+def make_eval_fn(model, mode, iw_samples=0, iw_chunk=100, num_train=0, iw_options=IWOptions()):
   """Builds eval_fn(params, batches, mask, key) -> dict of sums over valid examples.
 
   Args:
@@ -188,6 +195,7 @@ def make_eval_fn(model, mode, iw_samples=0, iw_chunk=100, num_train=0):
     iw_samples: if > 0, also sums an importance-weighted log-likelihood with
       this many samples.
     iw_chunk: samples per chunk for that estimate.
+    iw_options: how that estimate computes (`IWOptions`).
     num_train: N, the training examples: for a prior that needs the training set
       (`priors.Prior.eval_variables`), eval_fn's `train_data` [>= N, H, W, C] uint8.
 
@@ -211,7 +219,7 @@ def make_eval_fn(model, mode, iw_samples=0, iw_chunk=100, num_train=0):
       x = input_pipeline.to_float(xb, mode, k_data)
       w = mb.astype(jnp.float32)
       t = example_terms(model, variables, x, k_z, k_iw, iw_samples, iw_chunk,
-                        latent_mask=latent_mask)
+                        latent_mask=latent_mask, iw_options=iw_options)
       new = {'count': jnp.sum(w), 'z_mean_sum': jnp.sum(w[:, None] * t['mean'], axis=0),
              'z_mean_sq_sum': jnp.sum(w[:, None] * jnp.square(t['mean']), axis=0)}
       for name in ('elbo', 'recon', 'kl', 'kl_z1', 'kl_z2'):
