@@ -200,7 +200,7 @@ def test_train_chunk_compiles_once_for_any_length():
   keys = step.root_keys(0)
   state = step.init_state(model, tx, (28, 28, 1), keys, False)
   step_fn = step.make_train_step(model, tx, lr_fn, _options(c), None)
-  driver = chunks.make_train_chunk(step_fn, 10, 8, streamed=False)
+  driver = chunks.make_train_chunk(step_fn, chunks.ChunkLayout(10, 8), _options(c))
   pure = driver.run
   chunk = jax.jit(chex.assert_max_traces(pure, n=1))
   images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (80, 28, 28, 1)), jnp.uint8)
@@ -260,7 +260,8 @@ def test_host_dispatched_loop_equals_device_loop():
   hp = step.hyperparameters(c, 10)
   out = {}
   for loop in ('device', 'host'):
-    chunk = chunks.make_train_chunk(step_fn, 10, 8, False, loop=loop).run
+    chunk = chunks.make_train_chunk(step_fn, chunks.ChunkLayout(10, 8),
+                                    dataclasses.replace(_options(c), chunk_loop=loop)).run
     chunk = jax.jit(chunk) if loop == 'device' else chunk
     state = step.init_state(model, tx, (28, 28, 1), keys, False)
     order = None
@@ -291,7 +292,9 @@ def test_mapped_members_equal_vmapped_members_skip_a_stopped_one_and_report_nan(
               for b in (1.0, 3.0)])
   out = {}
   for member_loop in ('vmap', 'map'):
-    chunk = jax.jit(chunks.make_train_chunk(step_fn, 10, 8, False, 2, member_loop=member_loop).run)
+    options = dataclasses.replace(_options(c), member_loop=member_loop)
+    chunk = jax.jit(chunks.make_train_chunk(step_fn, chunks.ChunkLayout(10, 8, False, 2),
+                                            options).run)
     state = state0
     order = None
     for n in (7, 6):  # crosses an epoch boundary
@@ -302,7 +305,8 @@ def test_mapped_members_equal_vmapped_members_skip_a_stopped_one_and_report_nan(
     nan = dict(hp, beta=jnp.array([1.0, jnp.nan]))
     _, _, nan_bad, _ = chunk(state, images, data_keys, nan, 4)
     # Streamed from the host: each member its own batches, [T, M, B, H, W, C].
-    streamed = jax.jit(chunks.make_train_chunk(step_fn, 10, 8, True, 2, member_loop=member_loop).run)
+    streamed = jax.jit(chunks.make_train_chunk(step_fn, chunks.ChunkLayout(10, 8, True, 2),
+                                               options).run)
     fed, _, _, _ = streamed(state0, images.reshape(5, 2, 8, 28, 28, 1), data_keys, hp, 5)
     out[member_loop] = (state, means, frozen, int(bad), int(nan_bad), fed)
   (sv, mv, fv, bv, nv, dv), (sm, mm, fm, bm, nm, dm) = out['vmap'], out['map']
@@ -384,8 +388,8 @@ def test_norm_metrics_last_reports_the_last_steps_norms_and_trains_the_same():
     tx, lr_fn = optim.make_optimizer(c.optim, 10, 100)
     keys = step.root_keys(0)
     step_fn = step.make_train_step(model, tx, lr_fn, _options(c), None)
-    chunk = jax.jit(chunks.make_train_chunk(step_fn, 10, 8, False,
-                                          last_value=_options(c).last_value_metrics).run)
+    chunk = jax.jit(chunks.make_train_chunk(step_fn, chunks.ChunkLayout(10, 8),
+                                            _options(c)).run)
     state = step.init_state(model, tx, (28, 28, 1), keys, False)
     means = []
     for n in lengths:

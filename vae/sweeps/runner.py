@@ -23,6 +23,7 @@ in the sweep's order, so a group's number and members never change when some
 members are already done.
 """
 
+import dataclasses
 import logging
 import pathlib
 import shlex
@@ -149,15 +150,30 @@ def run_sweep(config_spec, root, mode='sequential', parallel=2, dry_run=False, o
       lambda owner: f'task {task_index} of {num_tasks} of sweep {root} is already running (pid '
                     f'{owner}); wait for it or stop it (the lock ends with its process)')
   try:
-    return _run_task(mode, parallel, root, record, configs, names, workdirs, overrides, fixed,
-                     config_spec, mine, pending, plan)
+    sweep = _Sweep(config_spec, root, record, configs, names, workdirs,
+                   [dict(fixed, **o) for o in overrides])
+    return _run_task(sweep, mode, parallel, mine, pending, plan)
   finally:
     lock.release()
 
 
-def _run_task(mode, parallel, root, record, configs, names, workdirs, overrides, fixed,
-              config_spec, mine, pending, plan):
+@dataclasses.dataclass(frozen=True)
+class _Sweep:
+  """What every part of one sweep task reads: the members (index i: configs[i], names[i],
+  workdirs[i], flags[i], each member's overrides with the --config ones) and its record."""
+  config_spec: str
+  root: pathlib.Path
+  record: SweepRecord
+  configs: list
+  names: list
+  workdirs: list
+  flags: list
+
+
+def _run_task(sweep, mode, parallel, mine, pending, plan):
   """`run_sweep`'s work once its checks passed and its task lock is held."""
+  root, record, configs, names, workdirs = (sweep.root, sweep.record, sweep.configs,
+                                            sweep.names, sweep.workdirs)
   record.save()
   for i in mine:
     if i not in pending:
@@ -183,8 +199,7 @@ def _run_task(mode, parallel, root, record, configs, names, workdirs, overrides,
       if result['status'] not in ENDED:  # a signal: stop the sweep, as the user asked
         break
   elif mode == 'processes':
-    _run_processes(config_spec, configs, [dict(fixed, **o) for o in overrides], names, workdirs,
-                   pending, parallel, record, root, progress)
+    _run_processes(sweep, pending, parallel, progress)
   else:
     trained = 0
     for g, group in plan:
@@ -207,8 +222,7 @@ def _run_task(mode, parallel, root, record, configs, names, workdirs, overrides,
   return record
 
 
-def _run_processes(config_spec, configs, overrides, names, workdirs, pending, parallel, record,
-                   root, progress):
+def _run_processes(sweep, pending, parallel, progress):
   """Runs the pending members as train.py processes, `parallel` at a time. SIGTERM / SIGINT
   to the sweep are passed on to the running members (each saves at its next chunk boundary
   and exits 0); no new member starts; the sweep waits for them, records them as
@@ -219,7 +233,7 @@ def _run_processes(config_spec, configs, overrides, names, workdirs, pending, pa
   def forward(signum, _frame):
     if not stop:
       log.warning('sweep %s: %s: passed on to the %d running members; no new member starts',
-                  root, signal.Signals(signum).name, len(running))
+                  sweep.root, signal.Signals(signum).name, len(running))
     stop.append(signum)
     for proc, _ in running.values():
       if proc.poll() is None:
@@ -232,23 +246,22 @@ def _run_processes(config_spec, configs, overrides, names, workdirs, pending, pa
     except ValueError:  # not the main thread
       pass
   try:
-    _process_loop(config_spec, configs, overrides, names, workdirs, queue, running, parallel,
-                  record, root, progress, stop)
+    _process_loop(sweep, queue, running, parallel, progress, stop)
   finally:
     for sig, handler in old.items():
       signal.signal(sig, handler)
 
 
-def _process_loop(config_spec, configs, overrides, names, workdirs, queue, running, parallel,
-                  record, root, progress, stop):
+def _process_loop(sweep, queue, running, parallel, progress, stop):
+  names, workdirs, record = sweep.names, sweep.workdirs, sweep.record
   finished = 0
   while (queue and not stop) or running:
     while queue and not stop and len(running) < parallel:
       i = queue.pop(0)
       prefix, env = settings.command('vae.commands.train')  # vae-train, from any directory
-      cmd = prefix + ['--config', config_spec, '--workdir', str(workdirs[i])] + [
-          _flag(k, v) for k, v in overrides[i].items()]
-      log_file = open(root / f'{names[i]}.log', 'w')
+      cmd = prefix + ['--config', sweep.config_spec, '--workdir', str(workdirs[i])] + [
+          _flag(k, v) for k, v in sweep.flags[i].items()]
+      log_file = open(sweep.root / f'{names[i]}.log', 'w')
       running[i] = (subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env),
                     log_file)
       record.set(names[i], 'running')
@@ -262,7 +275,8 @@ def _process_loop(config_spec, configs, overrides, names, workdirs, queue, runni
         elif proc.returncode:
           status = 'failed'
         else:
-          status = ('finished' if run_dir.is_done(workdirs[i], configs[i].train.num_epochs)
+          status = ('finished' if run_dir.is_done(workdirs[i],
+                                                  sweep.configs[i].train.num_epochs)
                     else 'interrupted')
         record.set(names[i], status, returncode=proc.returncode)
         del running[i]

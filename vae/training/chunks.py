@@ -9,7 +9,7 @@ returns a `ChunkDriver`.
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
@@ -17,9 +17,29 @@ import jax.numpy as jnp
 from vae.data import input_pipeline
 
 
-def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_models=None,
-                     loop='device', num_examples=None, member_loop='vmap', last_value=(),
-                     order_sharding=None, needs_batch=False):
+@dataclasses.dataclass(frozen=True)
+class ChunkLayout:
+  """Where a chunk's batches come from and how many members it trains (see
+  `make_train_chunk`).
+
+  Attributes:
+    steps_per_epoch, batch_size: the schedule's.
+    streamed: the chunk's batches come from the host (else gathered from the resident set).
+    num_models: M members with a leading model axis, or None for a single run.
+    num_examples: real examples in the resident set (None: all of its rows).
+    order_sharding: where the data order a chunk hands on lies (None: anywhere).
+    needs_batch: the prior reads the batch's indices and the resident set (`Prior`).
+  """
+  steps_per_epoch: int
+  batch_size: int
+  streamed: bool = False
+  num_models: Optional[int] = None
+  num_examples: Optional[int] = None
+  order_sharding: Any = None
+  needs_batch: bool = False
+
+
+def make_train_chunk(train_step, layout, options):
   """A `ChunkDriver` whose run(state, data, data_key, hp, num_steps, order=None) -> (state,
   mean metrics, first bad step, order) trains a chunk of steps.
 
@@ -28,6 +48,9 @@ def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_mode
   the host, the chunk's batches [T, B, H, W, C] ([T, M, B, H, W, C] with a
   model axis: each model its own order). The loop stops at the first step
   whose loss or gradient is not finite and returns that step (else -1).
+
+  `layout` is a `ChunkLayout`; `options` the run's `step.StepOptions`, of which the chunk
+  reads `chunk_loop` (below: loop), `member_loop` and `last_value_metrics`.
 
   loop='device' (return value to be jitted): one compiled while loop;
   `num_steps` is traced, so one compilation serves every chunk length.
@@ -61,14 +84,12 @@ def make_train_chunk(train_step, steps_per_epoch, batch_size, streamed, num_mode
   lie, so that the first chunk's call and later ones share one signature (one compilation).
   The driver's `no_order(data)` gives the order of a first chunk.
   """
-  multi = num_models is not None
-  assert not (needs_batch and streamed), 'the prior needs the resident training set'
-  if multi and member_loop == 'map':
+  multi, loop = layout.num_models is not None, options.chunk_loop
+  assert not (layout.needs_batch and layout.streamed), 'the prior needs the resident set'
+  if multi and options.member_loop == 'map':
     assert loop == 'device', 'member_loop=map runs the device loop'
-    return _mapped_chunk(train_step, steps_per_epoch, batch_size, streamed, num_models,
-                         num_examples, last_value, order_sharding, needs_batch)
-  parts = _ChunkParts(train_step, steps_per_epoch, batch_size, streamed, num_models,
-                      num_examples, tuple(last_value), order_sharding, needs_batch)
+    return _mapped_chunk(train_step, layout, options)
+  parts = _ChunkParts(train_step, layout, tuple(options.last_value_metrics))
   return ChunkDriver(parts.chunk if loop == 'device' else parts.host_chunk(),
                      parts.no_order, loop)
 
@@ -91,12 +112,13 @@ class _ChunkParts:
   """The pieces `make_train_chunk` assembles: the epoch order, one step with its batch, the
   metric sums, and the device (while loop) and host (dispatched steps) drivers."""
 
-  def __init__(self, train_step, steps_per_epoch, batch_size, streamed, num_models,
-               num_examples, last_value, order_sharding, needs_batch):
-    self.multi = num_models is not None
-    self.spe, self.batch_size, self.streamed = steps_per_epoch, batch_size, streamed
-    self.num_models, self.num_examples, self.last_value = num_models, num_examples, last_value
-    self.order_sharding, self.needs_batch = order_sharding, needs_batch
+  def __init__(self, train_step, layout, last_value):
+    self.multi = layout.num_models is not None
+    self.spe, self.batch_size = layout.steps_per_epoch, layout.batch_size
+    self.streamed, self.num_models = layout.streamed, layout.num_models
+    self.num_examples, self.last_value = layout.num_examples, last_value
+    self.order_sharding, self.needs_batch = layout.order_sharding, layout.needs_batch
+    needs_batch = layout.needs_batch
     batch_axes = ({'ids': 0, 'data': None, 'epoch_start': None},) if needs_batch else ()
     self.step_fn = (jax.vmap(train_step, in_axes=(0, 0, 0, None, None) + batch_axes,
                              spmd_axis_name='model') if self.multi else train_step)
@@ -231,13 +253,14 @@ class _ChunkParts:
     return host_chunk
 
 
-def _mapped_chunk(train_step, steps_per_epoch, batch_size, streamed, num_models,
-                  num_examples, last_value, order_sharding, needs_batch):
+def _mapped_chunk(train_step, layout, options):
   """make_train_chunk's member_loop='map': the members' chunks one after another."""
   member_step = functools.partial(train_step, any_stopped=False)
-  run_member = make_train_chunk(member_step, steps_per_epoch, batch_size, streamed, loop='device',
-                                num_examples=num_examples, last_value=last_value,
-                                needs_batch=needs_batch)
+  run_member = make_train_chunk(
+      member_step, dataclasses.replace(layout, num_models=None, order_sharding=None),
+      dataclasses.replace(options, chunk_loop='device', member_loop=None))
+  streamed, num_models, order_sharding = (layout.streamed, layout.num_models,
+                                          layout.order_sharding)
   no_step = jnp.iinfo(jnp.int32).max
 
   def chunk(state, data, data_key, hp, num_steps, order=None):

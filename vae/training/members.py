@@ -141,12 +141,10 @@ class Group:
           'data.residency=device (or raise data.max_device_bytes)')
     self.train_step = train_step  # one member's step (unbatched), e.g. for FLOP counts
     loop, self.member_loop = self.options.chunk_loop, self.options.member_loop
-    driver = chunks.make_train_chunk(train_step, spe, base.train.batch_size, streamed,
-                                       self.size if batched else None, loop=loop,
-                                       num_examples=num_examples, member_loop=self.member_loop,
-                                       last_value=self.options.last_value_metrics,
-                                       order_sharding=self.replicated,
-                                       needs_batch=self.model.prior.needs_training_set)
+    layout = chunks.ChunkLayout(spe, base.train.batch_size, streamed,
+                                self.size if batched else None, num_examples,
+                                self.replicated, self.model.prior.needs_training_set)
+    driver = chunks.make_train_chunk(train_step, layout, self.options)
     self.chunk_fn = (jax.jit(driver.run, donate_argnums=(0, 5)) if loop == 'device'
                      else driver.run)
     # The order argument of a first chunk (`chunks.ChunkDriver`): no_order(data).
