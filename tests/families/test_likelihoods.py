@@ -199,3 +199,17 @@ def test_gaussian_learned_scale_shapes_and_unknown_names():
 
 def test_bits_per_dim():
   assert likelihoods.bits_per_dim(784 * math.log(2.0), 784) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize('name, dequantize, offset', [
+    ('bernoulli', False, 0.0), ('discretized_logistic', False, 0.0),
+    ('gaussian', True, 8.0), ('continuous_bernoulli', True, 8.0),
+    ('gaussian', False, None), ('continuous_bernoulli', False, None)])
+def test_bits_per_dim_follows_each_likelihoods_pixel_protocol(name, dequantize, offset):
+  """Binary and 8-bit pixels: -log2 p / D; a density on dequantized pixels (k + u) / 256:
+  -log2 p / D + 8 (the 8-bit grid's cell has side 1/256); a density on pixels that were not
+  dequantized: no bits/dim at all (a negative figure such as -2.3 meant nothing)."""
+  assert likelihoods.bpd_offset(name, dequantize) == offset
+  nats = -1.5 * 784 * math.log(2.0)  # a density above 1: log p > 0 per pixel
+  got = likelihoods.bits_per_dim(nats, 784, likelihoods.bpd_offset(name, dequantize))
+  assert got == (None if offset is None else pytest.approx(-1.5 + offset))

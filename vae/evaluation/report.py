@@ -16,7 +16,7 @@ import numpy as np
 from vae import config_lib
 from vae.evaluation import latent_space, trained
 from vae.training.estimates import EVAL_SUMS, active_units, example_terms
-from vae.families.likelihoods import bits_per_dim
+from vae.families.likelihoods import bits_per_dim, bpd_offset
 from vae.training import checkpointing, memory, metrics_io, run_record
 from vae.training.progress import Progress
 
@@ -69,13 +69,15 @@ def evaluate_model(model, images, num_samples, batch_size=500, chunk_size=100, s
   seconds = time.time() - t0
   n = len(images)
   num_dims = int(np.prod(model.image_shape))
+  offset = bpd_offset(model.config.model.likelihood, model.config.data.dequantize)
+  bpd = lambda nats: bits_per_dim(float(nats), num_dims, offset)
   t = {k: np.concatenate([np.asarray(b[k]) for b in per_batch], axis=-1 if k == 'iw' else 0)
        for k in per_batch[0]}
   elbo, recon, kl, mean, logvar = t['elbo'], t['recon'], t['kl'], t['mean'], t['logvar']
   se = lambda v: float(np.std(v, ddof=1) / math.sqrt(len(v)))
   out = {'num_examples': n, 'num_samples': num_samples, 'seconds': seconds,
          'elbo': float(elbo.mean()), 'elbo_se': se(elbo), 'recon': float(recon.mean()),
-         'kl': float(kl.mean()), 'elbo_bpd': float(bits_per_dim(-elbo.mean(), num_dims))}
+         'kl': float(kl.mean()), 'elbo_bpd': bpd(-elbo.mean())}
   layer_kl = [k for k in ('kl_z1', 'kl_z2') if k in t]
   for name in layer_kl:
     out[name] = float(t[name].mean())
@@ -83,7 +85,7 @@ def evaluate_model(model, images, num_samples, batch_size=500, chunk_size=100, s
     est = t['iw']  # [len(ks) + 1, N]
     ll = est[-1]
     out.update(log_likelihood=float(ll.mean()), log_likelihood_se=se(ll),
-               nll=float(-ll.mean()), nll_bpd=float(bits_per_dim(-ll.mean(), num_dims)),
+               nll=float(-ll.mean()), nll_bpd=bpd(-ll.mean()),
                convergence={str(k): float(est[i].mean()) for i, k in enumerate(ks + [num_samples])})
     # Per test image, in the images' order: rows evaluated on the same images can be
     # compared with paired standard errors (scripts/evaluate.py saves it beside the JSON).

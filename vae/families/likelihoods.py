@@ -208,9 +208,28 @@ def discretized_logistic_log_prob(loc, log_scale, x, num_bins=256):
                    jnp.where(x > 1.0 - eps, log_one_minus_cdf_minus, log_mid))
 
 
-def bits_per_dim(nats_per_example, num_dims):
-  """Converts nats per example to bits per dimension: nats / (D ln 2)."""
-  return nats_per_example / (num_dims * math.log(2.0))
+def bits_per_dim(nats_per_example, num_dims, offset=0.0):
+  """Bits per dimension of a negative log-likelihood in nats per example: nats / (D ln 2)
+  + `offset` (`bpd_offset`: 0 for discrete pixels, 8 for a density on dequantized ones);
+  None when `offset` is None (a density on pixels that were not dequantized has none)."""
+  if offset is None:
+    return None
+  return nats_per_example / (num_dims * math.log(2.0)) + offset
+
+
+# Why a likelihood's bits/dim may be missing, for the reports that leave it out.
+NO_BPD = 'no bits/dim: a density on continuous pixels without data.dequantize'
+
+
+def bpd_offset(likelihood, dequantize):
+  """The bits/dim protocol of a registered likelihood's pixels: 0.0 for binary pixels and
+  8-bit values (-log2 p / D of a discrete distribution); 8.0 for a density on dequantized
+  pixels x = (k + u) / 256 (the density on [0, 1]^D bounds the probability of the 8-bit
+  values k by -log2 P(k) <= -log2 p(x) + 8 D); None for a density on pixels that were not
+  dequantized (no discrete probability to report)."""
+  if config_lib.pixel_protocol(likelihood) in ('binary', '8bit'):
+    return 0.0
+  return 8.0 if dequantize else None
 
 
 class Family:

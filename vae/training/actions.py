@@ -107,7 +107,8 @@ class Evaluate(Action):
         sums_m = members_lib.unpad_sums(group.pick(split_sums, m),
                                         models.total_latent_dim(r.config.model))
         em.update(estimates.summarize_sums(sums_m, driver.evaluator.num_dims, split,
-                                           base.train.active_unit_threshold))
+                                           base.train.active_unit_threshold,
+                                           driver.evaluator.bpd_offset))
       if r.log_eval(b.step, b.epoch, b.examples, em, driver.patience_steps):
         b.stopping.add(m)
       warn_collapse(em, r.config, r.workdir if len(runs) > 1 else None)

@@ -259,8 +259,9 @@ def active_units(z_mean_sum, z_mean_sq_sum, count, threshold=0.01):
   return int(np.sum(var > threshold)), var
 
 
-def summarize_sums(sums, num_dims, prefix, active_threshold=0.01):
-  """Turns eval sums into named per-example metrics (nats; bits/dim). With two stochastic
+def summarize_sums(sums, num_dims, prefix, active_threshold=0.01, bpd_offset=0.0):
+  """Turns eval sums into named per-example metrics (nats; bits/dim by the likelihood's
+  protocol, `likelihoods.bpd_offset`: none when it is None). With two stochastic
   layers (sums hold kl_z1) also kl_z1, kl_z2 and active_units_z1, active_units_z2 (the
   first half of the latent vector is z1)."""
   sums = jax.device_get(sums)
@@ -269,7 +270,8 @@ def summarize_sums(sums, num_dims, prefix, active_threshold=0.01):
          f'{prefix}/recon': float(sums['recon']) / n,
          f'{prefix}/kl': float(sums['kl']) / n,
          f'{prefix}/count': int(round(n))}
-  out[f'{prefix}/bpd'] = float(bits_per_dim(-out[f'{prefix}/elbo'], num_dims))
+  if bpd_offset is not None:
+    out[f'{prefix}/bpd'] = float(bits_per_dim(-out[f'{prefix}/elbo'], num_dims, bpd_offset))
   num_active, var = active_units(sums['z_mean_sum'], sums['z_mean_sq_sum'], n,
                                  active_threshold)
   out[f'{prefix}/active_units'] = num_active

@@ -33,7 +33,7 @@ from vae.data import datasets as data_lib
 from vae.training import checkpointing
 from vae.data import input_pipeline
 from vae.training import memory
-from vae.families import models
+from vae.families import likelihoods, models
 from vae.training import members as members_lib, metrics_io, optim
 from vae.training import run as run_lib
 from vae import settings
@@ -260,6 +260,7 @@ class _Evaluator:
   sample_keys: list
   recon_inputs: list
   num_dims: int
+  bpd_offset: object  # likelihoods.bpd_offset: 0.0, 8.0 or None (no bits/dim)
 
 
 def _make_evaluator(group, base, mesh, eval_mode, val_images, test_images, image_shape):
@@ -274,7 +275,8 @@ def _make_evaluator(group, base, mesh, eval_mode, val_images, test_images, image
       sample_keys=[k['sample'] for k in group.keys],  # the same draws at every evaluation
       recon_inputs=[input_pipeline.to_float(jnp.asarray(test_images[:32]), eval_mode, k['eval'])
                     for k in group.keys],
-      num_dims=int(np.prod(image_shape)))
+      num_dims=int(np.prod(image_shape)),
+      bpd_offset=likelihoods.bpd_offset(base.model.likelihood, base.data.dequantize))
 
 
 def _train_runs(runs, group_dir, dataset, mesh, sched, t_start, preempt, hooks):
