@@ -193,7 +193,7 @@ def test_the_public_api_stays_at_the_top(monkeypatch):
   from vae.families import objectives  # pylint: disable=g-import-not-at-top
   assert vae.reparameterize is objectives.reparameterize
   monkeypatch.setattr(trained, 'load', lambda *args: args)
-  assert vae.load('runs/x') == ('runs/x', 'best', False)
+  assert vae.load('runs/x') == ('runs/x', 'best', False, ())
 
 
 FAMILY_FIELDS = ('prior', 'posterior', 'arch', 'likelihood', 'type', 'stochastic_layers')

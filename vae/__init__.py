@@ -35,10 +35,11 @@ def _set_cpu_conv_flag():
 _set_cpu_conv_flag()
 
 
-def load(workdir, checkpoint='best', accept_changed_data=False):
-  """Loads a trained model from a training workdir; see `vae.evaluation.trained.load`."""
+def load(workdir, checkpoint='best', accept_changed_data=False, imports=()):
+  """Loads a trained model from a training workdir; see `vae.evaluation.trained.load`
+  (`imports`: the modules of your own families that the run was trained with)."""
   from vae.evaluation import trained  # pylint: disable=g-import-not-at-top
-  return trained.load(workdir, checkpoint, accept_changed_data)
+  return trained.load(workdir, checkpoint, accept_changed_data, imports)
 
 
 def __getattr__(name):

@@ -21,13 +21,12 @@ The family registries are loaded by name on the first `base_config()` (FAMILY_MO
 a config file sees every family's fields without importing the library's upper layers.
 """
 
-import copy
 import dataclasses
 import importlib
-import importlib.util
 import itertools
 import json
-import math
+import os
+import sys
 
 import ml_collections
 
@@ -126,6 +125,27 @@ def field_docs():
 def _load_families():
   for name in FAMILY_MODULES:
     importlib.import_module(name)
+
+
+PLUGINS = []  # the modules `import_plugins` imported, in order (run.json records them)
+
+
+def import_plugins(names):
+  """Imports a user's modules (the commands' `--import MODULE`), whose import registers
+  families and declares their fields; the working directory is searched first, as
+  `python -m` would. ConfigError naming the module when one cannot be imported."""
+  if names and '' not in sys.path and os.getcwd() not in sys.path:
+    sys.path.insert(0, os.getcwd())
+  for name in names:
+    try:
+      importlib.import_module(name)
+    except Exception as e:  # pylint: disable=broad-except  (any failure of the user's module)
+      detail = str(e).splitlines()[0][:200] if str(e) else ''
+      raise ConfigError(f'--import {name}: {type(e).__name__}: {detail}; give a module on '
+                        'the Python path (or in the current directory) that imports '
+                        'cleanly') from None
+    if name not in PLUGINS:
+      PLUGINS.append(name)
 
 
 def parse_arg(arg, **defaults):
@@ -452,36 +472,6 @@ def config_json(config):
   if hasattr(config, 'to_json_best_effort'):
     return json.loads(config.to_json_best_effort())
   return json.loads(json.dumps(config.to_dict()))
-
-
-def _kind(value):
-  if isinstance(value, bool):
-    return 'a boolean'
-  if isinstance(value, (int, float)):
-    return 'a number'
-  if isinstance(value, str):
-    return 'a string'
-  if isinstance(value, (list, tuple)):
-    return 'a list'
-  return type(value).__name__
-
-
-def check_numbers(c):
-  """Each field has its schema's kind (numbers in lists too), floats are finite and seeds
-  are non-negative integers."""
-  schema = flatten(config_json(base_config()))
-  for key, value in flatten(config_json(c)).items():
-    if key in schema and schema[key] is not None:
-      want = _kind(schema[key])
-      check(_kind(value) == want, f'{key}={value!r} should be {want} (like {schema[key]!r})')
-      if isinstance(value, list) and schema[key]:
-        inner = _kind(schema[key][0])
-        check(all(_kind(v) == inner for v in value),
-              f'{key}={value!r} should hold {inner.split(" ", 1)[1]}s (like {schema[key]!r})')
-    if isinstance(value, float):
-      check(math.isfinite(value), f'{key}={value} is not a finite number; give a finite value')
-    if key == 'seed' or key.endswith('_seed') or key == 'data.seed':
-      check(isinstance(value, int) and value >= 0, f'{key}={value!r} must be an integer >= 0')
 
 
 def resume_differences(saved, current):

@@ -18,6 +18,7 @@ that generic code (family-declared fields, config.json) needs no second path.
 
 import dataclasses
 import functools
+import math
 
 from vae import config_lib
 
@@ -60,6 +61,37 @@ class _Node:
 
 _KINDS = {bool: 'a boolean', int: 'an integer', float: 'a number', str: 'a string',
           tuple: 'a list'}
+
+
+def _kind(value):
+  if isinstance(value, bool):
+    return 'a boolean'
+  if isinstance(value, (int, float)):
+    return 'a number'
+  if isinstance(value, str):
+    return 'a string'
+  if isinstance(value, (list, tuple)):
+    return 'a list'
+  return type(value).__name__
+
+
+def check_numbers(c):
+  """Each field of a config (or spec) has its schema's kind (numbers in lists too), floats
+  are finite and seeds are non-negative integers: ConfigError naming the field."""
+  check = config_lib.check
+  schema = config_lib.flatten(config_lib.config_json(config_lib.base_config()))
+  for key, value in config_lib.flatten(config_lib.config_json(c)).items():
+    if key in schema and schema[key] is not None:
+      want = _kind(schema[key])
+      check(_kind(value) == want, f'{key}={value!r} should be {want} (like {schema[key]!r})')
+      if isinstance(value, list) and schema[key]:
+        inner = _kind(schema[key][0])
+        check(all(_kind(v) == inner for v in value),
+              f'{key}={value!r} should hold {inner.split(" ", 1)[1]}s (like {schema[key]!r})')
+    if isinstance(value, float):
+      check(math.isfinite(value), f'{key}={value} is not a finite number; give a finite value')
+    if key == 'seed' or key.endswith('_seed') or key == 'data.seed':
+      check(isinstance(value, int) and value >= 0, f'{key}={value!r} must be an integer >= 0')
 
 
 def _prefix(node):

@@ -26,7 +26,7 @@ import re
 import sys
 import threading
 
-from vae import errors
+from vae import config_lib, errors
 
 BAD_INPUT = errors.BAD_INPUT
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_IO, EXIT_LOST_PROCESS = 0, 1, 2, 3, 4, 5
@@ -77,6 +77,29 @@ def setup_logging():
   logging.getLogger('jax').setLevel(logging.WARNING)
   threading.excepthook = _quiet_disk_full_in_threads(threading.__excepthook__)
   sys.unraisablehook = _quiet_shutdown_noise(sys.__unraisablehook__)
+
+
+IMPORT_HELP = ('a module of yours whose import registers families (priors, likelihoods, '
+               'objectives, ...) and declares their fields; repeatable. A run records the '
+               'modules it was trained with; loading it needs them named again')
+
+
+def take_imports(argv):
+  """(modules, argv without them): the `--import MODULE` / `--import=MODULE` flags of a
+  command line parsed by absl (train.py), which must import them before its config loads."""
+  modules, rest, i = [], [], 0
+  while i < len(argv):
+    arg = argv[i]
+    if arg == '--import' and i + 1 < len(argv):
+      modules.append(argv[i + 1])
+      i += 2
+      continue
+    if arg.startswith('--import='):
+      modules.append(arg.split('=', 1)[1])
+    else:
+      rest.append(arg)
+    i += 1
+  return modules, rest
 
 
 def one_line(text):
@@ -195,12 +218,19 @@ class ArgumentParser(argparse.ArgumentParser):
     epilog = ([CONFIG_OVERRIDES_HELP] if config_overrides else []) + [exit_codes_help()]
     kwargs.setdefault('epilog', '\n\n'.join(epilog))
     super().__init__(*args, **kwargs)
+    self.add_argument('--import', action='append', default=[], dest='imports',
+                      metavar='MODULE', help=IMPORT_HELP)
 
   def parse_known_args(self, args=None, namespace=None):
     undocumented = [a.dest for a in self._actions if not a.help]
     if undocumented:
       raise ValueError(f'flags without help text: {", ".join(undocumented)}')
-    return super().parse_known_args(args, namespace)
+    namespace, rest = super().parse_known_args(args, namespace)
+    try:  # the user's families, before anything reads a config
+      config_lib.import_plugins(namespace.imports)
+    except config_lib.ConfigError as e:
+      self.error(str(e))
+    return namespace, rest
 
   def error(self, message):
     print(f'error: {one_line(message)} (see --help)', file=sys.stderr)

@@ -80,7 +80,8 @@ def help_text():
   flags_help = define_flags().get_help().split('\nabsl.flags:', 1)[0].strip()
   flags_help = flags_help.split(':\n', 1)[1] if not flags_help.startswith('--') else flags_help
   return '\n\n'.join([__doc__.strip(), 'usage: python train.py --config configs/x.py[:arg] '
-                      '--workdir DIR [--config.a.b=value ...]', 'flags:\n' + flags_help,
+                      '--workdir DIR [--config.a.b=value ...] [--import MODULE ...]',
+                      'flags:\n' + flags_help + '\n  --import: ' + cli.IMPORT_HELP,
                       cli.CONFIG_OVERRIDES_HELP, cli.exit_codes_help()])
 
 
@@ -92,9 +93,11 @@ def main(argv=None, as_command=False):
   if any(a in HELP_FLAGS for a in argv[1:]):
     print(help_text())
     return cli.EXIT_OK
+  imports, argv = cli.take_imports(argv)
   argv = plan.resolve_config_argv(argv)
   fv = define_flags()
   try:
+    config_lib.import_plugins(imports)  # the user's families, before the config loads
     plan.parse_config_overrides(argv[1:])  # a field given twice is refused here
     fv(argv)
     config = fv.config

@@ -23,8 +23,8 @@ from vae.data import datasets as data_lib, input_pipeline
 from vae.training import estimates
 from vae.families import models
 from vae.training import checkpointing, memory
-from vae.families import objectives
-from vae.training import migration, run_dir
+from vae.families import likelihoods, objective_families, objectives
+from vae.training import migration, run_dir, run_record
 
 log = logging.getLogger('vae')
 SPLITS = ('train', 'val', 'validation', 'test')
@@ -300,12 +300,32 @@ class TrainedModel:
     return input_pipeline.to_float(jnp.asarray(images_uint8), mode, key)
 
 
-def load(workdir, checkpoint='best', accept_changed_data=False) -> TrainedModel:
+def check_families(config, workdir):
+  """ConfigError naming the family a saved run needs that is not registered, and the module
+  it was trained with (`--import`) when run.json records one."""
+  try:
+    models.check_config(config.model)
+    likelihoods.check_config(config.model, config.data)
+    objective_families.check_config(config.objective)
+  except config_lib.ConfigError as e:
+    missing = [m for m in run_record.recorded_imports(workdir) if m not in config_lib.PLUGINS]
+    if not missing:
+      raise
+    names = ' '.join(f'--import {m}' for m in missing)
+    raise config_lib.ConfigError(
+        f'{str(e).split(";")[0]}: {workdir} was trained with {names}; name it again '
+        f'({names}, or vae.load(workdir, imports={missing!r}))') from None
+
+
+def load(workdir, checkpoint='best', accept_changed_data=False, imports=()) -> TrainedModel:
   """Loads a trained model from a workdir.
 
   Args:
     workdir: a training workdir (with config.json, data.json, checkpoints/).
     checkpoint: 'best' (by validation ELBO), 'latest' or a step number.
+    imports: modules to import first (`config_lib.import_plugins`): those that register the
+      run's families when they are not the library's (run.json names the modules it was
+      trained with; nothing is imported because a workdir names it).
     accept_changed_data: let `load_split` read data whose content differs from what the
       run recorded in data.json (else a DataError naming both).
 
@@ -317,7 +337,9 @@ def load(workdir, checkpoint='best', accept_changed_data=False) -> TrainedModel:
   if not (workdir / 'config.json').exists():
     raise checkpointing.CheckpointError(f'{workdir} has no config.json: not a training workdir')
   migration.check_current(workdir)
+  config_lib.import_plugins(list(imports))
   config = specs.freeze(config_lib.with_saved_values(run_dir.read_json(workdir / 'config.json')))
+  check_families(config, workdir)
   if not (workdir / 'data.json').exists():
     raise checkpointing.CheckpointError(f'{workdir} has no data.json: not a training workdir')
   data_info = run_dir.read_json(workdir / 'data.json')

@@ -93,7 +93,7 @@ class SweepRecord:
                    'workdir': str(member_dir(self.root, m['name']))}  # even if the root moved
                   for m in saved.get('members', []) if m['name'] not in names]
     self.data = {'config': config_arg, 'config_overrides': config_overrides,
-                 'members': members}
+                 'imports': list(config_lib.PLUGINS), 'members': members}
     self._refresh()
 
   def _refresh(self):

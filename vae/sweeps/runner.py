@@ -260,7 +260,8 @@ def _process_loop(sweep, queue, running, parallel, progress, stop):
       i = queue.pop(0)
       prefix, env = settings.command('vae.commands.train')  # vae-train, from any directory
       cmd = prefix + ['--config', sweep.config_spec, '--workdir', str(workdirs[i])] + [
-          _flag(k, v) for k, v in sweep.flags[i].items()]
+          _flag(k, v) for k, v in sweep.flags[i].items()] + [
+              f'--import={m}' for m in config_lib.PLUGINS]
       log_file = open(sweep.root / f'{names[i]}.log', 'w')
       running[i] = (subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env),
                     log_file)
@@ -310,6 +311,7 @@ def slurm_script(config_spec, root, num_units, task_mode, unit, axes=None, confi
   for key, values in (axes or {}).items():
     args += ['--axis', f'{key}={",".join(values)}']
   args += [f'--config.{k}={v}' for k, v in (config_overrides or {}).items()]
+  args += [f'--import={m}' for m in config_lib.PLUGINS]  # the user's families, in every task
   quoted = ' '.join(shlex.quote(a) for a in args)
   lines = ['#!/usr/bin/env bash',
            f'#SBATCH --job-name=vae-sweep-{root.name}',

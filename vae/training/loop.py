@@ -162,7 +162,8 @@ def _train(configs, workdirs, group_dir, chief, t_start, preempt):
     return [dict(r.last, status=r.done['status']) for r in runs]
   base = configs[0]
   dataset = data_lib.load(base.data)
-  validation.validate_for_data(base, dataset.image_shape, len(dataset.train))
+  validation.validate_for_data(base, dataset.image_shape, len(dataset.train),
+                               len(dataset.validation) + len(dataset.test))
   data_notes = {}
   for r in runs:  # the data a run was trained on, checked before anything is written
     recorded = r.workdir / 'data.json'

@@ -20,7 +20,7 @@ import time
 
 import jax
 
-from vae import settings
+from vae import config_lib, settings
 from vae.training import metrics_io
 from vae.training.run_dir import read_json
 
@@ -67,7 +67,7 @@ def environment(data_files=()):
           else None, 'command': [sys.executable] + sys.argv, 'python': platform.python_version(),
           'versions': versions, 'devices': devices, 'processes': jax.process_count(),
           'cpu': cpu or platform.processor(), 'host': socket.gethostname(),
-          'xla_flags': settings.xla_flags(),
+          'xla_flags': settings.xla_flags(), 'imports': list(config_lib.PLUGINS),
           'data_files': {str(p): _file_sha256(p) for p in data_files if os.path.isfile(p)}}
 
 
@@ -123,3 +123,19 @@ def training_seconds(workdir):
       end = max((t for t in times if s['start'] <= t < upto), default=s['start'])
     total += end - s['start']
   return total
+
+
+def recorded_imports(workdir):
+  """The modules every session of a run was started with (`--import`), in first-use order;
+  [] for a run without run.json or recorded before the flag."""
+  path = pathlib.Path(workdir) / RUN_FILE
+  try:
+    sessions = read_json(path)['sessions'] if path.exists() else []
+  except (OSError, ValueError, KeyError, TypeError):
+    return []
+  out = []
+  for s in sessions:
+    for name in (s.get('environment', s) or {}).get('imports', []) or []:
+      if name not in out:
+        out.append(name)
+  return out

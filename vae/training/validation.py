@@ -28,7 +28,7 @@ def spec(config):
 
 def validate(c):
   """Raises ConfigError naming the field for any impossible value."""
-  config_lib.check_numbers(c)
+  specs.check_numbers(c)
   datasets.check_config(c.data)
   models.check_config(c.model)
   likelihoods.check_config(c.model, c.data)
@@ -42,12 +42,26 @@ def validate(c):
     models.check_image_shape(c.model, tuple(c.data.synthetic_shape))
 
 
-def validate_for_data(c, image_shape, num_train):
-  """Checks that need the data's shape and size."""
+# Importance samples x images that one periodic evaluation may cost (about 1e9 draws: from
+# minutes to hours on 2 CPU cores). Training waits for an evaluation before it can answer a
+# signal, so a larger one would make the run unstoppable; scripts/evaluate.py (which a
+# signal stops at once) is the tool for a larger estimate.
+MAX_EVAL_IW_DRAWS = 10 ** 9
+
+
+def validate_for_data(c, image_shape, num_train, num_eval=0):
+  """Checks that need the data's shape and size (`num_eval`: the images each periodic
+  evaluation scores, validation and test together)."""
   config_lib.check(c.train.batch_size <= num_train,
                    f'train.batch_size={c.train.batch_size} exceeds the {num_train} training '
                    'examples; lower train.batch_size')
   models.check_image_shape(c.model, image_shape)
+  draws = c.train.eval_iw_samples * num_eval
+  config_lib.check(draws <= MAX_EVAL_IW_DRAWS,
+                   f'train.eval_iw_samples={c.train.eval_iw_samples} on the {num_eval} images '
+                   f'of each evaluation is {draws:.3g} draws (at most {MAX_EVAL_IW_DRAWS:.0e}; a '
+                   'run cannot stop during an evaluation); lower it (5000 is the published '
+                   'protocol) or estimate once with scripts/evaluate.py --num_samples')
 
 
 def check_train(c):
