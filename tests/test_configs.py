@@ -52,10 +52,17 @@ def test_every_field_has_a_meaning_and_show_config_lists_them():
   rc, out, err = run_script('train', '--config', 'configs/fashion_mnist_gated.py',
                             '--show_config', '--config.model.latent_dim=8')
   assert rc == 0, err
-  lines = out.strip().splitlines()
+  fields, _, families = out.strip().partition('\n\nregistered families')
+  lines = fields.splitlines()
   assert len(lines) == len(flat)
   latent = next(line for line in lines if line.startswith('model.latent_dim = '))
   assert latent.startswith('model.latent_dim = 8') and '# latent dimensions D' in latent
+  priors_line = next(line for line in families.splitlines() if 'model.prior ' in line)
+  assert {'standard', 'mog', 'vamp', 'exemplar'} <= set(priors_line.split(None, 1)[1].split(', '))
+  # It validates: a value a run would refuse is refused here too, in one line.
+  rc, out, err = run_script('train', '--config', 'configs/fashion_mnist_gated.py',
+                            '--show_config', '--config.model.latent_dim=0')
+  assert rc == 2 and err.strip() == 'error: model.latent_dim=0 must be >= 1' and not out
 
 
 @pytest.mark.parametrize('fields, text', [

@@ -720,3 +720,17 @@ def test_a_second_start_of_the_same_task_is_refused_before_it_writes(tmp_path):
   code, _, err = run_script('sweep', *args)
   assert code == 0, err
   assert json.loads((root / 'sweep.json').read_text())['members']
+
+
+def test_members_are_listed_in_natural_order_under_their_own_names(tmp_path):
+  """A sweep grown by a value (latent 32 added after 2 and 8) lists 2, 8, 32, numbers by
+  value (1e-3 < 0.5 < 4), whatever order sweep.json holds them in; folders keep their names."""
+  grown = [{'model.latent_dim': d, 'objective.beta': b}
+           for d, b in ((8, 0.5), (32, 0.5), (2, 4.0), (2, 0.5), (2, 1e-3))]
+  (tmp_path / 'sweep.json').write_text(json.dumps(
+      {'config': 'x', 'members': [{'name': plan.member_name(o), 'overrides': o}
+                                  for o in grown]}))
+  names = [n for n, _, _ in record.members(tmp_path)]
+  assert names == ['latent_dim=2,beta=0.001', 'latent_dim=2,beta=0.5', 'latent_dim=2,beta=4.0',
+                   'latent_dim=8,beta=0.5', 'latent_dim=32,beta=0.5']
+  assert [w.name for _, _, w in record.members(tmp_path)] == names

@@ -1,6 +1,7 @@
 """End-to-end tests of the training loop (vae/training/loop.py, vae/training/step.py, vae/training/run_dir.py) and train.py: outputs, exact resume, kills, bad input."""
 
 import dataclasses
+import datetime
 import json
 import re
 import shutil
@@ -518,6 +519,9 @@ def test_run_record_names_the_code_versions_and_sessions(smoke_run):
   assert session['devices'] and session['host'] and session['cpu']
   assert session['status'] == 'finished' and session['end_step'] == 24
   assert session['end'] >= session['start']
+  for moment in ('start', 'end'):  # ISO dates beside the Unix seconds, the same moment
+    assert session[f'{moment}_iso'] == datetime.datetime.fromtimestamp(
+        int(session[moment]), datetime.timezone.utc).isoformat()
   assert run_record.training_seconds(smoke_run[0]) == pytest.approx(
       session['end'] - session['start'])
 

@@ -18,8 +18,9 @@ from ml_collections import config_flags
 
 from vae import config_lib, settings
 from vae.commands import cli, compilation_cache, supervisor
+from vae.families import flows, likelihoods, objective_families, priors
 from vae.sweeps import plan
-from vae.training import interrupts, loop
+from vae.training import interrupts, loop, validation
 
 
 def define_flags():
@@ -72,6 +73,16 @@ def _flag_error(error, argv):
   return reasons[-1] if reasons else text
 
 
+def families_lines():
+  """--show_config's list of the registered families (the library's and --import's)."""
+  return ['', 'registered families (docs/families.md; your own with --import MODULE):'] + [
+      f'  {field:<18} {", ".join(sorted(registry))}'
+      for field, registry in (('model.prior', priors.REGISTRY),
+                              ('model.likelihood', likelihoods.REGISTRY),
+                              ('model.posterior', flows.REGISTRY),
+                              ('objective.name', objective_families.REGISTRY))]
+
+
 HELP_FLAGS = ('--help', '-h', '--helpshort', '--helpfull', '-help')
 
 
@@ -107,7 +118,11 @@ def main(argv=None, as_command=False):
   except Exception as e:  # pylint: disable=broad-except  (flag parsing or loading the config)
     return cli.fail(_flag_error(e, argv), cli.EXIT_BAD_INPUT)
   if fv.show_config:
-    print('\n'.join(config_lib.describe(config)))
+    try:  # the values shown are the ones a run would accept
+      validation.validate(config)
+    except config_lib.ConfigError as e:
+      return cli.fail(e, cli.EXIT_BAD_INPUT)
+    print('\n'.join(config_lib.describe(config) + families_lines()))
     return cli.EXIT_OK
   if not fv.workdir:
     return cli.fail('--workdir is missing or empty; give the directory of the run',

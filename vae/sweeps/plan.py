@@ -6,6 +6,7 @@ array task runs (`units_of`, `task_from_environment`). Nothing here writes a fil
 import hashlib
 import importlib.util
 import pathlib
+import re
 import string
 
 
@@ -17,6 +18,13 @@ from vae.training import validation
 NAME_SAFE = frozenset(string.ascii_letters + string.digits + '=,._+-()[] ')
 
 NAME_MAX_BYTES = 200
+
+def natural_key(name):
+  """A sort key under which member names list as a reader expects: numbers by value, so
+  latent_dim=2, latent_dim=8, latent_dim=32 (not 2, 32, 8); other text as it is."""
+  parts = re.split(r'(-?\d+(?:\.\d+)?(?:e-?\d+)?)', name)
+  return [(0, float(p), '') if i % 2 else (1, 0.0, p) for i, p in enumerate(parts)]
+
 
 def member_name(overrides):
   """A directory name from the overrides: 'latent_dim=2,beta=0.5,seed=0'.

@@ -7,7 +7,7 @@ import json
 import pathlib
 
 from vae import config_lib
-from vae.sweeps.plan import member_dir, member_name
+from vae.sweeps.plan import member_dir, member_name, natural_key
 from vae.training import metrics_io, run_dir
 
 
@@ -27,15 +27,18 @@ def saved_groups(root):
 
 
 def members(root):
-  """(name, overrides, workdir) of every member: from sweep.json, else subdirectories.
+  """(name, overrides, workdir) of every member, in natural order of their names
+  (`plan.natural_key`): from sweep.json, else subdirectories.
 
   A member's directory is ROOT/<name> wherever ROOT now is: a sweep copied from a cluster
   or moved keeps its members (the absolute paths sweep.json records are not used)."""
   root = pathlib.Path(root)
   if (root / 'sweep.json').exists():
     data = read_sweep_json(root / 'sweep.json')
-    return [(m['name'], m['overrides'], member_dir(root, m['name'])) for m in data['members']]
-  return [(d.name, {}, d) for d in sorted(root.iterdir()) if (d / 'metrics.jsonl').exists()]
+    return sorted([(m['name'], m['overrides'], member_dir(root, m['name']))
+                   for m in data['members']], key=lambda m: natural_key(m[0]))
+  return sorted([(d.name, {}, d) for d in root.iterdir() if (d / 'metrics.jsonl').exists()],
+                key=lambda m: natural_key(m[0]))
 
 
 def read_sweep_json(path):

@@ -290,7 +290,7 @@ def _train_runs(runs, group_dir, dataset, mesh, sched, t_start, preempt, hooks):
   group = members_lib.Group([r.config for r in runs], dataset.image_shape, sched, mesh,
                             streamed, len(dataset.train), batched=group_dir is not None,
                             hooks=hooks)
-  log.info('compiled step: %s', group.options)
+  log.info('compiled step: %s', group.options.summary())
   for r in runs:
     r.record.note('step_options', group.options.record())
   state, resume_step = _restore(runs, group, sched)

@@ -8,6 +8,7 @@ what the loop notes (the compiled step's options, the device timeline).
 resumption.
 """
 
+import datetime
 import hashlib
 import importlib.metadata
 import os
@@ -71,6 +72,12 @@ def environment(data_files=()):
           'data_files': {str(p): _file_sha256(p) for p in data_files if os.path.isfile(p)}}
 
 
+def iso(seconds):
+  """Unix seconds as an ISO 8601 date in UTC (run.json keeps both)."""
+  return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat(
+      timespec='seconds')
+
+
 class RunRecord:
   """WORKDIR/run.json: one entry per invocation (environment, start and end times, steps
   trained, how it ended), so a resumed run keeps the history of every session and the
@@ -82,8 +89,9 @@ class RunRecord:
     if not enabled:
       return
     self.data = read_json(self.path) if self.path.exists() else {'sessions': []}
-    self.session = dict(environment(data_files), start=time.time(), end=None, status='running',
-                        start_step=None, end_step=None)
+    now = time.time()
+    self.session = dict(environment(data_files), start=now, start_iso=iso(now), end=None,
+                        end_iso=None, status='running', start_step=None, end_step=None)
     self.data['sessions'].append(self.session)
     metrics_io.write_json(self.path, self.data)
 
@@ -96,7 +104,8 @@ class RunRecord:
   def finish(self, status, start_step, end_step):
     if not self.enabled:
       return
-    self.session.update(end=time.time(), status=status, start_step=start_step,
+    now = time.time()
+    self.session.update(end=now, end_iso=iso(now), status=status, start_step=start_step,
                         end_step=end_step)
     metrics_io.write_json(self.path, self.data)
 

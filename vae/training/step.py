@@ -70,6 +70,13 @@ class StepOptions:
     """Metrics a chunk reports at their last value instead of a mean."""
     return ('grad_norm', 'param_norm') if self.norms_last else ()
 
+  def summary(self):
+    """One readable line for the log: the objective and the loops (run.json has all)."""
+    kind = type(self.objective).__name__
+    members = f', members {self.member_loop}' if self.member_loop else ''
+    return (f'objective {kind}, {self.chunk_loop} loop{members}, pixels {self.mode}'
+            + (f', EMA {self.ema_decay}' if self.ema_decay else ''))
+
   def record(self):
     """The options as a JSON-able dict (run.json); the objective as its class and fields."""
     out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
