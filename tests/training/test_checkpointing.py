@@ -67,3 +67,44 @@ def test_early_stopping_records_done_only_after_the_checkpoint_is_committed(
       'train.num_epochs': 6.0, 'train.early_stopping_epochs': 2.0}), str(tmp_path / 'w'))
   assert result['status'] == 'early_stopped'
   assert seen == [(4 * 12, True)]  # stopped at epoch 4, its checkpoint already committed
+
+
+def test_orbax_background_reports_are_one_warning_line_and_others_pass(capsys, caplog):
+  """The "Event loop is closed" report orbax's event loop gives when a callback arrives after
+  it closed (a step rotated away while read): one warning line for the first, nothing for
+  the next; an unrelated unraisable report still reaches the previous hook."""
+  import asyncio  # pylint: disable=g-import-not-at-top
+  import gc  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from vae.training import orbax_reports  # pylint: disable=g-import-not-at-top
+
+  class LateCallback:
+    def __init__(self, loop):
+      self.loop = loop
+
+    def __del__(self):
+      self.loop.call_soon_threadsafe(print)  # RuntimeError: Event loop is closed
+
+  class Other:
+    def __del__(self):
+      raise ValueError('not orbax')
+
+  loop = asyncio.new_event_loop()
+  loop.close()
+  passed = []
+  saved = sys.unraisablehook
+  sys.unraisablehook = lambda u: passed.append(type(u.exc_value).__name__)
+  try:
+    orbax_reports.quiet_orbax_reports()
+    with caplog.at_level('WARNING', logger='vae'):
+      for _ in range(3):
+        LateCallback(loop)
+        gc.collect()
+      Other()
+      gc.collect()
+  finally:
+    sys.unraisablehook = saved
+  warnings = [r for r in caplog.records if 'orbax reported' in r.getMessage()]
+  assert len(warnings) == 1 and 'Event loop is closed' in warnings[0].getMessage()
+  assert passed == ['ValueError']
+  assert 'Exception ignored' not in capsys.readouterr().err

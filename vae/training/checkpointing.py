@@ -43,10 +43,12 @@ from orbax.checkpoint import checkpoint_managers as ocp_policies
 
 from vae import errors
 from vae import config_lib
+from vae.training import orbax_reports
 from vae.training.step import TrainState
 
 BEST_METRIC = 'val_elbo'
 log = logging.getLogger('vae')
+orbax_reports.quiet_orbax_reports()
 
 
 class _CheckpointWithoutMetric(logging.Filter):
