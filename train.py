@@ -4,6 +4,9 @@ The checkout's entry point of `vae-train` (vae/commands/train.py, which holds th
 the --help text and `main(argv)`); `python train.py --help` lists them.
 """
 
+import signal
+if __name__ == '__main__':  # a signal while the libraries load waits for exit_on_signals
+  signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGINT, signal.SIGTERM))
 
 from vae.training import interrupts
 

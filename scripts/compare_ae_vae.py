@@ -9,6 +9,10 @@ over the prior's 1, 2 and 3 sigma circles, coloured by label. The diagnostics
 are printed as a table.
 """
 
+import signal
+if __name__ == '__main__':  # a signal while the libraries load waits for exit_on_signals
+  signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGINT, signal.SIGTERM))
+
 import json
 import pathlib
 import sys

@@ -17,6 +17,10 @@ rows beside it (FILE.json).
 evaluated members only, the others named on stderr), before the --row rows.
 """
 
+import signal
+if __name__ == '__main__':  # a signal while the libraries load waits for exit_on_signals
+  signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGINT, signal.SIGTERM))
+
 import json
 import pathlib
 import sys

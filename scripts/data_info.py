@@ -4,6 +4,10 @@ Prints the source, files, counts, shapes and pixel statistics that training
 would use for `data.name=NAME` (the default config's other data fields).
 """
 
+import signal
+if __name__ == '__main__':  # a signal while the libraries load waits for exit_on_signals
+  signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGINT, signal.SIGTERM))
+
 import pathlib
 import sys
 

@@ -13,6 +13,10 @@ aggregate-posterior KL and the prior-hole measures (vae/training/estimates.py). 
 random draw comes from --seed, so the result is deterministic.
 """
 
+import signal
+if __name__ == '__main__':  # a signal while the libraries load waits for exit_on_signals
+  signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGINT, signal.SIGTERM))
+
 import pathlib
 import sys
 

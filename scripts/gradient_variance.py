@@ -13,6 +13,10 @@ reparameterization gives the encoder: exactly 0. Writes the figure and the
 numbers to OUT with suffix .json.
 """
 
+import signal
+if __name__ == '__main__':  # a signal while the libraries load waits for exit_on_signals
+  signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGINT, signal.SIGTERM))
+
 import json
 import pathlib
 import sys

@@ -9,6 +9,10 @@ one line naming this command. Prints each change; exit 0 (also when there is not
 2 for a workdir it cannot read.
 """
 
+import signal
+if __name__ == '__main__':  # a signal while the libraries load waits for exit_on_signals
+  signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGINT, signal.SIGTERM))
+
 import pathlib
 import sys
 

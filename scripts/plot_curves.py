@@ -8,6 +8,10 @@ final test KL (rate) against -reconstruction (distortion), one point per
 member, joined across beta for each latent size.
 """
 
+import signal
+if __name__ == '__main__':  # a signal while the libraries load waits for exit_on_signals
+  signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGINT, signal.SIGTERM))
+
 import pathlib
 import sys
 

@@ -7,6 +7,10 @@ scripts/evaluate.py wrote eval.json, steps and wall time; then mean +- std over
 seeds for members that differ only in seed.
 """
 
+import signal
+if __name__ == '__main__':  # a signal while the libraries load waits for exit_on_signals
+  signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGINT, signal.SIGTERM))
+
 import pathlib
 import sys
 

@@ -5,6 +5,10 @@
   all             every figure above, OUT's stem + '_' + name + suffix
 """
 
+import signal
+if __name__ == '__main__':  # a signal while the libraries load waits for exit_on_signals
+  signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGINT, signal.SIGTERM))
+
 import pathlib
 import sys
 

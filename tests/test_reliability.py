@@ -119,6 +119,28 @@ def test_random_kills_at_scale(tmp_path):
 
 
 
+@pytest.mark.parametrize('script,sig', [('train.py', 'SIGINT'), ('scripts/summarize.py', 'SIGINT'),
+                                        ('scripts/evaluate.py', 'SIGTERM')])
+def test_a_signal_while_the_package_imports_is_one_line(tmp_path, script, sig):
+  """From a command's first instruction: a signal that arrives while `vae` itself imports
+  (held open 2 s by VAE_INJECT_IMPORT_DELAY_S) waits for the handler, then gives one
+  `error:` line and exit 128 + the signal, no KeyboardInterrupt traceback."""
+  signum = getattr(signal, sig)
+  args = {'train.py': ['--config', 'configs/default.py:smoke', '--workdir', str(tmp_path)],
+          'scripts/evaluate.py': ['--workdir', str(tmp_path)],
+          'scripts/summarize.py': [str(tmp_path)]}[script]
+  proc = subprocess.Popen([sys.executable, str(REPO / script), *args], cwd=REPO,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          env=dict(_env(), VAE_INJECT_IMPORT_DELAY_S='2'))
+  time.sleep(0.8)  # the interpreter has started; the package's import sleeps until ~2 s
+  assert proc.poll() is None, proc.stderr.read()
+  proc.send_signal(signum)
+  _, err = proc.communicate(timeout=60)
+  lines = [line for line in err.splitlines() if line.strip()]
+  assert proc.returncode == 128 + signum, err
+  assert len(lines) == 1 and lines[0].startswith('error: ') and f'by {sig}' in lines[0], err
+
+
 @pytest.mark.parametrize('script,sig,delay_s', [
     ('train.py', 'SIGTERM', 0.3),      # while the libraries load
     ('scripts/evaluate.py', 'SIGTERM', 0.3),

@@ -33,6 +33,7 @@ def _set_cpu_conv_flag():
 
 
 _set_cpu_conv_flag()
+settings.inject_import_delay()  # the tests' window for a signal during imports (else 0)
 
 
 def load(workdir, checkpoint='best', accept_changed_data=False, imports=()):

@@ -13,6 +13,7 @@ from its config and the hooks passed down. README's "Environment variables" list
   VAE_INJECT_NAN_AT_STEP, VAE_INJECT_KILL_DURING_SAVE, VAE_INJECT_KILL_DELAY_S,
   VAE_INJECT_KILL_BETWEEN_MEMBER_SAVES, VAE_LOG_BATCH_SHARDING
                                  fault injection and diagnostics for the tests (`fault_hooks`)
+  VAE_INJECT_IMPORT_DELAY_S      a sleep while the package imports (`inject_import_delay`)
 """
 
 import dataclasses
@@ -107,6 +108,14 @@ class FaultHooks:
   def between_member_saves(self, step):
     if self.kill_between_member_saves >= 0 and int(step) == self.kill_between_member_saves:
       os.kill(os.getpid(), signal.SIGKILL)
+
+
+def inject_import_delay():
+  """VAE_INJECT_IMPORT_DELAY_S: seconds the package's import sleeps (the tests' window for a
+  signal that arrives while a command's libraries load)."""
+  delay = float(os.environ.get('VAE_INJECT_IMPORT_DELAY_S', '0') or 0)
+  if delay > 0:
+    threading.Event().wait(delay)
 
 
 def fault_hooks():

@@ -43,7 +43,9 @@ def _watch(read_fd):
 
 def exit_on_signals(what, fix):
   """From now on SIGTERM / SIGINT print 'error: <what> interrupted by SIGTERM; <fix>' and
-  exit 143 / 130. Call it from the main thread, first thing."""
+  exit 143 / 130. Call it from the main thread, first thing; a signal that a command held
+  back from its first instruction (`signal.pthread_sigmask(SIG_BLOCK, ...)`, before it
+  imports this package) arrives now."""
   _state.update(what=what, fix=fix, active=True)
   for sig in _WATCHED:
     signal.signal(sig, _handler)
@@ -54,6 +56,7 @@ def exit_on_signals(what, fix):
     threading.Thread(target=_watch, args=(read_fd,), daemon=True,
                      name='vae-interrupts').start()
     _state['installed'] = True
+  signal.pthread_sigmask(signal.SIG_UNBLOCK, _WATCHED)
 
 
 def suspend():
