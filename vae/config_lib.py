@@ -51,6 +51,9 @@ LEGACY_VALUES = {'train.norm_metrics': 'mean', 'data.binarize_bits': 32,
 # config.json without the field is version 1 (migration.check_current says whether it is
 # already current).
 SCHEMA_VERSION = 2
+# Fields that hold 'auto' or a number (the ConfigDict types them as object; check_train
+# checks the value; a run saved with a number keeps it on resume: `legacy_to_adopt`).
+NUMBER_OR_AUTO = ('train.eval_every_epochs',)
 VMAPPABLE = ('objective.beta', 'objective.free_bits', 'objective.warmup_epochs', 'optim.lr',
              'seed', 'model.latent_dim')
 
@@ -206,6 +209,8 @@ SCHEMA = (
         'in auto'),
     ('data.accept_changed_data', False, 'resume although the data differs from what the run '
         'recorded (content hashes in data.json; the change goes into run.json)'),
+    ('data.max_train_examples', 0, 'train on the first N training examples only (after the '
+        'validation carve; a quick trial); 0: all'),
     ('data.seed', 0, 'seed of the synthetic dataset'),
     ('data.synthetic_train_size', 4096, 'synthetic training examples'),
     ('data.synthetic_test_size', 1024, 'synthetic test examples'),
@@ -285,8 +290,9 @@ SCHEMA = (
         "of each log window, computed only there; a NaN gradient is then caught by the next step's "
         'loss) | mean (every step, averaged over the window, the behaviour of runs saved before '
         'this field)'),
-    ('train.eval_every_epochs', 5.0, 'epochs between evaluations (metrics; images: '
-        'train.images_every_epochs)'),
+    ('train.eval_every_epochs', 'auto', 'epochs between evaluations (metrics; images: '
+        'train.images_every_epochs); auto: min(5, num_epochs / 3), so a short run gets 3 '
+        '(runs saved with a number keep it)'),
     ('train.checkpoint_every_epochs', 5.0, 'epochs between checkpoints'),
     ('train.checkpoint_every_minutes', 0.0, 'also checkpoint at the first boundary (log, eval or '
         'checkpoint step) this many minutes after the last save (0: off; single-process runs)'),
@@ -317,7 +323,8 @@ def base_config():
       if section not in node:
         node[section] = ml_collections.ConfigDict()
       node = node[section]
-    node[leaf] = default
+    node[leaf] = (ml_collections.FieldReference(default, field_type=object)
+                  if name in NUMBER_OR_AUTO else default)
   for f in DECLARED.values():
     section, leaf = f.name.split('.')
     c[section][leaf] = f.default
@@ -376,12 +383,16 @@ def set_field(config, dotted, value):
 
 def legacy_to_adopt(saved, config):
   """{field: value}: the LEGACY_VALUES a resumed run keeps because its (migrated)
-  config.json names them where the current config has the field's default, so that the
+  config.json names them where the current config has the field's default, and the number
+  a NUMBER_OR_AUTO field was saved with where the current config says auto, so that the
   command it started with resumes it as it started."""
   flat, current = flatten(saved), flatten(config_json(config))
   defaults = flatten(config_json(base_config()))
-  return {k: v for k, v in LEGACY_VALUES.items()
-          if flat.get(k) == v and current.get(k) == defaults.get(k) != v}
+  out = {k: v for k, v in LEGACY_VALUES.items()
+         if flat.get(k) == v and current.get(k) == defaults.get(k) != v}
+  out.update({k: flat[k] for k in NUMBER_OR_AUTO  # saved as a number, now the default auto
+              if current.get(k) == 'auto' and isinstance(flat.get(k), (int, float))})
+  return out
 
 
 def smoke(c):

@@ -81,14 +81,18 @@ def check_numbers(c):
   check = config_lib.check
   schema = config_lib.flatten(config_lib.config_json(config_lib.base_config()))
   for key, value in config_lib.flatten(config_lib.config_json(c)).items():
-    if key in schema and schema[key] is not None:
+    if key in config_lib.NUMBER_OR_AUTO:
+      check(value == 'auto' or _kind(value) == 'a number',
+            f"{key}={value!r} should be 'auto' or a number")
+      value = float('nan') if value == 'auto' else value
+    elif key in schema and schema[key] is not None:
       want = _kind(schema[key])
       check(_kind(value) == want, f'{key}={value!r} should be {want} (like {schema[key]!r})')
       if isinstance(value, list) and schema[key]:
         inner = _kind(schema[key][0])
         check(all(_kind(v) == inner for v in value),
               f'{key}={value!r} should hold {inner.split(" ", 1)[1]}s (like {schema[key]!r})')
-    if isinstance(value, float):
+    if isinstance(value, float) and key not in config_lib.NUMBER_OR_AUTO:
       check(math.isfinite(value), f'{key}={value} is not a finite number; give a finite value')
     if key == 'seed' or key.endswith('_seed') or key == 'data.seed':
       check(isinstance(value, int) and value >= 0, f'{key}={value!r} must be an integer >= 0')
@@ -119,7 +123,8 @@ def _section_type(section, fields):
 
 def _schema_types():
   flat = config_lib.flatten(config_lib.config_json(config_lib.base_config()))
-  return {k: _type_of(v) for k, v in flat.items()}
+  return {k: object if k in config_lib.NUMBER_OR_AUTO else _type_of(v)
+          for k, v in flat.items()}
 
 
 def _frozen_value(value):

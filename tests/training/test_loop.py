@@ -663,3 +663,26 @@ def test_wall_clock_checkpoints_add_saves_and_change_no_number(smoke_run, tmp_pa
   for k, v in leaves(ref).items():
     np.testing.assert_array_equal(leaves(got)[k], v)
   assert read_events(w) == read_events(smoke_run[0])
+
+
+def test_eval_every_auto_gives_a_short_run_three_evaluations_and_a_saved_number_is_kept(
+    tmp_path):
+  """train.eval_every_epochs='auto' is min(5, num_epochs / 3): a 3-epoch run is evaluated
+  3 times (it was once, at 5); a run saved with a number resumes with it under 'auto'; and
+  data.max_train_examples trains on the first N examples (recorded in data.json)."""
+  spec = lambda **kw: validation.spec(smoke_config(**kw))
+  assert loop.eval_every_epochs(spec(**{'train.eval_every_epochs': 'auto',
+                                        'train.num_epochs': 3.0}).train) == 1.0
+  assert loop.eval_every_epochs(spec(**{'train.eval_every_epochs': 'auto',
+                                        'train.num_epochs': 30.0}).train) == 5.0
+  first = smoke_config(**{'train.eval_every_epochs': 1.5, 'train.num_epochs': 3.0,
+                          'data.max_train_examples': 512})
+  loop.train_and_evaluate(first, str(tmp_path))
+  data = json.loads((tmp_path / 'data.json').read_text())
+  assert data['num_train'] == 512 and data['max_train_examples'] == 512
+  longer = smoke_config(**{'train.eval_every_epochs': 'auto', 'train.num_epochs': 6.0,
+                           'data.max_train_examples': 512})
+  result = loop.train_and_evaluate(longer, str(tmp_path))  # auto alone: every 2 epochs
+  evals = [e['epoch'] for e in read_events(tmp_path) if e['event'] == 'eval']
+  assert result['status'] == 'finished' and evals == [1.5, 3.0, 4.5, 6.0]
+  assert json.loads((tmp_path / 'config.json').read_text())['train']['eval_every_epochs'] == 1.5

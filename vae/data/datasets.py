@@ -70,6 +70,8 @@ def check_config(dc):
   check(dc.residency in RESIDENCY,
         f'data.residency={dc.residency!r} is unknown; choose one of {RESIDENCY}')
   check(dc.val_size >= 0, f'data.val_size={dc.val_size} must be >= 0')
+  check(dc.max_train_examples >= 0,
+        f'data.max_train_examples={dc.max_train_examples} must be >= 0 (0: all)')
   for name in ('synthetic_train_size', 'synthetic_test_size'):
     check(dc[name] >= 1, f'data.{name}={dc[name]} must be >= 1 (an empty set trains or '
           'evaluates nothing)')
@@ -382,6 +384,9 @@ def load(data_config) -> Dataset:
     info['validation'] = f'{dc.val_size} examples carved from train with seed {dc.split_seed}'
   else:
     info['validation'] = 'the source\'s own validation split'
+  if dc.max_train_examples and dc.max_train_examples < len(train):
+    train = Split(train.images[:dc.max_train_examples], train.labels[:dc.max_train_examples])
+    info['max_train_examples'] = dc.max_train_examples
   check_splits(train, validation, test, name)
   info.update(shape=list(train.images.shape[1:]), num_train=len(train),
               num_validation=len(validation), num_test=len(test),

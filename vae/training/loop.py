@@ -43,6 +43,12 @@ from vae.training import sharding, validation
 log = logging.getLogger('vae')
 
 
+def eval_every_epochs(train_spec):
+  """train.eval_every_epochs resolved: 'auto' is min(5, num_epochs / 3)."""
+  every = train_spec.eval_every_epochs
+  return min(5.0, train_spec.num_epochs / 3) if every == 'auto' else float(every)
+
+
 @dataclasses.dataclass(frozen=True)
 class Schedule:
   """All durations in steps, converted once from the config's epochs."""
@@ -62,7 +68,7 @@ class Schedule:
     if config.optim.schedule == 'iwae_staircase':
       total = to_steps(optim.total_iwae_epochs(config.optim.iwae_stages))
     images = to_steps(t.images_every_epochs) if t.images_every_epochs else 0
-    return cls(spe, total, t.log_every_steps, to_steps(t.eval_every_epochs),
+    return cls(spe, total, t.log_every_steps, to_steps(eval_every_epochs(t)),
                to_steps(t.checkpoint_every_epochs), images)
 
   def next_boundary(self, step):

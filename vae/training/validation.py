@@ -5,6 +5,8 @@ shape and size are known, still before anything compiles. Each failure is a
 `config_lib.ConfigError` whose one-line message names the field and the fix.
 """
 
+import math
+
 from vae import config_lib, specs
 from vae.data import datasets
 from vae.families import likelihoods, models, objective_families, objectives
@@ -79,7 +81,10 @@ def check_train(c):
         f'train.member_loop={t.member_loop!r}; choose auto, vmap or map')
   config_lib.check(t.norm_metrics in ('last', 'mean'),
         f'train.norm_metrics={t.norm_metrics!r}; choose last or mean')
-  config_lib.check(t.eval_every_epochs > 0, 'train.eval_every_epochs must be > 0')
+  every = t.eval_every_epochs
+  config_lib.check(every == 'auto' or (isinstance(every, (int, float)) and not isinstance(
+      every, bool) and math.isfinite(every) and every > 0),
+                   f"train.eval_every_epochs={every!r} must be 'auto' or a number > 0")
   config_lib.check(0 <= t.eval_iw_samples <= config_lib.INT32_MAX,
         f'train.eval_iw_samples={t.eval_iw_samples} must be in [0, {config_lib.INT32_MAX}] (samples are '
         'counted in int32); at most a few thousand are useful')
