@@ -391,6 +391,16 @@ def test_evaluate_a_whole_sweep_resumably_into_the_summary(vmapped):
   pair = [json.loads((vmapped / n / 'eval.json').read_text())['log_likelihood']
           for n in ('latent_dim=5,beta=2.0', 'latent_dim=5,beta=2.0,seed=1')]
   assert f'| {np.mean(pair):.2f} |' in text
+  # One code path for both tables: a member's ELBO, KL and minutes agree (eval.json's ELBO
+  # on the images of its log p(x); a vmap member's share of its group's time).
+  _, table = summaries.compare_rows([(n, [vmapped / n]) for n in rows])
+  for r in table:
+    row = rows[r['name']]
+    assert row['elbo_from'] == 'eval.json' and row['test_images'] == 64
+    assert (r['elbo'], r['kl']) == (row['test_elbo'], row['test_kl'])
+    assert r['minutes'] == pytest.approx(row['wall_time_s'] / 60)
+    assert row['trained_with'].startswith('a vmap group of')
+  assert 'test_recon' in (vmapped / 'summary.md').read_text().split('Mean +- std')[1]
   rc, _, err = run_script('compare_runs', '--sweep', vmapped / 'nope')
   assert rc == 2 and 'no such directory' in err
 

@@ -24,39 +24,59 @@ from vae.training import metrics_io, run_dir, run_record
 
 
 COLUMNS = ('best_val_step', 'test_elbo', 'test_kl', 'test_recon', 'test_active_units',
-           'test_images', 'final_test_elbo', 'test_log_likelihood', 'iw_samples', 'iw_images',
-           'steps', 'wall_time_s', 'trained_with')
+           'test_images', 'elbo_from', 'final_test_elbo', 'test_log_likelihood', 'iw_samples',
+           'iw_images', 'steps', 'wall_time_s', 'trained_with')
+
+
+def run_figures(workdir, group_size=None):
+  """The figures of one run: the one path by which summarize.py and compare_runs.py read
+  them, so both tables give a run the same numbers.
+
+  From metrics.jsonl: the evaluation at the best validation ELBO (the checkpoint
+  `vae.load(workdir, 'best')` returns; without a validation split the last one, never the
+  maximum over test events), the last test ELBO, steps and epochs. Where scripts/evaluate.py
+  wrote eval.json, the test ELBO, KL, reconstruction, active units and image count are that
+  evaluation's (the images of its log p(x)); `elbo_from` says which. Training seconds are
+  the run's sessions (not the gaps between them); a member of a vmap group (`group_size`,
+  default: from its sweep's record) gets its share of the group's time.
+  """
+  workdir = pathlib.Path(workdir)
+  size = _group_size_of(workdir) if group_size is None else group_size
+  events = metrics_io.read_metrics(workdir / 'metrics.jsonl')
+  evals = [e for e in events if 'test/elbo' in e]
+  out = {}
+  if evals:
+    validated = [e for e in evals if 'val/elbo' in e]
+    best = max(validated, key=lambda e: e['val/elbo']) if validated else evals[-1]
+    out.update(best_val_step=best['step'] if validated else None,
+               best_epoch=best['epoch'] if validated else None, test_elbo=best['test/elbo'],
+               test_kl=best['test/kl'], test_recon=best['test/recon'],
+               test_active_units=best.get('test/active_units'),
+               test_images=best.get('test/count'), final_test_elbo=evals[-1]['test/elbo'],
+               elbo_from='metrics.jsonl')
+  if events:
+    seconds = run_record.training_seconds(workdir)
+    out.update(steps=events[-1]['step'], epochs=max(e['epoch'] for e in events),
+               wall_time_s=(seconds if seconds is not None else (
+                   events[-1]['wall_time'] - events[0]['wall_time'] + events[0]['elapsed_s']))
+               / size,
+               trained_with=f'a vmap group of {size} (time shared)' if size > 1 else 'alone')
+  if (workdir / 'eval.json').exists():
+    result = json.loads((workdir / 'eval.json').read_text())
+    out.update(test_log_likelihood=result.get('log_likelihood'),
+               iw_samples=result.get('num_samples'), iw_images=result.get('num_examples'))
+    if 'elbo' in result:
+      out.update(test_elbo=result['elbo'], test_kl=result.get('kl'),
+                 test_recon=result.get('recon'), test_active_units=result.get('active_units'),
+                 test_images=result.get('num_examples'), elbo_from='eval.json')
+  return out
 
 
 def member_row(name, overrides, workdir, group_size=1):
-  """One member's row. `group_size`: the members of the vmapped program it trained in; its
-  `wall_time_s` is then the program's time divided among them (each member's share), and
-  `trained_with` says so."""
-  events = metrics_io.read_metrics(workdir / 'metrics.jsonl')
-  evals = [e for e in events if 'test/elbo' in e]
+  """One member's row: its overrides and `run_figures`."""
   row = {'name': name, **{k.split('.')[-1]: v for k, v in overrides.items()}}
-  if evals:
-    # Chosen by validation, reported on test; without a validation split, the last
-    # evaluation (best_val_step None), never the maximum over test events.
-    validated = [e for e in evals if 'val/elbo' in e]
-    best = max(validated, key=lambda e: e['val/elbo']) if validated else evals[-1]
-    row.update(best_val_step=best['step'] if validated else None, test_elbo=best['test/elbo'],
-               test_kl=best['test/kl'], test_recon=best['test/recon'],
-               test_active_units=best.get('test/active_units'),
-               test_images=best.get('test/count'),
-               final_test_elbo=evals[-1]['test/elbo'])
-  if events:
-    row['steps'] = events[-1]['step']
-    seconds = run_record.training_seconds(workdir)  # sessions only, not the gaps between them
-    row['wall_time_s'] = (seconds if seconds is not None else (
-        events[-1]['wall_time'] - events[0]['wall_time'] + events[0]['elapsed_s'])) / group_size
-    row['trained_with'] = (f'a vmap group of {group_size} (time shared)' if group_size > 1
-                           else 'alone')
-  if (workdir / 'eval.json').exists():
-    result = json.loads((workdir / 'eval.json').read_text())
-    row['test_log_likelihood'] = result.get('log_likelihood')
-    row['iw_samples'] = result.get('num_samples')
-    row['iw_images'] = result.get('num_examples')
+  row.update({k: v for k, v in run_figures(workdir, group_size).items()
+              if k in COLUMNS})
   return row
 
 
@@ -85,13 +105,13 @@ def summarize(root):
   lines += ['| ' + ' | '.join(_fmt(r.get(k)) for k in keys) + ' |' for r in rows]
   lines += ['', '## Mean +- std over seeds', '']
   gkeys = [k for k in keys if k not in COLUMNS and k not in ('name', 'seed')]
-  lines.append('| ' + ' | '.join(gkeys + ['seeds', 'test_elbo', 'test_kl',
-                                          'test_log_likelihood']) + ' |')
-  lines.append('|' + '---|' * (len(gkeys) + 4))
+  means = ('test_elbo', 'test_kl', 'test_recon', 'test_log_likelihood')
+  lines.append('| ' + ' | '.join(gkeys + ['seeds', *means]) + ' |')
+  lines.append('|' + '---|' * (len(gkeys) + 1 + len(means)))
   for key, rs in groups.items():
     d = dict(key)
     cells = [_fmt(d.get(k)) for k in gkeys] + [str(len(rs))]
-    for col in ('test_elbo', 'test_kl', 'test_log_likelihood'):
+    for col in means:
       vals = [r[col] for r in rs if r.get(col) is not None]
       if len(vals) > 1:
         mean = sum(vals) / len(vals)
@@ -104,12 +124,20 @@ def summarize(root):
     lines.append('| ' + ' | '.join(cells) + ' |')
   text = (f'# Sweep summary: {root}\n\nnats per example; ELBO is a lower bound on log p(x). '
           'test_elbo, test_kl, test_recon: at the best validation ELBO, over test_images test '
-          'images; test_log_likelihood: over iw_images test images with iw_samples importance '
-          'samples each (scripts/evaluate.py), which may be fewer images: compare like with '
-          'like. wall_time_s: training sessions only; for members trained in one vmap group, '
-          'their share of the group\'s time.\n\n')
+          'images: from scripts/evaluate.py\'s evaluation where there is one (elbo_from '
+          'eval.json: the images of test_log_likelihood, as compare_runs.py reports them), '
+          'else from training\'s evaluation (metrics.jsonl); test_log_likelihood: over '
+          'iw_images test images with iw_samples importance samples each. wall_time_s: '
+          'training sessions only; for members trained in one vmap group, their share of the '
+          'group\'s time (as compare_runs.py\'s minutes).\n\n')
   (root / 'summary.md').write_text(text + '\n'.join(lines) + '\n')
   return rows
+
+
+def _group_size_of(workdir):
+  """The members of the vmap group a sweep member trained in (1: alone, or not a member)."""
+  workdir = pathlib.Path(workdir)
+  return _group_sizes(workdir.parent).get(workdir.name, 1)
 
 
 def _group_sizes(root):
@@ -168,15 +196,10 @@ def _row_run(workdir):
     index = (np.asarray(z['image_index'], np.int64) if 'image_index' in z.files
              else np.arange(len(ll), dtype=np.int64))
   config = run_dir.read_json(workdir / 'config.json')
-  events = metrics_io.read_metrics(workdir / 'metrics.jsonl')
-  epochs = max((e['epoch'] for e in events), default=None)
-  best_epoch = None
-  evals = [e for e in events if 'val/elbo' in e]
-  if evals:
-    best_epoch = max(evals, key=lambda e: e['val/elbo'])['epoch']
+  figures = run_figures(workdir)
   return {'result': result, 'll': ll, 'index': index, 'seed': config.get('seed'),
-          'epochs': epochs,
-          'best_epoch': best_epoch, 'seconds': run_record.training_seconds(workdir)}
+          'figures': figures, 'epochs': figures.get('epochs'),
+          'best_epoch': figures.get('best_epoch'), 'seconds': figures.get('wall_time_s')}
 
 
 def compare_rows(rows, reference=None):
@@ -244,8 +267,9 @@ def _compare_row(name, rs, ref_ll):
   row = {'name': name, 'seeds': [r['seed'] for r in rs], 'log_likelihood': mean(lls),
          'log_likelihood_per_seed': lls, 'images': [x.get('num_examples') for x in res],
          'log_likelihood_sd_over_seeds': float(np.std(lls, ddof=1)) if len(lls) > 1 else None,
-         'elbo': mean([x['elbo'] for x in res]), 'kl': mean([x['kl'] for x in res]),
-         'active_units': mean([x['active_units'] for x in res]),
+         'elbo': mean([r['figures']['test_elbo'] for r in rs]),
+         'kl': mean([r['figures']['test_kl'] for r in rs]),
+         'active_units': mean([r['figures']['test_active_units'] for r in rs]),
          'epochs': mean([r['epochs'] for r in rs if r['epochs'] is not None]),
          'best_epoch': mean([r['best_epoch'] for r in rs if r['best_epoch'] is not None]),
          'minutes': mean([r['seconds'] / 60 for r in rs if r['seconds'] is not None]),
@@ -284,6 +308,8 @@ def _compare_markdown(table, first, ref, shared):
              f'paired differences over the {len(shared)} images every run shares')
   lines += ['', f'Every figure: {where} (scripts/evaluate.py), log p(x) '
                 f'with k = {k} importance samples each, ELBO and KL on those images too '
-                '(nats per example); minutes: training sessions of each run (a vmap group\'s '
-                f'whole time). Paired over {len(shared)} images.']
+                '(nats per example; summarize.py reads them by the same path, '
+                '`summaries.run_figures`); minutes: training sessions of each run (a member of '
+                f'a vmap group: its share of the group\'s time). Paired over {len(shared)} '
+                'images.']
   return '\n'.join(lines) + '\n'
