@@ -24,6 +24,7 @@ from vae.data import input_pipeline
 from vae.training import estimates
 from vae.families import models
 from vae.training import checkpointing, loop, optim
+from vae.training import run as run_lib
 from vae.training import chunks, migration, run_dir, run_record, step, validation
 
 def test_smoke_run_writes_everything(smoke_run):
@@ -551,6 +552,16 @@ def test_tensorboard_has_hparams_images_and_the_config(smoke_run):
   assert any(tag == 'images/samples' and image for tag, _, image in values)
   assert any(plugin == 'text' and 'config' in tag for tag, plugin, _ in values)
   assert any(plugin == 'hparams' for _, plugin, _ in values)
+  # A run alone shows every field, latent size, beta and seed first; a sweep member only
+  # what its sweep varies (tests/sweeps: test_tensorboard_reads_one_run_per_member...).
+  config_json = json.loads((smoke_run[0] / 'config.json').read_text())
+  alone = run_lib.hparams(config_json)
+  assert list(alone)[:3] == ['model.latent_dim', 'objective.beta', 'seed']
+  assert len(alone) == len(config_lib.flatten(config_json))
+  assert alone['model.hidden'] == str(tuple(config_json['model']['hidden']))
+  assert list(run_lib.hparams(config_json, ('objective.beta', 'seed'))) == [
+      'objective.beta', 'seed']
+  assert run_lib.swept_fields(smoke_run[0]) == ()
 
 
 def test_training_images_are_labelled_and_readable(smoke_run):

@@ -19,6 +19,7 @@ or runs a model, so these moments are tested on their own (tests/training/test_r
 import json
 import logging
 import math
+import pathlib
 
 from vae import config_lib
 from vae.training import checkpointing, metrics_io, run_dir, run_record
@@ -47,12 +48,37 @@ def best_event(events, upto=None):
   return best
 
 
-def hparams(config_json):
-  """Every field of a run's config for TensorBoard's HParams view: numbers, booleans and
-  strings as they are; tuples (e.g. model.hidden) and None as their text, "(300, 300)"."""
+# What a run alone shows first in TensorBoard's HParams view (then every other field).
+KEY_HPARAMS = ('model.latent_dim', 'objective.beta', 'seed')
+
+
+def hparams(config_json, swept=()):
+  """A run's settings for TensorBoard's HParams view: a sweep member's swept fields only
+  (`swept`, the same for every member, so the view's columns are what varies); a run alone
+  every field, KEY_HPARAMS first. Numbers, booleans and strings as they are; tuples (e.g.
+  model.hidden) and None as their text, "(300, 300)"."""
   text = lambda v: str(tuple(v)) if isinstance(v, list) else str(v)
-  return {k: v if isinstance(v, (bool, int, float, str)) else text(v)
-          for k, v in config_lib.flatten(config_json).items()}
+  flat = config_lib.flatten(config_json)
+  keys = [k for k in swept if k in flat] or (
+      [k for k in KEY_HPARAMS if k in flat] + [k for k in flat if k not in KEY_HPARAMS])
+  return {k: flat[k] if isinstance(flat[k], (bool, int, float, str)) else text(flat[k])
+          for k in keys}
+
+
+def swept_fields(workdir):
+  """The fields a sweep varies over its members (their overrides' keys, in first-seen order)
+  when `workdir` is a member of a sweep (its parent holds sweep.json); () otherwise."""
+  path = pathlib.Path(workdir).parent / 'sweep.json'
+  try:
+    members = run_dir.read_json(path).get('members', []) if path.exists() else []
+  except (OSError, ValueError, AttributeError):
+    return ()
+  keys = []
+  for m in members:
+    for k in (m.get('overrides') or {}) if isinstance(m, dict) else ():
+      if k not in keys:
+        keys.append(k)
+  return tuple(keys)
 
 
 class Run:
@@ -143,7 +169,7 @@ class Run:
     log.info('early stopping %sat step %d: val ELBO last improved at step %d (%.3f)',
              where, step, self.best[1], self.best[0])
     self.stopped, self.status = True, 'early_stopped'
-    self.writer.hparams(hparams(self.config_json), self.last)
+    self.writer.hparams(hparams(self.config_json, swept_fields(self.workdir)), self.last)
     self.writer.close()
     if self.chief:
       run_dir.write_done(self.workdir, step, 'early_stopped', self.config.train.num_epochs)
@@ -170,7 +196,7 @@ class Run:
     self.last.setdefault('step', step)
     if not self.stopped:
       self.last['step'] = step
-      self.writer.hparams(hparams(self.config_json), self.last)
+      self.writer.hparams(hparams(self.config_json, swept_fields(self.workdir)), self.last)
       if self.status == 'finished' and self.chief:
         run_dir.write_done(self.workdir, step, 'finished', self.config.train.num_epochs)
     self.last['status'] = self.status
