@@ -746,3 +746,33 @@ def test_members_are_listed_in_natural_order_under_their_own_names(tmp_path):
   assert names == ['latent_dim=2,beta=0.001', 'latent_dim=2,beta=0.5', 'latent_dim=2,beta=4.0',
                    'latent_dim=8,beta=0.5', 'latent_dim=32,beta=0.5']
   assert [w.name for _, _, w in record.members(tmp_path)] == names
+
+
+def test_a_member_trained_from_another_config_is_refused_and_the_content_recorded(tmp_path,
+                                                                                 caplog):
+  """sweep.json records the base config's content and hash; a member directory holding a
+  run of another config (hidden (16,) in a (64, 64) sweep) is refused, naming the field,
+  before anything is written; a sweep.json saved with only the path gets one warning and
+  the content at its next run."""
+  spec = 'configs/default.py:smoke,sweep=tiny4'
+  cut = ('--axis', 'model.latent_dim=3', '--axis', 'objective.beta=0.5',
+         '--config.train.num_epochs=1')
+  odd = plan.apply_overrides(smoke_config(**{'train.num_epochs': 1.0, 'model.hidden': (16,)}),
+                             {'model.latent_dim': 3, 'objective.beta': 0.5})
+  loop.train_and_evaluate(odd, str(tmp_path / 'odd' / 'latent_dim=3,beta=0.5'))
+  rc, _, err = run_script('sweep', '--config', spec, '--workdir', tmp_path / 'odd', *cut)
+  assert rc == 2 and 'model.hidden' in err and err.count('\n') == 1, err
+  assert not (tmp_path / 'odd' / 'sweep.json').exists()
+  rc, _, err = run_script('sweep', '--config', spec, '--workdir', tmp_path / 'ok', *cut)
+  assert rc == 0, err
+  saved = json.loads((tmp_path / 'ok' / 'sweep.json').read_text())
+  assert saved['config_content']['model']['hidden'] == [64, 64]
+  assert len(saved['config_sha256']) == 64
+  old = {k: v for k, v in saved.items() if k not in ('config_content', 'config_sha256')}
+  (tmp_path / 'ok' / 'sweep.json').write_text(json.dumps(old))
+  with caplog.at_level('WARNING', logger='vae'):
+    rc, _, err = run_script('sweep', '--config', spec, '--workdir', tmp_path / 'ok', *cut)
+  assert rc == 0, err
+  assert sum('records only the path' in r.getMessage() for r in caplog.records) == 1
+  again = json.loads((tmp_path / 'ok' / 'sweep.json').read_text())
+  assert again['config_sha256'] == saved['config_sha256']

@@ -70,7 +70,7 @@ def _slurm(args, axes, overrides):
   """--mode slurm: writes the array job's script and says how to submit it."""
   unit = args.unit or ('group' if args.task_mode == 'vmap' else 'member')
   task_mode = args.task_mode or ('vmap' if unit == 'group' else 'sequential')
-  _, configs, _, _ = plan.expand(args.config, axes, overrides)
+  _, configs, _, _, _ = plan.expand(args.config, axes, overrides)
   count = len(plan.units_of(configs, unit))
   text = runner.slurm_script(args.config, args.workdir, count, task_mode, unit, axes,
                              overrides, args.partition, args.gpus_per_task, args.time,

@@ -214,8 +214,8 @@ def select_members(base, overrides, axes):
 
 
 def expand(config_spec, axes=None, config_overrides=None):
-  """The sweep's members: (override dicts, configs, names, the --config overrides), after
-  the --config overrides and the --axis cut, each config validated.
+  """The sweep's members: (override dicts, configs, names, the --config overrides, the base
+  spec with them), after the --config overrides and the --axis cut, each config validated.
 
   Raises:
     ConfigError: a bad spec, override or axis.
@@ -239,4 +239,4 @@ def expand(config_spec, axes=None, config_overrides=None):
   if len(set(names)) != len(names):
     raise config_lib.ConfigError('sweep members have duplicate names; vary at least one field')
   configs = [validation.spec(c) for c in configs]
-  return overrides, configs, names, fixed
+  return overrides, configs, names, fixed, base

@@ -3,12 +3,16 @@
 `read_sweep_json`, `saved_groups`), every file checked for its shape."""
 
 import fcntl
+import hashlib
 import json
+import logging
 import pathlib
 
 from vae import config_lib
 from vae.sweeps.plan import member_dir, member_name, natural_key
 from vae.training import metrics_io, run_dir
+
+log = logging.getLogger('vae')
 
 
 def saved_groups(root):
@@ -78,7 +82,7 @@ class SweepRecord:
   from those files each time a status changes, and `statuses` reads them afresh.
   """
 
-  def __init__(self, root, config_arg, overrides, config_overrides=None):
+  def __init__(self, root, config_arg, overrides, config_overrides=None, base_content=None):
     self.root = pathlib.Path(root)
     self.path = self.root / 'sweep.json'
     config_overrides = {k: list(v) if isinstance(v, tuple) else v
@@ -95,8 +99,15 @@ class SweepRecord:
       members += [{'name': m['name'], 'overrides': m['overrides'],
                    'workdir': str(member_dir(self.root, m['name']))}  # even if the root moved
                   for m in saved.get('members', []) if m['name'] not in names]
+      if base_content is not None and 'config_content' not in saved:
+        log.warning('%s records only the path of its config (%s); its content is recorded '
+                    'from this run on', self.path, config_arg)
     self.data = {'config': config_arg, 'config_overrides': config_overrides,
                  'imports': list(config_lib.PLUGINS), 'members': members}
+    if base_content is not None:  # what the file said, so an edit of it can be seen
+      text = json.dumps(base_content, sort_keys=True)
+      self.data.update(config_content=base_content,
+                       config_sha256=hashlib.sha256(text.encode()).hexdigest())
     self._refresh()
 
   def _refresh(self):

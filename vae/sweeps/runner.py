@@ -113,10 +113,13 @@ def run_sweep(config_spec, root, mode='sequential', parallel=2, dry_run=False, o
   if mode not in ('sequential', 'processes', 'vmap'):
     raise config_lib.ConfigError(f'unknown --mode {mode!r}; choose sequential, processes or '
                                  'vmap')
-  overrides, configs, names, fixed = expand(config_spec, axes, config_overrides)
+  overrides, configs, names, fixed, base = expand(config_spec, axes, config_overrides)
   root = pathlib.Path(root)
-  record = SweepRecord(root, config_spec, overrides, fixed)
   workdirs = [member_dir(root, n) for n in names]
+  # A member trained from another (or an edited) config file is refused, trained or not,
+  # with the fields that differ, before anything is written.
+  loop.check_members(configs, workdirs)
+  record = SweepRecord(root, config_spec, overrides, fixed, config_lib.config_json(base))
   task_index, num_tasks = task_from_environment(task_index, num_tasks)
   unit = unit or ('group' if mode == 'vmap' else 'member')
   if mode == 'vmap' and unit == 'member' and num_tasks > 1:

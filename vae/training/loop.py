@@ -149,6 +149,16 @@ def train(configs, workdirs, group_dir=None):
     return _train(configs, dirs, group_dir, chief, t_start, preempt)
 
 
+def check_members(configs, workdirs):
+  """Raises ConfigError naming the fields when a workdir holds a run whose saved config is
+  not `configs[i]` (apart from the fields that may change on resume); reads only."""
+  for c, w in zip(configs, workdirs):
+    w = pathlib.Path(w)
+    if (w / 'config.json').exists():
+      c = _keep_legacy_fields(specs.freeze(c), w, quiet=True)
+      run_dir.check_workdir_config(w, config_lib.config_json(c))
+
+
 def check_group(configs, workdirs, group_dir):
   """Raises ConfigError when the members saved in a vmapped group's directory
   (GROUP/members.json) are not these (their number, or a field that cannot change on
