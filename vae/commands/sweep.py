@@ -14,8 +14,13 @@
                      k mod N; defaults from SLURM_ARRAY_TASK_ID/_MIN/_COUNT): tasks may
                      run at once on one shared file system
   --dry_run          print the members and their directories; run nothing
-  --axis KEY=V1,V2   keep only the members whose KEY is one of the values (repeatable):
-                     --axis model.latent_dim=2 --axis objective.beta=1,4 --axis seed=0
+  --axis KEY=V1,V2   the preset's values cut it to those members; other values, or a KEY
+                     it does not vary, set KEY for every setting (a config without
+                     get_sweep: the grid is the --axis product); repeatable:
+                     --axis model.latent_dim=2,8,32 --axis objective.beta=1,4 --axis seed=0
+  --zip              pair the --axis lists element by element instead
+  --random N --seed S  draw N members from --axis ranges: log:1e-4:1e-2, uniform:0.5:8,
+                     choice:2,8,32 (the same seed draws the same members)
   --config.a.b=v     set a field for every member (recorded in sweep.json; a rerun with
                      other overrides is refused)
 
@@ -31,7 +36,7 @@ import sys
 
 from vae import config_lib
 from vae.commands import cli, compilation_cache
-from vae.sweeps import plan, runner
+from vae.sweeps import grid, plan, runner
 from vae.training import metrics_io
 
 
@@ -62,7 +67,15 @@ def _parser():
   parser.add_argument('--unit', choices=('member', 'group'), default=None,
                       help='what a task runs: members, or whole vmap groups (default in vmap)')
   parser.add_argument('--axis', action='append', default=[], metavar='KEY=V1,V2',
-                      help='keep only the members whose KEY is one of the values (repeatable)')
+                      help='values of the preset cut it to those members; other values (or a '
+                      'KEY it does not vary) set KEY for every setting; with --random a range '
+                      '(log:LOW:HIGH, uniform:LOW:HIGH, choice:V1,V2); repeatable')
+  parser.add_argument('--zip', action='store_true',
+                      help='pair the --axis lists element by element instead of a product')
+  parser.add_argument('--random', type=cli.non_negative_int, default=0, metavar='N',
+                      help='draw N members from the --axis ranges (with --seed)')
+  parser.add_argument('--seed', type=cli.non_negative_int, default=0,
+                      help='seed of the --random draws (the same seed draws the same members)')
   return parser
 
 
@@ -70,11 +83,13 @@ def _slurm(args, axes, overrides):
   """--mode slurm: writes the array job's script and says how to submit it."""
   unit = args.unit or ('group' if args.task_mode == 'vmap' else 'member')
   task_mode = args.task_mode or ('vmap' if unit == 'group' else 'sequential')
-  _, configs, _, _, _ = plan.expand(args.config, axes, overrides)
+  _, configs, _, _, _ = plan.expand(args.config, axes, overrides, args.zip, args.random,
+                                    args.seed)
   count = len(plan.units_of(configs, unit))
   text = runner.slurm_script(args.config, args.workdir, count, task_mode, unit, axes,
                              overrides, args.partition, args.gpus_per_task, args.time,
-                             args.mem, cpus_per_task=args.cpus_per_task)
+                             args.mem, cpus_per_task=args.cpus_per_task,
+                             grid_flags=grid.flags(args.zip, args.random, args.seed))
   if count == 1 and len(configs) > 1:
     print(f'warning: all {len(configs)} members form one {unit}: the array has one task '
           '(one job, no parallelism); use --unit member to spread them over tasks',
@@ -129,7 +144,8 @@ def main(argv=None):
       compilation_cache.enable()
     record = runner.run_sweep(args.config, args.workdir, args.mode, args.parallel, args.dry_run,
                               axes=axes, config_overrides=overrides, task_index=args.task_index,
-                              num_tasks=args.num_tasks, unit=args.unit)
+                              num_tasks=args.num_tasks, unit=args.unit, zipped=args.zip,
+                              random=args.random, seed=args.seed)
     return cli.EXIT_OK if args.dry_run else _report(args, record)
 
   return cli.run(work, args.workdir)

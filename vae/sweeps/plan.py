@@ -12,6 +12,7 @@ import string
 
 from vae import config_lib, settings, specs
 from vae.families import models
+from vae.sweeps import grid
 from vae.training import validation
 
 
@@ -190,42 +191,21 @@ def _field(config, key, what):
   return config_lib.get_field(config, key)
 
 
-def select_members(base, overrides, axes):
-  """The members whose value of every axis KEY is among its listed values.
-
-  Args:
-    base: the sweep's base config.
-    overrides: the members' override dicts.
-    axes: {dotted key: [value strings]} (`--axis KEY=V1,V2`).
-  Raises:
-    ConfigError: an unknown key, or a listed value that no member has.
-  """
-  for key, texts in axes.items():
-    current = _field(base, key, '--axis')
-    wanted = [parse_value(key, t, current) for t in texts]
-    have = [o.get(key, current) for o in overrides]
-    norm = lambda v: tuple(v) if isinstance(v, list) else v
-    missing = [w for w in wanted if not any(norm(h) == w for h in have)]
-    if missing:
-      raise config_lib.ConfigError(f'--axis {key}: no member has {missing}; the sweep has '
-                                   f'{sorted({str(h) for h in have})}')
-    overrides = [o for o, h in zip(overrides, have) if norm(h) in wanted]
-  return overrides
-
-
-def expand(config_spec, axes=None, config_overrides=None):
+def expand(config_spec, axes=None, config_overrides=None, zipped=False, random=0, seed=0):
   """The sweep's members: (override dicts, configs, names, the --config overrides, the base
-  spec with them), after the --config overrides and the --axis cut, each config validated.
+  spec with them), after the --config overrides and the grid of the command line
+  (vae/sweeps/grid.py: --axis, --zip, --random N --seed S), each config validated.
 
   Raises:
     ConfigError: a bad spec, override or axis.
   """
   module, arg = load_config_module(config_spec)
-  if not hasattr(module, 'get_sweep'):
+  if not hasattr(module, 'get_sweep') and not axes:
     raise config_lib.ConfigError(f'{config_spec} defines no get_sweep(arg); add one returning a '
-                                 'list of override dicts (vae/sweeps/runner.py)')
+                                 'list of override dicts (vae/sweeps/runner.py), or give the '
+                                 'grid with --axis KEY=V1,V2')
   base = module.get_config(arg)
-  overrides = module.get_sweep(arg)
+  overrides = module.get_sweep(arg) if hasattr(module, 'get_sweep') else [{}]
   fixed = {k: parse_value(k, v, _field(base, k, '--config.'))
            for k, v in (config_overrides or {}).items()}
   clash = sorted({k for o in overrides for k in o} & set(fixed))
@@ -233,7 +213,9 @@ def expand(config_spec, axes=None, config_overrides=None):
     raise config_lib.ConfigError(f'--config.{clash[0]} is an axis of this sweep; cut it with '
                                  f'--axis {clash[0]}=... instead')
   base = apply_overrides(base, fixed)
-  overrides = select_members(base, overrides, axes or {})
+  parse = lambda key, text: parse_value(key, text, _field(base, key, '--axis'))
+  overrides = grid.members(base, overrides, axes or {}, parse, zipped, random, seed)
+  config_lib.check(overrides, 'the grid has no member; check the --axis values')
   configs = [apply_overrides(base, o) for o in overrides]
   names = [member_name(o) for o in overrides]
   if len(set(names)) != len(names):

@@ -91,7 +91,8 @@ def _result_status(status):
 
 
 def run_sweep(config_spec, root, mode='sequential', parallel=2, dry_run=False, out=print,
-              axes=None, config_overrides=None, task_index=None, num_tasks=None, unit=None):
+              axes=None, config_overrides=None, task_index=None, num_tasks=None, unit=None,
+              zipped=False, random=0, seed=0):
   """Runs (or, with `dry_run`, lists) the sweep of `config_spec` under `root`.
 
   Args:
@@ -101,7 +102,8 @@ def run_sweep(config_spec, root, mode='sequential', parallel=2, dry_run=False, o
       tasks never run the same member.
     unit: 'member' or 'group' (a vmap group, formed from all members); default: group
       in vmap mode, member otherwise.
-    axes: {dotted key: [value strings]}: keep only the members with those values.
+    axes: {dotted key: [value strings]}: cut the preset to those values, or set them
+      (vae/sweeps/grid.py); zipped, random, seed: `--zip`, `--random N --seed S`.
     config_overrides: {dotted key: value string}: set for every member (recorded in
       sweep.json; a rerun with other overrides is refused).
 
@@ -113,13 +115,16 @@ def run_sweep(config_spec, root, mode='sequential', parallel=2, dry_run=False, o
   if mode not in ('sequential', 'processes', 'vmap'):
     raise config_lib.ConfigError(f'unknown --mode {mode!r}; choose sequential, processes or '
                                  'vmap')
-  overrides, configs, names, fixed, base = expand(config_spec, axes, config_overrides)
+  overrides, configs, names, fixed, base = expand(config_spec, axes, config_overrides, zipped,
+                                                  random, seed)
   root = pathlib.Path(root)
   workdirs = [member_dir(root, n) for n in names]
   # A member trained from another (or an edited) config file is refused, trained or not,
   # with the fields that differ, before anything is written.
   loop.check_members(configs, workdirs)
   record = SweepRecord(root, config_spec, overrides, fixed, config_lib.config_json(base))
+  if random:
+    record.data['random'] = {'members': random, 'seed': seed, 'axes': axes}
   task_index, num_tasks = task_from_environment(task_index, num_tasks)
   unit = unit or ('group' if mode == 'vmap' else 'member')
   if mode == 'vmap' and unit == 'member' and num_tasks > 1:
@@ -291,7 +296,7 @@ def _process_loop(sweep, queue, running, parallel, progress, stop):
 
 def slurm_script(config_spec, root, num_units, task_mode, unit, axes=None, config_overrides=None,
                  partition='', gpus_per_task=1, time_limit='24:00:00', mem='32G',
-                 python=sys.executable, cpus_per_task=4):
+                 python=sys.executable, cpus_per_task=4, grid_flags=()):
   """A SLURM array script: one array task per unit of the sweep.
 
   Each task runs `python -m vae.commands.sweep` (vae-sweep) on its own unit (`--task_index` from the array
@@ -314,6 +319,7 @@ def slurm_script(config_spec, root, num_units, task_mode, unit, axes=None, confi
   for key, values in (axes or {}).items():
     args += ['--axis', f'{key}={",".join(values)}']
   args += [f'--config.{k}={v}' for k, v in (config_overrides or {}).items()]
+  args += list(grid_flags)  # --zip, --random N --seed S: every task forms the same grid
   args += [f'--import={m}' for m in config_lib.PLUGINS]  # the user's families, in every task
   quoted = ' '.join(shlex.quote(a) for a in args)
   lines = ['#!/usr/bin/env bash',
