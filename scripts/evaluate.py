@@ -29,12 +29,7 @@ if __name__ == '__main__':  # SIGTERM / SIGINT from the first second on: one lin
 
 from vae.commands import cli
 from vae.evaluation import report
-from vae.families.likelihoods import NO_BPD
 from vae.sweeps import evaluate as sweep_evaluation
-
-
-def _bpd(value):
-  return NO_BPD if value is None else f'{value:.4f}'
 
 
 def print_table(result, header):
@@ -43,11 +38,11 @@ def print_table(result, header):
   if 'log_likelihood' in result:
     rows += [(f'log p(x), k={result["num_samples"]}',
               f'{result["log_likelihood"]:.3f} +- {result["log_likelihood_se"]:.3f} nats'),
-             ('NLL bits/dim', _bpd(result['nll_bpd']))]
+             ('NLL bits/dim', report.format_bpd(result['nll_bpd']))]
     rows += [(f'  k={k}', f'{v:.3f}') for k, v in result['convergence'].items()]
   rows += [('ELBO', f'{result["elbo"]:.3f} +- {result["elbo_se"]:.3f} nats'),
            ('reconstruction', f'{result["recon"]:.3f} nats'),
-           ('KL', f'{result["kl"]:.3f} nats'), ('ELBO bits/dim', _bpd(result['elbo_bpd'])),
+           ('KL', f'{result["kl"]:.3f} nats'), ('ELBO bits/dim', report.format_bpd(result['elbo_bpd'])),
            ('active units', result['active_units'])]
   if 'kl_z1' in result:  # two stochastic layers
     rows += [('  KL z1 / z2', f'{result["kl_z1"]:.3f} / {result["kl_z2"]:.3f} nats'),

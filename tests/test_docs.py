@@ -45,3 +45,13 @@ def test_every_docs_file_a_page_names_exists():
   text = '\n'.join(p.read_text() for p in DOCS)
   for name in set(re.findall(r'docs/([\w./-]+\.(?:json|png|md|npz))', text)):
     assert (REPO / 'docs' / name).exists(), name
+
+
+def test_readme_is_what_a_newcomer_needs_and_links_the_rest():
+  """README: install, the two commands, one example per main task, where to go next; the
+  rest lives in docs/ pages by task, each linked from README."""
+  text = (REPO / 'README.md').read_text()
+  assert len(text.splitlines()) <= 200
+  assert 'make train' in text and 'make test' in text
+  for page in ('training', 'evaluation', 'extending', 'scaling', 'operations', 'results'):
+    assert f'docs/{page}.md' in text and (REPO / 'docs' / f'{page}.md').exists(), page

@@ -123,7 +123,7 @@ def test_the_library_is_in_sub_packages_that_say_what_they_hold():
   assert all(f'"vae.{name}"' in pyproject for name in packages)  # installed, not only editable
 
 
-# The library's layers, lowest first (README "Library layout" says the same): a module may
+# The library's layers, lowest first (docs/extending.md "Library layout" says the same): a module may
 # import its own layer and the ones below, never one above. `vae/__init__.py` (the public
 # API, `vae.load`) stands above them all.
 LAYERS = (('errors', 'config_lib', 'specs', 'settings'), ('families',), ('data',), ('training',), ('evaluation',),

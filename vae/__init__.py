@@ -1,6 +1,6 @@
 """VAE research library, in sub-packages by responsibility: families (models, likelihoods,
 priors, flows, objectives), data, training, evaluation, reporting, sweeps, commands and
-benchmarking (README.md, "Library layout").
+benchmarking (docs/extending.md, "Library layout").
 
 The public API at the top: `vae.load(workdir)` returns a trained model
 (vae/evaluation/trained.py); `vae.reparameterize(key, mean, logvar)` is the pathwise draw

@@ -72,7 +72,7 @@ class Field:
   Attributes:
     name: dotted, '<section>.<field>' (section one of SECTIONS).
     default: its value when a config does not set it (also for runs saved before it).
-    doc: one line for --show_config and README's field list.
+    doc: one line for --show_config and docs/training.md's field list.
     role: '' | 'structural' (must equal a checkpoint's) | 'resumable' (may change on
       resume) | 'vmappable' (a number that members of one vmapped group may vary).
   """

@@ -2,7 +2,7 @@
 
 Other modules ask this one; the compute path (step, checkpointing, loop, members,
 evaluation, models) receives what it needs as arguments, so what a run computed follows
-from its config and the hooks passed down. README's "Environment variables" lists each:
+from its config and the hooks passed down. docs/operations.md's "Environment variables" lists each:
 
   VAE_DATA_DIR                   where IDX files are searched first (`data_dir`)
   VAE_COMPILATION_CACHE          XLA's compilation cache directory, or off (`compilation_cache`)

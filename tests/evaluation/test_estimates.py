@@ -334,5 +334,6 @@ def test_a_gaussian_on_dequantized_pixels_reports_bits_per_dim_with_the_8_bit_of
   sums = {'count': 2.0, 'elbo': 3000.0, 'recon': 3100.0, 'kl': 100.0,
           'z_mean_sum': np.zeros(3), 'z_mean_sq_sum': np.ones(3)}
   assert 'test/bpd' not in estimates.summarize_sums(sums, d, 'test', bpd_offset=None)
-  from scripts import evaluate  # pylint: disable=g-import-not-at-top
-  assert evaluate._bpd(None).startswith('no bits/dim')
+  from vae.evaluation import report  # pylint: disable=g-import-not-at-top
+  assert report.format_bpd(None).startswith('no bits/dim') and report.format_bpd(1.5) == '1.5000'
+

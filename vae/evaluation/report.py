@@ -16,7 +16,7 @@ import numpy as np
 from vae import config_lib
 from vae.evaluation import latent_space, trained
 from vae.training.estimates import EVAL_SUMS, active_units, example_terms
-from vae.families.likelihoods import bits_per_dim, bpd_offset
+from vae.families.likelihoods import NO_BPD, bits_per_dim, bpd_offset
 from vae.training import checkpointing, memory, metrics_io, run_record
 from vae.training.progress import Progress
 
@@ -106,6 +106,11 @@ def evaluate_model(model, images, num_samples, batch_size=500, chunk_size=100, s
   out['latent'] = latent_space.model_latent_diagnostics(
       model, jnp.asarray(mean), jnp.asarray(logvar), jax.random.fold_in(key, 10 ** 6))
   return out
+
+
+def format_bpd(value):
+  """Bits/dim as a report prints it: 4 decimals, or why there is none."""
+  return NO_BPD if value is None else f'{value:.4f}'
 
 
 def evaluate_workdir(workdir, checkpoint='best', split='test', num_samples=5000, batch_size=500,

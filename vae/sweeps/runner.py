@@ -344,7 +344,7 @@ def slurm_script(config_spec, root, num_units, task_mode, unit, axes=None, confi
     check = ('import jax, sys; sys.exit(0 if jax.default_backend() != "cpu" else 3)')
     lines.append(f'{shlex.quote(python)} -c {shlex.quote(check)} 2>/dev/null || {{ echo '
                  f'"error: this job asked for GPUs but the jax of {shlex.quote(python)} has no '
-                 'accelerator; install jax with its CUDA (or TPU) extra there (README, GPU and '
-                 'TPU) or set --gpus_per_task 0" >&2; exit 2; }')
+                 'accelerator; install jax with its CUDA (or TPU) extra there '
+                 '(docs/scaling.md) or set --gpus_per_task 0" >&2; exit 2; }')
   lines += [f'exec {quoted} --task_index "$task"', '']
   return '\n'.join(lines)

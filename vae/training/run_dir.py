@@ -1,6 +1,6 @@
 """The run directory: its lock, its preparation, the resume-config check, preemption, done.json.
 
-A workdir holds one run (see README's workdir table). Before training:
+A workdir holds one run (see docs/training.md, "The workdir"). Before training:
 `prepare_workdir` creates it (one line if it cannot be written), `WorkdirLock`
 keeps a second trainer out, and `check_resume_config` refuses to continue a
 run with a config that differs in anything but `config_lib.RESUMABLE` fields.
