@@ -3,9 +3,11 @@
 FILE: lower bound per datapoint (nats) against training examples seen, on a
 log axis (the layout of Kingma & Welling 2013, Figure 2), train (left) and
 test (right), one line per setting (colour by latent size) with a band over
-seeds (min to max, line at the mean). FILE's stem + '_rate_distortion' + suffix:
-final test KL (rate) against -reconstruction (distortion), one point per
-member, joined across beta for each latent size.
+seeds (min to max, line at the mean; train as one mean per epoch), each panel its own y
+range. FILE's stem + '_rate_distortion' + suffix: final test KL (rate) against
+-reconstruction (distortion), the seed means joined across beta for each latent size, with
+iso-ELBO lines. FILE's stem + '_test_elbo_vs_<field>' + suffix, for each field the sweep
+varies: the final test ELBO against its values, mean +- sd over seeds.
 """
 
 import signal
@@ -34,6 +36,8 @@ def main(argv=None):
                       help='figure path of the ELBO curves; the rate-distortion figure goes beside it')
   args = parser.parse_args(argv)
   for path in figures.sweep_curves(args.root, args.out)[:2]:
+    print(path)
+  for path in figures.metric_against_values(args.root, args.out):
     print(path)
   return 0
 

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import os
 import pathlib
 import re
@@ -246,6 +247,18 @@ def test_summary_numbers_equal_the_members_metrics(vmapped, tmp_path, caplog):
       {next(iter(c)) for c in by_latent.values()}) == 2
   assert len({(label.split(',')[1], style[1]) for label, style in styles.items()}) == 2
   assert out.stat().st_size > 20_000 and rd.stat().st_size > 10_000
+  # Train curves as one mean per epoch (no zigzag at epoch boundaries).
+  events = read_events(vmapped / name)
+  train = figures._series(events, 'train/elbo')  # pylint: disable=protected-access
+  epochs = sorted({math.ceil(e['epoch'] - 1e-9) for e in events if e['event'] == 'train'})
+  assert len(train) == len(epochs) and np.all(np.diff(train[:, 0]) > 0)
+  first = [e['train/elbo'] for e in events if e['event'] == 'train' and e['epoch'] <= 1.0]
+  assert train[0, 1] == pytest.approx(np.mean(first))
+  # The final test ELBO against each swept value, mean +- sd over seeds.
+  paths = figures.metric_against_values(vmapped, tmp_path / 'curves.png')
+  assert [p.name for p in paths] == ['curves_test_elbo_vs_latent_dim.png',
+                                     'curves_test_elbo_vs_beta.png']
+  assert all(p.stat().st_size > 10_000 for p in paths)
 
 
 def test_a_moved_sweep_root_keeps_its_members(vmapped, tmp_path):

@@ -18,6 +18,7 @@ caller or test needs to check it. The latent-space pictures (`draw`, one of
 """
 
 import logging
+import math
 import pathlib
 
 import jax
@@ -27,6 +28,7 @@ from vae.data import datasets
 from vae.evaluation import latent_space
 from vae.families import objectives
 from vae.training import plots
+from vae.reporting import summaries
 from vae.sweeps import record
 from vae.training import metrics_io
 
@@ -177,8 +179,16 @@ def draw(what, model, images, labels, out, n=15, seed=0, keep_figure=False):
 
 
 def _series(events, key):
-  pts = [(e['examples_seen'], e[key]) for e in events if key in e]
-  return np.array(pts, dtype=float).reshape(-1, 2)
+  """[(examples seen, value)] of `key`; the train metrics as one mean per epoch (each train
+  event is the mean over its log window, which zigzags where an epoch's order restarts)."""
+  pts = [(e['examples_seen'], e[key], e.get('epoch', 0.0)) for e in events if key in e]
+  if not key.startswith('train/'):
+    return np.array([p[:2] for p in pts], dtype=float).reshape(-1, 2)
+  epochs = {}
+  for x, y, epoch in pts:
+    epochs.setdefault(math.ceil(epoch - 1e-9), []).append((x, y))
+  return np.array([(max(x for x, _ in v), float(np.mean([y for _, y in v])))
+                   for _, v in sorted(epochs.items())], dtype=float).reshape(-1, 2)
 
 
 LINE_STYLES = ('-', '--', ':', '-.', (0, (5, 1, 1, 1)), (0, (1, 3)))
@@ -262,15 +272,17 @@ def _plot_setting(ax, key, runs, style, label, sparse, bands):
 def _curve_panels(plt, groups, colour, dash, marker, several_betas, out):
   """The train and validation/test ELBO panels; (saved path, {label: style})."""
   styles, bands, sparse = {}, [], []
-  fig, axes = plt.subplots(1, 2, figsize=(14, 5.5), sharey=True)
+  fig, axes = plt.subplots(1, 2, figsize=(14, 5.5))  # each panel its own y range
+  panel_bands = ([], [])
   for setting, runs in sorted(groups.items(),
                               key=lambda kv: [_setting_order(v) for _, v in kv[0]]):
     label = ', '.join(f'{k}={v}' for k, v in setting) or 'run'
     s = dict(setting)
     styles[label] = (colour[s.get('latent_dim')], dash[s.get('beta')], marker[s.get('beta')])
-    for ax, key in ((axes[0], 'train/elbo'), (axes[1], 'val/elbo'), (axes[1], 'test/elbo')):
-      _plot_setting(ax, key, runs, styles[label], label, sparse, bands)
-  for ax, title in ((axes[0], 'train (mean over the steps since the last event)'),
+    for i, key in ((0, 'train/elbo'), (1, 'val/elbo'), (1, 'test/elbo')):
+      _plot_setting(axes[i], key, runs, styles[label], label, sparse, panel_bands[i])
+  bands.extend(panel_bands[0] + panel_bands[1])
+  for ax, title in ((axes[0], 'train (mean over each epoch)'),
                     (axes[1], 'test (markers, fixed binarization); validation (faint)')):
     ax.set_xscale('log')
     ax.set_xlabel('training examples seen')
@@ -279,42 +291,103 @@ def _curve_panels(plt, groups, colour, dash, marker, several_betas, out):
   if sparse:  # a curve of one or two points is no curve
     log.warning('the test panel has fewer than 3 evaluations for %d settings (e.g. %s): evaluate '
                 'more often (train.eval_every_epochs) to see curves', len(sparse), sparse[0])
-  ylim = focus_ylim(bands)
-  if ylim:
-    axes[0].set_ylim(*ylim)
-  axes[0].set_ylabel('ELBO, lower bound on log p(x) (nats per example)\n'
-                     '(y range: from 1 % of training on)')
+  for ax, panel in zip(axes, panel_bands):
+    ylim = focus_ylim(panel)
+    if ylim:
+      ax.set_ylim(*ylim)
+    ax.set_ylabel('ELBO, lower bound on log p(x) (nats per example)\n'
+                  '(y range: from 1 % of training on)')
   axes[1].legend(fontsize=7, loc='lower right', title='colour: latent_dim' + (
       ', style: beta' if several_betas else ''), title_fontsize=7)
   return _save(plt, fig, out), styles
 
 
 def _rate_distortion(plt, groups, colour, rd):
-  """Final test rate against distortion across beta, one line per latent size; saved at rd."""
+  """Final test rate against distortion across beta, one line per latent size through the
+  seed means (error bars: sd over seeds), each beta labelled once; dashed iso-ELBO lines
+  (rate + distortion = -ELBO) for reference; saved at rd."""
   fig, ax = plt.subplots(figsize=(6.5, 5))
   by_latent = {}
   for setting, runs in groups.items():
     s = dict(setting)
-    for _, events in runs:
-      ev = [e for e in events if 'test/kl' in e]
-      if ev:
-        by_latent.setdefault(s.get('latent_dim'), []).append(
-            (s.get('beta', 1.0), ev[-1]['test/kl'], -ev[-1]['test/recon']))
+    finals = [[e for e in events if 'test/kl' in e][-1] for _, events in runs
+              if any('test/kl' in e for e in events)]
+    if finals:
+      rates = [e['test/kl'] for e in finals]
+      dists = [-e['test/recon'] for e in finals]
+      by_latent.setdefault(s.get('latent_dim'), []).append(
+          (s.get('beta', 1.0), rates, dists))
   ordered = sorted(by_latent.items(), key=lambda kv: _setting_order(kv[0]))
+  points = []
   for d, pts in ordered:
-    pts.sort()
-    ax.plot([p[1] for p in pts], [p[2] for p in pts], 'o-', color=colour[d],
-            label=f'latent_dim={d}')
+    pts.sort(key=lambda p: _setting_order(p[0]))
+    xs = [float(np.mean(r)) for _, r, _ in pts]
+    ys = [float(np.mean(dd)) for _, _, dd in pts]
+    sd = lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+    seeds = max(len(r) for _, r, _ in pts)
+    ax.errorbar(xs, ys, xerr=[sd(r) for _, r, _ in pts], yerr=[sd(dd) for _, _, dd in pts],
+                fmt='o-', color=colour[d], capsize=2,
+                label=f'latent_dim={d} (mean of {seeds} seed{"s" if seeds > 1 else ""})')
+    points += [(f'beta={beta}', (x, y)) for (beta, _, _), x, y in zip(pts, xs, ys)]
+  if points:
+    xs, ys = zip(*(p for _, p in points))
+    lo, hi = min(xs) + min(ys), max(xs) + max(ys)
+    x0, x1 = ax.get_xlim()
+    for level in np.linspace(lo, hi, 4):
+      ax.plot([x0, x1], [level - x0, level - x1], ls='--', color='0.7', lw=0.8, zorder=0)
+      ax.annotate(f'-ELBO {level:.0f}', (x1, level - x1), fontsize=6, color='0.5',
+                  ha='right', va='bottom')
+    ax.set_xlim(x0, x1)
   ax.set_xlabel('rate: test KL(q(z|x) || p(z)) (nats per example)')
   ax.set_ylabel('distortion: -E_q log p(x|z) (nats per example)')
   ax.set_title('rate-distortion across beta (final test values)')
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
   fig.tight_layout()
-  place_labels(fig, ax, [(f'beta={beta}', (r, dd)) for _, pts in ordered for beta, r, dd in pts])
+  place_labels(fig, ax, points)
   fig.savefig(rd, dpi=110)
   plt.close(fig)
   return rd
+
+
+def metric_against_values(root, out, metric='test_elbo'):
+  """For each field a sweep varies (the seed aside): the final `metric` of
+  `summaries.run_figures` against that field's values, mean +- sd over seeds, one line per
+  setting of the other fields. Files OUT_STEM_<metric>_vs_<field>.png; returns their paths."""
+  plt = _pyplot()
+  out = pathlib.Path(out)
+  members = [(o, summaries.run_figures(w)) for _, o, w in record.members(root)]
+  members = [(o, f) for o, f in members if f.get(metric) is not None]
+  fields = [k for k in dict.fromkeys(k for o, _ in members for k in o) if k != 'seed']
+  paths = []
+  for field in fields:
+    lines = {}
+    for o, f in members:
+      others = tuple((k.split('.')[-1], v) for k, v in o.items() if k not in (field, 'seed'))
+      lines.setdefault(others, {}).setdefault(o.get(field), []).append(f[metric])
+    fig, axes = _figure(plt, size=(6.5, 4.5))
+    ax = axes[0][0]
+    for others, values in sorted(lines.items(), key=lambda kv: [_setting_order(v)
+                                                                for _, v in kv[0]]):
+      xs = sorted(values, key=_setting_order)
+      means = [float(np.mean(values[x])) for x in xs]
+      sds = [float(np.std(values[x], ddof=1)) if len(values[x]) > 1 else 0.0 for x in xs]
+      seeds = max(len(v) for v in values.values())
+      label = (', '.join(f'{k}={v}' for k, v in others) or 'all') + f' ({seeds} seed' + (
+          's)' if seeds > 1 else ')')
+      ax.errorbar(range(len(xs)) if any(isinstance(x, str) for x in xs) else xs, means,
+                  yerr=sds, fmt='o-', capsize=3, label=label)
+    short = field.split('.')[-1]
+    ax.set_xlabel(short)
+    if all(isinstance(x, (int, float)) and x > 0 for v in lines.values() for x in v) and len(
+        {x for v in lines.values() for x in v}) > 2:
+      ax.set_xscale('log')
+    ax.set_ylabel(f'{metric} (nats per example; mean +- sd over seeds)')
+    ax.set_title(f'{metric} against {short}')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    paths.append(_save(plt, fig, out.with_name(f'{out.stem}_{metric}_vs_{short}{out.suffix}')))
+  return paths
 
 
 # Offsets (points) tried in turn for a point's label: right-up first, then around it, farther.
