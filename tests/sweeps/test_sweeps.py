@@ -381,10 +381,14 @@ def test_axis_cuts_a_preset_and_config_overrides_are_recorded(tmp_path):
 
 
 def test_evaluate_a_whole_sweep_resumably_into_the_summary(vmapped):
+  from vae.evaluation import report  # pylint: disable=g-import-not-at-top
+  compiled = report.batch_terms._cache_size()  # pylint: disable=protected-access
   rc, out, err = run_script('evaluate', '--sweep', vmapped, '--num_samples', '5',
                             '--max_examples', '64')
   assert rc == 0, err
   assert '5 members evaluated' in out
+  # Compiled once per distinct model shape (latent sizes 3 and 5), not once per member.
+  assert report.batch_terms._cache_size() - compiled <= 2  # pylint: disable=protected-access
   stamps = {d.name: (d / 'eval.json').stat().st_mtime_ns for d in vmapped.iterdir()
             if (d / 'eval.json').exists()}
   assert len(stamps) == 5

@@ -3,6 +3,7 @@
 through `vae.sweeps.evaluate`. Each batch goes through `estimates.example_terms`, the same
 computation as training's evaluation; figures in nats per example."""
 
+import functools
 import hashlib
 import io
 import math
@@ -52,8 +53,8 @@ def evaluate_model(model, images, num_samples, batch_size=500, chunk_size=100, s
   ks = [k for k in (1, 10, 100, 1000, 5000, 10000) if k < num_samples]
   key = jax.random.key(seed)
   iw = 0 if model.model.deterministic else num_samples
-  terms_fn = jax.jit(lambda v, x, k_z, k_iw: example_terms(
-      model.model, v, x, k_z, k_iw, iw, chunk_size, ks))
+  terms_fn = functools.partial(batch_terms, model.model, iw=iw, chunk=chunk_size,
+                               ks=tuple(ks))
   per_batch = []
   t0 = time.time()
   num_batches = -(-len(images) // batch_size)
@@ -106,6 +107,13 @@ def evaluate_model(model, images, num_samples, batch_size=500, chunk_size=100, s
   out['latent'] = latent_space.model_latent_diagnostics(
       model, jnp.asarray(mean), jnp.asarray(logvar), jax.random.fold_in(key, 10 ** 6))
   return out
+
+
+@functools.partial(jax.jit, static_argnames=('model', 'iw', 'chunk', 'ks'))
+def batch_terms(model, variables, x, k_z, k_iw, iw, chunk, ks):
+  """`example_terms` of one batch, compiled once per model (modules compare by their
+  structure: the members of a sweep that share a shape share it), sample count and chunk."""
+  return example_terms(model, variables, x, k_z, k_iw, iw, chunk, ks)
 
 
 def format_bpd(value):
