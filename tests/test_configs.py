@@ -71,7 +71,7 @@ def test_every_field_has_a_meaning_and_show_config_lists_them():
     ({'model.stochastic_layers': 2, 'model.arch': 'conv', 'model.hidden': ()},
      'model.arch=conv with model.stochastic_layers=2 needs model.hidden'),
     ({'model.stochastic_layers': 3}, 'choose 1 or 2'),
-    ({'model.prior': 'gaussian'}, "choose one of ('standard', 'mog', 'vamp', 'exemplar')"),
+    ({'model.prior': 'gaussian'}, "choose one of ('standard', 'mog', 'vamp', 'exemplar'"),
     ({'model.prior': 'exemplar', 'model.posterior': 'iaf'}, 'model.posterior=diagonal'),
     ({'model.prior': 'exemplar', 'model.exemplar_k': 0}, 'model.exemplar_k=0 must be >= 1'),
     ({'model.prior': 'exemplar', 'model.exemplar_candidates': 1},
