@@ -18,7 +18,7 @@ from vae import config_lib
 from vae.benchmarking import launches, programs, timing
 from vae.data import input_pipeline
 from vae.sweeps import plan
-from vae.training import step as step_lib
+from vae.training import loop, step as step_lib
 
 
 def host_loop(tiny, images, epochs, rounds, trainer, base_trainer=None, base_name=None):
@@ -70,8 +70,11 @@ print(json.dumps({'plain_jax_scan': programs.plain_jax_epoch(images, repeats, hi
 def base_lean_rates(base, tiny, repeats):
   """{'chunk', 'plain_jax_scan'} examples/s of the `tiny` config measured by the checkout
   `base` (a `launches.Trainer`'s cwd and environment) in a process of its own."""
+  # 'auto' fields resolved to their numbers, which an older checkout's schema types
+  resolved = plan.apply_overrides(tiny, {'train.eval_every_epochs':
+                                         loop.eval_every_epochs(tiny.train)})
   proc = subprocess.run([sys.executable, '-c', BASE_LEAN_STEP, str(repeats),
-                         json.dumps(config_lib.config_json(tiny))], cwd=base.cwd,
+                         json.dumps(config_lib.config_json(resolved))], cwd=base.cwd,
                         env=base.env, capture_output=True, text=True, check=True)
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
