@@ -688,7 +688,23 @@ def test_slurm_script_warns_of_a_one_task_array_and_refuses_line_breaks(tmp_path
   assert code == 0, err
   assert 'warning: all 5 members form one group: the array has one task' in err
   assert '#SBATCH --cpus-per-task=16' in (root / 'sweep.sbatch').read_text()
-  for flag in ('--partition', '--time'):
+  # Account, QoS, GPUs as generic resources, extra directives and setup lines.
+  code, _, err = run_script('sweep', '--config', SPEC, '--workdir', root, '--mode', 'slurm',
+                            '--account', 'lab', '--qos', 'high', '--gpu_directive', 'gres',
+                            '--gpus_per_task', '2', '--sbatch=--constraint=a100',
+                            '--setup', 'module load cuda/12.4')
+  assert code == 0, err
+  lines = (root / 'sweep.sbatch').read_text().splitlines()
+  for line in ('#SBATCH --ntasks=1', '#SBATCH --account=lab', '#SBATCH --qos=high',
+               '#SBATCH --gres=gpu:2', '#SBATCH --constraint=a100', 'module load cuda/12.4'):
+    assert line in lines, line
+  assert not any('--gpus-per-task' in line for line in lines)
+  assert lines.index('module load cuda/12.4') < next(
+      i for i, line in enumerate(lines) if line.startswith('exec '))
+  code, _, err = run_script('sweep', '--config', SPEC, '--workdir', root, '--mode', 'slurm',
+                            '--sbatch=constraint a100')
+  assert code == 2 and 'give one directive as --name or --name=value' in err, err
+  for flag in ('--partition', '--time', '--setup', '--account'):
     code, _, err = run_script('sweep', '--config', SPEC, '--workdir', tmp_path / 'other',
                               '--mode', 'slurm', flag, 'gpu\nrm -rf ~')
     assert code == 2 and f'{flag} ' in err and 'line break' in err, err

@@ -57,6 +57,17 @@ def _parser():
   parser.add_argument('--mem', default='32G', help='slurm: memory per task')
   parser.add_argument('--cpus_per_task', type=cli.positive_int, default=4,
                       help='slurm: CPU cores per task (the data pipeline and the host loop)')
+  parser.add_argument('--gpu_directive', choices=('gpus-per-task', 'gres'),
+                      default='gpus-per-task',
+                      help='slurm: ask for GPUs by --gpus-per-task=N or --gres=gpu:N')
+  parser.add_argument('--account', default='', help='slurm: account to charge')
+  parser.add_argument('--qos', default='', help='slurm: quality of service')
+  parser.add_argument('--sbatch', action='append', default=[], metavar='--NAME[=VALUE]',
+                      help='slurm: one more #SBATCH directive (repeatable), e.g. '
+                      '--sbatch=--constraint=a100')
+  parser.add_argument('--setup', action='append', default=[], metavar='LINE',
+                      help='slurm: a shell line run before the command (repeatable), e.g. '
+                      '"module load cuda"')
   parser.add_argument('--parallel', type=cli.positive_int, default=2, help='processes at a time')
   parser.add_argument('--dry_run', action='store_true',
                       help='print the members and their directories; run nothing')
@@ -86,10 +97,13 @@ def _slurm(args, axes, overrides):
   _, configs, _, _, _ = plan.expand(args.config, axes, overrides, args.zip, args.random,
                                     args.seed)
   count = len(plan.units_of(configs, unit))
+  options = runner.SlurmOptions(
+      partition=args.partition, gpus_per_task=args.gpus_per_task,
+      gpu_directive=args.gpu_directive, time_limit=args.time, mem=args.mem,
+      cpus_per_task=args.cpus_per_task, account=args.account, qos=args.qos,
+      extra=tuple(args.sbatch), setup=tuple(args.setup))
   text = runner.slurm_script(args.config, args.workdir, count, task_mode, unit, axes,
-                             overrides, args.partition, args.gpus_per_task, args.time,
-                             args.mem, cpus_per_task=args.cpus_per_task,
-                             grid_flags=grid.flags(args.zip, args.random, args.seed))
+                             overrides, options, grid.flags(args.zip, args.random, args.seed))
   if count == 1 and len(configs) > 1:
     print(f'warning: all {len(configs)} members form one {unit}: the array has one task '
           '(one job, no parallelism); use --unit member to spread them over tasks',

@@ -26,6 +26,7 @@ members are already done.
 import dataclasses
 import logging
 import pathlib
+import re
 import shlex
 import signal
 import subprocess
@@ -294,26 +295,78 @@ def _process_loop(sweep, queue, running, parallel, progress, stop):
     time.sleep(0.2)
 
 
-def slurm_script(config_spec, root, num_units, task_mode, unit, axes=None, config_overrides=None,
-                 partition='', gpus_per_task=1, time_limit='24:00:00', mem='32G',
-                 python=sys.executable, cpus_per_task=4, grid_flags=()):
-  """A SLURM array script: one array task per unit of the sweep.
+@dataclasses.dataclass(frozen=True)
+class SlurmOptions:
+  """What a SLURM array task asks the scheduler for (`vae-sweep --mode slurm` flags).
 
-  Each task runs `python -m vae.commands.sweep` (vae-sweep) on its own unit (`--task_index` from the array
-  variables), so resubmitting the same array skips finished members and resumes
-  interrupted ones. `--signal=B:TERM@120` asks the task to save 120 s before its time
-  limit (the command is exec'd, so the trainer itself gets the signal) and `--requeue`
-  lets the scheduler run a preempted task again.
+  Attributes:
+    partition, account, qos: the directives of the same names (empty: none).
+    gpus_per_task: GPUs per task (0: none); gpu_directive: 'gpus-per-task' or 'gres'
+      (`--gres=gpu:N`, for clusters that count GPUs as generic resources).
+    time_limit, mem, cpus_per_task: per task.
+    extra: further '#SBATCH' directives, each '--name[=value]' (e.g. '--constraint=a100').
+    setup: shell lines run before the command (e.g. 'module load cuda/12.4').
+    python: the interpreter the tasks run.
   """
-  for what, text in [('--workdir', str(root)), ('--partition', partition), ('--time', time_limit),
-                     ('--mem', mem), ('--config', config_spec)] + [
-                         (f'--config.{k}', str(v)) for k, v in (config_overrides or {}).items()]:
-    if any(ch in text for ch in '\n\r\0'):  # a line break would write a runnable line
-      raise config_lib.ConfigError(f'{what} {text!r} holds a line break or NUL; the job script '
-                                   'takes one line per value')
+  partition: str = ''
+  gpus_per_task: int = 1
+  gpu_directive: str = 'gpus-per-task'
+  time_limit: str = '24:00:00'
+  mem: str = '32G'
+  cpus_per_task: int = 4
+  account: str = ''
+  qos: str = ''
+  extra: tuple = ()
+  setup: tuple = ()
+  python: str = sys.executable
+
+  def check(self, values):
+    """ConfigError for a value with a line break (it would write a runnable line), a
+    directive that is not '--name[=value]', or an unknown GPU directive."""
+    for what, text in values + [('--partition', self.partition), ('--time', self.time_limit),
+                                ('--mem', self.mem), ('--account', self.account),
+                                ('--qos', self.qos)] + [('--sbatch', e) for e in self.extra] + [
+                                    ('--setup', line) for line in self.setup]:
+      if any(ch in text for ch in '\n\r\0'):
+        raise config_lib.ConfigError(f'{what} {text!r} holds a line break or NUL; the job '
+                                     'script takes one line per value')
+    for e in self.extra:
+      config_lib.check(re.fullmatch(r'--[a-z][a-z0-9-]*(=\S.*)?', e) is not None,
+                       f'--sbatch {e!r}: give one directive as --name or --name=value')
+    config_lib.check(self.gpu_directive in ('gpus-per-task', 'gres'),
+                     f'--gpu_directive {self.gpu_directive!r}; choose gpus-per-task or gres')
+
+  def directives(self):
+    """The resource lines of the script (`--ntasks=1`: one process per array task)."""
+    lines = [f'#SBATCH --time={self.time_limit}', f'#SBATCH --mem={self.mem}', '#SBATCH --ntasks=1',
+             f'#SBATCH --cpus-per-task={self.cpus_per_task}']
+    for name, value in (('partition', self.partition), ('account', self.account),
+                        ('qos', self.qos)):
+      if value:
+        lines.append(f'#SBATCH --{name}={value}')
+    if self.gpus_per_task:
+      lines.append(f'#SBATCH --gres=gpu:{self.gpus_per_task}' if self.gpu_directive == 'gres'
+                   else f'#SBATCH --gpus-per-task={self.gpus_per_task}')
+    return lines + [f'#SBATCH {e}' for e in self.extra]
+
+
+def slurm_script(config_spec, root, num_units, task_mode, unit, axes=None, config_overrides=None,
+                 options=SlurmOptions(), grid_flags=()):
+  """A SLURM array script: one array task per unit of the sweep (a member, or a vmap group:
+  several members packed into one task's program, e.g. one group per GPU).
+
+  Each task runs `python -m vae.commands.sweep` (vae-sweep) on its own unit (`--task_index`
+  from the array variables), so resubmitting the same array skips finished members and
+  resumes interrupted ones. `--signal=B:TERM@120` asks the task to save 120 s before its
+  time limit (the command is exec'd, so the trainer itself gets the signal) and `--requeue`
+  lets the scheduler run a preempted task again. `options`: `SlurmOptions`.
+  """
+  options.check([('--workdir', str(root)), ('--config', config_spec)] + [
+      (f'--config.{k}', str(v)) for k, v in (config_overrides or {}).items()])
   root = pathlib.Path(root).absolute()
   path, colon, arg = resolve_config_spec(config_spec).partition(':')
   config_spec = str(pathlib.Path(path).resolve()) + colon + arg  # tasks start anywhere
+  python = options.python
   args = [python, '-m', 'vae.commands.sweep', '--config', config_spec, '--workdir', str(root),
           '--mode', task_mode, '--unit', unit, '--num_tasks', str(num_units)]
   for key, values in (axes or {}).items():
@@ -322,25 +375,16 @@ def slurm_script(config_spec, root, num_units, task_mode, unit, axes=None, confi
   args += list(grid_flags)  # --zip, --random N --seed S: every task forms the same grid
   args += [f'--import={m}' for m in config_lib.PLUGINS]  # the user's families, in every task
   quoted = ' '.join(shlex.quote(a) for a in args)
-  lines = ['#!/usr/bin/env bash',
-           f'#SBATCH --job-name=vae-sweep-{root.name}',
-           f'#SBATCH --array=0-{num_units - 1}',
-           f'#SBATCH --time={time_limit}',
-           f'#SBATCH --mem={mem}',
-           f'#SBATCH --cpus-per-task={cpus_per_task}',
-           '#SBATCH --signal=B:TERM@120',
-           '#SBATCH --requeue',
-           f'#SBATCH --output={root}/slurm-%A_%a.out']
-  if partition:
-    lines.append(f'#SBATCH --partition={partition}')
-  if gpus_per_task:
-    lines.append(f'#SBATCH --gpus-per-task={gpus_per_task}')
+  lines = (['#!/usr/bin/env bash', f'#SBATCH --job-name=vae-sweep-{root.name}',
+            f'#SBATCH --array=0-{num_units - 1}'] + options.directives() + [
+                '#SBATCH --signal=B:TERM@120', '#SBATCH --requeue',
+                f'#SBATCH --output={root}/slurm-%A_%a.out'])
   lines += ['# Generated by vae-sweep (scripts/sweep.py) --mode slurm; submit with: sbatch THIS_FILE',
-            'set -euo pipefail',
+            'set -euo pipefail', *options.setup,
             # this package first on the path, installed or not (as settings.command does)
             f'export PYTHONPATH={shlex.quote(settings.package_root())}"${{PYTHONPATH:+:$PYTHONPATH}}"',
             'task=$(( SLURM_ARRAY_TASK_ID - ${SLURM_ARRAY_TASK_MIN:-0} ))']
-  if gpus_per_task:  # GPUs asked for: a jax without an accelerator fails fast, in one line
+  if options.gpus_per_task:  # GPUs asked for: a jax without an accelerator fails fast, in one line
     check = ('import jax, sys; sys.exit(0 if jax.default_backend() != "cpu" else 3)')
     lines.append(f'{shlex.quote(python)} -c {shlex.quote(check)} 2>/dev/null || {{ echo '
                  f'"error: this job asked for GPUs but the jax of {shlex.quote(python)} has no '
