@@ -849,3 +849,22 @@ def test_grids_from_the_command_line_extend_zip_and_draw(tmp_path):
                       (('--axis', 'optim.lr=log:0:1', '--random', '2'), 'LOW > 0 for log')):
     rc, _, err = _dry(tmp_path, *flags)
     assert rc == 2 and text in err and err.count('\n') == 1, err
+
+
+def test_mode_auto_follows_its_rule_and_a_sweep_keeps_its_recorded_mode(vmapped):
+  """--mode auto: one after another on a CPU (one model fills the cores), vmap on an
+  accelerator with two or more members; recorded in sweep.json; a sweep recorded with a
+  mode keeps it when rerun under auto."""
+  assert runner.choose_mode('auto', 'cpu', 8) == ('sequential', 'auto: 8 member(s) on cpu')
+  assert runner.choose_mode('auto', 'gpu', 8)[0] == 'vmap'
+  assert runner.choose_mode('auto', 'tpu', 32)[0] == 'vmap'
+  assert runner.choose_mode('auto', 'gpu', 1)[0] == 'sequential'
+  assert runner.choose_mode('auto', 'cpu', 8, 'vmap') == ('vmap', 'auto: kept from sweep.json')
+  assert runner.choose_mode('processes', 'gpu', 8, 'vmap') == ('processes', 'asked')
+  saved = json.loads((vmapped / 'sweep.json').read_text())
+  assert (saved['mode'], saved['mode_chosen']) == ('vmap', 'asked')
+  again = runner.run_sweep(SPEC, vmapped)  # auto by default; every member finished
+  assert (again.data['mode'], again.data['mode_chosen']) == ('vmap', 'auto: kept from sweep.json')
+  lines = []
+  runner.run_sweep(SPEC, vmapped.parent / 'fresh_auto', dry_run=True, out=lines.append)
+  assert lines[-1].endswith('mode sequential')

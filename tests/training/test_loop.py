@@ -657,6 +657,11 @@ def test_run_json_records_the_device_timeline_and_the_boundary_seconds(smoke_run
     assert 0.0 < t['device_busy_s'] <= t['wall_s'] + 1e-3
   assert timing['steady']['wall_s'] <= timing['whole']['wall_s']
   assert timing['eval_s'] > 0 and timing['checkpoint_background_s'] > 0
+  # The closing line's shares of the wall time add up (first chunk, busy, idle).
+  line = loop.closing_line(timing)
+  shares = [float(v) for v in re.findall(r'([\d.]+) %', line)]
+  assert len(shares) == 3 and sum(shares) == pytest.approx(100.0, abs=0.2), line
+  assert 'overlapping the device' in line
 
 
 def test_wall_clock_checkpoints_add_saves_and_change_no_number(smoke_run, tmp_path, caplog):

@@ -2,7 +2,11 @@
 
   vae-sweep --config configs/x.py[:arg] --workdir ROOT [--mode MODE] [--axis K=V1,V2] [--config.a.b=v]
 
-  --mode sequential  members one after another in this process (default)
+  --mode auto        (default) sequential on a CPU, vmap on a GPU or TPU with >= 2 members
+                     (the rule and its measurements: vae/sweeps/runner.py choose_mode,
+                     docs/benchmarks.md); the choice is recorded in sweep.json and kept
+                     when the sweep resumes or grows
+  --mode sequential  members one after another in this process
   --mode processes   members as separate vae-train processes, --parallel at a time
   --mode vmap        members that differ only in beta, free bits, warm-up, lr,
                      seed or latent size train together in one compiled program
@@ -44,9 +48,10 @@ def _parser():
   parser = cli.ArgumentParser(description=__doc__, config_overrides=True)
   parser.add_argument('--config', required=True, help='configs/x.py[:arg] with get_sweep')
   parser.add_argument('--workdir', required=True, help='sweep root directory')
-  parser.add_argument('--mode', default='sequential',
-                      choices=('sequential', 'processes', 'vmap', 'slurm'),
-                      help='how the members run (see above)')
+  parser.add_argument('--mode', default='auto',
+                      choices=('auto', 'sequential', 'processes', 'vmap', 'slurm'),
+                      help='how the members run (see above; auto: by the backend and the '
+                      'member count, recorded in sweep.json)')
   parser.add_argument('--task_mode', choices=('sequential', 'vmap'), default=None,
                       help='slurm: how each array task runs its unit (default: vmap for '
                       'groups, sequential for members)')
@@ -154,7 +159,7 @@ def main(argv=None):
   def work():
     if args.mode == 'slurm':
       return _slurm(args, axes, overrides)
-    if args.mode in ('sequential', 'vmap'):  # in this process: later members reuse programs
+    if args.mode in ('auto', 'sequential', 'vmap'):  # in this process: later members reuse programs
       compilation_cache.enable()
     record = runner.run_sweep(args.config, args.workdir, args.mode, args.parallel, args.dry_run,
                               axes=axes, config_overrides=overrides, task_index=args.task_index,

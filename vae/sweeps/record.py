@@ -89,8 +89,10 @@ class SweepRecord:
                         for k, v in (config_overrides or {}).items()}
     members = [{'name': member_name(o), 'overrides': o,
                 'workdir': str(member_dir(self.root, member_name(o)))} for o in overrides]
+    self.saved_mode = None
     if self.path.exists():
       saved = read_sweep_json(self.path)
+      self.saved_mode = saved.get('mode')
       if saved.get('config_overrides', {}) != config_overrides:
         raise config_lib.ConfigError(
             f'{self.path} was run with --config overrides {saved.get("config_overrides", {})}, '

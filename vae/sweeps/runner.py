@@ -33,6 +33,8 @@ import subprocess
 import sys
 import time
 
+import jax
+
 from vae import config_lib, settings
 from vae.sweeps.plan import (expand, member_dir, resolve_config_spec, task_from_environment,
                              units_of, vmap_groups)
@@ -91,7 +93,26 @@ def _result_status(status):
   return 'finished' if status in ENDED else 'interrupted'
 
 
-def run_sweep(config_spec, root, mode='sequential', parallel=2, dry_run=False, out=print,
+# --mode auto's rule, from docs/benchmarks.md ("a sweep of 8 default models"): on a CPU one
+# model already fills the cores (vmap, processes and one after another within 4 % of each
+# other), so the members run one after another in this process (compiled programs reused);
+# on an accelerator in vmapped programs (3.3x one model's throughput at 8 members, 5.9x at
+# 32, H200). A sweep recorded with a mode keeps it when it resumes or grows under auto.
+def choose_mode(mode, backend, num_members, saved=None):
+  """(mode, why) for `--mode` (auto or a mode) on `backend` with `num_members` members."""
+  if mode != 'auto':
+    return mode, 'asked'
+  if saved in MODES:
+    return saved, 'auto: kept from sweep.json'
+  if backend == 'cpu' or num_members < 2:
+    return 'sequential', f'auto: {num_members} member(s) on {backend}'
+  return 'vmap', f'auto: {num_members} members on {backend}'
+
+
+MODES = ('sequential', 'processes', 'vmap')
+
+
+def run_sweep(config_spec, root, mode='auto', parallel=2, dry_run=False, out=print,
               axes=None, config_overrides=None, task_index=None, num_tasks=None, unit=None,
               zipped=False, random=0, seed=0):
   """Runs (or, with `dry_run`, lists) the sweep of `config_spec` under `root`.
@@ -113,9 +134,9 @@ def run_sweep(config_spec, root, mode='sequential', parallel=2, dry_run=False, o
   Raises:
     ConfigError: a bad spec, override or mode (before anything runs).
   """
-  if mode not in ('sequential', 'processes', 'vmap'):
-    raise config_lib.ConfigError(f'unknown --mode {mode!r}; choose sequential, processes or '
-                                 'vmap')
+  if mode not in MODES + ('auto',):
+    raise config_lib.ConfigError(f'unknown --mode {mode!r}; choose auto, sequential, '
+                                 'processes or vmap')
   overrides, configs, names, fixed, base = expand(config_spec, axes, config_overrides, zipped,
                                                   random, seed)
   root = pathlib.Path(root)
@@ -126,6 +147,8 @@ def run_sweep(config_spec, root, mode='sequential', parallel=2, dry_run=False, o
   record = SweepRecord(root, config_spec, overrides, fixed, config_lib.config_json(base))
   if random:
     record.data['random'] = {'members': random, 'seed': seed, 'axes': axes}
+  mode, why = choose_mode(mode, jax.default_backend(), len(configs), record.saved_mode)
+  record.data.update(mode=mode, mode_chosen=why)
   task_index, num_tasks = task_from_environment(task_index, num_tasks)
   unit = unit or ('group' if mode == 'vmap' else 'member')
   if mode == 'vmap' and unit == 'member' and num_tasks > 1:

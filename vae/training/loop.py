@@ -338,14 +338,26 @@ def _train_runs(runs, group_dir, dataset, mesh, sched, t_start, preempt, hooks):
     driver.close()
     saver.close()
   timing = driver.timing()
-  log.info('device busy %.1f of %.1f s after the first chunk (host stall %.1f %%); '
-           'evaluations %.1f s, checkpoints %.1f s (%.1f s of it in the background), '
-           'images %.1f s', timing['steady']['device_busy_s'], timing['steady']['wall_s'],
-           100 * timing['steady']['host_stall_share'], timing['eval_s'], timing['checkpoint_s'],
-           timing['checkpoint_background_s'], timing['images_s'])
+  log.info('%s', closing_line(timing))
   for r in runs:
     r.record.note('timing', timing)
   return [r.finish(step, resume_step) for r in runs]
+
+
+def closing_line(timing):
+  """The run's last line about time: shares of the wall time that add to 100 % (the first
+  chunk, with its compilation; then the device busy; then the device idle, the host stall),
+  and the host's boundary work in seconds, which overlaps the device's work."""
+  whole, steady = timing['whole'], timing['steady']
+  first = max(0.0, whole['wall_s'] - steady['wall_s'])
+  busy = steady['device_busy_s']
+  idle = max(0.0, steady['wall_s'] - busy)
+  share = lambda s: 100.0 * s / max(whole['wall_s'], 1e-9)
+  return (f'{whole["wall_s"]:.1f} s: first chunk (compilation) {share(first):.1f} %, device '
+          f'busy {share(busy):.1f} %, device idle (host stall) {share(idle):.1f} %; the host\'s '
+          f'boundary work, overlapping the device: evaluations {timing["eval_s"]:.1f} s, '
+          f'checkpoints {timing["checkpoint_s"]:.1f} s (+{timing["checkpoint_background_s"]:.1f} '
+          f's on the background thread), images {timing["images_s"]:.1f} s')
 
 
 def _keep_legacy_fields(config, workdir, quiet=False):
