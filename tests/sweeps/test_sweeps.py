@@ -578,13 +578,13 @@ def test_a_refused_vmap_rerun_changes_nothing(vmapped, tmp_path):
 
 
 def test_a_sequential_sweep_runs_the_other_members_after_one_fails(tmp_path):
-  """A member that fails (here: its directory holds a run of another config) is recorded as
-  failed and named; the members after it still train; the sweep exits 1."""
+  """A member that fails (here: its metrics file cannot be written, a directory stands
+  there) is recorded as failed and named; the members after it still train; the sweep exits
+  1. (A member directory holding a run of another config is refused before anything runs:
+  test_a_member_trained_from_another_config_is_refused_and_the_content_recorded.)"""
   root = tmp_path / 'seq'
   broken = root / 'latent_dim=3,beta=0.5'
-  broken.mkdir(parents=True)
-  (broken / 'config.json').write_text(json.dumps(config_lib.config_json(
-      smoke_config(**{'model.latent_dim': 7}))))
+  (broken / 'metrics.jsonl').mkdir(parents=True)
   code, out, err = run_script('sweep', '--config', 'configs/default.py:smoke,sweep=tiny4',
                               '--workdir', root, '--mode', 'sequential',
                               '--axis', 'model.latent_dim=3')

@@ -127,7 +127,7 @@ def _report(args, record):
   width = max(len(m['name']) for m in members)
   for m in members:  # one line per member: its status and newest test ELBO (nats/example)
     elbo = metrics_io.last_metrics(m['workdir']).get('test/elbo') if pathlib.Path(
-        m['workdir'], 'metrics.jsonl').exists() else None
+        m['workdir'], 'metrics.jsonl').is_file() else None
     shown = f'test ELBO {elbo:.3f}' if elbo is not None else 'no test ELBO yet'
     print(f'  {m["name"]:<{width}}  {m["status"]:<12} {shown}')
   failed = [m['name'] for m in members if m['status'] == 'failed']
