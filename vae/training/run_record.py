@@ -143,8 +143,8 @@ def recorded_imports(workdir):
   except (OSError, ValueError, KeyError, TypeError):
     return []
   out = []
-  for s in sessions:
-    for name in (s.get('environment', s) or {}).get('imports', []) or []:
+  for s in sessions:  # each session holds `environment()`'s fields, 'imports' among them
+    for name in s.get('imports') or []:
       if name not in out:
         out.append(name)
   return out

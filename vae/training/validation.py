@@ -19,9 +19,8 @@ _VALIDATED = set()  # specs (hashable, compared by value) that passed `validate`
 def spec(config):
   """The frozen spec of `config` (a ConfigDict or a spec), validated once: a spec that
   passed already is returned as is."""
-  frozen = specs.freeze(config) if specs.is_spec(config) else None
-  if frozen is not None and frozen in _VALIDATED:
-    return frozen
+  if specs.is_spec(config) and config in _VALIDATED:
+    return config
   validate(config)
   frozen = specs.freeze(config)
   _VALIDATED.add(frozen)
